@@ -1,0 +1,1 @@
+"""Lightning callbacks: the output writer (atomic files, manifest, summary) and metric logging."""

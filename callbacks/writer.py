@@ -1,0 +1,107 @@
+"""Writes each batch as it finishes: latents, reconstructions, manifest lines, failure records; then the summary.
+
+Layout under ``output_dir``::
+
+    latents/<id>.safetensors   x*_T + metadata to reproduce the reconstruction
+    recon/<id>.png             the reconstruction
+    manifest.jsonl             one JSON object per inverted sample
+    failures.jsonl             one per sample that could not be read
+    summary.json               means over the manifest, plus the resolved config
+
+Every file appears atomically; manifest lines are appended with one ``write`` each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from preciseinv.datamodules.images import save_png
+from preciseinv.outputs import atomic_write_bytes, save_latent
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """One line, one write, O_APPEND: lines from several ranks never interleave."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; a torn last line (a killed writer) is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def summarize(records: list[dict], failures: list[dict], config: dict | None = None) -> dict:
+    """The ``summary.json`` of a manifest (the last record of each id counts)."""
+    latest = {r["id"]: r for r in records}
+    rs = list(latest.values())
+    lpips = [r.get("lpips") for r in rs]
+    return {
+        "n": len(rs),
+        "n_failed": len({f["id"] for f in failures} - set(latest)),
+        "psnr_mean": _mean([r["psnr"] for r in rs]),
+        "ssim_mean": _mean([r["ssim"] for r in rs]),
+        "lpips_mean": None if any(v is None for v in lpips) else _mean(lpips),
+        "seconds_per_image": _mean([r["seconds"] for r in rs]),
+        "converged_fraction": _mean([float(all(r["converged"])) for r in rs]),
+        "nfe_forward_mean": _mean([r["nfe_forward"] for r in rs]),
+        "nfe_backward_mean": _mean([r["nfe_backward"] for r in rs]),
+        "config": config,
+    }
+
+
+class InversionWriter(BasePredictionWriter):
+    def __init__(self, output_dir: str, save_recon: bool = True, run_config: dict | None = None):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.save_recon, self.run_config = save_recon, run_config
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        for failure in prediction["failures"]:
+            append_jsonl(self.output_dir / "failures.jsonl", failure)
+        out = prediction["output"]
+        if out is None:
+            return
+        meta = pl_module.engine.metadata()
+        steps = out.inversion.per_sample()
+        for i, sample_id in enumerate(prediction["id"]):
+            latent_rel, recon_rel = f"latents/{sample_id}.safetensors", f"recon/{sample_id}.png"
+            sample_meta = {**meta, "id": sample_id, "source": prediction["source"][i], "prompt": prediction["prompt"][i]}
+            save_latent(self.output_dir / latent_rel, out.latent[i], sample_meta)
+            if self.save_recon:
+                save_png(self.output_dir / recon_rel, out.recon[i])
+            record = {"id": sample_id, "source": prediction["source"][i], "prompt": prediction["prompt"][i]}
+            record.update({k: (v[i] if v is not None else None) for k, v in out.metrics.items()})
+            record.update(steps[i])
+            record.update({"seconds": out.seconds_per_image, "latent": latent_rel,
+                           "recon": recon_rel if self.save_recon else None})
+            append_jsonl(self.output_dir / "manifest.jsonl", record)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        trainer.strategy.barrier("preciseinv-summary")
+        if trainer.is_global_zero:
+            summary = summarize(read_jsonl(self.output_dir / "manifest.jsonl"),
+                                read_jsonl(self.output_dir / "failures.jsonl"), self.run_config)
+            atomic_write_bytes(self.output_dir / "summary.json", json.dumps(summary, indent=2).encode())

@@ -1,0 +1,1 @@
+"""Lightning datamodules: samples {id, source, image, prompt} from folders (and, later, COCO and WebDataset)."""

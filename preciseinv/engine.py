@@ -1,0 +1,81 @@
+"""The one code path from images to latents: encode, invert, reconstruct, measure.
+
+Both the Lightning module and the Python API call ``InversionEngine``; nothing else runs the algorithm.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from preciseinv.methods.base import InversionResult
+from preciseinv.metrics import ImageMetrics
+from preciseinv.models.base import DiffusionModel
+
+
+@dataclass
+class BatchOutput:
+    """Everything a writer needs for one batch."""
+
+    latent: torch.Tensor  # (B, C, h, w) x*_T, fp32
+    recon: torch.Tensor  # (B, 3, H, W) in [-1, 1]
+    target: torch.Tensor  # (B, 3, H, W) in [-1, 1], the preprocessed input
+    metrics: dict[str, list[float] | None]  # psnr, ssim, lpips per sample
+    inversion: InversionResult
+    seconds_per_image: float
+
+
+class InversionEngine:
+    def __init__(self, model: DiffusionModel, method, num_steps: int = 2, timestep_spacing: str | None = None,
+                 timesteps: list[int] | None = None, guidance_scale: float = 1.0,
+                 metrics: ImageMetrics | None = None):
+        self.model, self.method = model, method
+        self.sampler = model.sampler(num_steps, timestep_spacing, timesteps)
+        self.guidance_scale = guidance_scale
+        self.metrics = metrics
+
+    def condition(self, prompts: list[str] | None, batch_size: int, negative_prompts: list[str] | None = None) -> Any:
+        prompts = list(prompts) if prompts is not None else [""] * batch_size
+        return self.model.condition(prompts, negative_prompts, self.guidance_scale)
+
+    def invert(self, images: torch.Tensor, prompts: list[str] | None = None) -> tuple[torch.Tensor, InversionResult]:
+        """(x0, result) for images (B, 3, H, W) in [-1, 1]; ``result.latent`` is x*_T."""
+        images = images.to(self.model.device)
+        with torch.no_grad():
+            x0 = self.model.encode(images).float()  # (B, C, h, w)
+        cond = self.condition(prompts, images.shape[0])
+        return x0, self.method.invert(self.model.predict, self.sampler, x0, cond)
+
+    @torch.no_grad()
+    def reconstruct(self, latent: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
+        """Run the sampler from x*_T and decode: (B, 3, H, W) in [-1, 1]."""
+        latent = latent.to(self.model.device).float()
+        cond = self.condition(prompts, latent.shape[0])
+        return self.model.decode(self.sampler.sample(self.model.predict, latent, cond))
+
+    def run(self, images: torch.Tensor, prompts: list[str] | None = None) -> BatchOutput:
+        start = time.perf_counter()
+        images = images.to(self.model.device).float()
+        _, result = self.invert(images, prompts)
+        recon = self.reconstruct(result.latent, prompts)
+        values = self.metrics(recon, images) if self.metrics is not None else {}
+        if images.device.type == "cuda":
+            torch.cuda.synchronize(images.device)
+        seconds = (time.perf_counter() - start) / images.shape[0]
+        metrics = {k: (v.tolist() if v is not None else None) for k, v in values.items()}
+        return BatchOutput(result.latent.detach(), recon, images, metrics, result, seconds)
+
+    def metadata(self) -> dict:
+        """What a latent file records so that the reconstruction can be reproduced from it alone."""
+        return {
+            "model": self.model.describe(),
+            "scheduler": self.model.scheduler_config,
+            "schedule": self.sampler.schedule.to_dict(),
+            "sampler": self.sampler.name,
+            "num_steps": self.sampler.num_steps,
+            "guidance_scale": self.guidance_scale,
+            **self.method.describe(),
+        }

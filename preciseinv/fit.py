@@ -1,0 +1,69 @@
+"""``python -m preciseinv.fit [overrides]``: invert a dataset with the configured model and method.
+
+``run(cfg)`` does the work and is what tests call; ``main`` is the thin Hydra wrapper that turns a
+``PreciseInvError`` into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+from preciseinv.errors import PreciseInvError
+
+CONFIG_DIR = str(files("preciseinv.configs"))
+
+
+def run(cfg) -> dict:
+    """Instantiate model, method, data, writer, logger and trainer from ``cfg``; predict; return the summary."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from preciseinv.models.loading import native_resolution
+    from preciseinv.module import InversionModule
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.output_dir)
+    model_spec = instantiate(cfg.model)
+    method = instantiate(cfg.method)
+    resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
+    datamodule = instantiate(cfg.data, resolution=resolution)
+    datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
+    module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,
+                             guidance_scale=cfg.guidance_scale, lpips=cfg.lpips)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    writer = instantiate(cfg.writer, output_dir=str(output_dir))
+    writer.run_config = config  # set after instantiate, which would otherwise build the _target_s inside it
+    callbacks = [writer] + [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if logger and hasattr(logger, "log_hyperparams"):
+        logger.log_hyperparams(config)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    summary_path = output_dir / "summary.json"
+    return json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+
+def main() -> None:
+    import hydra
+
+    @hydra.main(config_path=CONFIG_DIR, config_name="fit", version_base="1.3")
+    def _main(cfg) -> None:
+        try:
+            summary = run(cfg)
+        except PreciseInvError as err:
+            print(f"preciseinv: error: {err}", file=sys.stderr)
+            raise SystemExit(2)
+        if summary:
+            shown = {k: v for k, v in summary.items() if k != "config"}
+            print(json.dumps(shown, indent=2))
+            print(f"outputs in {cfg.output_dir}")
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

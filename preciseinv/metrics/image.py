@@ -1,0 +1,53 @@
+"""Per-image metrics between a reconstruction and its target, both (B, 3, H, W) in [-1, 1]."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+_LPIPS_WARNED = False
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image (B,), on the [0, 1] scale of 8-bit images."""
+    mse = ((pred.float() - target.float()) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    p, t = (pred.float() + 1) / 2, (target.float() + 1) / 2
+    return structural_similarity_index_measure(p, t, data_range=1.0, reduction="none")  # (B,)
+
+
+def _load_lpips(net: str):
+    """torchmetrics' LPIPS; needs torchvision and its backbone weights (a download at first use)."""
+    global _LPIPS_WARNED
+    try:
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        return LearnedPerceptualImagePatchSimilarity(net_type=net, reduction="none", normalize=False).eval()
+    except Exception as err:  # no torchvision, no network: report null, never crash
+        if not _LPIPS_WARNED:
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            warnings.warn(f"LPIPS unavailable ({type(err).__name__}: {reason}); reporting lpips as null", stacklevel=3)
+            _LPIPS_WARNED = True
+        return None
+
+
+class ImageMetrics:
+    """PSNR, SSIM and (if it loads) LPIPS for a batch; values are (B,) tensors or None."""
+
+    def __init__(self, lpips: bool = True, lpips_net: str = "alex"):
+        self.lpips_net = lpips_net
+        self._lpips = _load_lpips(lpips_net) if lpips else None
+
+    @torch.no_grad()
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        out = {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "lpips": None}
+        if self._lpips is not None:
+            self._lpips.to(pred.device)
+            out["lpips"] = self._lpips(pred.float().clamp(-1, 1), target.float().clamp(-1, 1)).reshape(-1)
+        return out

@@ -1,0 +1,79 @@
+"""The interface the engine sees: a frozen diffusion model as encode / decode / condition / predict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from preciseinv.samplers import DDIMSampler, build_schedule
+
+
+def select(cond: Any, idx: torch.Tensor) -> Any:
+    """The rows ``idx`` of a batched conditioning (None, a tensor, or a dict of them)."""
+    if cond is None:
+        return None
+    if isinstance(cond, torch.Tensor):
+        return cond[idx]
+    return {k: select(v, idx) if isinstance(v, (torch.Tensor, dict)) else v for k, v in cond.items()}
+
+
+class DiffusionModel:
+    """A frozen diffusers model. Subclasses set ``modules`` and implement the four methods.
+
+    Images are (B, 3, H, W) in [-1, 1]; ``x0`` is the clean state the sampler works in (VAE latents, or pixels).
+    The networks are in eval mode with ``requires_grad`` off: gradients flow only to the inputs (eps*).
+    """
+
+    family = "base"
+
+    def __init__(self, source: str, modules: dict[str, torch.nn.Module], scheduler_config: dict,
+                 resolution: int):
+        self.source = source
+        self.modules = modules
+        self.scheduler_config = dict(scheduler_config)
+        self.resolution = resolution
+        for module in modules.values():
+            module.eval().requires_grad_(False)
+
+    # --- what a family implements -------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def condition(self, prompts: list[str], negative_prompts: list[str] | None = None,
+                  guidance_scale: float = 1.0) -> Any:
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor, timestep: int, cond: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- shared ---------------------------------------------------------------------------------
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.modules.values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.modules.values())).dtype
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "DiffusionModel":
+        for module in self.modules.values():
+            module.to(device) if dtype is None else module.to(device, dtype)
+        return self
+
+    def sampler(self, num_steps: int, timestep_spacing: str | None = None,
+                timesteps: list[int] | None = None) -> DDIMSampler:
+        schedule = build_schedule(self.scheduler_config, num_steps, timestep_spacing, timesteps)
+        clip = self.scheduler_config.get("clip_sample_range", 1.0) if self.scheduler_config.get("clip_sample") else None
+        return DDIMSampler(schedule, self.prediction_type, clip)
+
+    def describe(self) -> dict:
+        return {"source": self.source, "family": self.family, "resolution": self.resolution,
+                "prediction_type": self.prediction_type}

@@ -1,0 +1,132 @@
+"""Find a model (hub id, local diffusers directory, or the embedded mini model) and build its adapter.
+
+The pipeline class in ``model_index.json`` picks the adapter. Weights load from safetensors only unless the user
+opts out; remote code is never run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from preciseinv.errors import PreciseInvError
+
+EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "mini-ddpm"
+
+_ADAPTERS = {
+    "DDPMPipeline": "preciseinv.models.pixel:PixelModel",
+    "DDIMPipeline": "preciseinv.models.pixel:PixelModel",
+    "StableDiffusionPipeline": "preciseinv.models.stable_diffusion:StableDiffusionModel",
+}
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class ModelSpec:
+    """What ``configs/model/*.yaml`` describes: where the model is and its inversion defaults."""
+
+    name: str = "mini"
+    path: str | None = None  # hub id or local directory; None: the embedded mini model
+    lr: float = 0.1  # AdamW learning rate for eps* (paper: 0.1 SD1.4, 0.05 LCM/SDXL, 0.025 SD3)
+    num_steps: int = 2  # T
+    dtype: str = "float32"  # weights' dtype; compute precision is trainer.precision (autocast)
+    revision: str | None = None
+    use_safetensors: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def load(self, device: str | torch.device = "cpu"):
+        return load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,
+                          use_safetensors=self.use_safetensors)
+
+
+def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:
+    """(where to load from, whether it is local)."""
+    if path is None or str(path) in ("", "embedded", "mini") or str(path).startswith("embedded:"):
+        return str(EMBEDDED_MODEL), True
+    path = os.path.expanduser(str(path))
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "model_index.json")):
+            raise PreciseInvError(f"model.path {path!r} has no model_index.json: point it at a diffusers-format "
+                                  "directory (one saved with pipeline.save_pretrained)")
+        return path, True
+    looks_local = path.startswith(("/", ".", "~")) or path.count("/") != 1 or os.path.exists(path)
+    if looks_local:
+        raise PreciseInvError(f"model.path {path!r} does not exist: give an existing diffusers directory "
+                              "or a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5")
+    return path, False
+
+
+def _model_index(path: str, local: bool, revision: str | None) -> dict:
+    if local:
+        return json.loads(Path(path, "model_index.json").read_text())
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(path, "model_index.json", revision=revision)).read_text())
+    except Exception as err:  # offline, unknown repo, gated repo: one message with the fix
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise PreciseInvError(
+            f"could not fetch hub model {path!r} ({type(err).__name__}: {reason}); check the id and your network "
+            "(or HF_TOKEN for gated models), or download it elsewhere and pass model.path=<local directory>"
+        ) from None
+
+
+def native_resolution(path: str | os.PathLike | None = None, revision: str | None = None) -> int:
+    """The pixel resolution a model was trained at, read from its configs (no weights are loaded)."""
+    where, local = _resolve(path)
+    index = _model_index(where, local, revision)
+
+    def config(sub: str) -> dict:
+        if local:
+            return json.loads(Path(where, sub, "config.json").read_text())
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(where, f"{sub}/config.json", revision=revision)).read_text())
+
+    denoiser = "transformer" if "transformer" in index else "unet"
+    size = config(denoiser)["sample_size"]
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    if "vae" in index:
+        size *= 2 ** (len(config("vae")["block_out_channels"]) - 1)
+    return int(size)
+
+
+def scheduler_config(path: str, **load_kwargs) -> dict:
+    from diffusers import DDIMScheduler
+
+    hub = {k: v for k, v in load_kwargs.items() if k in ("revision", "local_files_only")}
+    return dict(DDIMScheduler.load_config(path, subfolder="scheduler", **hub))
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               dtype: str | torch.dtype = "float32", revision: str | None = None, use_safetensors: bool = True):
+    """Load a diffusers model as a ``DiffusionModel`` adapter (frozen, eval mode)."""
+    import importlib
+
+    where, local = _resolve(path)
+    index = _model_index(where, local, revision)
+    cls_name = index.get("_class_name", "?")
+    if cls_name not in _ADAPTERS:
+        raise PreciseInvError(f"unsupported pipeline class {cls_name!r} at {where!r}; supported: "
+                              + ", ".join(sorted(_ADAPTERS)))
+    module_name, attr = _ADAPTERS[cls_name].split(":")
+    adapter_cls = getattr(importlib.import_module(module_name), attr)
+    torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    kwargs = {"use_safetensors": use_safetensors, "torch_dtype": torch_dtype}
+    if revision:
+        kwargs["revision"] = revision
+    if local:
+        kwargs["local_files_only"] = True
+    source = "embedded:mini-ddpm" if where == str(EMBEDDED_MODEL) else str(path)
+    try:
+        model = adapter_cls.from_pretrained(where, source=source, **kwargs)
+    except (OSError, EnvironmentError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        hint = " (set model.use_safetensors=false to allow .bin weights)" if "safetensors" in first.lower() else ""
+        raise PreciseInvError(f"could not load {cls_name} from {where!r}: {first}{hint}") from None
+    return model.to(device)

@@ -1,0 +1,42 @@
+"""Lightning glue: ``predict_step`` = ``engine.run(batch)``.
+
+The frozen diffusion model is loaded per rank in ``setup`` and held by the engine, outside the module's
+registered children, so DDP never wraps it and no checkpoint holds it. ``Trainer(inference_mode=False)`` plus
+``torch.enable_grad()`` lets the solver differentiate w.r.t. eps* inside prediction.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningModule
+
+from preciseinv.engine import InversionEngine
+from preciseinv.metrics import ImageMetrics
+from preciseinv.models.loading import ModelSpec
+
+
+class InversionModule(LightningModule):
+    def __init__(self, model: ModelSpec, method, num_steps: int = 2, timestep_spacing: str | None = None,
+                 guidance_scale: float = 1.0, lpips: bool = True):
+        super().__init__()
+        self.model_spec, self.method = model, method
+        self.num_steps, self.timestep_spacing, self.guidance_scale = num_steps, timestep_spacing, guidance_scale
+        self.lpips = lpips
+        self.engine: InversionEngine | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.engine is None:
+            model = self.model_spec.load(device="cpu")
+            self.engine = InversionEngine(model, self.method, self.num_steps, self.timestep_spacing,
+                                          guidance_scale=self.guidance_scale, metrics=ImageMetrics(self.lpips))
+
+    def on_predict_start(self) -> None:
+        self.engine.model.to(self.device)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        prediction = {k: batch[k] for k in ("id", "source", "prompt", "failures")}
+        prediction["output"] = None
+        if batch["image"] is not None:
+            with torch.enable_grad():
+                prediction["output"] = self.engine.run(batch["image"], batch["prompt"])
+        return prediction
