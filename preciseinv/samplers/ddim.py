@@ -59,9 +59,8 @@ class DDIMSampler:
 
     def _x0_eps(self, model_output: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor):
         x0, eps = split_prediction(model_output.float(), sample.float(), alpha, self.prediction_type)
-        if self.clip_sample is not None:
+        if self.clip_sample is not None:  # as diffusers: x0_hat is clipped, eps_hat is not recomputed
             x0 = x0.clamp(-self.clip_sample, self.clip_sample)
-            eps = (sample.float() - alpha.sqrt() * x0) / (1 - alpha).sqrt()
         return x0, eps
 
     def step(self, model_output: torch.Tensor, k: int, sample: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """AdamW over a batch of independent problems, with per-sample early stopping.
 
 A sample whose residual falls below eta is frozen: its eps*, both Adam moments and its step count stop changing.
-The host reads the converged mask only every ``sync_every`` iterations (no synchronisation per iteration); at each
-read the working set shrinks to the samples still running, so a finished sample costs no more network work.
+The host reads the converged mask only every ``sync_every`` iterations, starting with the first evaluation (no
+synchronisation per iteration); at each read the working set shrinks to the samples still running, so a finished
+sample costs no more network work, and a step whose initialisation already meets eta costs no gradient at all.
 The update is torch.optim.AdamW's, written out so that it can be masked per sample.
 """
 
@@ -53,16 +54,9 @@ class AdamWSolver:
             nfe_backward=torch.zeros(B, dtype=torch.long, device=device),
         )
         idx = torch.arange(B, device=device)  # working set (b,)
-        eps, m, v = eps_all, torch.zeros_like(eps_all), torch.zeros_like(eps_all)  # (b, ...)
+        eps, m, v = eps_all.clone(), torch.zeros_like(eps_all), torch.zeros_like(eps_all)  # (b, ...)
         live = torch.ones(B, dtype=torch.bool, device=device)  # (b,) still optimising
         for it in range(self.max_iters + 1):
-            if it > 0 and it % self.sync_every == 0:  # host sync: shrink the working set
-                keep = live.nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                if keep.numel() < idx.numel():
-                    eps_all[idx] = eps
-                    idx, eps, m, v, live = idx[keep], eps[keep], m[keep], v[keep], live[keep]
             eps = eps.detach().requires_grad_(True)
             with torch.enable_grad():
                 loss = residual(eps, idx).float()  # (b,)
@@ -74,10 +68,18 @@ class AdamWSolver:
             live = live & ~done & value.isfinite()
             if it == self.max_iters:
                 break
+            keep = None
+            if it % self.sync_every == 0:  # the only host sync: stop early, or shrink the working set below
+                keep = live.nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
             (grad,) = torch.autograd.grad(loss.sum(), eps)
             stats.nfe_backward[idx] += 1
             eps, m, v = self._update(eps.detach(), grad, m, v, it + 1, live)
             stats.iters[idx] += live.long()
+            if keep is not None and keep.numel() < idx.numel():
+                eps_all[idx] = eps
+                idx, eps, m, v, live = idx[keep], eps[keep], m[keep], v[keep], live[keep]
         eps_all[idx] = eps.detach()
         return eps_all, stats
 

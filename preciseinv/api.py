@@ -1,0 +1,134 @@
+"""The Python API for notebooks and scripts; it drives the same ``InversionEngine`` as ``python -m preciseinv.fit``.
+
+    from preciseinv import Inverter
+    inv = Inverter("mini", eta=1e-3)                 # a preset, a hub id or a local diffusers directory
+    result = inv.invert(["photo.png"])               # paths, PIL images or a (B, 3, H, W) tensor in [-1, 1]
+    recon = inv.reconstruct(result.latents)          # (B, 3, H, W) in [-1, 1]
+    inv.save("latents/photo.safetensors", result, 0)
+    image, meta = reconstruct_file("latents/photo.safetensors")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from preciseinv.engine import InversionEngine
+from preciseinv.errors import PreciseInvError
+from preciseinv.methods import DDIMInversion, InversionResult, PreciseInv
+from preciseinv.metrics import ImageMetrics
+from preciseinv.models.base import DiffusionModel
+from preciseinv.models.loading import ModelSpec, load_model
+
+
+
+def preset(name: str) -> ModelSpec:
+    """The ``configs/model/<name>.yaml`` preset as a ``ModelSpec``."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    path = Path(str(files("preciseinv.configs"))) / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise PreciseInvError(f"unknown model preset {name!r}; known presets: {', '.join(known)}")
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
+    cfg.pop("_target_", None)
+    return ModelSpec(**cfg)
+
+
+def _spec(model: str | os.PathLike | None) -> ModelSpec:
+    """A preset name, or a hub id / directory with the mini preset's defaults."""
+    if model is None:
+        return preset("mini")
+    name = str(model)
+    if "/" not in name and os.sep not in name and not os.path.exists(name):
+        return preset(name)
+    return ModelSpec(name=name, path=name)
+
+
+@dataclass
+class Inversion:
+    latents: torch.Tensor  # (B, C, h, w) x*_T
+    x0: torch.Tensor  # (B, C, h, w) the encoded images
+    images: torch.Tensor  # (B, 3, H, W) the preprocessed inputs in [-1, 1]
+    result: InversionResult
+
+
+def _autocast(device: torch.device, precision: str):
+    dtypes = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16": torch.float16, "16-mixed": torch.float16}
+    if precision in dtypes:
+        return torch.autocast(device.type, dtype=dtypes[precision])
+    return contextlib.nullcontext()
+
+
+class Inverter:
+    """Invert images into a diffusion model's x*_T and regenerate them from it."""
+
+    def __init__(self, model: DiffusionModel | str | os.PathLike | None = None, method: str = "preciseinv",
+                 num_steps: int | None = None, eta: float = 1e-3, max_iters: int = 200, lr: float | None = None,
+                 timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
+                 precision: str = "32", lpips: bool = False):
+        spec = _spec(model) if not isinstance(model, DiffusionModel) else None
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
+        lr = lr if lr is not None else (spec.lr if spec else 0.1)
+        if method == "preciseinv":
+            method_obj = PreciseInv(eta=eta, max_iters=max_iters, lr=lr)
+        elif method == "ddim":
+            method_obj = DDIMInversion(eta=eta)
+        else:
+            raise PreciseInvError(f"unknown method {method!r}; use 'preciseinv' or 'ddim'")
+        steps = num_steps or (spec.num_steps if spec else 2)
+        self.engine = InversionEngine(self.model, method_obj, steps, timestep_spacing,
+                                      guidance_scale=guidance_scale, metrics=ImageMetrics(lpips))
+        self.precision = precision
+
+    def load_images(self, images) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] at the model's resolution from paths, PIL images or a tensor."""
+        from preciseinv.datamodules.images import load_image, resize_center_crop, to_rgb, to_tensor
+
+        if isinstance(images, torch.Tensor):
+            return images if images.dim() == 4 else images[None]
+        size = self.model.resolution
+        out = [load_image(im, size) if isinstance(im, (str, os.PathLike)) else to_tensor(resize_center_crop(to_rgb(im), size))
+               for im in images]
+        return torch.stack(out)
+
+    def invert(self, images, prompts: list[str] | None = None) -> Inversion:
+        images = self.load_images(images).to(self.model.device)
+        with _autocast(self.model.device, self.precision):
+            x0, result = self.engine.invert(images, prompts)
+        return Inversion(result.latent.detach(), x0, images, result)
+
+    def reconstruct(self, latents: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
+        with _autocast(self.model.device, self.precision):
+            return self.engine.reconstruct(latents, prompts)
+
+    def metrics(self, recon: torch.Tensor, images: torch.Tensor) -> dict:
+        return self.engine.metrics(recon, images.to(recon.device))
+
+    def save(self, path: str | os.PathLike, inversion: Inversion, index: int, sample_id: str = "",
+             source: str = "", prompt: str = "") -> None:
+        from preciseinv.outputs import save_latent
+
+        meta = {**self.engine.metadata(), "id": sample_id, "source": source, "prompt": prompt}
+        save_latent(path, inversion.latents[index], meta)
+
+
+def reconstruct_file(path: str | os.PathLike, device: str | None = None,
+                     model: DiffusionModel | None = None) -> tuple[torch.Tensor, dict]:
+    """Regenerate the image of a latent file from the file alone: ((3, H, W) in [-1, 1], metadata)."""
+    from preciseinv.outputs import load_latent
+
+    tensors, meta = load_latent(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = model or load_model(meta["model"]["source"], device=device)
+    engine = InversionEngine(model, PreciseInv(), meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
+                             guidance_scale=meta.get("guidance_scale", 1.0))
+    image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")])[0]
+    return image, meta

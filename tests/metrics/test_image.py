@@ -1,0 +1,24 @@
+import math
+
+import torch
+
+from preciseinv.metrics import ImageMetrics, psnr
+
+
+def test_psnr_on_the_8bit_scale():
+    target = torch.zeros(2, 3, 16, 16)
+    pred = target.clone()
+    pred[1] += 0.2  # 0.1 on the [0, 1] scale -> MSE 0.01 -> 20 dB
+    values = psnr(pred, target)
+    assert values[0] > 100 and math.isclose(values[1].item(), 20.0, rel_tol=1e-4)
+
+
+def test_metrics_per_image_and_lpips_is_null_without_weights():
+    metrics = ImageMetrics(lpips=True)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    out = metrics(x, x)
+    assert out["psnr"].shape == (3,) and torch.allclose(out["ssim"], torch.ones(3), atol=1e-4)
+    noisy = metrics((x + 0.3 * torch.randn_like(x)).clamp(-1, 1), x)
+    assert (noisy["ssim"] < 0.9).all() and (noisy["psnr"] < out["psnr"]).all()
+    if out["lpips"] is not None:  # a machine with torchvision and the weights
+        assert out["lpips"].shape == (3,)
