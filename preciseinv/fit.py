@@ -16,32 +16,49 @@ from preciseinv.errors import PreciseInvError
 CONFIG_DIR = str(files("preciseinv.configs"))
 
 
+def build(node, **kwargs):
+    """``hydra.utils.instantiate``, letting a ``PreciseInvError`` raised by a constructor through unwrapped."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, PreciseInvError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def run(cfg) -> dict:
     """Instantiate model, method, data, writer, logger and trainer from ``cfg``; predict; return the summary."""
     import lightning.pytorch as pl
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from preciseinv.models.loading import native_resolution
     from preciseinv.module import InversionModule
 
+    if cfg.num_steps is None or int(cfg.num_steps) < 1:
+        raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
-    model_spec = instantiate(cfg.model)
-    method = instantiate(cfg.method)
+    model_spec = build(cfg.model)
+    method = build(cfg.method)
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
-    datamodule = instantiate(cfg.data, resolution=resolution)
+    datamodule = build(cfg.data, resolution=resolution)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,
                              guidance_scale=cfg.guidance_scale, lpips=cfg.lpips)
     config = OmegaConf.to_container(cfg, resolve=True)
-    writer = instantiate(cfg.writer, output_dir=str(output_dir))
+    writer = build(cfg.writer, output_dir=str(output_dir))
     writer.run_config = config  # set after instantiate, which would otherwise build the _target_s inside it
-    callbacks = [writer] + [instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    callbacks = [writer] + [build(c) for c in cfg.get("callbacks", {}).values()]
+    logger = build(cfg.logger) if cfg.get("logger") else False
     if logger and hasattr(logger, "log_hyperparams"):
         logger.log_hyperparams(config)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
     trainer.predict(module, datamodule=datamodule, return_predictions=False)
     summary_path = output_dir / "summary.json"
     return json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -1,0 +1,27 @@
+import json
+
+from preciseinv.callbacks.writer import append_jsonl, read_jsonl, summarize
+
+
+def record(i, psnr, converged=(True, True), lpips=None):
+    return {"id": f"s{i}", "psnr": psnr, "ssim": 0.9, "lpips": lpips, "seconds": 2.0, "converged": list(converged),
+            "nfe_forward": 10, "nfe_backward": 8}
+
+
+def test_manifest_lines_and_torn_tail(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    append_jsonl(path, record(0, 30.0))
+    append_jsonl(path, record(1, 40.0))
+    with open(path, "a") as f:
+        f.write('{"id": "s2", "psn')  # a writer killed mid-line
+    assert [r["id"] for r in read_jsonl(path)] == ["s0", "s1"]
+
+
+def test_summary_means_latest_record_per_id_and_failures():
+    records = [record(0, 10.0, (True, False)), record(0, 30.0), record(1, 40.0)]
+    failures = [{"id": "bad", "source": "x", "reason": "r"}]
+    s = summarize(records, failures, {"k": 1})
+    assert s["n"] == 2 and s["n_failed"] == 1 and s["psnr_mean"] == 35.0
+    assert s["converged_fraction"] == 1.0 and s["lpips_mean"] is None and s["config"] == {"k": 1}
+    assert summarize([record(0, 30.0, lpips=0.25)], [])["lpips_mean"] == 0.25
+    assert json.dumps(s)

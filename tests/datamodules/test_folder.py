@@ -1,0 +1,72 @@
+import pytest
+import torch
+from PIL import Image
+
+from preciseinv.datamodules.folder import FolderDataModule, ImageFolder, collate, list_images, make_ids
+from preciseinv.datamodules.images import load_image
+from preciseinv.errors import PreciseInvError
+
+
+def test_recursive_deterministic_listing_and_unique_ids(tmp_path):
+    from tiny import write_images
+
+    write_images(tmp_path, ["b.png", "a/x.jpg", "a/x.png", "sub dir/ünï code.png", "z/b.png"])
+    (tmp_path / "notes.txt").write_text("not an image")
+    rel = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert rel == ["a/x.jpg", "a/x.png", "b.png", "sub dir/ünï code.png", "z/b.png"]
+    ids = make_ids(rel)
+    assert ids == ["a/x.jpg", "a/x.png", "b", "sub dir/ünï code", "z/b"] and len(set(ids)) == len(ids)
+
+
+def test_dataset_yields_model_ready_tensors_and_failure_records(tmp_path):
+    from tiny import write_images
+
+    write_images(tmp_path, ["good.png"], size=50)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    ds = ImageFolder(tmp_path, resolution=16, prompt="a photo")
+    batch = collate([ds[i] for i in range(len(ds))])
+    assert batch["id"] == ["good"] and batch["prompt"] == ["a photo"]
+    assert batch["image"].shape == (1, 3, 16, 16)
+    assert batch["image"].min() >= -1 and batch["image"].max() <= 1
+    assert sorted(f["id"] for f in batch["failures"]) == ["broken", "empty"]
+    assert all(f["reason"] for f in batch["failures"])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+def test_image_modes_become_rgb(tmp_path, mode):
+    img = Image.new("RGB", (40, 30), (200, 100, 50))
+    if mode == "I;16":
+        img = Image.new("I;16", (40, 30), 40000)
+    else:
+        img = img.convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    img.save(path)
+    x = load_image(path, 8)
+    assert x.shape == (3, 8, 8) and torch.isfinite(x).all()
+    if mode == "I;16":
+        assert torch.allclose(x, torch.full_like(x, 40000 / 65535 * 2 - 1), atol=0.01)
+
+
+def test_resize_short_side_then_center_crop(tmp_path):
+    import numpy as np
+
+    arr = np.zeros((20, 60, 3), dtype=np.uint8)
+    arr[:, 20:40] = 255  # a white center third: after short-side resize + center crop, all white
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    x = load_image(tmp_path / "wide.png", 10)
+    assert x.shape == (3, 10, 10) and x[:, :, 2:8].min() > 0.9
+
+
+def test_clear_errors_for_missing_or_empty_folders(tmp_path):
+    with pytest.raises(PreciseInvError, match="no images found"):
+        ImageFolder(tmp_path, 16)
+    with pytest.raises(PreciseInvError, match="is not a folder"):
+        ImageFolder(tmp_path / "nope", 16)
+
+
+def test_datamodule_defaults_to_the_shipped_sample_images():
+    dm = FolderDataModule(resolution=32, batch_size=3)
+    batches = list(dm.predict_dataloader())
+    assert [len(b["id"]) for b in batches] == [3, 1]
+    assert sorted(sum((b["id"] for b in batches), [])) == ["astronaut", "chelsea", "coffee", "rocket"]

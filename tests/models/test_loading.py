@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import torch
+
+from preciseinv.errors import PreciseInvError
+from preciseinv.models import EMBEDDED_MODEL, load_model
+from preciseinv.models.loading import native_resolution
+
+
+def test_embedded_model_loads_frozen_in_eval_mode():
+    model = load_model()
+    assert model.family == "pixel" and model.resolution == 32 and model.source == "embedded:mini-ddpm"
+    unet = model.modules["unet"]
+    assert not unet.training and not any(p.requires_grad for p in unet.parameters())
+    assert (EMBEDDED_MODEL / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert native_resolution(None) == 32
+
+
+def test_tiny_stable_diffusion_adapter(tiny_sd):
+    model = load_model(str(tiny_sd))
+    assert model.family == "stable_diffusion" and model.resolution == native_resolution(str(tiny_sd)) == 32
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    x0 = model.encode(images)
+    assert x0.shape == (2, 4, 16, 16)
+    assert model.decode(x0).shape == (2, 3, 32, 32)
+    cond = model.condition(["a cat", ""])
+    out = model.predict(x0, 501, cond)
+    assert out.shape == x0.shape
+    guided = model.condition(["a cat", "a dog"], ["", ""], guidance_scale=3.0)
+    g = model.predict(x0, 501, guided)
+    u = model.predict(x0, 501, {"text": guided["uncond"]})
+    c = model.predict(x0, 501, {"text": guided["text"]})
+    expected = u + 3.0 * (c - u)
+    torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("path,match", [
+    ("/no/such/dir", "does not exist"),
+    ("./relative/missing", "does not exist"),
+])
+def test_missing_paths_are_clear_errors(path, match):
+    with pytest.raises(PreciseInvError, match=match):
+        load_model(path)
+
+
+def test_unreachable_hub_id_is_a_clear_error():
+    with pytest.raises(PreciseInvError, match="could not fetch hub model 'nobody/nothing'.*model.path"):
+        load_model("nobody/nothing")
+
+
+def test_directory_without_index_or_unsupported_class(tmp_path):
+    with pytest.raises(PreciseInvError, match="no model_index.json"):
+        load_model(str(tmp_path))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "AudioLDMPipeline"}))
+    with pytest.raises(PreciseInvError, match="unsupported pipeline class 'AudioLDMPipeline'"):
+        load_model(str(tmp_path))
+
+
+def test_safetensors_only_by_default(tmp_path):
+    from diffusers import DDPMPipeline
+
+    pipe = DDPMPipeline.from_pretrained(str(EMBEDDED_MODEL))
+    pipe.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    with pytest.raises(PreciseInvError, match="use_safetensors=false"):
+        load_model(str(tmp_path / "bin"))
+    assert load_model(str(tmp_path / "bin"), use_safetensors=False).family == "pixel"
