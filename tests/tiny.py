@@ -44,6 +44,9 @@ def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) 
         cross_attention_dim=32, norm_num_groups=2, attention_head_dim=2,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
     )
+    with torch.no_grad():  # a small output layer keeps mu well conditioned, as in a trained model
+        unet.conv_out.weight.mul_(0.1)
+        unet.conv_out.bias.mul_(0.1)
     vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4,
                         norm_num_groups=2, down_block_types=["DownEncoderBlock2D"] * 2,
                         up_block_types=["UpDecoderBlock2D"] * 2)
