@@ -48,6 +48,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
+def finished_ids(output_dir: Path) -> set[str]:
+    """Ids whose manifest record and latent file both exist: what a rerun skips."""
+    return {r["id"] for r in read_jsonl(Path(output_dir) / "manifest.jsonl")
+            if (Path(output_dir) / r.get("latent", f"latents/{r['id']}.safetensors")).is_file()}
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return sum(values) / len(values) if values else None
@@ -99,9 +105,18 @@ class InversionWriter(BasePredictionWriter):
                            "recon": recon_rel if self.save_recon else None})
             append_jsonl(self.output_dir / "manifest.jsonl", record)
 
+    def write_summary(self) -> dict:
+        """``summary.json`` over the whole manifest, this run's samples and earlier runs' alike."""
+        records = read_jsonl(self.output_dir / "manifest.jsonl")
+        latest = list({r["id"]: r for r in records}.values())
+        if len(latest) < len(records):  # a resumed sample was redone: keep its last record only
+            lines = "".join(json.dumps(r) + "\n" for r in latest)
+            atomic_write_bytes(self.output_dir / "manifest.jsonl", lines.encode())
+        summary = summarize(latest, read_jsonl(self.output_dir / "failures.jsonl"), self.run_config)
+        atomic_write_bytes(self.output_dir / "summary.json", json.dumps(summary, indent=2).encode())
+        return summary
+
     def on_predict_end(self, trainer, pl_module) -> None:
         trainer.strategy.barrier("preciseinv-summary")
         if trainer.is_global_zero:
-            summary = summarize(read_jsonl(self.output_dir / "manifest.jsonl"),
-                                read_jsonl(self.output_dir / "failures.jsonl"), self.run_config)
-            atomic_write_bytes(self.output_dir / "summary.json", json.dumps(summary, indent=2).encode())
+            self.write_summary()

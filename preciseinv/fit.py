@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -32,11 +33,30 @@ def build(node, **kwargs):
         raise
 
 
+def _check_wandb(cfg) -> None:
+    """Online W&B without credentials would prompt for a key; fail with the fix instead."""
+    import netrc
+
+    node = cfg.get("logger") or {}
+    if "WandbLogger" not in str(node.get("_target_", "")) or node.get("offline", False):
+        return
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    raise PreciseInvError("W&B online logging needs credentials: set WANDB_API_KEY (or run `wandb login`), "
+                          "or keep logger.offline=true")
+
+
 def run(cfg) -> dict:
     """Instantiate model, method, data, writer, logger and trainer from ``cfg``; predict; return the summary."""
     import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
+    from preciseinv.callbacks.writer import finished_ids
     from preciseinv.models.loading import native_resolution
     from preciseinv.module import InversionModule
 
@@ -47,21 +67,57 @@ def run(cfg) -> dict:
     model_spec = build(cfg.model)
     method = build(cfg.method)
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
-    datamodule = build(cfg.data, resolution=resolution)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_resumable(output_dir, config)
+    done = finished_ids(output_dir)  # a rerun into the same output_dir skips finished samples
+    datamodule = build(cfg.data, resolution=resolution, exclude=done)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,
                              guidance_scale=cfg.guidance_scale, lpips=cfg.lpips)
-    config = OmegaConf.to_container(cfg, resolve=True)
     writer = build(cfg.writer, output_dir=str(output_dir))
     writer.run_config = config  # set after instantiate, which would otherwise build the _target_s inside it
     callbacks = [writer] + [build(c) for c in cfg.get("callbacks", {}).values()]
+    _check_wandb(cfg)
     logger = build(cfg.logger) if cfg.get("logger") else False
     if logger and hasattr(logger, "log_hyperparams"):
         logger.log_hyperparams(config)
+    if len(datamodule.dataset) == 0:  # everything was finished by earlier runs
+        print(f"all {len(done)} samples in {output_dir} are already inverted")
+        return writer.write_summary()
     trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
     trainer.predict(module, datamodule=datamodule, return_predictions=False)
     summary_path = output_dir / "summary.json"
     return json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+
+# Settings that change what a latent means: a rerun into an output_dir must keep them to resume it.
+RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("method",), ("num_steps",), ("timestep_spacing",),
+               ("guidance_scale",), ("data", "resolution"), ("data", "prompt"))
+
+
+def check_resumable(output_dir: Path, config: dict) -> None:
+    """Record the run's settings in ``run.json``; refuse to mix runs with different settings in one folder."""
+    from preciseinv.outputs import atomic_write_bytes
+
+    def pick(cfg: dict) -> dict:
+        out = {}
+        for path in RESUME_KEYS:
+            node = cfg
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            out[".".join(path)] = node
+        return out
+
+    record = output_dir / "run.json"
+    if record.exists():
+        before = pick(json.loads(record.read_text()))
+        now = pick(config)
+        changed = [k for k in now if before.get(k) != now[k]]
+        if changed:
+            raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({', '.join(changed)}"
+                                  "); rerun with the same settings to resume it, or choose another output_dir")
+    elif int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+        atomic_write_bytes(record, json.dumps(config, indent=2).encode())
 
 
 def main() -> None:

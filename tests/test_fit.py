@@ -120,3 +120,36 @@ def test_bad_settings_give_one_clear_line(args, message, tmp_path):
 def test_unknown_preset_lists_the_known_ones(tmp_path):
     proc = fit("model=sd99", cwd=tmp_path)
     assert proc.returncode != 0 and "Could not find 'model/sd99'" in proc.stderr and "sd15" in proc.stderr
+
+
+def test_rerun_resumes_and_refuses_other_settings(tmp_path):
+    from tiny import write_images
+
+    write_images(tmp_path / "imgs", [f"im{i}.png" for i in range(5)], size=40)
+    args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "data.batch_size=2",
+            "~logger", f"output_dir={tmp_path / 'out'}"]
+    assert fit(*args, cwd=tmp_path).returncode == 0
+    (tmp_path / "out" / "latents" / "im3.safetensors").unlink()  # as if the run died before this one
+    first = {r["id"]: r for r in manifest(tmp_path / "out")}
+    proc = fit(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = manifest(tmp_path / "out")
+    assert sorted(r["id"] for r in records) == [f"im{i}" for i in range(5)]  # each exactly once
+    assert records[0] == first[records[0]["id"]]  # finished samples were not redone
+    assert summary(tmp_path / "out")["n"] == 5
+    proc = fit(*args[1:], cwd=tmp_path)  # method=preciseinv into the same folder
+    assert proc.returncode == 2 and "holds a run with other settings (method)" in proc.stderr
+
+
+def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
+    from tiny import write_images
+
+    write_images(tmp_path / "imgs", [f"d{i}/im{i}.png" for i in range(7)], size=40)  # 7: not divisible by 2
+    proc = fit("method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
+               "data.batch_size=2", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+               "logger=csv", f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = [r["id"] for r in manifest(tmp_path / "out")]
+    assert sorted(ids) == sorted(f"d{i}/im{i}" for i in range(7))
+    assert len(list((tmp_path / "out" / "latents").rglob("*.safetensors"))) == 7
+    assert summary(tmp_path / "out")["n"] == 7

@@ -1,0 +1,37 @@
+"""A plain (non-editable) install carries the configs, the embedded model and the sample images."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_wheel_install_runs_from_any_directory(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), ROOT], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("preciseinv-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("preciseinv/configs/fit.yaml", "preciseinv/configs/model/sd15.yaml",
+                   "preciseinv/datamodules/folder.py", "preciseinv/callbacks/writer.py",
+                   "preciseinv/assets/mini-ddpm/unet/diffusion_pytorch_model.safetensors",
+                   "preciseinv/assets/images/astronaut.png"):
+        assert needed in names, needed
+    target = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(target)  # what pip install puts in site-packages (dependencies come from this venv)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "preciseinv.fit", "method=ddim", "~logger", "output_dir=out"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "out" / "summary.json").is_file() and len(list((work / "out" / "latents").iterdir())) == 4
+    probe = subprocess.run([sys.executable, "-c", "import preciseinv.fit as f; print(f.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True)
+    assert probe.stdout.startswith(str(target))
