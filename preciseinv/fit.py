@@ -81,7 +81,7 @@ def run(cfg) -> dict:
     logger = build(cfg.logger) if cfg.get("logger") else False
     if logger and hasattr(logger, "log_hyperparams"):
         logger.log_hyperparams(config)
-    if len(datamodule.dataset) == 0:  # everything was finished by earlier runs
+    if hasattr(datamodule.dataset, "__len__") and len(datamodule.dataset) == 0:  # all finished by earlier runs
         print(f"all {len(done)} samples in {output_dir} are already inverted")
         return writer.write_summary()
     trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)

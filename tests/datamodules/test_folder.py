@@ -2,7 +2,8 @@ import pytest
 import torch
 from PIL import Image
 
-from preciseinv.datamodules.folder import FolderDataModule, ImageFolder, collate, list_images, make_ids
+from preciseinv.datamodules.base import ImageListDataset, collate, safe_id
+from preciseinv.datamodules.folder import FolderDataModule, folder_items, list_images, make_ids
 from preciseinv.datamodules.images import load_image
 from preciseinv.errors import PreciseInvError
 
@@ -24,7 +25,7 @@ def test_dataset_yields_model_ready_tensors_and_failure_records(tmp_path):
     write_images(tmp_path, ["good.png"], size=50)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (tmp_path / "empty.png").write_bytes(b"")
-    ds = ImageFolder(tmp_path, resolution=16, prompt="a photo")
+    ds = ImageListDataset(folder_items(tmp_path, prompt="a photo"), resolution=16)
     batch = collate([ds[i] for i in range(len(ds))])
     assert batch["id"] == ["good"] and batch["prompt"] == ["a photo"]
     assert batch["image"].shape == (1, 3, 16, 16)
@@ -60,9 +61,9 @@ def test_resize_short_side_then_center_crop(tmp_path):
 
 def test_clear_errors_for_missing_or_empty_folders(tmp_path):
     with pytest.raises(PreciseInvError, match="no images found"):
-        ImageFolder(tmp_path, 16)
+        folder_items(tmp_path)
     with pytest.raises(PreciseInvError, match="is not a folder"):
-        ImageFolder(tmp_path / "nope", 16)
+        folder_items(tmp_path / "nope")
 
 
 def test_datamodule_defaults_to_the_shipped_sample_images():
@@ -70,3 +71,17 @@ def test_datamodule_defaults_to_the_shipped_sample_images():
     batches = list(dm.predict_dataloader())
     assert [len(b["id"]) for b in batches] == [3, 1]
     assert sorted(sum((b["id"] for b in batches), [])) == ["astronaut", "chelsea", "coffee", "rocket"]
+
+
+def test_exclude_skips_finished_ids():
+    dm = FolderDataModule(resolution=32, exclude={"astronaut", "rocket"})
+    dm.setup()
+    assert [i for i, _, _ in dm.dataset.items] == ["chelsea", "coffee"]
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("a/b", "a/b"), ("/etc/passwd", "etc/passwd"), ("../../x", "x"), ("a/../../b", "a/b"), ("", "_"), ("..", "_"),
+    ("c\\d\x00e", "c_d_e"),
+])
+def test_safe_ids_stay_inside_the_output_dir(raw, expected):
+    assert safe_id(raw) == expected
