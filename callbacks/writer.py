@@ -49,9 +49,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def finished_ids(output_dir: Path) -> set[str]:
-    """Ids whose manifest record and latent file both exist: what a rerun skips."""
+    """Ids whose manifest record and latent file (or shard) both exist: what a rerun skips."""
     return {r["id"] for r in read_jsonl(Path(output_dir) / "manifest.jsonl")
-            if (Path(output_dir) / r.get("latent", f"latents/{r['id']}.safetensors")).is_file()}
+            if (Path(output_dir) / (r.get("shard") or r.get("latent") or "")).is_file()}
 
 
 def _mean(values: list) -> float | None:
@@ -84,6 +84,25 @@ class InversionWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.save_recon, self.run_config = save_recon, run_config
 
+    def _inside(self, rel: str) -> Path:
+        """``output_dir / rel``, refusing any path that would land outside ``output_dir``."""
+        path = (self.output_dir / rel).resolve()
+        if not path.is_relative_to(self.output_dir.resolve()):
+            raise ValueError(f"refusing to write outside output_dir: {rel!r}")
+        return path
+
+    def store(self, sample_id: str, latent, recon, meta: dict) -> dict:
+        """Write one sample's files; return the manifest fields that point at them."""
+        latent_rel, recon_rel = f"latents/{sample_id}.safetensors", f"recon/{sample_id}.png"
+        save_latent(self._inside(latent_rel), latent, meta)
+        if self.save_recon:
+            save_png(self._inside(recon_rel), recon)
+        return {"latent": latent_rel, "recon": recon_rel if self.save_recon else None}
+
+    def commit(self, record: dict) -> None:
+        """Publish the manifest record of a sample whose files are complete."""
+        append_jsonl(self.output_dir / "manifest.jsonl", record)
+
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for failure in prediction["failures"]:
             append_jsonl(self.output_dir / "failures.jsonl", failure)
@@ -93,17 +112,12 @@ class InversionWriter(BasePredictionWriter):
         meta = pl_module.engine.metadata()
         steps = out.inversion.per_sample()
         for i, sample_id in enumerate(prediction["id"]):
-            latent_rel, recon_rel = f"latents/{sample_id}.safetensors", f"recon/{sample_id}.png"
-            sample_meta = {**meta, "id": sample_id, "source": prediction["source"][i], "prompt": prediction["prompt"][i]}
-            save_latent(self.output_dir / latent_rel, out.latent[i], sample_meta)
-            if self.save_recon:
-                save_png(self.output_dir / recon_rel, out.recon[i])
             record = {"id": sample_id, "source": prediction["source"][i], "prompt": prediction["prompt"][i]}
             record.update({k: (v[i] if v is not None else None) for k, v in out.metrics.items()})
             record.update(steps[i])
-            record.update({"seconds": out.seconds_per_image, "latent": latent_rel,
-                           "recon": recon_rel if self.save_recon else None})
-            append_jsonl(self.output_dir / "manifest.jsonl", record)
+            record["seconds"] = out.seconds_per_image
+            record.update(self.store(sample_id, out.latent[i], out.recon[i], {**meta, **record}))
+            self.commit(record)
 
     def write_summary(self) -> dict:
         """``summary.json`` over the whole manifest, this run's samples and earlier runs' alike."""

@@ -13,7 +13,7 @@ import torch
 
 from preciseinv.methods.base import InversionResult
 from preciseinv.metrics import ImageMetrics
-from preciseinv.models.base import DiffusionModel
+from preciseinv.models.base import DiffusionModel, select
 
 
 @dataclass
@@ -47,7 +47,17 @@ class InversionEngine:
         with torch.no_grad():
             x0 = self.model.encode(images).float()  # (B, C, h, w)
         cond = self.condition(prompts, images.shape[0])
-        return x0, self.method.invert(self.model.predict, self.sampler, x0, cond)
+        result = self.method.invert(self.model.predict, self.sampler, x0, cond)
+        result.retried_fp32 = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+        device_type = x0.device.type
+        if torch.is_autocast_enabled(device_type):
+            bad = (~result.finite()).nonzero().squeeze(1)
+            if bad.numel():  # half precision overflowed for these samples: redo them in fp32
+                with torch.autocast(device_type, enabled=False):
+                    retry = self.method.invert(self.model.predict, self.sampler, x0[bad], select(cond, bad))
+                result.replace(bad, retry)
+                result.retried_fp32[bad] = True
+        return x0, result
 
     @torch.no_grad()
     def reconstruct(self, latent: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:

@@ -22,7 +22,8 @@ def test_groups_present():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_option_instantiates(group, option, tmp_path):
-    extra = [f"data.root={tmp_path}"] if (group, option) == ("data", "folder") else []
+    extra = {("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
+             ("data", "webdataset"): [f"data.urls='{tmp_path}/s-{{0..1}}.tar'"]}.get((group, option), [])
     cfg = composed(f"{group}={option}", *extra)
     node = cfg[group]
     if group == "callbacks":

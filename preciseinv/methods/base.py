@@ -18,11 +18,31 @@ class InversionResult:
     nfe_forward: torch.Tensor | None = None  # (B,) network forward calls during inversion
     nfe_backward: torch.Tensor | None = None  # (B,) network backward calls during inversion
 
+    retried_fp32: torch.Tensor | None = None  # (B,) bool: redone in fp32 after a non-finite half-precision run
+
+    def finite(self) -> torch.Tensor:
+        """(B,) True where x*_T and every step's residual are finite."""
+        ok = torch.isfinite(self.latent).flatten(1).all(1)
+        for residual in self.residual:
+            ok &= torch.isfinite(residual)
+        return ok
+
+    def replace(self, idx: torch.Tensor, other: "InversionResult") -> None:
+        """Overwrite the samples ``idx`` with ``other``'s (same steps, len(idx) samples)."""
+        self.latent[idx] = other.latent
+        for mine, theirs in ((self.iters, other.iters), (self.residual, other.residual),
+                             (self.converged, other.converged)):
+            for k in range(len(mine)):
+                mine[k][idx] = theirs[k]
+        self.nfe_forward[idx] += other.nfe_forward  # the failed attempt's work was spent too
+        self.nfe_backward[idx] += other.nfe_backward
+
     def per_sample(self) -> list[dict]:
         """One plain dict per sample: lists over steps, ready for JSON."""
         it = torch.stack(self.iters, 1).tolist()  # (B, T)
         res = torch.stack(self.residual, 1).tolist()
         conv = torch.stack(self.converged, 1).tolist()
         f, b = self.nfe_forward.tolist(), self.nfe_backward.tolist()
+        retried = self.retried_fp32.tolist() if self.retried_fp32 is not None else [False] * len(f)
         return [{"iters": it[i], "residual": res[i], "converged": conv[i], "nfe_forward": f[i],
-                 "nfe_backward": b[i]} for i in range(len(f))]
+                 "nfe_backward": b[i], "retried_fp32": retried[i]} for i in range(len(f))]

@@ -1,0 +1,100 @@
+"""``writer=webdataset``: latents (and reconstructions) in WebDataset .tar shards, one series per rank.
+
+Each shard is written under a temporary name and renamed when it closes (``maxcount`` samples, or the end of the
+run); only then are its samples' manifest lines appended. A run killed mid-shard loses that shard's samples from
+the manifest, and the rerun redoes them: nothing half-written is ever published.
+
+Members per sample (key = a running number; the id is in the JSON): ``<key>.safetensors`` (the same bytes as a
+``latents/<id>.safetensors`` file), ``<key>.json`` (the manifest record), ``<key>.png`` (reconstruction, optional).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from preciseinv.callbacks.writer import InversionWriter
+
+
+class ShardWriter(InversionWriter):
+    def __init__(self, output_dir: str, save_recon: bool = False, maxcount: int = 1000,
+                 run_config: dict | None = None):
+        super().__init__(output_dir, save_recon, run_config)
+        self.maxcount = maxcount
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.rank, self.shard_index, self.count = 0, 0, 0
+        self.sink = self.tmp_path = self.shard_rel = None
+        self.pending: list[dict] = []
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.rank = trainer.global_rank
+
+    def _open(self) -> None:
+        import webdataset as wds
+
+        self.shard_rel = f"shards/{self.stamp}-rank{self.rank:03d}-{self.shard_index:06d}.tar"
+        final = self._inside(self.shard_rel)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = final.with_name(f".{final.name}.tmp")
+        self.sink = wds.TarWriter(str(self.tmp_path))
+
+    def store(self, sample_id: str, latent, recon, meta: dict) -> dict:
+        from safetensors.torch import save
+
+        from preciseinv.outputs.latents import FORMAT
+
+        if self.sink is None:
+            self._open()
+        key = f"{self.count:09d}"
+        self.count += 1
+        tensors = {"latent": latent.detach().float().cpu().contiguous()}
+        member = {"__key__": key, "safetensors": save(tensors, metadata={"format": FORMAT, "preciseinv": json.dumps(meta)}),
+                  "json": json.dumps(meta).encode()}
+        if self.save_recon:
+            from PIL import Image
+
+            arr = ((recon.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="PNG")
+            member["png"] = buf.getvalue()
+        self.sink.write(member)
+        return {"shard": self.shard_rel, "key": key, "latent": None, "recon": None}
+
+    def commit(self, record: dict) -> None:
+        self.pending.append(record)
+        if len(self.pending) >= self.maxcount:
+            self.close_shard()
+
+    def close_shard(self) -> None:
+        """Rename the finished shard into place, then publish its samples."""
+        if self.sink is None:
+            return
+        self.sink.close()
+        with open(self.tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp_path, self._inside(self.shard_rel))
+        self.sink, self.shard_index = None, self.shard_index + 1
+        for record in self.pending:
+            super().commit(record)
+        self.pending = []
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self.close_shard()
+        super().on_predict_end(trainer, pl_module)
+
+
+def read_shard_latents(path: str | Path):
+    """Yield (id, latent (C, h, w), metadata) from a shard written by ``ShardWriter``."""
+    import tarfile
+
+    from safetensors.torch import load
+
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            if member.name.endswith(".safetensors"):
+                data = tar.extractfile(member).read()
+                meta = json.loads(tar.extractfile(member.name[: -len("safetensors")] + "json").read())
+                yield meta["id"], load(data)["latent"], meta
