@@ -85,3 +85,15 @@ def test_exclude_skips_finished_ids():
 ])
 def test_safe_ids_stay_inside_the_output_dir(raw, expected):
     assert safe_id(raw) == expected
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    import numpy as np
+
+    arr = np.zeros((24, 36, 3), dtype=np.uint8)
+    arr[:, :18] = 255  # stored: white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: white on top
+    Image.fromarray(arr).save(tmp_path / "r.png", exif=exif.tobytes())
+    x = load_image(tmp_path / "r.png", 8)
+    assert x[:, 0, :].mean() > 0.9 and x[:, -1, :].mean() < -0.9

@@ -1,0 +1,118 @@
+"""Bad input never stops a run; a killed run resumes with every sample exactly once and nothing corrupt."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def fit_cmd(*args):
+    return [sys.executable, "-m", "preciseinv.fit", *args]
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+
+def manifest(out: Path) -> list[dict]:
+    path = out / "manifest.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def make_bad_folder(root: Path) -> tuple[set[str], set[str]]:
+    """A folder of awkward inputs: (ids that must be inverted, ids that must become failure records)."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (24, 36, 3), dtype=np.uint8))
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    rgb.save(root / "good.png")
+    rgb.convert("L").save(root / "gray.png")
+    rgb.convert("RGBA").save(root / "rgba.png")
+    rgb.convert("P").save(root / "palette.png")
+    Image.fromarray((rng.integers(0, 65535, (24, 36))).astype(np.uint16)).save(root / "deep16.png")
+    rgb.convert("CMYK").save(root / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees
+    rgb.save(root / "rotated.jpg", exif=exif.tobytes())
+    rgb.resize((5, 3)).save(root / "tiny.png")
+    Image.new("RGB", (10000, 10000), (120, 60, 30)).save(root / "huge.jpg", quality=50)
+    rgb.save(root / "name with spaces ü.png")
+    rgb.save(root / "a" / "dup.png")
+    rgb.save(root / "b" / "dup.png")
+    buf = (root / "good.png").read_bytes()
+    (root / "truncated.png").write_bytes(buf[: len(buf) // 2])
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    (root / "zero.png").write_bytes(b"")
+    (root / "fake.png").write_text("plain text with an image extension")
+    (root / "notes.txt").write_text("ignored: not an image extension")
+    good = {"good", "gray", "rgba", "palette", "deep16", "cmyk", "rotated", "tiny", "huge", "name with spaces ü",
+            "a/dup", "b/dup"}
+    return good, {"truncated", "corrupt", "zero", "fake"}
+
+
+def test_bad_inputs_become_failure_records_and_the_rest_is_inverted(tmp_path):
+    good, bad = make_bad_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    proc = subprocess.run(fit_cmd("method=ddim", "data=folder", f"data.root={tmp_path / 'in'}", "data.num_workers=2",
+                                  "~logger", f"output_dir={out}"), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r["id"] for r in manifest(out)} == good
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert {f["id"] for f in failures} == bad and all(f["reason"] and f["source"] for f in failures)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == len(good) and summary["n_failed"] == len(bad)
+    assert (out / "latents" / "name with spaces ü.safetensors").is_file()
+
+
+def run_and_kill(args: list[str], out: Path, after_records: int) -> None:
+    """Start a run, SIGKILL it once ``after_records`` samples are in the manifest."""
+    proc = subprocess.Popen(fit_cmd(*args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while len(manifest(out)) < after_records and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("writer", ["files", "webdataset"])
+def test_kill_9_then_rerun_gives_every_sample_exactly_once(tmp_path, writer):
+    from tiny import write_images
+
+    from preciseinv.outputs import load_latent
+
+    names = [f"im{i}.png" for i in range(6)]
+    write_images(tmp_path / "in", names, size=40)
+    out = tmp_path / "out"
+    args = ["data=folder", f"data.root={tmp_path / 'in'}", "data.batch_size=1", "data.num_workers=0",
+            "method.eta=1e-7", "method.max_iters=120", "~logger", f"writer={writer}", f"output_dir={out}"]
+    if writer == "webdataset":
+        args.append("writer.maxcount=2")
+    run_and_kill(args, out, after_records=2)
+    killed_with = {r["id"] for r in manifest(out)}
+    assert 2 <= len(killed_with) < 6
+    proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = manifest(out)
+    assert sorted(r["id"] for r in records) == [n[:-4] for n in names]  # each exactly once
+    assert json.loads((out / "summary.json").read_text())["n"] == 6
+    if writer == "files":
+        for r in records:
+            tensors, meta = load_latent(out / r["latent"])
+            assert tensors["latent"].shape == (3, 32, 32) and meta["id"] == r["id"]
+    else:
+        from preciseinv.callbacks.shard_writer import read_shard_latents
+
+        published = [i for shard in sorted((out / "shards").glob("*.tar")) for i, _, _ in read_shard_latents(shard)]
+        assert set(published) == {n[:-4] for n in names}
+        for r in records:
+            assert r["id"] in {i for i, _, _ in read_shard_latents(out / r["shard"])}
