@@ -1,42 +1,118 @@
-"""Sends per-batch inversion metrics to the configured logger (W&B, CSV, TensorBoard).
+"""Experiment tracking: metrics over all ranks, an image panel, and images per second on the progress bar.
 
-Lightning refuses ``self.log`` in predict hooks, so this callback calls ``logger.log_metrics`` directly.
+Rank 0 aggregates from ``manifest.jsonl``, which every rank appends to, so no collective is needed (ranks may run
+different numbers of batches in predict, where a per-batch all-gather would hang). Lightning refuses ``self.log``
+in predict hooks, so this callback calls the loggers' ``log_metrics`` / ``log_image`` directly.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
+from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
+import torch
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 
-def batch_metrics(output) -> dict[str, float]:
-    """Batch means of what the dashboard shows, from an ``engine.BatchOutput``."""
-    inv, n = output.inversion, output.latent.shape[0]
-    metrics = {f"recon/{k}": sum(v) / n for k, v in output.metrics.items() if v is not None}
-    for k, (it, res, conv) in enumerate(zip(inv.iters, inv.residual, inv.converged), start=1):
-        metrics[f"step{k}/iters"] = it.float().mean().item()
-        metrics[f"step{k}/residual"] = res.float().mean().item()
-        metrics[f"step{k}/converged"] = conv.float().mean().item()
-    metrics["nfe/forward"] = inv.nfe_forward.float().mean().item()
-    metrics["nfe/backward"] = inv.nfe_backward.float().mean().item()
-    metrics["speed/seconds_per_image"] = output.seconds_per_image
-    return metrics
+def aggregate(records: list[dict]) -> dict[str, float]:
+    """Means over manifest records: reconstruction metrics, per-step residual / iterations / convergence, work."""
+    def mean(values):
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        return sum(values) / len(values) if values else None
+
+    out = {f"recon/{k}": mean([r.get(k) for r in records]) for k in ("psnr", "ssim", "lpips")}
+    steps = len(records[0]["residual"]) if records else 0
+    for k in range(steps):
+        out[f"step{k + 1}/residual"] = mean([r["residual"][k] for r in records])
+        out[f"step{k + 1}/iters"] = mean([r["iters"][k] for r in records])
+        out[f"step{k + 1}/converged"] = mean([float(r["converged"][k]) for r in records])
+    out["converged_fraction"] = mean([float(all(r["converged"])) for r in records])
+    out["nfe/forward"] = mean([r["nfe_forward"] for r in records])
+    out["nfe/backward"] = mean([r["nfe_backward"] for r in records])
+    out["retried_fp32"] = mean([float(r.get("retried_fp32", False)) for r in records])
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def panel(original: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """(H, 3W, 3) uint8: original | reconstruction | error map (|difference| x 4), images in [-1, 1]."""
+    err = ((recon - original).abs().mean(0, keepdim=True) * 4 - 1).clamp(-1, 1).expand(3, -1, -1)
+    row = torch.cat([original.clamp(-1, 1), recon.clamp(-1, 1), err], dim=2)  # (3, H, 3W)
+    return ((row + 1) * 127.5).round().byte().permute(1, 2, 0).cpu()
 
 
 class InversionTracker(Callback):
-    def __init__(self):
-        self.images, self.started = 0, None
+    def __init__(self, output_dir: str | None = None, log_every_n_batches: int = 10, image_every_n_batches: int = 50,
+                 images_per_panel: int = 4):
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.log_every, self.image_every, self.images_per_panel = log_every_n_batches, image_every_n_batches, images_per_panel
+        self.offset, self.seen, self.started, self.step = 0, 0, 0.0, 0
+
+    def _new_records(self) -> list[dict]:
+        path = self.output_dir / "manifest.jsonl"
+        if not path.exists():
+            return []
+        with open(path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
 
     def on_predict_start(self, trainer, pl_module) -> None:
-        self.images, self.started = 0, time.perf_counter()
+        if self.output_dir is None:
+            writer = next((c for c in trainer.callbacks if hasattr(c, "output_dir") and c is not self), None)
+            self.output_dir = Path(writer.output_dir) if writer else Path(trainer.default_root_dir)
+        path = self.output_dir / "manifest.jsonl"
+        self.offset = path.stat().st_size if path.exists() else 0  # earlier runs' records are not this run's speed
+        self.seen, self.started, self.step = 0, time.perf_counter(), 0
+
+    def _log(self, trainer) -> None:
+        records = self._new_records()
+        if not records:
+            return
+        self.seen += len(records)
+        metrics = aggregate(records)
+        metrics["speed/images_per_second"] = self.seen / max(1e-9, time.perf_counter() - self.started)
+        metrics["speed/seconds_per_image"] = sum(r["seconds"] for r in records) / len(records)
+        metrics["images_done"] = self.seen
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=self.step)
+        self.step += 1
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if outputs is None or outputs.get("output") is None or not trainer.loggers:
+        if not trainer.is_global_zero or not trainer.loggers:
             return
-        out = outputs["output"]
-        self.images += out.latent.shape[0]
-        metrics = batch_metrics(out)
-        metrics["speed/images_per_second"] = self.images / max(1e-9, time.perf_counter() - self.started)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=batch_idx)
+        if (batch_idx + 1) % self.log_every == 0:
+            self._log(trainer)
+        out = outputs.get("output") if outputs else None
+        if out is not None and batch_idx % self.image_every == 0:
+            n = min(self.images_per_panel, out.recon.shape[0])
+            rows = [panel(out.target[i], out.recon[i]).numpy() for i in range(n)]
+            captions = [f"{outputs['id'][i]}  PSNR {out.metrics['psnr'][i]:.2f} dB" for i in range(n)]
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image"):  # W&B
+                    logger.log_image("panel/original|recon|error", images=rows, caption=captions, step=self.step)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero and trainer.loggers:
+            self._log(trainer)
+
+
+class InversionProgressBar(TQDMProgressBar):
+    """Lightning's bar (batches, elapsed, time remaining) plus images per second and PSNR of this rank."""
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        super().on_predict_start(trainer, pl_module)
+        self._images, self._t0 = 0, time.perf_counter()
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        out = outputs.get("output") if outputs else None
+        if out is None or self.predict_progress_bar is None:
+            return
+        self._images += out.latent.shape[0]
+        rate = self._images / max(1e-9, time.perf_counter() - self._t0)
+        psnr = sum(out.metrics["psnr"]) / len(out.metrics["psnr"]) if out.metrics.get("psnr") else float("nan")
+        self.predict_progress_bar.set_postfix({"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}"}, refresh=False)

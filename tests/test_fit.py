@@ -153,3 +153,7 @@ def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
     assert sorted(ids) == sorted(f"d{i}/im{i}" for i in range(7))
     assert len(list((tmp_path / "out" / "latents").rglob("*.safetensors"))) == 7
     assert summary(tmp_path / "out")["n"] == 7
+    import csv  # rank 0 logged metrics aggregated over both ranks
+
+    rows = list(csv.DictReader(open(next((tmp_path / "out" / "logs").rglob("metrics.csv")))))
+    assert max(int(float(r["images_done"])) for r in rows if r.get("images_done")) == 7
