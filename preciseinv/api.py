@@ -109,6 +109,24 @@ class Inverter:
         with _autocast(self.model.device, self.precision):
             return self.engine.reconstruct(latents, prompts)
 
+    def edit(self, images, source_prompts: list[str], target_prompts: list[str], guidance_scale: float = 7.5):
+        """Invert with the source prompts, regenerate with the target prompts (negative: the source prompts).
+
+        Returns (inversion, edited images (B, 3, H, W) in [-1, 1])."""
+        inversion = self.invert(images, source_prompts)
+        with _autocast(self.model.device, self.precision):
+            edited = self.engine.edit(inversion.latents, target_prompts, source_prompts, guidance_scale)
+        return inversion, edited
+
+    def interpolate(self, latent_a: torch.Tensor, latent_b: torch.Tensor, frames: int = 8, mode: str = "slerp",
+                    prompt: str = "") -> torch.Tensor:
+        """Decode ``frames`` points on the slerp (or lerp) path between two x*_T: (frames, 3, H, W) in [-1, 1]."""
+        from preciseinv.interpolation import path
+
+        a, b = latent_a.reshape(1, *latent_a.shape[-3:]), latent_b.reshape(1, *latent_b.shape[-3:])
+        latents = torch.cat(path(a.float(), b.float(), frames, mode))  # (frames, C, h, w)
+        return self.reconstruct(latents, [prompt] * frames)
+
     def metrics(self, recon: torch.Tensor, images: torch.Tensor) -> dict:
         return self.engine.metrics(recon, images.to(recon.device))
 

@@ -66,6 +66,15 @@ class InversionEngine:
         cond = self.condition(prompts, latent.shape[0])
         return self.model.decode(self.sampler.sample(self.model.predict, latent, cond))
 
+    @torch.no_grad()
+    def edit(self, latent: torch.Tensor, target_prompts: list[str], source_prompts: list[str],
+             guidance_scale: float = 7.5) -> torch.Tensor:
+        """Prompt editing (paper Sec. 3.4): regenerate x*_T with the target prompt under classifier-free guidance
+        whose negative prompt is the source prompt. (B, 3, H, W) in [-1, 1]."""
+        latent = latent.to(self.model.device).float()
+        cond = self.model.condition(list(target_prompts), list(source_prompts), guidance_scale)
+        return self.model.decode(self.sampler.sample(self.model.predict, latent, cond))
+
     def run(self, images: torch.Tensor, prompts: list[str] | None = None) -> BatchOutput:
         start = time.perf_counter()
         images = images.to(self.model.device).float()

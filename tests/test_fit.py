@@ -82,7 +82,7 @@ def test_tiny_stable_diffusion_end_to_end(tiny_sd, tmp_path):
 
     lr 0.01: at the paper's 0.1, constant-lr AdamW jitters at a residual near 1e-3 on this random model.
     """
-    from tiny import write_images
+    from preciseinv.tiny import write_images
 
     from preciseinv import reconstruct_file
 
@@ -123,7 +123,7 @@ def test_unknown_preset_lists_the_known_ones(tmp_path):
 
 
 def test_rerun_resumes_and_refuses_other_settings(tmp_path):
-    from tiny import write_images
+    from preciseinv.tiny import write_images
 
     write_images(tmp_path / "imgs", [f"im{i}.png" for i in range(5)], size=40)
     args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "data.batch_size=2",
@@ -142,7 +142,7 @@ def test_rerun_resumes_and_refuses_other_settings(tmp_path):
 
 
 def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
-    from tiny import write_images
+    from preciseinv.tiny import write_images
 
     write_images(tmp_path / "imgs", [f"d{i}/im{i}.png" for i in range(7)], size=40)  # 7: not divisible by 2
     proc = fit("method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",

@@ -86,7 +86,7 @@ def run_and_kill(args: list[str], out: Path, after_records: int) -> None:
 
 @pytest.mark.parametrize("writer", ["files", "webdataset"])
 def test_kill_9_then_rerun_gives_every_sample_exactly_once(tmp_path, writer):
-    from tiny import write_images
+    from preciseinv.tiny import write_images
 
     from preciseinv.outputs import load_latent
 

@@ -1,4 +1,7 @@
-"""Tiny random-weight diffusers models built from configs, saved with ``save_pretrained`` (no Hub access)."""
+"""Tiny random-weight diffusers models built from configs, saved with ``save_pretrained`` (no Hub access).
+
+For tests, the notebook and anyone trying the pipeline without downloading a model; their outputs mean nothing.
+"""
 
 from __future__ import annotations
 
