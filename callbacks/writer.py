@@ -99,6 +99,15 @@ class InversionWriter(BasePredictionWriter):
             save_png(self._inside(recon_rel), recon)
         return {"latent": latent_rel, "recon": recon_rel if self.save_recon else None}
 
+    def store_edit(self, sample_id: str, image, recon, edit, target: str) -> dict:
+        """The edited image and a grid (input | reconstruction | edit)."""
+        import torch
+
+        edit_rel, grid_rel = f"edit/{sample_id}.png", f"grid/{sample_id}.png"
+        save_png(self._inside(edit_rel), edit)
+        save_png(self._inside(grid_rel), torch.cat([image, recon, edit], dim=2))
+        return {"target": target, "edit": edit_rel, "grid": grid_rel}
+
     def commit(self, record: dict) -> None:
         """Publish the manifest record of a sample whose files are complete."""
         append_jsonl(self.output_dir / "manifest.jsonl", record)
@@ -116,6 +125,9 @@ class InversionWriter(BasePredictionWriter):
             record.update({k: (v[i] if v is not None else None) for k, v in out.metrics.items()})
             record.update(steps[i])
             record["seconds"] = out.seconds_per_image
+            if out.edit is not None:
+                record.update(self.store_edit(sample_id, out.target[i], out.recon[i], out.edit[i],
+                                              prediction["target"][i]))
             record.update(self.store(sample_id, out.latent[i], out.recon[i], {**meta, **record}))
             self.commit(record)
 

@@ -44,6 +44,7 @@ def collate(samples: list[dict]) -> dict:
         "prompt": [s["prompt"] for s in good],
         "image": torch.stack([s["image"] for s in good]) if good else None,  # (B, 3, H, W)
         "failures": [{"id": s["id"], "source": s["source"], "reason": s["error"]} for s in samples if "error" in s],
+        **({"target": [s.get("target") for s in good]} if any("target" in s for s in good) else {}),
     }
 
 

@@ -69,11 +69,11 @@ def _autocast(device: torch.device, precision: str):
 class Inverter:
     """Invert images into a diffusion model's x*_T and regenerate them from it."""
 
-    def __init__(self, model: DiffusionModel | str | os.PathLike | None = None, method: str = "preciseinv",
+    def __init__(self, model: DiffusionModel | ModelSpec | str | os.PathLike | None = None, method="preciseinv",
                  num_steps: int | None = None, eta: float = 1e-3, max_iters: int = 200, lr: float | None = None,
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
                  precision: str = "32", lpips: bool = False):
-        spec = _spec(model) if not isinstance(model, DiffusionModel) else None
+        spec = model if isinstance(model, ModelSpec) else (_spec(model) if not isinstance(model, DiffusionModel) else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
         lr = lr if lr is not None else (spec.lr if spec else 0.1)
@@ -81,6 +81,8 @@ class Inverter:
             method_obj = PreciseInv(eta=eta, max_iters=max_iters, lr=lr)
         elif method == "ddim":
             method_obj = DDIMInversion(eta=eta)
+        elif hasattr(method, "invert"):  # a configured method object (PreciseInv, DDIMInversion)
+            method_obj = method
         else:
             raise PreciseInvError(f"unknown method {method!r}; use 'preciseinv' or 'ddim'")
         steps = num_steps or (spec.num_steps if spec else 2)

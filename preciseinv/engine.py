@@ -26,6 +26,7 @@ class BatchOutput:
     metrics: dict[str, list[float] | None]  # psnr, ssim, lpips per sample
     inversion: InversionResult
     seconds_per_image: float
+    edit: torch.Tensor | None = None  # (B, 3, H, W) in [-1, 1], when target prompts were given
 
 
 class InversionEngine:

@@ -73,7 +73,8 @@ def run(cfg) -> dict:
     datamodule = build(cfg.data, resolution=resolution, exclude=done)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,
-                             guidance_scale=cfg.guidance_scale, lpips=cfg.lpips)
+                             guidance_scale=cfg.guidance_scale, lpips=cfg.lpips,
+                             edit_guidance_scale=cfg.get("edit_guidance_scale", 7.5))
     writer = build(cfg.writer, output_dir=str(output_dir))
     writer.run_config = config  # set after instantiate, which would otherwise build the _target_s inside it
     callbacks = [writer] + [build(c) for c in cfg.get("callbacks", {}).values()]
@@ -120,10 +121,10 @@ def check_resumable(output_dir: Path, config: dict) -> None:
         atomic_write_bytes(record, json.dumps(config, indent=2).encode())
 
 
-def main() -> None:
+def main(config_name: str = "fit") -> None:
     import hydra
 
-    @hydra.main(config_path=CONFIG_DIR, config_name="fit", version_base="1.3")
+    @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg) -> None:
         try:
             summary = run(cfg)

@@ -17,11 +17,11 @@ from preciseinv.models.loading import ModelSpec
 
 class InversionModule(LightningModule):
     def __init__(self, model: ModelSpec, method, num_steps: int = 2, timestep_spacing: str | None = None,
-                 guidance_scale: float = 1.0, lpips: bool = True):
+                 guidance_scale: float = 1.0, lpips: bool = True, edit_guidance_scale: float = 7.5):
         super().__init__()
         self.model_spec, self.method = model, method
         self.num_steps, self.timestep_spacing, self.guidance_scale = num_steps, timestep_spacing, guidance_scale
-        self.lpips = lpips
+        self.lpips, self.edit_guidance_scale = lpips, edit_guidance_scale
         self.engine: InversionEngine | None = None
 
     def setup(self, stage: str) -> None:
@@ -38,5 +38,9 @@ class InversionModule(LightningModule):
         prediction["output"] = None
         if batch["image"] is not None:
             with torch.enable_grad():
-                prediction["output"] = self.engine.run(batch["image"], batch["prompt"])
+                out = self.engine.run(batch["image"], batch["prompt"])
+            if batch.get("target") is not None:  # prompt editing: regenerate x*_T with the target prompts
+                out.edit = self.engine.edit(out.latent, batch["target"], batch["prompt"], self.edit_guidance_scale)
+                prediction["target"] = batch["target"]
+            prediction["output"] = out
         return prediction

@@ -1,0 +1,84 @@
+"""``python -m preciseinv.edit``: (image, source prompt, target prompt) rows from a JSONL or CSV file, or one row.
+
+Columns: ``image`` (a path, relative to the file's folder unless absolute), ``source`` and ``target`` (also
+``source_prompt`` / ``target_prompt``), optional ``id``. A row without an image file, or without a source or
+target prompt, becomes a failure record. Ids: the row's ``id``, else ``<row number>-<image stem>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from preciseinv.datamodules.base import InversionDataModule, read_sample, safe_id
+from preciseinv.errors import PreciseInvError
+
+
+def read_rows(pairs: str | Path) -> list[dict]:
+    path = Path(pairs).expanduser()
+    if not path.is_file():
+        raise PreciseInvError(f"pairs file {str(path)!r} does not exist: pass pairs=<file.jsonl or file.csv>")
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                rows.append({"_error": f"line {n} is not JSON ({err.msg})"})
+    return rows
+
+
+def _field(row: dict, *names: str):
+    for name in names:
+        if row.get(name) is not None:
+            return str(row[name])
+    return None
+
+
+class EditRows(Dataset):
+    def __init__(self, rows: list[dict], base: Path, resolution: int, exclude: set[str]):
+        items = []
+        for n, row in enumerate(rows):
+            image = _field(row, "image", "path")
+            stem = Path(image).stem if image else "row"
+            sample_id = safe_id(_field(row, "id") or f"{n:06d}-{stem}")
+            if sample_id not in exclude:
+                items.append((sample_id, row, image))
+        self.items, self.base, self.resolution = items, base, resolution
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        sample_id, row, image = self.items[index]
+        source, target = _field(row, "source", "source_prompt"), _field(row, "target", "target_prompt")
+        path = (self.base / image) if image and not Path(image).is_absolute() else (Path(image) if image else None)
+        problem = row.get("_error") or (None if image else "no image in this row") or \
+            (None if source is not None else "no source prompt") or (None if target else "no target prompt")
+        if problem is None and not path.is_file():
+            problem = f"image {str(path)!r} does not exist"
+        if problem:
+            return {"id": sample_id, "source": str(path or ""), "prompt": "", "error": problem}
+        sample = read_sample(sample_id, str(path), source, path, self.resolution)
+        sample["target"] = target
+        return sample
+
+
+class EditPairsDataModule(InversionDataModule):
+    def __init__(self, pairs: str | None = None, image: str | None = None, source: str | None = None,
+                 target: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not pairs and not image:
+            raise PreciseInvError("give image=<path> source='...' target='...', or pairs=<file.jsonl or file.csv>")
+        self.pairs, self.row = pairs, {"image": image, "source": source, "target": target}
+
+    def build_dataset(self) -> EditRows:
+        if self.pairs:
+            return EditRows(read_rows(self.pairs), Path(self.pairs).expanduser().parent, self.resolution, self.exclude)
+        return EditRows([{**self.row, "id": Path(self.row["image"]).stem}], Path.cwd(), self.resolution, self.exclude)
