@@ -21,3 +21,17 @@ def tiny_pixel(tmp_path_factory) -> Path:
     from preciseinv.tiny import save_tiny_pixel
 
     return save_tiny_pixel(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_v(tmp_path_factory) -> Path:
+    from preciseinv.tiny import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("models"), prediction_type="v_prediction")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    from preciseinv.tiny import save_tiny_sdxl
+
+    return save_tiny_sdxl(tmp_path_factory.mktemp("models"))

@@ -11,9 +11,9 @@ from preciseinv.fit import CONFIG_DIR
 GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in Path(CONFIG_DIR).iterdir() if g.is_dir()}
 
 
-def composed(*overrides):
+def composed(*overrides, name="fit"):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("fit", overrides=["output_dir=/tmp/preciseinv-config-test", *overrides])
+        return compose(name, overrides=["output_dir=/tmp/preciseinv-config-test", *overrides])
 
 
 def test_groups_present():
@@ -24,7 +24,10 @@ def test_groups_present():
 def test_option_instantiates(group, option, tmp_path):
     extra = {("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
              ("data", "webdataset"): [f"data.urls='{tmp_path}/s-{{0..1}}.tar'"]}.get((group, option), [])
-    cfg = composed(f"{group}={option}", *extra)
+    if (group, option) == ("data", "edit_pairs"):  # filled from the edit command's top-level keys
+        cfg = composed(f"image={tmp_path}/x.png", "source=a", "target=b", name="edit")
+    else:
+        cfg = composed(f"{group}={option}", *extra)
     node = cfg[group]
     if group == "callbacks":
         objs = [instantiate(c) for c in node.values()]
@@ -38,7 +41,13 @@ def test_option_instantiates(group, option, tmp_path):
 
 
 def test_model_presets_carry_the_paper_settings():
-    for name, lr in {"mini": 0.1, "sd14": 0.1, "sd15": 0.1}.items():
+    for name, lr in {"mini": 0.1, "sd14": 0.1, "sd15": 0.1, "sd21": 0.1, "sdxl": 0.05}.items():
         cfg = composed(f"model={name}")
         assert cfg.model.lr == lr and cfg.method.lr == lr and cfg.num_steps == 2
     assert composed("model=sd15").model.path == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def test_edit_and_interpolate_configs_compose():
+    assert composed("image=x.png", "source=a", "target=b", name="edit").edit_guidance_scale == 7.5
+    cfg = composed("a=x.png", "b=y.png", name="interpolate")
+    assert cfg.frames == 8 and cfg.mode == "slerp" and cfg.num_steps == 2

@@ -77,8 +77,10 @@ def test_reconstruction_from_a_latent_file_reproduces_the_manifest(default_runs)
         assert abs(psnr(image[None], target[None]).item() - rec["psnr"]) < 0.01
 
 
-def test_tiny_stable_diffusion_end_to_end(tiny_sd, tmp_path):
-    """A Stable-Diffusion-shaped pipeline from disk: VAE latents, CLIP text, every step reaches eta.
+@pytest.mark.parametrize("family", ["tiny_sd", "tiny_sd_v", "tiny_sdxl"])
+def test_tiny_stable_diffusion_end_to_end(family, request, tmp_path):
+    """SD1 (epsilon), SD2-style (v-prediction) and SDXL-shaped pipelines from disk: VAE latents, text conditioning,
+    every step reaches eta, and the latent file alone reproduces the reconstruction.
 
     lr 0.01: at the paper's 0.1, constant-lr AdamW jitters at a residual near 1e-3 on this random model.
     """
@@ -86,6 +88,7 @@ def test_tiny_stable_diffusion_end_to_end(tiny_sd, tmp_path):
 
     from preciseinv import reconstruct_file
 
+    tiny_sd = request.getfixturevalue(family)
     write_images(tmp_path / "imgs", ["a.png", "b/c.jpg", "d e.png"], size=40)
     out = tmp_path / "out"
     proc = fit(f"model.path={tiny_sd}", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",

@@ -21,6 +21,7 @@ _ADAPTERS = {
     "DDPMPipeline": "preciseinv.models.pixel:PixelModel",
     "DDIMPipeline": "preciseinv.models.pixel:PixelModel",
     "StableDiffusionPipeline": "preciseinv.models.stable_diffusion:StableDiffusionModel",
+    "StableDiffusionXLPipeline": "preciseinv.models.stable_diffusion:StableDiffusionXLModel",
 }
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}

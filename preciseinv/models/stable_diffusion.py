@@ -1,4 +1,8 @@
-"""Stable Diffusion 1.x / 2.x: VAE latents, one CLIP text encoder, ``UNet2DConditionModel``."""
+"""Stable Diffusion 1.x / 2.x (one CLIP text encoder) and SDXL (two, plus pooled embeddings and time ids).
+
+Both work in VAE latent space with a ``UNet2DConditionModel``. Conditioning is a dict ``{"cond": {...}}``, plus
+``{"uncond": {...}, "scale": s}`` for classifier-free guidance (the negative prompt as the unconditional branch).
+"""
 
 from __future__ import annotations
 
@@ -9,53 +13,82 @@ import torch
 from preciseinv.models.base import DiffusionModel
 
 
-class StableDiffusionModel(DiffusionModel):
-    family = "stable_diffusion"
+class LatentModel(DiffusionModel):
+    """The VAE half: encode with the posterior mean and the scaling (and shift) factor, decode back."""
 
-    def __init__(self, source, modules, scheduler_config, resolution, tokenizer):
+    def __init__(self, source, modules, scheduler_config, resolution):
         super().__init__(source, modules, scheduler_config, resolution)
-        self.tokenizer = tokenizer
         vae = modules["vae"]
         self.scaling_factor = float(vae.config.scaling_factor)
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        # SDXL's VAE overflows in fp16 (NaN / black images): keep it in fp32 whatever the rest runs in
+        self.vae_upcast = bool(getattr(vae.config, "force_upcast", False))
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "LatentModel":
+        super().to(device, dtype)
+        if self.vae_upcast and dtype not in (None, torch.float32):
+            self.modules["vae"].to(torch.float32)
+        return self
+
+    def _vae(self, fn, x: torch.Tensor) -> torch.Tensor:
+        vae = self.modules["vae"]
+        if self.vae_upcast or vae.dtype == torch.float32:
+            with torch.autocast(x.device.type, enabled=False):
+                return fn(x.float())
+        return fn(x.to(vae.dtype))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        latent = self._vae(lambda x: self.modules["vae"].encode(x).latent_dist.mean, images)  # (B, 4, H/8, W/8)
+        return (latent.float() - self.shift_factor) * self.scaling_factor
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        latent = x0.float() / self.scaling_factor + self.shift_factor
+        return self._vae(lambda z: self.modules["vae"].decode(z).sample, latent).float().clamp(-1, 1)
+
+
+def _tokens(tokenizer, prompts: list[str], device) -> torch.Tensor:
+    return tokenizer(list(prompts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                     return_tensors="pt").input_ids.to(device)
+
+
+class StableDiffusionModel(LatentModel):
+    family = "stable_diffusion"
+    text_encoders = (("text_encoder", "tokenizer", "CLIPTextModel"),)
+
+    def __init__(self, source, modules, scheduler_config, resolution, tokenizers: dict):
+        super().__init__(source, modules, scheduler_config, resolution)
+        self.tokenizers = tokenizers
 
     @classmethod
     def from_pretrained(cls, path: str, source: str, **load_kwargs) -> "StableDiffusionModel":
+        import transformers
         from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
 
         from preciseinv.models.loading import scheduler_config
 
         hub = {k: v for k, v in load_kwargs.items() if k in ("revision", "local_files_only")}
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **load_kwargs)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **load_kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder",
-                                                     use_safetensors=load_kwargs.get("use_safetensors"), **hub)
-        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **hub)
-        vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        resolution = int(unet.config.sample_size) * vae_scale
-        modules = {"unet": unet, "vae": vae, "text_encoder": text_encoder}
-        return cls(source, modules, scheduler_config(path, **load_kwargs), resolution, tokenizer)
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        vae = self.modules["vae"]
-        latent = vae.encode(images.to(vae.dtype)).latent_dist.mean  # (B, 4, H/8, W/8), deterministic
-        return ((latent.float() - self.shift_factor) * self.scaling_factor)
-
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        vae = self.modules["vae"]
-        latent = x0 / self.scaling_factor + self.shift_factor
-        return vae.decode(latent.to(vae.dtype)).sample.float().clamp(-1, 1)
+        modules = {"unet": UNet2DConditionModel.from_pretrained(path, subfolder="unet", **load_kwargs),
+                   "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", **load_kwargs)}
+        tokenizers = {}
+        for enc_name, tok_name, enc_cls in cls.text_encoders:
+            modules[enc_name] = getattr(transformers, enc_cls).from_pretrained(
+                path, subfolder=enc_name, use_safetensors=load_kwargs.get("use_safetensors"),
+                torch_dtype=load_kwargs.get("torch_dtype"), **hub)
+            tokenizers[tok_name] = transformers.CLIPTokenizer.from_pretrained(path, subfolder=tok_name, **hub)
+        vae_scale = 2 ** (len(modules["vae"].config.block_out_channels) - 1)
+        resolution = int(modules["unet"].config.sample_size) * vae_scale
+        return cls(source, modules, scheduler_config(path, **load_kwargs), resolution, tokenizers)
 
     @torch.no_grad()
-    def _embed(self, prompts: list[str]) -> torch.Tensor:
+    def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.modules["text_encoder"]
-        ids = self.tokenizer(list(prompts), padding="max_length", truncation=True,
-                             max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
-        return enc(ids.to(enc.device))[0]  # (B, 77, D)
+        return {"text": enc(_tokens(self.tokenizers["tokenizer"], prompts, enc.device))[0]}  # (B, 77, D)
+
+    def _unet_kwargs(self, cond: dict[str, torch.Tensor], dtype) -> dict:
+        return {"encoder_hidden_states": cond["text"].to(dtype)}
 
     def condition(self, prompts, negative_prompts=None, guidance_scale: float = 1.0) -> dict[str, Any]:
-        cond: dict[str, Any] = {"text": self._embed(prompts)}
+        cond: dict[str, Any] = {"cond": self._embed(prompts)}
         if guidance_scale > 1.0:  # classifier-free guidance, negative prompt as the unconditional branch
             cond["uncond"] = self._embed(negative_prompts or [""] * len(prompts))
             cond["scale"] = float(guidance_scale)
@@ -65,7 +98,30 @@ class StableDiffusionModel(DiffusionModel):
         unet = self.modules["unet"]
         x = x.to(unet.dtype)
         if "uncond" not in cond:
-            return unet(x, timestep, encoder_hidden_states=cond["text"].to(unet.dtype)).sample
-        text = torch.cat([cond["uncond"], cond["text"]]).to(unet.dtype)  # (2B, 77, D)
-        uncond, cond_out = unet(torch.cat([x, x]), timestep, encoder_hidden_states=text).sample.chunk(2)
+            return unet(x, timestep, **self._unet_kwargs(cond["cond"], unet.dtype)).sample
+        both = {k: torch.cat([cond["uncond"][k], cond["cond"][k]]) for k in cond["cond"]}  # (2B, ...)
+        uncond, cond_out = unet(torch.cat([x, x]), timestep, **self._unet_kwargs(both, unet.dtype)).sample.chunk(2)
         return uncond + cond["scale"] * (cond_out - uncond)
+
+
+class StableDiffusionXLModel(StableDiffusionModel):
+    """SDXL: penultimate hidden states of two CLIP encoders concatenated, pooled embeddings, size/crop time ids."""
+
+    family = "sdxl"
+    text_encoders = (("text_encoder", "tokenizer", "CLIPTextModel"),
+                     ("text_encoder_2", "tokenizer_2", "CLIPTextModelWithProjection"))
+
+    @torch.no_grad()
+    def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        enc1, enc2 = self.modules["text_encoder"], self.modules["text_encoder_2"]
+        out1 = enc1(_tokens(self.tokenizers["tokenizer"], prompts, enc1.device), output_hidden_states=True)
+        out2 = enc2(_tokens(self.tokenizers["tokenizer_2"], prompts, enc2.device), output_hidden_states=True)
+        text = torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1)  # (B, 77, D1 + D2)
+        size = self.resolution
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]] * len(prompts), device=text.device,
+                                dtype=torch.float32)  # (B, 6): original size, crop top-left, target size
+        return {"text": text, "pooled": out2.text_embeds, "time_ids": time_ids}
+
+    def _unet_kwargs(self, cond, dtype) -> dict:
+        return {"encoder_hidden_states": cond["text"].to(dtype),
+                "added_cond_kwargs": {"text_embeds": cond["pooled"].to(dtype), "time_ids": cond["time_ids"].to(dtype)}}

@@ -29,8 +29,8 @@ def test_tiny_stable_diffusion_adapter(tiny_sd):
     assert out.shape == x0.shape
     guided = model.condition(["a cat", "a dog"], ["", ""], guidance_scale=3.0)
     g = model.predict(x0, 501, guided)
-    u = model.predict(x0, 501, {"text": guided["uncond"]})
-    c = model.predict(x0, 501, {"text": guided["text"]})
+    u = model.predict(x0, 501, {"cond": guided["uncond"]})
+    c = model.predict(x0, 501, {"cond": guided["cond"]})
     expected = u + 3.0 * (c - u)
     torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-5)
 
