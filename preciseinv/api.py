@@ -72,7 +72,7 @@ class Inverter:
     def __init__(self, model: DiffusionModel | ModelSpec | str | os.PathLike | None = None, method="preciseinv",
                  num_steps: int | None = None, eta: float = 1e-3, max_iters: int = 200, lr: float | None = None,
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
-                 precision: str = "32", lpips: bool = False):
+                 precision: str = "32", lpips: bool = False, sampler: str | None = None):
         spec = model if isinstance(model, ModelSpec) else (_spec(model) if not isinstance(model, DiffusionModel) else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
@@ -87,7 +87,7 @@ class Inverter:
             raise PreciseInvError(f"unknown method {method!r}; use 'preciseinv' or 'ddim'")
         steps = num_steps or (spec.num_steps if spec else 2)
         self.engine = InversionEngine(self.model, method_obj, steps, timestep_spacing,
-                                      guidance_scale=guidance_scale, metrics=ImageMetrics(lpips))
+                                      guidance_scale=guidance_scale, metrics=ImageMetrics(lpips), sampler=sampler)
         self.precision = precision
 
     def load_images(self, images) -> torch.Tensor:
@@ -149,6 +149,6 @@ def reconstruct_file(path: str | os.PathLike, device: str | None = None,
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model or load_model(meta["model"]["source"], device=device)
     engine = InversionEngine(model, PreciseInv(), meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
-                             guidance_scale=meta.get("guidance_scale", 1.0))
+                             guidance_scale=meta.get("guidance_scale", 1.0), sampler=meta.get("sampler"))
     image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")])[0]
     return image, meta

@@ -31,10 +31,10 @@ class BatchOutput:
 
 class InversionEngine:
     def __init__(self, model: DiffusionModel, method, num_steps: int = 2, timestep_spacing: str | None = None,
-                 timesteps: list[int] | None = None, guidance_scale: float = 1.0,
-                 metrics: ImageMetrics | None = None):
+                 timesteps: list | None = None, guidance_scale: float = 1.0,
+                 metrics: ImageMetrics | None = None, sampler: str | None = None):
         self.model, self.method = model, method
-        self.sampler = model.sampler(num_steps, timestep_spacing, timesteps)
+        self.sampler = model.sampler(num_steps, timestep_spacing, timesteps, sampler)
         self.guidance_scale = guidance_scale
         self.metrics = metrics
 

@@ -35,13 +35,13 @@ def clip_tokenizer():
                          model_max_length=77)
 
 
-def _text_config(tokenizer, hidden: int = 32):
+def _text_config(tokenizer, hidden: int = 32, projection: int | None = None):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                           pad_token_id=tokenizer.pad_token_id, hidden_size=hidden, intermediate_size=37,
                           num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer),
-                          projection_dim=hidden, max_position_embeddings=77)
+                          projection_dim=projection or hidden, max_position_embeddings=77)
 
 
 def _tiny_vae(**extra):
@@ -108,6 +108,50 @@ def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         text_encoder=CLIPTextModel(_text_config(tokenizer)).eval(),
         text_encoder_2=CLIPTextModelWithProjection(_text_config(tokenizer)).eval())
     out = folder / "tiny-sdxl"
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def t5_tokenizer():
+    """A T5 tokenizer from a SentencePiece unigram model trained here, in memory (nothing downloaded)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    text = ["a photo of a cat", "a painting of a dog", "the quick brown fox jumps over the lazy dog"] * 20
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model, vocab_size=60, pad_id=0,
+                                   eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
+    proto = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = [(proto.id_to_piece(i), proto.get_score(i)) for i in range(proto.get_piece_size())]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def save_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True) -> Path:
+    """An SD3-shaped pipeline: SD3Transformer2DModel, two CLIP encoders with projection, an optional tiny T5,
+    a flow-matching Euler scheduler (shift 3), a VAE with shift and scaling factors."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1,
+                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+    with torch.no_grad():  # small velocity: a well-conditioned mu, as in a trained model
+        transformer.proj_out.weight.mul_(0.1)
+    tokenizer = clip_tokenizer()
+    clip = lambda: CLIPTextModelWithProjection(_text_config(tokenizer, hidden=16, projection=32)).eval()  # noqa: E731
+    t5 = t5_tok = None
+    if with_t5:
+        t5_tok = t5_tokenizer()
+        t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_ff=37, d_kv=8, num_layers=1,
+                                     num_heads=4, pad_token_id=0, eos_token_id=1)).eval()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_tiny_vae(shift_factor=0.0609, scaling_factor=1.5035), text_encoder=clip(), tokenizer=tokenizer,
+        text_encoder_2=clip(), tokenizer_2=tokenizer, text_encoder_3=t5, tokenizer_3=t5_tok)
+    out = folder / ("tiny-sd3" if with_t5 else "tiny-sd3-no-t5")
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 

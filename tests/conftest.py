@@ -35,3 +35,10 @@ def tiny_sdxl(tmp_path_factory) -> Path:
     from preciseinv.tiny import save_tiny_sdxl
 
     return save_tiny_sdxl(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory) -> Path:
+    from preciseinv.tiny import save_tiny_sd3
+
+    return save_tiny_sd3(tmp_path_factory.mktemp("models"))

@@ -41,7 +41,7 @@ def test_option_instantiates(group, option, tmp_path):
 
 
 def test_model_presets_carry_the_paper_settings():
-    for name, lr in {"mini": 0.1, "sd14": 0.1, "sd15": 0.1, "sd21": 0.1, "sdxl": 0.05}.items():
+    for name, lr in {"mini": 0.1, "sd14": 0.1, "sd15": 0.1, "sd21": 0.1, "sdxl": 0.05, "sd3": 0.025}.items():
         cfg = composed(f"model={name}")
         assert cfg.model.lr == lr and cfg.method.lr == lr and cfg.num_steps == 2
     assert composed("model=sd15").model.path == "stable-diffusion-v1-5/stable-diffusion-v1-5"

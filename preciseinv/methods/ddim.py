@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from preciseinv.methods.base import InversionResult
-from preciseinv.samplers.ddim import DDIMSampler, Denoiser
+from preciseinv.samplers import Sampler
+from preciseinv.samplers.ddim import Denoiser
 
 
 class DDIMInversion:
@@ -24,7 +25,7 @@ class DDIMInversion:
         return {"method": self.name, "eta": self.eta}
 
     @torch.no_grad()
-    def invert(self, denoiser: Denoiser, sampler: DDIMSampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
         x_prev = x0.detach().float()  # (B, C, H, W)
         B = x_prev.shape[0]
         result = InversionResult(latent=x_prev)

@@ -16,7 +16,8 @@ import torch
 
 from preciseinv.methods.base import InversionResult
 from preciseinv.methods.subproblem import NoiseSubproblem
-from preciseinv.samplers.ddim import DDIMSampler, Denoiser
+from preciseinv.samplers import Sampler
+from preciseinv.samplers.ddim import Denoiser
 from preciseinv.solvers import AdamWSolver
 
 
@@ -32,7 +33,7 @@ class PreciseInv:
     def describe(self) -> dict:
         return {"method": self.name, "eta": self.eta, "max_iters": self.max_iters, "lr": self.lr}
 
-    def invert(self, denoiser: Denoiser, sampler: DDIMSampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
         x0 = x0.detach().float()  # (B, C, H, W)
         result = InversionResult(latent=x0)
         nfe_f = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)

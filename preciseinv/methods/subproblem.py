@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from preciseinv.models.base import select
-from preciseinv.samplers.ddim import DDIMSampler, Denoiser
+from preciseinv.samplers import Sampler
+from preciseinv.samplers.ddim import Denoiser
 
 
 class NoiseSubproblem(nn.Module):
-    def __init__(self, sampler: DDIMSampler, denoiser: Denoiser, k: int, x0: torch.Tensor,
+    def __init__(self, sampler: Sampler, denoiser: Denoiser, k: int, x0: torch.Tensor,
                  target: torch.Tensor, eps_init: torch.Tensor, cond: Any = None):
         super().__init__()
         self.eps = nn.Parameter(eps_init.detach().float().clone())  # (B, C, H, W) eps*_t

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from preciseinv.samplers import DDIMSampler, build_schedule
+from preciseinv.errors import PreciseInvError
+from preciseinv.samplers import SAMPLERS, DDIMSampler, EulerFlowSampler, build_flow_schedule, build_schedule
 
 
 def select(cond: Any, idx: torch.Tensor) -> Any:
@@ -68,8 +69,22 @@ class DiffusionModel:
             module.to(device) if dtype is None else module.to(device, dtype)
         return self
 
-    def sampler(self, num_steps: int, timestep_spacing: str | None = None,
-                timesteps: list[int] | None = None) -> DDIMSampler:
+    @property
+    def default_sampler(self) -> str:
+        """The deterministic sampler that fits the model: Euler for flow matching, DDIM otherwise."""
+        return "euler" if "FlowMatch" in self.scheduler_config.get("_class_name", "") else "ddim"
+
+    def sampler(self, num_steps: int, timestep_spacing: str | None = None, timesteps: list | None = None,
+                name: str | None = None):
+        name = name or self.default_sampler
+        if name == "euler":
+            if self.default_sampler != "euler":
+                raise PreciseInvError(f"sampler=euler needs a flow-matching model; this one is {self.family}")
+            return EulerFlowSampler(build_flow_schedule(self.scheduler_config, num_steps, timesteps))
+        if name != "ddim":
+            raise PreciseInvError(f"unknown sampler {name!r}; available: {', '.join(SAMPLERS)}")
+        if self.default_sampler == "euler":
+            raise PreciseInvError("this flow-matching model needs sampler=euler")
         schedule = build_schedule(self.scheduler_config, num_steps, timestep_spacing, timesteps)
         clip = self.scheduler_config.get("clip_sample_range", 1.0) if self.scheduler_config.get("clip_sample") else None
         return DDIMSampler(schedule, self.prediction_type, clip)

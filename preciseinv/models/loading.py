@@ -22,6 +22,7 @@ _ADAPTERS = {
     "DDIMPipeline": "preciseinv.models.pixel:PixelModel",
     "StableDiffusionPipeline": "preciseinv.models.stable_diffusion:StableDiffusionModel",
     "StableDiffusionXLPipeline": "preciseinv.models.stable_diffusion:StableDiffusionXLModel",
+    "StableDiffusion3Pipeline": "preciseinv.models.sd3:StableDiffusion3Model",
 }
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -95,6 +96,11 @@ def native_resolution(path: str | os.PathLike | None = None, revision: str | Non
     if "vae" in index:
         size *= 2 ** (len(config("vae")["block_out_channels"]) - 1)
     return int(size)
+
+
+def read_index(path: str, revision: str | None = None, local_files_only: bool = False) -> dict:
+    """``model_index.json`` of a local directory or hub id."""
+    return _model_index(path, os.path.isdir(path), revision)
 
 
 def scheduler_config(path: str, **load_kwargs) -> dict:

@@ -23,6 +23,8 @@ class LatentModel(DiffusionModel):
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         # SDXL's VAE overflows in fp16 (NaN / black images): keep it in fp32 whatever the rest runs in
         self.vae_upcast = bool(getattr(vae.config, "force_upcast", False))
+        if self.vae_upcast and vae.dtype != torch.float32:
+            vae.to(torch.float32)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "LatentModel":
         super().to(device, dtype)

@@ -65,3 +65,22 @@ def test_safetensors_only_by_default(tmp_path):
     with pytest.raises(PreciseInvError, match="use_safetensors=false"):
         load_model(str(tmp_path / "bin"))
     assert load_model(str(tmp_path / "bin"), use_safetensors=False).family == "pixel"
+
+
+def test_sampler_must_fit_the_model(tiny_sd3):
+    flow, pixel = load_model(str(tiny_sd3)), load_model()
+    assert flow.family == "sd3" and flow.sampler(2).name == "euler" and pixel.sampler(2).name == "ddim"
+    with pytest.raises(PreciseInvError, match="needs sampler=euler"):
+        flow.sampler(2, name="ddim")
+    with pytest.raises(PreciseInvError, match="needs a flow-matching model"):
+        pixel.sampler(2, name="euler")
+    with pytest.raises(PreciseInvError, match="unknown sampler 'lms'"):
+        pixel.sampler(2, name="lms")
+
+
+def test_sdxl_keeps_its_vae_in_fp32_under_half_precision(tiny_sdxl):
+    model = load_model(str(tiny_sdxl), dtype="bfloat16")
+    assert model.vae_upcast and model.modules["vae"].dtype == torch.float32
+    assert model.modules["unet"].dtype == torch.bfloat16
+    x0 = model.encode(torch.rand(1, 3, 32, 32) * 2 - 1)
+    assert x0.dtype == torch.float32 and torch.isfinite(model.decode(x0)).all()

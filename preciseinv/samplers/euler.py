@@ -1,0 +1,91 @@
+"""Euler for rectified flow (SD3): x_t = (1 - s_t) x0 + s_t eps, and the model predicts the velocity v.
+
+Step:            mu(x_t) = x_t + (s_prev - s_t) v(x_t, t)          (FlowMatchEulerDiscreteScheduler.step)
+Inversion step:  x_t = x_prev + (s_t - s_prev) v(x_prev, t)         (initialisation of eps*)
+Sigmas (shift included) come from the model's own FlowMatchEulerDiscreteScheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from preciseinv.errors import PreciseInvError
+from preciseinv.samplers.ddim import Denoiser
+
+
+@dataclass(frozen=True)
+class FlowSchedule:
+    """Steps in ascending noise order: ``sigmas[k]`` at ``timesteps[k]``; ``sigmas_prev[k]`` where step k lands."""
+
+    timesteps: tuple[float, ...]  # (T,) the model's timestep input (sigma * num_train_timesteps)
+    sigmas: torch.Tensor  # (T,) float64
+    sigmas_prev: torch.Tensor  # (T,) float64, sigmas_prev[0] = 0: the clean output
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    def to_dict(self) -> dict:
+        return {"timesteps": list(self.timesteps), "sigmas": self.sigmas.tolist(),
+                "sigmas_prev": self.sigmas_prev.tolist()}
+
+
+def build_flow_schedule(scheduler_config: dict, num_steps: int, timesteps: list[float] | None = None) -> FlowSchedule:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if num_steps < 1:
+        raise PreciseInvError(f"num_steps must be at least 1, got {num_steps}; set num_steps=2 (the paper's T)")
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(scheduler_config))
+    if scheduler.config.get("use_dynamic_shifting") and timesteps is None:
+        raise PreciseInvError("this flow scheduler shifts sigmas by image size (use_dynamic_shifting); "
+                              "pass explicit timesteps, which is not supported from the command line yet")
+    if timesteps is None:
+        scheduler.set_timesteps(num_steps)
+        sig = scheduler.sigmas[:-1].double().flip(0)  # (T,) ascending, shift applied
+    else:
+        sig = torch.tensor(sorted(timesteps), dtype=torch.float64) / scheduler.config.num_train_timesteps
+    ts = tuple(float(s) * scheduler.config.num_train_timesteps for s in sig)
+    prev = torch.cat([torch.zeros(1, dtype=torch.float64), sig[:-1]])
+    return FlowSchedule(ts, sig, prev)
+
+
+class EulerFlowSampler:
+    name = "euler"
+
+    def __init__(self, schedule: FlowSchedule):
+        self.schedule = schedule
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
+
+    def _sigma(self, k: int, prev: bool, like: torch.Tensor) -> torch.Tensor:
+        table = self.schedule.sigmas_prev if prev else self.schedule.sigmas
+        return table[k].to(device=like.device, dtype=torch.float32)
+
+    def step(self, model_output: torch.Tensor, k: int, sample: torch.Tensor) -> torch.Tensor:
+        return sample.float() + (self._sigma(k, True, sample) - self._sigma(k, False, sample)) * model_output.float()
+
+    def denoise(self, denoiser: Denoiser, x: torch.Tensor, k: int, cond=None) -> torch.Tensor:
+        return self.step(denoiser(x, self.schedule.timesteps[k], cond), k, x)
+
+    def invert_step(self, denoiser: Denoiser, x_prev: torch.Tensor, k: int, cond=None) -> torch.Tensor:
+        v = denoiser(x_prev, self.schedule.timesteps[k], cond).float()
+        return x_prev.float() + (self._sigma(k, False, x_prev) - self._sigma(k, True, x_prev)) * v
+
+    def state(self, x0: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
+        s = self._sigma(k, False, eps)
+        return (1 - s) * x0 + s * eps
+
+    def noise(self, x0: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
+        s = self._sigma(k, False, x)
+        return (x.float() - (1 - s) * x0.float()) / s
+
+    @torch.no_grad()
+    def sample(self, denoiser: Denoiser, x_T: torch.Tensor, cond=None) -> torch.Tensor:
+        x = x_T.float()
+        for k in reversed(range(self.num_steps)):
+            x = self.denoise(denoiser, x, k, cond)
+        return x
