@@ -41,7 +41,7 @@ class ShardWriter(InversionWriter):
         self.tmp_path = final.with_name(f".{final.name}.tmp")
         self.sink = wds.TarWriter(str(self.tmp_path))
 
-    def store(self, sample_id: str, latent, recon, meta: dict) -> dict:
+    def store(self, sample_id: str, latent, recon, meta: dict, noises: dict | None = None) -> dict:
         from safetensors.torch import save
 
         from preciseinv.outputs.latents import FORMAT
@@ -50,7 +50,7 @@ class ShardWriter(InversionWriter):
             self._open()
         key = f"{self.count:09d}"
         self.count += 1
-        tensors = {"latent": latent.detach().float().cpu().contiguous()}
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in {"latent": latent, **(noises or {})}.items()}
         member = {"__key__": key, "safetensors": save(tensors, metadata={"format": FORMAT, "preciseinv": json.dumps(meta)}),
                   "json": json.dumps(meta).encode()}
         if self.save_recon:

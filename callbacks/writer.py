@@ -91,10 +91,10 @@ class InversionWriter(BasePredictionWriter):
             raise ValueError(f"refusing to write outside output_dir: {rel!r}")
         return path
 
-    def store(self, sample_id: str, latent, recon, meta: dict) -> dict:
-        """Write one sample's files; return the manifest fields that point at them."""
+    def store(self, sample_id: str, latent, recon, meta: dict, noises: dict | None = None) -> dict:
+        """Write one sample's files (x*_T, and the step noises of lcm/ddpm); return the manifest fields."""
         latent_rel, recon_rel = f"latents/{sample_id}.safetensors", f"recon/{sample_id}.png"
-        save_latent(self._inside(latent_rel), latent, meta)
+        save_latent(self._inside(latent_rel), latent, meta, noises)
         if self.save_recon:
             save_png(self._inside(recon_rel), recon)
         return {"latent": latent_rel, "recon": recon_rel if self.save_recon else None}
@@ -128,7 +128,8 @@ class InversionWriter(BasePredictionWriter):
             if out.edit is not None:
                 record.update(self.store_edit(sample_id, out.target[i], out.recon[i], out.edit[i],
                                               prediction["target"][i]))
-            record.update(self.store(sample_id, out.latent[i], out.recon[i], {**meta, **record}))
+            noises = {f"noise_{k}": z[i] for k, z in enumerate(out.inversion.noises) if z is not None}
+            record.update(self.store(sample_id, out.latent[i], out.recon[i], {**meta, **record}, noises))
             self.commit(record)
 
     def write_summary(self) -> dict:

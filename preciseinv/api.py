@@ -107,9 +107,11 @@ class Inverter:
             x0, result = self.engine.invert(images, prompts)
         return Inversion(result.latent.detach(), x0, images, result)
 
-    def reconstruct(self, latents: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
+    def reconstruct(self, latents: torch.Tensor, prompts: list[str] | None = None,
+                    noises: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """``noises``: the inversion's step noises (``Inversion.result.noises``), needed by lcm and ddpm."""
         with _autocast(self.model.device, self.precision):
-            return self.engine.reconstruct(latents, prompts)
+            return self.engine.reconstruct(latents, prompts, noises)
 
     def edit(self, images, source_prompts: list[str], target_prompts: list[str], guidance_scale: float = 7.5):
         """Invert with the source prompts, regenerate with the target prompts (negative: the source prompts).
@@ -117,17 +119,26 @@ class Inverter:
         Returns (inversion, edited images (B, 3, H, W) in [-1, 1])."""
         inversion = self.invert(images, source_prompts)
         with _autocast(self.model.device, self.precision):
-            edited = self.engine.edit(inversion.latents, target_prompts, source_prompts, guidance_scale)
+            edited = self.engine.edit(inversion.latents, target_prompts, source_prompts, guidance_scale,
+                                      inversion.result.noises)
         return inversion, edited
 
     def interpolate(self, latent_a: torch.Tensor, latent_b: torch.Tensor, frames: int = 8, mode: str = "slerp",
-                    prompt: str = "") -> torch.Tensor:
-        """Decode ``frames`` points on the slerp (or lerp) path between two x*_T: (frames, 3, H, W) in [-1, 1]."""
+                    prompt: str = "", noises_a: list | None = None, noises_b: list | None = None) -> torch.Tensor:
+        """Decode ``frames`` points on the slerp (or lerp) path between two x*_T: (frames, 3, H, W) in [-1, 1].
+
+        With lcm/ddpm each step's noise map travels the same path between the two inversions' maps."""
         from preciseinv.interpolation import path
 
-        a, b = latent_a.reshape(1, *latent_a.shape[-3:]), latent_b.reshape(1, *latent_b.shape[-3:])
-        latents = torch.cat(path(a.float(), b.float(), frames, mode))  # (frames, C, h, w)
-        return self.reconstruct(latents, [prompt] * frames)
+        def one(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(1, *t.shape[-3:]).float()
+
+        latents = torch.cat(path(one(latent_a), one(latent_b), frames, mode))  # (frames, C, h, w)
+        noises = None
+        if noises_a is not None and noises_b is not None:
+            noises = [None if za is None else torch.cat(path(one(za), one(zb), frames, mode))
+                      for za, zb in zip(noises_a, noises_b)]
+        return self.reconstruct(latents, [prompt] * frames, noises)
 
     def metrics(self, recon: torch.Tensor, images: torch.Tensor) -> dict:
         return self.engine.metrics(recon, images.to(recon.device))
@@ -137,7 +148,8 @@ class Inverter:
         from preciseinv.outputs import save_latent
 
         meta = {**self.engine.metadata(), "id": sample_id, "source": source, "prompt": prompt}
-        save_latent(path, inversion.latents[index], meta)
+        noises = {f"noise_{k}": z[index] for k, z in enumerate(inversion.result.noises) if z is not None}
+        save_latent(path, inversion.latents[index], meta, noises)
 
 
 def reconstruct_file(path: str | os.PathLike, device: str | None = None,
@@ -150,5 +162,6 @@ def reconstruct_file(path: str | os.PathLike, device: str | None = None,
     model = model or load_model(meta["model"]["source"], device=device)
     engine = InversionEngine(model, PreciseInv(), meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
                              guidance_scale=meta.get("guidance_scale", 1.0), sampler=meta.get("sampler"))
-    image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")])[0]
+    noises = [tensors[f"noise_{k}"][None] if f"noise_{k}" in tensors else None for k in range(meta["num_steps"])]
+    image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")], noises)[0]
     return image, meta

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from preciseinv.errors import PreciseInvError
 from preciseinv.methods.base import InversionResult
 from preciseinv.metrics import ImageMetrics
 from preciseinv.models.base import DiffusionModel, select
@@ -60,27 +61,36 @@ class InversionEngine:
                 result.retried_fp32[bad] = True
         return x0, result
 
+    def _sample(self, latent: torch.Tensor, cond, noises) -> torch.Tensor:
+        if getattr(self.sampler, "injects_noise", False):
+            if noises is None or any(z is None for z in noises[1:]):
+                raise PreciseInvError(f"sampler={self.sampler.name} needs the inversion's noise maps to reconstruct")
+            noises = [None if z is None else z.to(latent.device) for z in noises]
+            return self.sampler.sample(self.model.predict, latent, cond, noises)
+        return self.sampler.sample(self.model.predict, latent, cond)
+
     @torch.no_grad()
-    def reconstruct(self, latent: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
-        """Run the sampler from x*_T and decode: (B, 3, H, W) in [-1, 1]."""
+    def reconstruct(self, latent: torch.Tensor, prompts: list[str] | None = None,
+                    noises: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Run the sampler from x*_T (replaying ``noises`` for lcm/ddpm) and decode: (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
         cond = self.condition(prompts, latent.shape[0])
-        return self.model.decode(self.sampler.sample(self.model.predict, latent, cond))
+        return self.model.decode(self._sample(latent, cond, noises))
 
     @torch.no_grad()
     def edit(self, latent: torch.Tensor, target_prompts: list[str], source_prompts: list[str],
-             guidance_scale: float = 7.5) -> torch.Tensor:
+             guidance_scale: float = 7.5, noises: list[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Prompt editing (paper Sec. 3.4): regenerate x*_T with the target prompt under classifier-free guidance
         whose negative prompt is the source prompt. (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
         cond = self.model.condition(list(target_prompts), list(source_prompts), guidance_scale)
-        return self.model.decode(self.sampler.sample(self.model.predict, latent, cond))
+        return self.model.decode(self._sample(latent, cond, noises))
 
     def run(self, images: torch.Tensor, prompts: list[str] | None = None) -> BatchOutput:
         start = time.perf_counter()
         images = images.to(self.model.device).float()
         _, result = self.invert(images, prompts)
-        recon = self.reconstruct(result.latent, prompts)
+        recon = self.reconstruct(result.latent, prompts, result.noises)
         values = self.metrics(recon, images) if self.metrics is not None else {}
         if images.device.type == "cuda":
             torch.cuda.synchronize(images.device)

@@ -3,7 +3,9 @@
 Inverts whichever endpoint is an image (a ``.safetensors`` latent file is used as is), then decodes ``frames``
 points on the slerp (default) or lerp path between the two x*_T. Writes ``frames/frame_NNN.png``, ``strip.png``
 and ``interpolation.gif`` under ``output_dir``. Slerp keeps the latents' norm (a Gaussian's typical shell), which
-is why the paper uses it; lerp shrinks the middle frames' norm by up to 1/sqrt(2).
+is why the paper uses it; lerp shrinks the middle frames' norm by up to 1/sqrt(2). With the lcm and ddpm
+samplers each step's injected noise map travels the same path between the two inversions' maps, so both ends
+are still exact reconstructions.
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ from preciseinv.errors import PreciseInvError
 from preciseinv.fit import CONFIG_DIR, build
 
 
-def endpoint(inverter, spec: str, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x*_T (1, C, h, w), its preprocessed image or None) for an image path or a latent file."""
+def endpoint(inverter, spec: str, prompt: str):
+    """(x*_T (1, C, h, w), its preprocessed image or None, its step noises) for an image path or a latent file."""
     if str(spec).endswith(".safetensors"):
         from preciseinv.outputs import load_latent
 
         tensors, meta = load_latent(spec)
         if meta["model"]["source"] != inverter.model.source:
             warnings.warn(f"{spec} was inverted with {meta['model']['source']}, not {inverter.model.source}")
-        return tensors["latent"][None].to(inverter.model.device), None
+        noises = [tensors[f"noise_{k}"][None] if f"noise_{k}" in tensors else None for k in range(meta["num_steps"])]
+        return tensors["latent"][None].to(inverter.model.device), None, noises
     if not Path(spec).is_file():
         raise PreciseInvError(f"{spec!r} is neither an image file nor a .safetensors latent file")
     inversion = inverter.invert([spec], [prompt])
-    return inversion.latents, inversion.images
+    return inversion.latents, inversion.images, inversion.result.noises
 
 
 def run(cfg) -> dict:
@@ -46,8 +49,9 @@ def run(cfg) -> dict:
         raise PreciseInvError(f"mode must be slerp or lerp, got {cfg.mode!r}")
     out = Path(cfg.output_dir)
     inverter = Inverter(build(cfg.model), method=build(cfg.method), num_steps=cfg.num_steps, device=cfg.device)
-    (a, image_a), (b, image_b) = endpoint(inverter, cfg.a, cfg.prompt), endpoint(inverter, cfg.b, cfg.prompt)
-    frames = inverter.interpolate(a, b, cfg.frames, cfg.mode, cfg.prompt)  # (N, 3, H, W)
+    (a, image_a, noises_a), (b, image_b, noises_b) = (endpoint(inverter, cfg.a, cfg.prompt),
+                                                      endpoint(inverter, cfg.b, cfg.prompt))
+    frames = inverter.interpolate(a, b, cfg.frames, cfg.mode, cfg.prompt, noises_a, noises_b)  # (N, 3, H, W)
     for i, frame in enumerate(frames):
         save_png(out / "frames" / f"frame_{i:03d}.png", frame)
     save_png(out / "strip.png", torch.cat(list(frames), dim=2))

@@ -60,7 +60,24 @@ def _calm(unet):
     return unet
 
 
-def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
+def save_tiny_lcm(folder: Path, seed: int = 0) -> Path:
+    """An LCM-distilled-SD-shaped pipeline: the SD UNet with a guidance embedding (time_cond_proj_dim), LCMScheduler."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    sd = save_tiny_sd(folder, seed=seed, time_cond_proj_dim=256)
+    from diffusers import StableDiffusionPipeline
+
+    base = StableDiffusionPipeline.from_pretrained(sd)
+    scheduler = LCMScheduler.from_config(base.scheduler.config)
+    pipe = LatentConsistencyModelPipeline(unet=base.unet, vae=base.vae, text_encoder=base.text_encoder,
+                                          tokenizer=base.tokenizer, scheduler=scheduler, safety_checker=None,
+                                          feature_extractor=None, requires_safety_checker=False)
+    out = folder / "tiny-lcm"
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0, time_cond_proj_dim=None) -> Path:
     """A Stable-Diffusion-1.x-shaped pipeline (16 px latents, 32 px images) saved as a diffusers directory.
 
     ``prediction_type="v_prediction"`` gives the SD2.x (768-v) flavour."""
@@ -72,6 +89,7 @@ def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) 
         block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
         cross_attention_dim=32, norm_num_groups=2, attention_head_dim=2,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        time_cond_proj_dim=time_cond_proj_dim,
     )
     _calm(unet)
     vae = _tiny_vae()
@@ -82,7 +100,7 @@ def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) 
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    out = folder / f"tiny-sd-{prediction_type}"
+    out = folder / f"tiny-sd-{prediction_type}{'-tcond' if time_cond_proj_dim else ''}"
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 

@@ -42,3 +42,10 @@ def tiny_sd3(tmp_path_factory) -> Path:
     from preciseinv.tiny import save_tiny_sd3
 
     return save_tiny_sd3(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lcm(tmp_path_factory) -> Path:
+    from preciseinv.tiny import save_tiny_lcm
+
+    return save_tiny_lcm(tmp_path_factory.mktemp("models"))

@@ -22,7 +22,7 @@ def test_groups_present():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_option_instantiates(group, option, tmp_path):
-    extra = {("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
+    extra = {("model", "lcm_sdxl"): ["model.path=/models/lcm-sdxl"], ("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
              ("data", "webdataset"): [f"data.urls='{tmp_path}/s-{{0..1}}.tar'"]}.get((group, option), [])
     if (group, option) == ("data", "edit_pairs"):  # filled from the edit command's top-level keys
         cfg = composed(f"image={tmp_path}/x.png", "source=a", "target=b", name="edit")
@@ -40,8 +40,13 @@ def test_option_instantiates(group, option, tmp_path):
         assert type(obj).__name__ == node._target_.rsplit(".", 1)[1]
 
 
+def test_option_instantiates_skips_required_paths():
+    assert "lcm_sdxl" in GROUPS["model"]
+
+
 def test_model_presets_carry_the_paper_settings():
-    for name, lr in {"mini": 0.1, "sd14": 0.1, "sd15": 0.1, "sd21": 0.1, "sdxl": 0.05, "sd3": 0.025}.items():
+    for name, lr in {"mini": 0.1, "sd14": 0.1, "sd15": 0.1, "sd21": 0.1, "sdxl": 0.05, "sd3": 0.025,
+                     "lcm_sd15": 0.05, "sdxl_turbo": 0.05}.items():
         cfg = composed(f"model={name}")
         assert cfg.model.lr == lr and cfg.method.lr == lr and cfg.num_steps == 2
     assert composed("model=sd15").model.path == "stable-diffusion-v1-5/stable-diffusion-v1-5"

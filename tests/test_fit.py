@@ -77,10 +77,15 @@ def test_reconstruction_from_a_latent_file_reproduces_the_manifest(default_runs)
         assert abs(psnr(image[None], target[None]).item() - rec["psnr"]) < 0.01
 
 
-@pytest.mark.parametrize("family", ["tiny_sd", "tiny_sd_v", "tiny_sdxl", "tiny_sd3"])
-def test_tiny_stable_diffusion_end_to_end(family, request, tmp_path):
-    """SD1 (epsilon), SD2-style (v-prediction), SDXL- and SD3-shaped (flow, Euler) pipelines from disk: VAE
-    latents, text conditioning, every step reaches eta, and the latent file alone reproduces the reconstruction.
+@pytest.mark.parametrize("family,sampler,eta", [
+    ("tiny_sd", "ddim", 1e-4), ("tiny_sd_v", "ddim", 1e-4), ("tiny_sdxl", "ddim", 1e-4), ("tiny_sd3", "euler", 1e-4),
+    ("tiny_lcm", "lcm", 1e-3),  # LCM's top step (t = 999) inverts the consistency function: worse conditioned
+    ("tiny_sd", "ddpm", 1e-4),
+])
+def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_path):
+    """SD1 (epsilon), SD2-style (v-prediction), SDXL-, SD3- (flow, Euler) and LCM-shaped pipelines from disk, and
+    the DDPM sampler (eps* and z* learned jointly): VAE latents, text conditioning, every step reaches eta, and
+    the latent file alone (x*_T, plus the step noises for lcm/ddpm) reproduces the reconstruction.
 
     lr 0.01: at the paper's 0.1, constant-lr AdamW jitters at a residual near 1e-3 on this random model.
     """
@@ -92,15 +97,16 @@ def test_tiny_stable_diffusion_end_to_end(family, request, tmp_path):
     write_images(tmp_path / "imgs", ["a.png", "b/c.jpg", "d e.png"], size=40)
     out = tmp_path / "out"
     proc = fit(f"model.path={tiny_sd}", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
-               "data.prompt=a photo", "method.eta=1e-4", "method.lr=0.01", "method.max_iters=400", f"output_dir={out}", "~logger", cwd=tmp_path)
+               "data.prompt=a photo", f"method.eta={eta}", "method.lr=0.01", "method.max_iters=400", f"output_dir={out}",
+               f"sampler={sampler}", "~logger", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = manifest(out)
     assert sorted(r["id"] for r in records) == ["a", "b/c", "d e"]
     for rec in records:
-        assert rec["converged"] == [True, True] and max(rec["residual"]) < 1e-4
+        assert rec["converged"] == [True, True] and max(rec["residual"]) < eta
         image, meta = reconstruct_file(out / rec["latent"], device="cpu")
         assert meta["prompt"] == "a photo" and len(meta["schedule"]["timesteps"]) == 2
-        assert meta["sampler"] == ("euler" if family == "tiny_sd3" else "ddim")
+        assert meta["sampler"] == sampler
         assert abs(psnr(image[None], load_image(rec["source"], 32)[None]).item() - rec["psnr"]) < 0.01
 
 

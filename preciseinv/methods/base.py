@@ -18,6 +18,7 @@ class InversionResult:
     nfe_forward: torch.Tensor | None = None  # (B,) network forward calls during inversion
     nfe_backward: torch.Tensor | None = None  # (B,) network backward calls during inversion
 
+    noises: list[torch.Tensor | None] = field(default_factory=list)  # T x (B, C, h, w) z injected from step k
     retried_fp32: torch.Tensor | None = None  # (B,) bool: redone in fp32 after a non-finite half-precision run
 
     def finite(self) -> torch.Tensor:
@@ -34,6 +35,9 @@ class InversionResult:
                              (self.converged, other.converged)):
             for k in range(len(mine)):
                 mine[k][idx] = theirs[k]
+        for mine, theirs in zip(self.noises, other.noises):
+            if mine is not None:
+                mine[idx] = theirs
         self.nfe_forward[idx] += other.nfe_forward  # the failed attempt's work was spent too
         self.nfe_backward[idx] += other.nfe_backward
 

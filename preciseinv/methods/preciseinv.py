@@ -38,13 +38,18 @@ class PreciseInv:
         result = InversionResult(latent=x0)
         nfe_f = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
         nfe_b = torch.zeros_like(nfe_f)
-        x_prev = x0
+        x_prev, eps_prev = x0, None
+        injects = getattr(sampler, "injects_noise", False)
         for k in range(sampler.num_steps):
             with torch.no_grad():
                 x_init = sampler.invert_step(denoiser, x_prev, k, cond)  # (B, C, H, W)
-            problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_init, k), cond)
-            eps, stats = self.solver.solve(problem, problem.eps)
-            problem.eps.data.copy_(eps)
+            noise = eps_prev if injects and k > 0 else None  # the z that lands on state k-1: its own eps*
+            problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_init, k), cond,
+                                      noise=noise, learn_noise=getattr(sampler, "learn_noise", False))
+            solution, stats = self.solver.solve(problem, problem.eps)
+            problem.eps.data.copy_(solution)
+            eps_prev, z = problem.split()
+            result.noises.append(None if z is None else z.detach().clone())
             with torch.no_grad():
                 x_prev = problem.state()
             result.iters.append(stats.iters)

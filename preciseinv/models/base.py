@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.samplers import SAMPLERS, DDIMSampler, EulerFlowSampler, build_flow_schedule, build_schedule
+from preciseinv.samplers import (SAMPLERS, DDIMSampler, DDPMSampler, EulerFlowSampler, LCMSampler,
+                                 build_flow_schedule, build_noise_schedule, build_schedule)
 
 
 def select(cond: Any, idx: torch.Tensor) -> Any:
@@ -72,7 +73,8 @@ class DiffusionModel:
     @property
     def default_sampler(self) -> str:
         """The deterministic sampler that fits the model: Euler for flow matching, DDIM otherwise."""
-        return "euler" if "FlowMatch" in self.scheduler_config.get("_class_name", "") else "ddim"
+        name = self.scheduler_config.get("_class_name", "")
+        return "euler" if "FlowMatch" in name else "lcm" if name == "LCMScheduler" else "ddim"
 
     def sampler(self, num_steps: int, timestep_spacing: str | None = None, timesteps: list | None = None,
                 name: str | None = None):
@@ -81,12 +83,16 @@ class DiffusionModel:
             if self.default_sampler != "euler":
                 raise PreciseInvError(f"sampler=euler needs a flow-matching model; this one is {self.family}")
             return EulerFlowSampler(build_flow_schedule(self.scheduler_config, num_steps, timesteps))
-        if name != "ddim":
+        if name not in SAMPLERS:
             raise PreciseInvError(f"unknown sampler {name!r}; available: {', '.join(SAMPLERS)}")
         if self.default_sampler == "euler":
             raise PreciseInvError("this flow-matching model needs sampler=euler")
-        schedule = build_schedule(self.scheduler_config, num_steps, timestep_spacing, timesteps)
         clip = self.scheduler_config.get("clip_sample_range", 1.0) if self.scheduler_config.get("clip_sample") else None
+        if name in ("lcm", "ddpm"):
+            config = {**self.scheduler_config, **({"timestep_spacing": timestep_spacing} if timestep_spacing else {})}
+            schedule = build_noise_schedule(name, config, num_steps, timesteps)
+            return (LCMSampler if name == "lcm" else DDPMSampler)(schedule, self.prediction_type, clip)
+        schedule = build_schedule(self.scheduler_config, num_steps, timestep_spacing, timesteps)
         return DDIMSampler(schedule, self.prediction_type, clip)
 
     def describe(self) -> dict:

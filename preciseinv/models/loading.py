@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ _ADAPTERS = {
     "DDPMPipeline": "preciseinv.models.pixel:PixelModel",
     "DDIMPipeline": "preciseinv.models.pixel:PixelModel",
     "StableDiffusionPipeline": "preciseinv.models.stable_diffusion:StableDiffusionModel",
+    "LatentConsistencyModelPipeline": "preciseinv.models.stable_diffusion:StableDiffusionModel",
     "StableDiffusionXLPipeline": "preciseinv.models.stable_diffusion:StableDiffusionXLModel",
     "StableDiffusion3Pipeline": "preciseinv.models.sd3:StableDiffusion3Model",
 }
@@ -39,11 +40,13 @@ class ModelSpec:
     dtype: str = "float32"  # weights' dtype; compute precision is trainer.precision (autocast)
     revision: str | None = None
     use_safetensors: bool = True
-    extra: dict = field(default_factory=dict)
+    guidance_embedding: float = 8.5  # LCM UNets (time_cond_proj_dim): the embedded guidance scale w + 1
 
     def load(self, device: str | torch.device = "cpu"):
-        return load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,
-                          use_safetensors=self.use_safetensors)
+        model = load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,
+                           use_safetensors=self.use_safetensors)
+        model.guidance_embedding = self.guidance_embedding
+        return model
 
 
 def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:

@@ -53,8 +53,19 @@ def _tokens(tokenizer, prompts: list[str], device) -> torch.Tensor:
                      return_tensors="pt").input_ids.to(device)
 
 
+def guidance_scale_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of the guidance scale (B,) -> (B, dim), as LCM-distilled UNets expect it."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=w.device, dtype=torch.float32)
+                      * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
+    angles = (w.float() * 1000.0)[:, None] * freqs[None, :]  # (B, half)
+    emb = torch.cat([angles.sin(), angles.cos()], dim=1)
+    return torch.nn.functional.pad(emb, (0, dim % 2))
+
+
 class StableDiffusionModel(LatentModel):
     family = "stable_diffusion"
+    denoiser_name = "unet"
     text_encoders = (("text_encoder", "tokenizer", "CLIPTextModel"),)
 
     def __init__(self, source, modules, scheduler_config, resolution, tokenizers: dict):
@@ -86,13 +97,27 @@ class StableDiffusionModel(LatentModel):
         enc = self.modules["text_encoder"]
         return {"text": enc(_tokens(self.tokenizers["tokenizer"], prompts, enc.device))[0]}  # (B, 77, D)
 
+    # LCM UNets (time_cond_proj_dim) take the guidance scale as an embedding; diffusers' LCM pipeline default
+    guidance_embedding = 8.5
+
     def _unet_kwargs(self, cond: dict[str, torch.Tensor], dtype) -> dict:
-        return {"encoder_hidden_states": cond["text"].to(dtype)}
+        kwargs = {"encoder_hidden_states": cond["text"].to(dtype)}
+        if "w_embedding" in cond:
+            kwargs["timestep_cond"] = cond["w_embedding"].to(dtype)
+        return kwargs
+
+    def _with_guidance_embedding(self, embeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        dim = getattr(self.modules[self.denoiser_name].config, "time_cond_proj_dim", None)
+        if dim:
+            batch = next(iter(embeds.values())).shape[0]
+            w = torch.full((batch,), self.guidance_embedding - 1.0, device=self.device)
+            embeds["w_embedding"] = guidance_scale_embedding(w, dim)
+        return embeds
 
     def condition(self, prompts, negative_prompts=None, guidance_scale: float = 1.0) -> dict[str, Any]:
-        cond: dict[str, Any] = {"cond": self._embed(prompts)}
+        cond: dict[str, Any] = {"cond": self._with_guidance_embedding(self._embed(prompts))}
         if guidance_scale > 1.0:  # classifier-free guidance, negative prompt as the unconditional branch
-            cond["uncond"] = self._embed(negative_prompts or [""] * len(prompts))
+            cond["uncond"] = self._with_guidance_embedding(self._embed(negative_prompts or [""] * len(prompts)))
             cond["scale"] = float(guidance_scale)
         return cond
 

@@ -3,10 +3,11 @@
 from preciseinv.samplers.ddim import DDIMSampler
 from preciseinv.samplers.euler import EulerFlowSampler, FlowSchedule, build_flow_schedule
 from preciseinv.samplers.schedule import Schedule, build_schedule
+from preciseinv.samplers.stochastic import DDPMSampler, LCMSampler, NoiseSchedule, build_noise_schedule
 
-SAMPLERS = ("ddim", "euler")
+SAMPLERS = ("ddim", "ddpm", "lcm", "euler")
 
-__all__ = ["DDIMSampler", "EulerFlowSampler", "FlowSchedule", "SAMPLERS", "Sampler", "Schedule",
+__all__ = ["DDIMSampler", "DDPMSampler", "LCMSampler", "NoiseSchedule", "build_noise_schedule", "EulerFlowSampler", "FlowSchedule", "SAMPLERS", "Sampler", "Schedule",
            "build_flow_schedule", "build_schedule"]
 
 
@@ -15,5 +16,6 @@ class Sampler:
 
     ``num_steps``, ``schedule`` (with ``timesteps`` and ``to_dict()``), ``step(model_output, k, x)``,
     ``denoise(denoiser, x, k, cond)`` (mu), ``invert_step(denoiser, x_prev, k, cond)``, ``state(x0, eps, k)``,
-    ``noise(x0, x, k)`` (its inverse) and ``sample(denoiser, x_T, cond)``.
+    ``noise(x0, x, k)`` (its inverse) and ``sample(denoiser, x_T, cond)``. Samplers with ``injects_noise``
+    (lcm, ddpm) also take the injected noise: ``denoise(..., noise=z)``, ``sample(..., noises=[...])``.
     """

@@ -77,3 +77,23 @@ def test_subproblem_holds_eps_only():
     assert list(problem.state_dict()) == ["eps"]
     loss = problem(problem.eps, torch.arange(2))
     assert loss.shape == (2,) and loss.requires_grad
+
+
+def test_noise_injecting_samplers_store_the_noise_that_makes_sampling_exact():
+    from diffusers import DDPMScheduler, LCMScheduler
+
+    from preciseinv.samplers import DDPMSampler, LCMSampler, build_noise_schedule
+
+    cfg = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
+    x0 = torch.randn(2, 2, 4, 4)
+    for sampler in (DDPMSampler(build_noise_schedule("ddpm", DDPMScheduler(**cfg).config, 2)),
+                    LCMSampler(build_noise_schedule("lcm", LCMScheduler(**cfg).config, 2))):
+        eta = 1e-6
+        result = PreciseInv(eta=eta, max_iters=3000, lr=0.02).invert(linear_denoiser, sampler, x0)
+        assert result.noises[0] is None and result.noises[1].shape == x0.shape
+        assert all(c.all() for c in result.converged), sampler.name
+        recon = sampler.sample(linear_denoiser, result.latent, None, result.noises)
+        assert ((recon - x0).pow(2).flatten(1).mean(1) < 100 * eta).all(), sampler.name
+        problem = NoiseSubproblem(sampler, linear_denoiser, 1, x0, x0, torch.zeros_like(x0), noise=torch.ones_like(x0),
+                                  learn_noise=sampler.learn_noise)
+        assert problem.eps.shape[1] == (4 if sampler.name == "ddpm" else 2)  # DDPM learns [eps | z] jointly
