@@ -105,10 +105,12 @@ def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0, 
     return out
 
 
-def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
+def save_tiny_sdxl(folder: Path, seed: int = 0, turbo: bool = False) -> Path:
     """An SDXL-shaped pipeline: two CLIP encoders (the second with projection), text_time added conditioning,
-    a VAE with ``force_upcast``, SDXL's Euler scheduler config."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    a VAE with ``force_upcast``, SDXL's Euler scheduler config (``turbo``: SDXL-Turbo's ancestral Euler with
+    trailing timesteps)."""
+    from diffusers import (EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline,
+                           UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -119,13 +121,14 @@ def save_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
     ))
     tokenizer = clip_tokenizer()
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1, timestep_spacing="leading")
+    scheduler = (EulerAncestralDiscreteScheduler if turbo else EulerDiscreteScheduler)(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="trailing" if turbo else "leading")
     pipe = StableDiffusionXLPipeline(
         unet=unet, vae=_tiny_vae(force_upcast=True), scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
         text_encoder=CLIPTextModel(_text_config(tokenizer)).eval(),
         text_encoder_2=CLIPTextModelWithProjection(_text_config(tokenizer)).eval())
-    out = folder / "tiny-sdxl"
+    out = folder / ("tiny-sdxl-turbo" if turbo else "tiny-sdxl")
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 

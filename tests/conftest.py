@@ -49,3 +49,10 @@ def tiny_lcm(tmp_path_factory) -> Path:
     from preciseinv.tiny import save_tiny_lcm
 
     return save_tiny_lcm(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_turbo(tmp_path_factory) -> Path:
+    from preciseinv.tiny import save_tiny_sdxl
+
+    return save_tiny_sdxl(tmp_path_factory.mktemp("models"), turbo=True)

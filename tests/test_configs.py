@@ -40,10 +40,6 @@ def test_option_instantiates(group, option, tmp_path):
         assert type(obj).__name__ == node._target_.rsplit(".", 1)[1]
 
 
-def test_option_instantiates_skips_required_paths():
-    assert "lcm_sdxl" in GROUPS["model"]
-
-
 def test_model_presets_carry_the_paper_settings():
     for name, lr in {"mini": 0.1, "sd14": 0.1, "sd15": 0.1, "sd21": 0.1, "sdxl": 0.05, "sd3": 0.025,
                      "lcm_sd15": 0.05, "sdxl_turbo": 0.05}.items():

@@ -80,7 +80,7 @@ def test_reconstruction_from_a_latent_file_reproduces_the_manifest(default_runs)
 @pytest.mark.parametrize("family,sampler,eta", [
     ("tiny_sd", "ddim", 1e-4), ("tiny_sd_v", "ddim", 1e-4), ("tiny_sdxl", "ddim", 1e-4), ("tiny_sd3", "euler", 1e-4),
     ("tiny_lcm", "lcm", 1e-3),  # LCM's top step (t = 999) inverts the consistency function: worse conditioned
-    ("tiny_sd", "ddpm", 1e-4),
+    ("tiny_sd", "ddpm", 1e-4), ("tiny_sdxl_turbo", "ddim", 1e-3),  # Turbo: trailing timesteps, t = 999 on top
 ])
 def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_path):
     """SD1 (epsilon), SD2-style (v-prediction), SDXL-, SD3- (flow, Euler) and LCM-shaped pipelines from disk, and
