@@ -28,17 +28,18 @@ from preciseinv.models.loading import ModelSpec, load_model
 
 def preset(name: str) -> ModelSpec:
     """The ``configs/model/<name>.yaml`` preset as a ``ModelSpec``."""
-    from importlib.resources import files
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+    from hydra.utils import instantiate
 
-    from omegaconf import OmegaConf
+    from preciseinv.fit import CONFIG_DIR
 
-    path = Path(str(files("preciseinv.configs"))) / "model" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise PreciseInvError(f"unknown model preset {name!r}; known presets: {', '.join(known)}")
-    cfg = OmegaConf.to_container(OmegaConf.load(path))
-    cfg.pop("_target_", None)
-    return ModelSpec(**cfg)
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return instantiate(compose("fit", overrides=[f"model={name}", "output_dir=."]).model)
+    except MissingConfigException:
+        known = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("[a-z]*.yaml"))
+        raise PreciseInvError(f"unknown model preset {name!r}; known presets: {', '.join(known)}") from None
 
 
 def _spec(model: str | os.PathLike | None) -> ModelSpec:
@@ -86,6 +87,7 @@ class Inverter:
         else:
             raise PreciseInvError(f"unknown method {method!r}; use 'preciseinv' or 'ddim'")
         steps = num_steps or (spec.num_steps if spec else 2)
+        sampler = sampler or (spec.sampler if spec else None)
         self.engine = InversionEngine(self.model, method_obj, steps, timestep_spacing,
                                       guidance_scale=guidance_scale, metrics=ImageMetrics(lpips), sampler=sampler)
         self.precision = precision
@@ -159,7 +161,8 @@ def reconstruct_file(path: str | os.PathLike, device: str | None = None,
 
     tensors, meta = load_latent(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = model or load_model(meta["model"]["source"], device=device)
+    model = model or load_model(meta["model"]["source"], device=device, lora=meta["model"].get("lora"),
+                                lora_scale=meta["model"].get("lora_scale", 1.0))
     engine = InversionEngine(model, PreciseInv(), meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
                              guidance_scale=meta.get("guidance_scale", 1.0), sampler=meta.get("sampler"))
     noises = [tensors[f"noise_{k}"][None] if f"noise_{k}" in tensors else None for k in range(meta["num_steps"])]

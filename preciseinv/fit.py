@@ -92,7 +92,7 @@ def run(cfg) -> dict:
 
 
 # Settings that change what a latent means: a rerun into an output_dir must keep them to resume it.
-RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("method",), ("num_steps",), ("sampler",), ("timestep_spacing",),
+RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("method",), ("num_steps",), ("sampler",), ("timestep_spacing",),
                ("guidance_scale",), ("data", "resolution"), ("data", "prompt"))
 
 

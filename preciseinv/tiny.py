@@ -177,6 +177,23 @@ def save_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True) -> Path:
     return out
 
 
+def save_tiny_lora(base: Path, folder: Path, seed: int = 1) -> Path:
+    """Random LoRA weights (rank 2, attention projections) for a tiny SD's UNet, in diffusers' LoRA format:
+    the shape of an LCM-LoRA."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    out = folder / "tiny-lora"
+    StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=get_peft_model_state_dict(unet),
+                                              safe_serialization=True)
+    return out
+
+
 def save_tiny_pixel(folder: Path, seed: int = 0, clip_sample: bool = False) -> Path:
     """A tiny pixel-space DDPMPipeline (16 px)."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel

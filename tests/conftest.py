@@ -56,3 +56,10 @@ def tiny_sdxl_turbo(tmp_path_factory) -> Path:
     from preciseinv.tiny import save_tiny_sdxl
 
     return save_tiny_sdxl(tmp_path_factory.mktemp("models"), turbo=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tiny_sd, tmp_path_factory) -> Path:
+    from preciseinv.tiny import save_tiny_lora
+
+    return save_tiny_lora(tiny_sd, tmp_path_factory.mktemp("models"))

@@ -8,7 +8,8 @@ from hydra.utils import instantiate
 
 from preciseinv.fit import CONFIG_DIR
 
-GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in Path(CONFIG_DIR).iterdir() if g.is_dir()}
+GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml") if not p.stem.startswith("_"))
+          for g in Path(CONFIG_DIR).iterdir() if g.is_dir()}
 
 
 def composed(*overrides, name="fit"):
@@ -22,7 +23,7 @@ def test_groups_present():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_option_instantiates(group, option, tmp_path):
-    extra = {("model", "lcm_sdxl"): ["model.path=/models/lcm-sdxl"], ("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
+    extra = {("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
              ("data", "webdataset"): [f"data.urls='{tmp_path}/s-{{0..1}}.tar'"]}.get((group, option), [])
     if (group, option) == ("data", "edit_pairs"):  # filled from the edit command's top-level keys
         cfg = composed(f"image={tmp_path}/x.png", "source=a", "target=b", name="edit")
@@ -46,6 +47,9 @@ def test_model_presets_carry_the_paper_settings():
         cfg = composed(f"model={name}")
         assert cfg.model.lr == lr and cfg.method.lr == lr and cfg.num_steps == 2
     assert composed("model=sd15").model.path == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    lcm = composed("model=lcm_sd15")
+    assert lcm.sampler == "lcm" and lcm.model.lora == "latent-consistency/lcm-lora-sdv1-5"
+    assert composed("model=sd15").sampler is None and composed("model=lcm_sd15", "sampler=ddim").sampler == "ddim"
 
 
 def test_edit_and_interpolate_configs_compose():

@@ -81,6 +81,7 @@ def test_reconstruction_from_a_latent_file_reproduces_the_manifest(default_runs)
     ("tiny_sd", "ddim", 1e-4), ("tiny_sd_v", "ddim", 1e-4), ("tiny_sdxl", "ddim", 1e-4), ("tiny_sd3", "euler", 1e-4),
     ("tiny_lcm", "lcm", 1e-3),  # LCM's top step (t = 999) inverts the consistency function: worse conditioned
     ("tiny_sd", "ddpm", 1e-4), ("tiny_sdxl_turbo", "ddim", 1e-3),  # Turbo: trailing timesteps, t = 999 on top
+    ("tiny_lora", "lcm", 1e-3),  # LCM-LoRA style: LoRA fused into the SD UNet, LCM sampler
 ])
 def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_path):
     """SD1 (epsilon), SD2-style (v-prediction), SDXL-, SD3- (flow, Euler) and LCM-shaped pipelines from disk, and
@@ -93,12 +94,13 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
 
     from preciseinv import reconstruct_file
 
-    tiny_sd = request.getfixturevalue(family)
+    tiny_sd = request.getfixturevalue(family if family != "tiny_lora" else "tiny_sd")
+    lora = [f"model.lora={request.getfixturevalue('tiny_lora')}"] if family == "tiny_lora" else []
     write_images(tmp_path / "imgs", ["a.png", "b/c.jpg", "d e.png"], size=40)
     out = tmp_path / "out"
     proc = fit(f"model.path={tiny_sd}", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
                "data.prompt=a photo", f"method.eta={eta}", "method.lr=0.01", "method.max_iters=400", f"output_dir={out}",
-               f"sampler={sampler}", "~logger", cwd=tmp_path)
+               f"sampler={sampler}", "~logger", *lora, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = manifest(out)
     assert sorted(r["id"] for r in records) == ["a", "b/c", "d e"]

@@ -28,6 +28,8 @@ class DiffusionModel:
     """
 
     family = "base"
+    denoiser_name = "unet"
+    lora: dict | None = None  # {"lora": ..., "lora_scale": ...} when LoRA weights were fused in
 
     def __init__(self, source: str, modules: dict[str, torch.nn.Module], scheduler_config: dict,
                  resolution: int):
@@ -97,4 +99,4 @@ class DiffusionModel:
 
     def describe(self) -> dict:
         return {"source": self.source, "family": self.family, "resolution": self.resolution,
-                "prediction_type": self.prediction_type}
+                "prediction_type": self.prediction_type, **(self.lora or {})}

@@ -41,10 +41,13 @@ class ModelSpec:
     revision: str | None = None
     use_safetensors: bool = True
     guidance_embedding: float = 8.5  # LCM UNets (time_cond_proj_dim): the embedded guidance scale w + 1
+    lora: str | None = None  # LoRA weights (hub id or directory) fused into the denoiser, e.g. LCM-LoRA
+    lora_scale: float = 1.0
+    sampler: str | None = None  # the preset's sampler (e.g. lcm for LCM-LoRA); null: the model's own
 
     def load(self, device: str | torch.device = "cpu"):
         model = load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,
-                           use_safetensors=self.use_safetensors)
+                           use_safetensors=self.use_safetensors, lora=self.lora, lora_scale=self.lora_scale)
         model.guidance_embedding = self.guidance_embedding
         return model
 
@@ -113,9 +116,31 @@ def scheduler_config(path: str, **load_kwargs) -> dict:
     return dict(DDIMScheduler.load_config(path, subfolder="scheduler", **hub))
 
 
+def fuse_lora(model, lora: str, scale: float = 1.0, revision: str | None = None) -> None:
+    """Load LoRA weights (diffusers/peft format) into the model's denoiser and fuse them in."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise PreciseInvError("model.lora needs the peft package: pip install peft") from None
+    local = os.path.isdir(os.path.expanduser(lora))
+    denoiser = model.modules[model.denoiser_name]
+    try:
+        denoiser.load_lora_adapter(os.path.expanduser(lora) if local else lora, prefix=model.denoiser_name,
+                                   adapter_name="preciseinv", revision=revision, local_files_only=local,
+                                   use_safetensors=True)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise PreciseInvError(f"could not load LoRA weights {lora!r}: {first}") from None
+    denoiser.fuse_lora(lora_scale=scale)
+    denoiser.unload_lora()
+    denoiser.requires_grad_(False).eval()
+    model.lora = {"lora": lora, "lora_scale": scale}
+
+
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               dtype: str | torch.dtype = "float32", revision: str | None = None, use_safetensors: bool = True):
-    """Load a diffusers model as a ``DiffusionModel`` adapter (frozen, eval mode)."""
+               dtype: str | torch.dtype = "float32", revision: str | None = None, use_safetensors: bool = True,
+               lora: str | None = None, lora_scale: float = 1.0):
+    """Load a diffusers model as a ``DiffusionModel`` adapter (frozen, eval mode), LoRA weights fused in."""
     import importlib
 
     where, local = _resolve(path)
@@ -139,4 +164,6 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         hint = " (set model.use_safetensors=false to allow .bin weights)" if "safetensors" in first.lower() else ""
         raise PreciseInvError(f"could not load {cls_name} from {where!r}: {first}{hint}") from None
+    if lora:
+        fuse_lora(model, lora, lora_scale, revision)
     return model.to(device)

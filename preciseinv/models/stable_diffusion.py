@@ -65,7 +65,6 @@ def guidance_scale_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
 
 class StableDiffusionModel(LatentModel):
     family = "stable_diffusion"
-    denoiser_name = "unet"
     text_encoders = (("text_encoder", "tokenizer", "CLIPTextModel"),)
 
     def __init__(self, source, modules, scheduler_config, resolution, tokenizers: dict):

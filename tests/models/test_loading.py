@@ -84,3 +84,13 @@ def test_sdxl_keeps_its_vae_in_fp32_under_half_precision(tiny_sdxl):
     assert model.modules["unet"].dtype == torch.bfloat16
     x0 = model.encode(torch.rand(1, 3, 32, 32) * 2 - 1)
     assert x0.dtype == torch.float32 and torch.isfinite(model.decode(x0)).all()
+
+
+def test_lora_weights_are_fused_and_recorded(tiny_sd, tiny_lora):
+    base, fused = load_model(str(tiny_sd)), load_model(str(tiny_sd), lora=str(tiny_lora))
+    x, cond = torch.randn(1, 4, 16, 16), base.condition([""])
+    assert not torch.allclose(base.predict(x, 501, cond), fused.predict(x, 501, cond))
+    assert not any(p.requires_grad for p in fused.modules["unet"].parameters())
+    assert fused.describe()["lora"] == str(tiny_lora)
+    with pytest.raises(PreciseInvError, match="could not load LoRA weights"):
+        load_model(str(tiny_sd), lora="/no/such/lora")
