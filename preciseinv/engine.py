@@ -62,12 +62,11 @@ class InversionEngine:
         return x0, result
 
     def _sample(self, latent: torch.Tensor, cond, noises) -> torch.Tensor:
-        if getattr(self.sampler, "injects_noise", False):
+        if self.sampler.injects_noise:
             if noises is None or any(z is None for z in noises[1:]):
                 raise PreciseInvError(f"sampler={self.sampler.name} needs the inversion's noise maps to reconstruct")
             noises = [None if z is None else z.to(latent.device) for z in noises]
-            return self.sampler.sample(self.model.predict, latent, cond, noises)
-        return self.sampler.sample(self.model.predict, latent, cond)
+        return self.sampler.sample(self.model.predict, latent, cond, noises)
 
     @torch.no_grad()
     def reconstruct(self, latent: torch.Tensor, prompts: list[str] | None = None,

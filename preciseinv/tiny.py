@@ -199,9 +199,9 @@ def save_tiny_pixel(folder: Path, seed: int = 0, clip_sample: bool = False) -> P
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(seed)
-    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
-                       block_out_channels=(8, 16), norm_num_groups=4,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet = _calm(UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                             block_out_channels=(8, 16), norm_num_groups=4,
+                             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D")))
     out = folder / "tiny-pixel"
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(clip_sample=clip_sample)).save_pretrained(out, safe_serialization=True)
     return out

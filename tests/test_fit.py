@@ -82,6 +82,7 @@ def test_reconstruction_from_a_latent_file_reproduces_the_manifest(default_runs)
     ("tiny_lcm", "lcm", 1e-3),  # LCM's top step (t = 999) inverts the consistency function: worse conditioned
     ("tiny_sd", "ddpm", 1e-4), ("tiny_sdxl_turbo", "ddim", 1e-3),  # Turbo: trailing timesteps, t = 999 on top
     ("tiny_lora", "lcm", 1e-3),  # LCM-LoRA style: LoRA fused into the SD UNet, LCM sampler
+    ("tiny_pixel", "ddpm", 1e-4),  # pixel space, ancestral sampler
 ])
 def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_path):
     """SD1 (epsilon), SD2-style (v-prediction), SDXL-, SD3- (flow, Euler) and LCM-shaped pipelines from disk, and
@@ -109,7 +110,7 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
         image, meta = reconstruct_file(out / rec["latent"], device="cpu")
         assert meta["prompt"] == "a photo" and len(meta["schedule"]["timesteps"]) == 2
         assert meta["sampler"] == sampler
-        assert abs(psnr(image[None], load_image(rec["source"], 32)[None]).item() - rec["psnr"]) < 0.01
+        assert abs(psnr(image[None], load_image(rec["source"], image.shape[-1])[None]).item() - rec["psnr"]) < 0.01
 
 
 @pytest.mark.parametrize("args,message", [

@@ -11,8 +11,7 @@ from typing import Any
 import torch
 
 from preciseinv.methods.base import InversionResult
-from preciseinv.samplers import Sampler
-from preciseinv.samplers.ddim import Denoiser
+from preciseinv.samplers import Denoiser, Sampler
 
 
 class DDIMInversion:
@@ -29,12 +28,12 @@ class DDIMInversion:
         x_prev = x0.detach().float()  # (B, C, H, W)
         B = x_prev.shape[0]
         result = InversionResult(latent=x_prev)
-        injects = getattr(sampler, "injects_noise", False)
+        injects = sampler.injects_noise
         for k in range(sampler.num_steps):
             x = sampler.invert_step(denoiser, x_prev, k, cond)
             z = sampler.noise(x0, x_prev, k - 1) if injects and k > 0 else None  # the state below's own noise
             result.noises.append(z)
-            out = sampler.denoise(denoiser, x, k, cond, **({"noise": z} if z is not None else {}))
+            out = sampler.denoise(denoiser, x, k, cond, z)
             residual = (out - x_prev).pow(2).flatten(1).mean(1)  # (B,)
             result.iters.append(torch.zeros(B, dtype=torch.long, device=x.device))
             result.residual.append(residual)

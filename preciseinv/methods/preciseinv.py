@@ -16,8 +16,7 @@ import torch
 
 from preciseinv.methods.base import InversionResult
 from preciseinv.methods.subproblem import NoiseSubproblem
-from preciseinv.samplers import Sampler
-from preciseinv.samplers.ddim import Denoiser
+from preciseinv.samplers import Denoiser, Sampler
 from preciseinv.solvers import AdamWSolver
 
 
@@ -39,13 +38,13 @@ class PreciseInv:
         nfe_f = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
         nfe_b = torch.zeros_like(nfe_f)
         x_prev, eps_prev = x0, None
-        injects = getattr(sampler, "injects_noise", False)
+        injects = sampler.injects_noise
         for k in range(sampler.num_steps):
             with torch.no_grad():
                 x_init = sampler.invert_step(denoiser, x_prev, k, cond)  # (B, C, H, W)
             noise = eps_prev if injects and k > 0 else None  # the z that lands on state k-1: its own eps*
             problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_init, k), cond,
-                                      noise=noise, learn_noise=getattr(sampler, "learn_noise", False))
+                                      noise=noise, learn_noise=sampler.learn_noise)
             solution, stats = self.solver.solve(problem, problem.eps)
             problem.eps.data.copy_(solution)
             eps_prev, z = problem.split()

@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from preciseinv.models.base import select
-from preciseinv.samplers import Sampler
-from preciseinv.samplers.ddim import Denoiser
+from preciseinv.samplers import Denoiser, Sampler
 
 
 class NoiseSubproblem(nn.Module):
@@ -49,6 +48,6 @@ class NoiseSubproblem(nn.Module):
         """Per-sample residual (b,) of the rows ``idx`` at the parameter value ``param``."""
         cond = select(self.cond, idx)
         eps, z = self.split(param)
-        extra = {} if z is None else {"noise": z if self.learn_noise else z[idx]}
-        out = self.sampler.denoise(self.denoiser, self.state(param, idx), self.k, cond, **extra)  # (b, C, H, W)
+        z = z if z is None or self.learn_noise else z[idx]
+        out = self.sampler.denoise(self.denoiser, self.state(param, idx), self.k, cond, z)  # (b, C, H, W)
         return (out - self.target[idx]).pow(2).flatten(1).mean(1)

@@ -9,40 +9,21 @@ from __future__ import annotations
 
 import torch
 
-from preciseinv.models.stable_diffusion import LatentModel, StableDiffusionModel, _tokens
+from preciseinv.models.stable_diffusion import StableDiffusionModel, _tokens
 
 
 class StableDiffusion3Model(StableDiffusionModel):
     family = "sd3"
     denoiser_name = "transformer"
+    denoiser_class = "SD3Transformer2DModel"
     text_encoders = (("text_encoder", "tokenizer", "CLIPTextModelWithProjection"),
                      ("text_encoder_2", "tokenizer_2", "CLIPTextModelWithProjection"))
     t5_length = 256
 
     @classmethod
-    def from_pretrained(cls, path: str, source: str, **load_kwargs) -> "StableDiffusion3Model":
-        import transformers
-        from diffusers import AutoencoderKL, SD3Transformer2DModel
-
-        from preciseinv.models.loading import read_index, scheduler_config
-
-        hub = {k: v for k, v in load_kwargs.items() if k in ("revision", "local_files_only")}
-        modules = {"transformer": SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", **load_kwargs),
-                   "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", **load_kwargs)}
-        tokenizers = {}
-        encoders = list(cls.text_encoders)
-        index = read_index(path, **hub)
-        if (index.get("text_encoder_3") or [None])[0]:
-            encoders.append(("text_encoder_3", "tokenizer_3", "T5EncoderModel"))
-        for enc_name, tok_name, enc_cls in encoders:
-            modules[enc_name] = getattr(transformers, enc_cls).from_pretrained(
-                path, subfolder=enc_name, use_safetensors=load_kwargs.get("use_safetensors"),
-                torch_dtype=load_kwargs.get("torch_dtype"), **hub)
-            tok_cls = transformers.AutoTokenizer if enc_cls == "T5EncoderModel" else transformers.CLIPTokenizer
-            tokenizers[tok_name] = tok_cls.from_pretrained(path, subfolder=tok_name, **hub)
-        vae_scale = 2 ** (len(modules["vae"].config.block_out_channels) - 1)
-        resolution = int(modules["transformer"].config.sample_size) * vae_scale
-        return cls(source, modules, scheduler_config(path, **load_kwargs), resolution, tokenizers)
+    def encoders_for(cls, index: dict) -> list[tuple[str, str, str]]:
+        t5 = [("text_encoder_3", "tokenizer_3", "T5EncoderModel")] if (index.get("text_encoder_3") or [None])[0] else []
+        return list(cls.text_encoders) + t5
 
     @torch.no_grad()
     def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -81,5 +62,3 @@ class StableDiffusion3Model(StableDiffusionModel):
         uncond, cond_out = run(torch.cat([x, x]), both).chunk(2)
         return uncond + cond["scale"] * (cond_out - uncond)
 
-
-__all__ = ["LatentModel", "StableDiffusion3Model"]

@@ -65,7 +65,13 @@ def guidance_scale_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
 
 class StableDiffusionModel(LatentModel):
     family = "stable_diffusion"
+    denoiser_class = "UNet2DConditionModel"
     text_encoders = (("text_encoder", "tokenizer", "CLIPTextModel"),)
+
+    @classmethod
+    def encoders_for(cls, index: dict) -> list[tuple[str, str, str]]:
+        """(encoder folder, tokenizer folder, transformers class) to load, given the model_index.json."""
+        return list(cls.text_encoders)
 
     def __init__(self, source, modules, scheduler_config, resolution, tokenizers: dict):
         super().__init__(source, modules, scheduler_config, resolution)
@@ -73,22 +79,24 @@ class StableDiffusionModel(LatentModel):
 
     @classmethod
     def from_pretrained(cls, path: str, source: str, **load_kwargs) -> "StableDiffusionModel":
+        import diffusers
         import transformers
-        from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        from preciseinv.models.loading import scheduler_config
+        from preciseinv.models.loading import read_index, scheduler_config
 
         hub = {k: v for k, v in load_kwargs.items() if k in ("revision", "local_files_only")}
-        modules = {"unet": UNet2DConditionModel.from_pretrained(path, subfolder="unet", **load_kwargs),
-                   "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", **load_kwargs)}
+        denoiser = getattr(diffusers, cls.denoiser_class)
+        modules = {cls.denoiser_name: denoiser.from_pretrained(path, subfolder=cls.denoiser_name, **load_kwargs),
+                   "vae": diffusers.AutoencoderKL.from_pretrained(path, subfolder="vae", **load_kwargs)}
         tokenizers = {}
-        for enc_name, tok_name, enc_cls in cls.text_encoders:
+        for enc_name, tok_name, enc_cls in cls.encoders_for(read_index(path, **hub)):
             modules[enc_name] = getattr(transformers, enc_cls).from_pretrained(
                 path, subfolder=enc_name, use_safetensors=load_kwargs.get("use_safetensors"),
                 torch_dtype=load_kwargs.get("torch_dtype"), **hub)
-            tokenizers[tok_name] = transformers.CLIPTokenizer.from_pretrained(path, subfolder=tok_name, **hub)
+            tok_cls = transformers.AutoTokenizer if enc_cls == "T5EncoderModel" else transformers.CLIPTokenizer
+            tokenizers[tok_name] = tok_cls.from_pretrained(path, subfolder=tok_name, **hub)
         vae_scale = 2 ** (len(modules["vae"].config.block_out_channels) - 1)
-        resolution = int(modules["unet"].config.sample_size) * vae_scale
+        resolution = int(modules[cls.denoiser_name].config.sample_size) * vae_scale
         return cls(source, modules, scheduler_config(path, **load_kwargs), resolution, tokenizers)
 
     @torch.no_grad()

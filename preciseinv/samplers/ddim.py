@@ -7,15 +7,14 @@ x_prev with the timestep t and run the same update forwards in noise.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
+from preciseinv.samplers.base import BaseSampler, Denoiser
 from preciseinv.samplers.schedule import Schedule
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
-# denoiser(x (B, C, H, W), timestep, cond) -> model_output (B, C, H, W)
-Denoiser = Callable[[torch.Tensor, int, object], torch.Tensor]
 
 
 def split_prediction(model_output: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor,
@@ -38,24 +37,19 @@ def ddim_update(x0: torch.Tensor, eps: torch.Tensor, alpha_next: torch.Tensor) -
     return alpha_next.sqrt() * x0 + (1 - alpha_next).sqrt() * eps
 
 
-class DDIMSampler:
+class DDIMSampler(BaseSampler):
     """mu and the inversion step for one schedule; the network comes in as a ``Denoiser``."""
 
     name = "ddim"
 
     def __init__(self, schedule: Schedule, prediction_type: PredictionType = "epsilon",
                  clip_sample: float | None = None):
-        self.schedule = schedule
+        super().__init__(schedule)
         self.prediction_type = prediction_type
         self.clip_sample = clip_sample  # diffusers' clip_sample_range when the config clips x0_hat, else None
 
-    @property
-    def num_steps(self) -> int:
-        return self.schedule.num_steps
-
     def _alpha(self, k: int, prev: bool, like: torch.Tensor) -> torch.Tensor:
-        table = self.schedule.alphas_prev if prev else self.schedule.alphas
-        return table[k].to(device=like.device, dtype=torch.float32)
+        return self._at(self.schedule.alphas_prev if prev else self.schedule.alphas, k, like)
 
     def _x0_eps(self, model_output: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor):
         x0, eps = split_prediction(model_output.float(), sample.float(), alpha, self.prediction_type)
@@ -63,14 +57,10 @@ class DDIMSampler:
             x0 = x0.clamp(-self.clip_sample, self.clip_sample)
         return x0, eps
 
-    def step(self, model_output: torch.Tensor, k: int, sample: torch.Tensor) -> torch.Tensor:
+    def step(self, model_output: torch.Tensor, k: int, sample: torch.Tensor, noise=None) -> torch.Tensor:
         """mu from a given network output: the state after denoising ``sample`` at step k (fp32)."""
         x0, eps = self._x0_eps(model_output, sample, self._alpha(k, False, sample))
         return ddim_update(x0, eps, self._alpha(k, True, sample))
-
-    def denoise(self, denoiser: Denoiser, x: torch.Tensor, k: int, cond=None) -> torch.Tensor:
-        """mu(x_{t_{k+1}}): one denoising step from step k to the state below it."""
-        return self.step(denoiser(x, self.schedule.timesteps[k], cond), k, x)
 
     def invert_step(self, denoiser: Denoiser, x_prev: torch.Tensor, k: int, cond=None) -> torch.Tensor:
         """One DDIM-inversion step from the state below step k up to x_{t_{k+1}}."""
@@ -86,11 +76,3 @@ class DDIMSampler:
         """eps* such that ``state(x0, eps*, k) == x`` (inverse of ``state``)."""
         a = self._alpha(k, False, x)
         return (x.float() - a.sqrt() * x0.float()) / (1 - a).sqrt()
-
-    @torch.no_grad()
-    def sample(self, denoiser: Denoiser, x_T: torch.Tensor, cond=None) -> torch.Tensor:
-        """Run the sampler from the top state x_T down to the output (the reconstruction)."""
-        x = x_T.float()
-        for k in reversed(range(self.num_steps)):
-            x = self.denoise(denoiser, x, k, cond)
-        return x

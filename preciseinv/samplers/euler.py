@@ -12,24 +12,16 @@ from dataclasses import dataclass
 import torch
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.samplers.ddim import Denoiser
+from preciseinv.samplers.base import BaseSampler, Denoiser, StepSchedule
 
 
 @dataclass(frozen=True)
-class FlowSchedule:
-    """Steps in ascending noise order: ``sigmas[k]`` at ``timesteps[k]``; ``sigmas_prev[k]`` where step k lands."""
+class FlowSchedule(StepSchedule):
+    """``sigmas[k]`` at ``timesteps[k]`` (the model's input, sigma * num_train_timesteps); ``sigmas_prev[k]`` where
+    step k lands (0 for k = 0: the clean output)."""
 
-    timesteps: tuple[float, ...]  # (T,) the model's timestep input (sigma * num_train_timesteps)
     sigmas: torch.Tensor  # (T,) float64
-    sigmas_prev: torch.Tensor  # (T,) float64, sigmas_prev[0] = 0: the clean output
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
-    def to_dict(self) -> dict:
-        return {"timesteps": list(self.timesteps), "sigmas": self.sigmas.tolist(),
-                "sigmas_prev": self.sigmas_prev.tolist()}
+    sigmas_prev: torch.Tensor  # (T,) float64
 
 
 def build_flow_schedule(scheduler_config: dict, num_steps: int, timesteps: list[float] | None = None) -> FlowSchedule:
@@ -51,25 +43,14 @@ def build_flow_schedule(scheduler_config: dict, num_steps: int, timesteps: list[
     return FlowSchedule(ts, sig, prev)
 
 
-class EulerFlowSampler:
+class EulerFlowSampler(BaseSampler):
     name = "euler"
 
-    def __init__(self, schedule: FlowSchedule):
-        self.schedule = schedule
-
-    @property
-    def num_steps(self) -> int:
-        return self.schedule.num_steps
-
     def _sigma(self, k: int, prev: bool, like: torch.Tensor) -> torch.Tensor:
-        table = self.schedule.sigmas_prev if prev else self.schedule.sigmas
-        return table[k].to(device=like.device, dtype=torch.float32)
+        return self._at(self.schedule.sigmas_prev if prev else self.schedule.sigmas, k, like)
 
-    def step(self, model_output: torch.Tensor, k: int, sample: torch.Tensor) -> torch.Tensor:
+    def step(self, model_output: torch.Tensor, k: int, sample: torch.Tensor, noise=None) -> torch.Tensor:
         return sample.float() + (self._sigma(k, True, sample) - self._sigma(k, False, sample)) * model_output.float()
-
-    def denoise(self, denoiser: Denoiser, x: torch.Tensor, k: int, cond=None) -> torch.Tensor:
-        return self.step(denoiser(x, self.schedule.timesteps[k], cond), k, x)
 
     def invert_step(self, denoiser: Denoiser, x_prev: torch.Tensor, k: int, cond=None) -> torch.Tensor:
         v = denoiser(x_prev, self.schedule.timesteps[k], cond).float()
@@ -82,10 +63,3 @@ class EulerFlowSampler:
     def noise(self, x0: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
         s = self._sigma(k, False, x)
         return (x.float() - (1 - s) * x0.float()) / s
-
-    @torch.no_grad()
-    def sample(self, denoiser: Denoiser, x_T: torch.Tensor, cond=None) -> torch.Tensor:
-        x = x_T.float()
-        for k in reversed(range(self.num_steps)):
-            x = self.denoise(denoiser, x, k, cond)
-        return x

@@ -11,27 +11,19 @@ from dataclasses import dataclass
 import torch
 
 from preciseinv.errors import PreciseInvError
+from preciseinv.samplers.base import StepSchedule
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Schedule(StepSchedule):
     """States x_{t_1} .. x_{t_T} in ascending noise order (index k = 0 is the least noisy step).
 
     ``alphas[k]`` is alpha-bar at t_{k+1}; ``alphas_prev[k]`` that of the state the denoising step from t_{k+1}
     lands on: t_k, or the scheduler's final alpha-bar for the last step (k = 0), whose output is the sample.
     """
 
-    timesteps: tuple[int, ...]  # (T,) ascending
     alphas: torch.Tensor  # (T,) float64
     alphas_prev: torch.Tensor  # (T,) float64
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
-    def to_dict(self) -> dict:
-        return {"timesteps": list(self.timesteps), "alphas": self.alphas.tolist(),
-                "alphas_prev": self.alphas_prev.tolist()}
 
 
 def build_schedule(scheduler_config: dict, num_steps: int, timestep_spacing: str | None = None,

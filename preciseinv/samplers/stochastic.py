@@ -20,24 +20,14 @@ from dataclasses import dataclass
 import torch
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.samplers.ddim import Denoiser, ddim_update, split_prediction
+from preciseinv.samplers.ddim import DDIMSampler
+from preciseinv.samplers.schedule import Schedule
 
 
 @dataclass(frozen=True)
-class NoiseSchedule:
-    timesteps: tuple[int, ...]  # (T,) ascending
-    alphas: torch.Tensor  # (T,) alpha-bar at each step
-    alphas_prev: torch.Tensor  # (T,) alpha-bar of the state each step lands on (index 0: the output)
-    c_skip: torch.Tensor  # (T,) LCM boundary scalings (1 and 0 for DDPM: unused)
+class NoiseSchedule(Schedule):
+    c_skip: torch.Tensor  # (T,) LCM boundary-condition scalings (unused by DDPM)
     c_out: torch.Tensor
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
-    def to_dict(self) -> dict:
-        return {"timesteps": list(self.timesteps), "alphas": self.alphas.tolist(),
-                "alphas_prev": self.alphas_prev.tolist()}
 
 
 def _scheduler(kind: str, config: dict, num_steps: int, timesteps):
@@ -69,61 +59,22 @@ def build_noise_schedule(kind: str, config: dict, num_steps: int, timesteps=None
     return NoiseSchedule(tuple(ts), alphas, alphas_prev, c_skip, c_out)
 
 
-class NoiseInjectingSampler:
-    """Shared parts: the sqrt(a) x0 + sqrt(1 - a) eps parameterisation, the DDIM-inversion initialisation."""
+class NoiseInjectingSampler(DDIMSampler):
+    """DDIM's parameterisation, inversion step and x0 prediction; subclasses replace the step."""
 
     injects_noise = True
-    learn_noise = False  # True: the subproblem learns z*_t jointly with eps*_t
-
-    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon", clip_sample: float | None = None):
-        self.schedule, self.prediction_type, self.clip_sample = schedule, prediction_type, clip_sample
-
-    @property
-    def num_steps(self) -> int:
-        return self.schedule.num_steps
-
-    def _s(self, table: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
-        return table[k].to(device=like.device, dtype=torch.float32)
-
-    def _x0_eps(self, out, x, a):
-        x0, eps = split_prediction(out.float(), x.float(), a, self.prediction_type)
-        if self.clip_sample is not None:
-            x0 = x0.clamp(-self.clip_sample, self.clip_sample)
-        return x0, eps
-
-    def state(self, x0, eps, k):
-        return ddim_update(x0, eps, self._s(self.schedule.alphas, k, eps))
-
-    def noise(self, x0, x, k):
-        a = self._s(self.schedule.alphas, k, x)
-        return (x.float() - a.sqrt() * x0.float()) / (1 - a).sqrt()
-
-    def invert_step(self, denoiser: Denoiser, x_prev, k, cond=None):
-        a_prev = self._s(self.schedule.alphas_prev, k, x_prev)
-        x0, eps = self._x0_eps(denoiser(x_prev, self.schedule.timesteps[k], cond), x_prev, a_prev)
-        return ddim_update(x0, eps, self._s(self.schedule.alphas, k, x_prev))
-
-    def denoise(self, denoiser: Denoiser, x, k, cond=None, noise=None):
-        return self.step(denoiser(x, self.schedule.timesteps[k], cond), k, x, noise)
-
-    @torch.no_grad()
-    def sample(self, denoiser: Denoiser, x_T, cond=None, noises=None):
-        x = x_T.float()
-        for k in reversed(range(self.num_steps)):
-            x = self.denoise(denoiser, x, k, cond, noises[k] if noises is not None and k > 0 else None)
-        return x
 
 
 class LCMSampler(NoiseInjectingSampler):
     name = "lcm"
 
     def step(self, model_output, k, sample, noise=None):
-        a = self._s(self.schedule.alphas, k, sample)
+        a = self._at(self.schedule.alphas, k, sample)
         x0, _ = self._x0_eps(model_output, sample, a)
-        denoised = self._s(self.schedule.c_out, k, sample) * x0 + self._s(self.schedule.c_skip, k, sample) * sample
+        denoised = self._at(self.schedule.c_out, k, sample) * x0 + self._at(self.schedule.c_skip, k, sample) * sample
         if k == 0:
             return denoised
-        a_prev = self._s(self.schedule.alphas_prev, k, sample)
+        a_prev = self._at(self.schedule.alphas_prev, k, sample)
         return a_prev.sqrt() * denoised + (1 - a_prev).sqrt() * noise.float()
 
 
@@ -132,7 +83,7 @@ class DDPMSampler(NoiseInjectingSampler):
     learn_noise = True
 
     def step(self, model_output, k, sample, noise=None):
-        a, a_prev = self._s(self.schedule.alphas, k, sample), self._s(self.schedule.alphas_prev, k, sample)
+        a, a_prev = self._at(self.schedule.alphas, k, sample), self._at(self.schedule.alphas_prev, k, sample)
         x0, _ = self._x0_eps(model_output, sample, a)
         alpha_t, beta_t = a / a_prev, 1 - a / a_prev
         mean = (a_prev.sqrt() * beta_t / (1 - a)) * x0 + (alpha_t.sqrt() * (1 - a_prev) / (1 - a)) * sample.float()

@@ -1,0 +1,60 @@
+"""What every sampler shares: the schedule's bookkeeping, mu through the network, and the sampling loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable
+
+import torch
+
+# denoiser(x (B, C, H, W), timestep, cond) -> model_output (B, C, H, W)
+Denoiser = Callable[[torch.Tensor, float, object], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """Steps in ascending noise order (index k = 0 is the least noisy); subclasses add per-step tables."""
+
+    timesteps: tuple
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.tolist() if isinstance(value, torch.Tensor) else list(value)
+        return out
+
+
+class BaseSampler:
+    """Subclasses implement ``step(model_output, k, sample, noise=None)``, ``invert_step``, ``state``, ``noise``."""
+
+    name = "base"
+    injects_noise = False  # lcm, ddpm: a noise map enters each step but the last
+    learn_noise = False  # ddpm: that noise is learned jointly with eps*
+
+    def __init__(self, schedule: StepSchedule):
+        self.schedule = schedule
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
+
+    def _at(self, table: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
+        """Entry k of a float64 schedule table as an fp32 scalar on ``like``'s device."""
+        return table[k].to(device=like.device, dtype=torch.float32)
+
+    def denoise(self, denoiser: Denoiser, x: torch.Tensor, k: int, cond=None, noise=None) -> torch.Tensor:
+        """mu(x_{t_{k+1}}): one denoising step from step k to the state below it (fp32)."""
+        return self.step(denoiser(x, self.schedule.timesteps[k], cond), k, x, noise)
+
+    @torch.no_grad()
+    def sample(self, denoiser: Denoiser, x_T: torch.Tensor, cond=None, noises=None) -> torch.Tensor:
+        """Run the sampler from the top state x_T down to the output, replaying ``noises[k]`` where injected."""
+        x = x_T.float()
+        for k in reversed(range(self.num_steps)):
+            x = self.denoise(denoiser, x, k, cond, noises[k] if noises is not None and k > 0 else None)
+        return x
