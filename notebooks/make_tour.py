@@ -14,8 +14,6 @@ interpolation between two inverted images. Every cell here calls the same engine
     ("code", """import time
 from pathlib import Path
 
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
