@@ -32,8 +32,9 @@ def preset(name: str) -> ModelSpec:
     from hydra.errors import MissingConfigException
     from hydra.utils import instantiate
 
-    from preciseinv.fit import CONFIG_DIR
+    from preciseinv.fit import CONFIG_DIR, register_resolvers
 
+    register_resolvers()
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             return instantiate(compose("fit", overrides=[f"model={name}", "output_dir=."]).model)

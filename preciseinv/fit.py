@@ -17,6 +17,20 @@ from preciseinv.errors import PreciseInvError
 CONFIG_DIR = str(files("preciseinv.configs"))
 
 
+def gpu_or_fp32(precision: str) -> str:
+    """A preset's precision where a GPU is present; 32-true on CPU (Lightning has no fp16 autocast there)."""
+    import torch
+
+    return str(precision) if torch.cuda.is_available() else "32-true"
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("gpu_or_fp32"):
+        OmegaConf.register_new_resolver("gpu_or_fp32", gpu_or_fp32)
+
+
 def build(node, **kwargs):
     """``hydra.utils.instantiate``, letting a ``PreciseInvError`` raised by a constructor through unwrapped."""
     from hydra.errors import InstantiationException
@@ -123,6 +137,8 @@ def check_resumable(output_dir: Path, config: dict) -> None:
 
 def main(config_name: str = "fit") -> None:
     import hydra
+
+    register_resolvers()
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg) -> None:

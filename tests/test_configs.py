@@ -6,7 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from preciseinv.fit import CONFIG_DIR
+from preciseinv.fit import CONFIG_DIR, register_resolvers
+
+register_resolvers()
 
 GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml") if not p.stem.startswith("_"))
           for g in Path(CONFIG_DIR).iterdir() if g.is_dir()}
@@ -56,3 +58,14 @@ def test_edit_and_interpolate_configs_compose():
     assert composed("image=x.png", "source=a", "target=b", name="edit").edit_guidance_scale == 7.5
     cfg = composed("a=x.png", "b=y.png", name="interpolate")
     assert cfg.frames == 8 and cfg.mode == "slerp" and cfg.num_steps == 2
+
+
+def test_presets_recommend_a_precision_that_applies_only_on_gpu():
+    import torch
+
+    assert composed("model=sd3").model.precision == "bf16-mixed"
+    assert composed("model=sdxl").model.precision == "16-mixed"
+    assert composed("model=mini").model.precision == "32-true"
+    expected = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    assert composed("model=sd3").trainer.precision == expected
+    assert composed("model=sd3", "trainer.precision=bf16-mixed").trainer.precision == "bf16-mixed"

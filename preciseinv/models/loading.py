@@ -44,6 +44,7 @@ class ModelSpec:
     lora: str | None = None  # LoRA weights (hub id or directory) fused into the denoiser, e.g. LCM-LoRA
     lora_scale: float = 1.0
     sampler: str | None = None  # the preset's sampler (e.g. lcm for LCM-LoRA); null: the model's own
+    precision: str = "32-true"  # the compute precision the preset recommends on a GPU
 
     def load(self, device: str | torch.device = "cpu"):
         model = load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,
