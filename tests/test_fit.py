@@ -90,6 +90,7 @@ def test_reconstruction_from_a_latent_file_reproduces_the_manifest(default_runs)
     ("tiny_sd", "ddpm", 1e-4), ("tiny_sdxl_turbo", "ddim", 1e-3),  # Turbo: trailing timesteps, t = 999 on top
     ("tiny_lora", "lcm", 1e-3),  # LCM-LoRA style: LoRA fused into the SD UNet, LCM sampler
     ("tiny_pixel", "ddpm", 1e-4),  # pixel space, ancestral sampler
+    ("tiny_sdxl", "ddpm", 1e-4), ("tiny_lcm", "ddim", 1e-3),  # the other sampler each family supports
 ])
 def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_path):
     """SD1 (epsilon), SD2-style (v-prediction), SDXL-, SD3- (flow, Euler) and LCM-shaped pipelines from disk, and
