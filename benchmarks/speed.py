@@ -103,7 +103,7 @@ def main() -> None:
     model = RandomSD15(device, torch.float32 if device.type == "cpu" else dtype) if args.model == "sd15-random" \
         else LoadedModel(args.model, device, "float32")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
-    print(f"| model | device | precision | batch | ms / image-iteration | images/s at 100 iterations |")
+    print("| model | device | precision | batch | ms / image-iteration | images/s at 100 iterations |")
     print("|---|---|---|---|---|---|")
     for batch in args.batch:
         try:

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from preciseinv.datamodules.images import load_image
 from preciseinv.metrics import psnr

@@ -119,10 +119,10 @@ def scheduler_config(path: str, **load_kwargs) -> dict:
 
 def fuse_lora(model, lora: str, scale: float = 1.0, revision: str | None = None) -> None:
     """Load LoRA weights (diffusers/peft format) into the model's denoiser and fuse them in."""
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        raise PreciseInvError("model.lora needs the peft package: pip install peft") from None
+    import importlib.util
+
+    if importlib.util.find_spec("peft") is None:
+        raise PreciseInvError("model.lora needs the peft package: pip install peft")
     local = os.path.isdir(os.path.expanduser(lora))
     denoiser = model.modules[model.denoiser_name]
     try:
