@@ -23,16 +23,23 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _load_lpips(net: str):
-    """torchmetrics' LPIPS; needs torchvision and its backbone weights (a download at first use)."""
+    """torchmetrics' LPIPS (needs torchvision and a download at first use); else our pure-torch LPIPS-alex when
+    its converted weights are on disk (``python -m preciseinv.metrics.lpips``); else None, with one warning."""
     global _LPIPS_WARNED
     try:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
         return LearnedPerceptualImagePatchSimilarity(net_type=net, reduction="none", normalize=False).eval()
-    except Exception as err:  # no torchvision, no network: report null, never crash
+    except Exception as err:  # no torchvision, no network: fall back, never crash
+        from preciseinv.metrics.lpips import LPIPSAlex, weights_path
+
+        if net == "alex" and weights_path().is_file():
+            return LPIPSAlex.from_file()
         if not _LPIPS_WARNED:
             reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            warnings.warn(f"LPIPS unavailable ({type(err).__name__}: {reason}); reporting lpips as null", stacklevel=3)
+            warnings.warn(f"LPIPS unavailable ({type(err).__name__}: {reason}) and no converted weights at "
+                          f"{weights_path()} (python -m preciseinv.metrics.lpips); reporting lpips as null",
+                          stacklevel=3)
             _LPIPS_WARNED = True
         return None
 
