@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from preciseinv.datamodules.images import load_image
+from preciseinv.datamodules.images import CROPS, load_image
 
 _UNSAFE = re.compile(r"[\x00-\x1f\\]")
 
@@ -25,11 +25,12 @@ def error_text(err: Exception) -> str:
     return f"{type(err).__name__}: {text}"[:300]
 
 
-def read_sample(sample_id: str, source: str, prompt: str, image_source, resolution: int) -> dict:
+def read_sample(sample_id: str, source: str, prompt: str, image_source, resolution: int,
+                crop: str = "center") -> dict:
     """A sample dict; an unreadable image becomes ``error`` instead of an exception."""
     sample = {"id": sample_id, "source": source, "prompt": prompt}
     try:
-        sample["image"] = load_image(image_source, resolution)
+        sample["image"] = load_image(image_source, resolution, crop)
     except Exception as err:  # corrupt, truncated, empty, not an image: a failure record, never a crashed run
         sample["error"] = error_text(err)
     return sample
@@ -51,23 +52,28 @@ def collate(samples: list[dict]) -> dict:
 class ImageListDataset(Dataset):
     """(id, path, prompt) triples read lazily at a given resolution."""
 
-    def __init__(self, items: list[tuple[str, str, str]], resolution: int):
-        self.items, self.resolution = items, resolution
+    def __init__(self, items: list[tuple[str, str, str]], resolution: int, crop: str = "center"):
+        self.items, self.resolution, self.crop = items, resolution, crop
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         sample_id, path, prompt = self.items[index]
-        return read_sample(sample_id, str(path), prompt, path, self.resolution)
+        return read_sample(sample_id, str(path), prompt, path, self.resolution, self.crop)
 
 
 class InversionDataModule(LightningDataModule):
     """Subclasses implement ``build_dataset()``; ``exclude`` holds ids finished by an earlier run."""
 
     def __init__(self, resolution: int | None = None, batch_size: int = 8, num_workers: int = 0,
-                 prompt: str = "", exclude: set[str] | None = None):
+                 prompt: str = "", exclude: set[str] | None = None, crop: str = "center"):
         super().__init__()
+        if crop not in CROPS:
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"data.crop must be one of {', '.join(CROPS)}, got {crop!r}")
+        self.crop = crop
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
         self.prompt, self.exclude = prompt, set(exclude or ())
         self.dataset = None

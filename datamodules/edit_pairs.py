@@ -42,7 +42,7 @@ def _field(row: dict, *names: str):
 
 
 class EditRows(Dataset):
-    def __init__(self, rows: list[dict], base: Path, resolution: int, exclude: set[str]):
+    def __init__(self, rows: list[dict], base: Path, resolution: int, exclude: set[str], crop: str = "center"):
         items = []
         for n, row in enumerate(rows):
             image = _field(row, "image", "path")
@@ -50,7 +50,7 @@ class EditRows(Dataset):
             sample_id = safe_id(_field(row, "id") or f"{n:06d}-{stem}")
             if sample_id not in exclude:
                 items.append((sample_id, row, image))
-        self.items, self.base, self.resolution = items, base, resolution
+        self.items, self.base, self.resolution, self.crop = items, base, resolution, crop
 
     def __len__(self) -> int:
         return len(self.items)
@@ -65,7 +65,7 @@ class EditRows(Dataset):
             problem = f"image {str(path)!r} does not exist"
         if problem:
             return {"id": sample_id, "source": str(path or ""), "prompt": "", "error": problem}
-        sample = read_sample(sample_id, str(path), source, path, self.resolution)
+        sample = read_sample(sample_id, str(path), source, path, self.resolution, self.crop)
         sample["target"] = target
         return sample
 
@@ -80,5 +80,7 @@ class EditPairsDataModule(InversionDataModule):
 
     def build_dataset(self) -> EditRows:
         if self.pairs:
-            return EditRows(read_rows(self.pairs), Path(self.pairs).expanduser().parent, self.resolution, self.exclude)
-        return EditRows([{**self.row, "id": Path(self.row["image"]).stem}], Path.cwd(), self.resolution, self.exclude)
+            return EditRows(read_rows(self.pairs), Path(self.pairs).expanduser().parent, self.resolution,
+                            self.exclude, self.crop)
+        return EditRows([{**self.row, "id": Path(self.row["image"]).stem}], Path.cwd(), self.resolution,
+                        self.exclude, self.crop)

@@ -1,8 +1,9 @@
 """Reading an image file into the model's square input, whatever its mode, orientation or size.
 
 Policy (documented in the README): EXIF orientation is applied; every mode becomes RGB (16-bit is rescaled,
-alpha is composited on white, CMYK and palette are converted); the short side is resized to the model's
-resolution with Lanczos filtering, then the center square is cropped.
+alpha is composited on white, CMYK and palette are converted); then, with ``crop="center"`` (default), the short
+side is resized to the model's resolution with Lanczos filtering and the center square is cropped, or with
+``crop="stretch"`` the whole image is resized to the square (aspect ratio not kept, nothing cut off).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
+CROPS = ("center", "stretch")
+
+
 def resize_center_crop(img, size: int):
     """Short side to ``size`` (Lanczos), then the center ``size`` x ``size`` square."""
     from PIL import Image
@@ -51,13 +55,22 @@ def to_tensor(img) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
-def load_image(path, size: int) -> torch.Tensor:
-    """The model-ready tensor (3, size, size) in [-1, 1] of an image file."""
+def fit_square(img, size: int, crop: str = "center"):
+    """The ``crop`` policy: center crop after a short-side resize, or a stretch of the whole image."""
+    from PIL import Image
+
+    if crop == "stretch":
+        return img.resize((size, size), Image.Resampling.LANCZOS)
+    return resize_center_crop(img, size)
+
+
+def load_image(path, size: int, crop: str = "center") -> torch.Tensor:
+    """The model-ready tensor (3, size, size) in [-1, 1] of an image file (or file object)."""
     from PIL import Image
 
     with Image.open(path) as img:
         img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when far larger than needed
-        return to_tensor(resize_center_crop(to_rgb(img), size))
+        return to_tensor(fit_square(to_rgb(img), size, crop))
 
 
 def save_png(path, image: torch.Tensor) -> None:

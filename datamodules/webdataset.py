@@ -35,8 +35,8 @@ def expand_urls(urls) -> list[str]:
 
 class ShardSamples(IterableDataset):
     def __init__(self, urls: list[str], resolution: int, prompt: str = "", caption_key: str | None = None,
-                 exclude: set[str] | None = None):
-        self.urls, self.resolution, self.prompt = urls, resolution, prompt
+                 exclude: set[str] | None = None, crop: str = "center"):
+        self.urls, self.resolution, self.prompt, self.crop = urls, resolution, prompt, crop
         self.caption_key, self.exclude = caption_key, exclude or set()
 
     def _prompt(self, sample: dict) -> str:
@@ -65,7 +65,8 @@ class ShardSamples(IterableDataset):
             if key is None:
                 yield {"id": sample_id, "source": source, "prompt": "", "error": "no image member in this sample"}
                 continue
-            yield read_sample(sample_id, source, self._prompt(sample), io.BytesIO(sample[key]), self.resolution)
+            yield read_sample(sample_id, source, self._prompt(sample), io.BytesIO(sample[key]), self.resolution,
+                              self.crop)
 
 
 class WebDataModule(InversionDataModule):
@@ -74,4 +75,5 @@ class WebDataModule(InversionDataModule):
         self.urls, self.caption_key = urls, caption_key
 
     def build_dataset(self) -> ShardSamples:
-        return ShardSamples(expand_urls(self.urls), self.resolution, self.prompt, self.caption_key, self.exclude)
+        return ShardSamples(expand_urls(self.urls), self.resolution, self.prompt, self.caption_key, self.exclude,
+                            self.crop)

@@ -47,3 +47,9 @@ def test_non_finite_half_precision_sample_is_retried_in_fp32():
     assert result.retried_fp32.tolist() == [False, True]
     assert result.finite().all()
     assert all(c[1] for c in result.converged)  # the fp32 retry converged
+
+
+def test_explicit_timesteps_override_the_schedule():
+    engine = InversionEngine(load_model(), PreciseInv(), 2, timesteps=[600, 100])
+    assert engine.sampler.schedule.timesteps == (100, 600)
+    assert engine.metadata()["schedule"]["timesteps"] == [100, 600]

@@ -35,3 +35,10 @@ def test_wheel_install_runs_from_any_directory(tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import preciseinv.fit as f; print(f.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True)
     assert probe.stdout.startswith(str(target))
+
+
+def test_importing_the_package_stays_light():
+    code = ("import sys, preciseinv; heavy = [m for m in ('torch', 'diffusers', 'transformers', 'lightning', 'wandb',"
+            " 'webdataset') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

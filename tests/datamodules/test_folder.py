@@ -97,3 +97,17 @@ def test_exif_orientation_is_applied(tmp_path):
     Image.fromarray(arr).save(tmp_path / "r.png", exif=exif.tobytes())
     x = load_image(tmp_path / "r.png", 8)
     assert x[:, 0, :].mean() > 0.9 and x[:, -1, :].mean() < -0.9
+
+
+def test_crop_policy_center_or_stretch(tmp_path):
+    import numpy as np
+
+    arr = np.zeros((20, 60, 3), dtype=np.uint8)
+    arr[:, :20] = 255  # white left third: cut off by a center crop, squashed into view by a stretch
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    center, stretch = load_image(tmp_path / "wide.png", 12), load_image(tmp_path / "wide.png", 12, crop="stretch")
+    assert center[:, :, :3].max() < -0.9 and stretch[:, :, :3].min() > 0.9
+    with pytest.raises(PreciseInvError, match="data.crop must be one of center, stretch"):
+        FolderDataModule(resolution=12, crop="zoom")
+    dm = FolderDataModule(root=str(tmp_path), resolution=12, crop="stretch")
+    assert torch.allclose(next(iter(dm.predict_dataloader()))["image"][0], stretch)
