@@ -22,7 +22,7 @@ def aggregate(records: list[dict]) -> dict[str, float]:
         values = [v for v in values if v is not None and math.isfinite(v)]
         return sum(values) / len(values) if values else None
 
-    out = {f"recon/{k}": mean([r.get(k) for r in records]) for k in ("psnr", "ssim", "lpips")}
+    out = {f"recon/{k}": mean([r.get(k) for r in records]) for k in ("psnr", "ssim", "lpips", "latent_mse")}
     steps = len(records[0]["residual"]) if records else 0
     for k in range(steps):
         out[f"step{k + 1}/residual"] = mean([r["residual"][k] for r in records])

@@ -70,6 +70,7 @@ def summarize(records: list[dict], failures: list[dict], config: dict | None = N
         "psnr_mean": _mean([r["psnr"] for r in rs]),
         "ssim_mean": _mean([r["ssim"] for r in rs]),
         "lpips_mean": None if any(v is None for v in lpips) else _mean(lpips),
+        "latent_mse_mean": _mean([r.get("latent_mse") for r in rs]),
         "seconds_per_image": _mean([r["seconds"] for r in rs]),
         "converged_fraction": _mean([float(all(r["converged"])) for r in rs]),
         "nfe_forward_mean": _mean([r["nfe_forward"] for r in rs]),

@@ -24,7 +24,7 @@ class BatchOutput:
     latent: torch.Tensor  # (B, C, h, w) x*_T, fp32
     recon: torch.Tensor  # (B, 3, H, W) in [-1, 1]
     target: torch.Tensor  # (B, 3, H, W) in [-1, 1], the preprocessed input
-    metrics: dict[str, list[float] | None]  # psnr, ssim, lpips per sample
+    metrics: dict[str, list[float] | None]  # psnr, ssim, lpips, latent_mse per sample
     inversion: InversionResult
     seconds_per_image: float
     edit: torch.Tensor | None = None  # (B, 3, H, W) in [-1, 1], when target prompts were given
@@ -88,9 +88,13 @@ class InversionEngine:
     def run(self, images: torch.Tensor, prompts: list[str] | None = None) -> BatchOutput:
         start = time.perf_counter()
         images = images.to(self.model.device).float()
-        _, result = self.invert(images, prompts)
-        recon = self.reconstruct(result.latent, prompts, result.noises)
+        x0, result = self.invert(images, prompts)
+        with torch.no_grad():
+            x0_hat = self._sample(result.latent, self.condition(prompts, x0.shape[0]), result.noises)
+            recon = self.model.decode(x0_hat)
         values = self.metrics(recon, images) if self.metrics is not None else {}
+        # the inversion's own error, before any VAE: what eta bounds
+        values["latent_mse"] = (x0_hat - x0).pow(2).flatten(1).mean(1)
         if images.device.type == "cuda":
             torch.cuda.synchronize(images.device)
         seconds = (time.perf_counter() - start) / images.shape[0]

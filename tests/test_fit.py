@@ -57,7 +57,7 @@ def test_output_contract(default_runs):
     out = default_runs["preciseinv"]
     s = summary(out)
     for key in ("n", "psnr_mean", "ssim_mean", "lpips_mean", "seconds_per_image", "converged_fraction",
-                "nfe_forward_mean", "nfe_backward_mean", "config"):
+                "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "config"):
         assert key in s
     assert s["config"]["model"]["name"] == "mini" and s["config"]["method"]["eta"] == 1e-3
     for rec in manifest(out):
@@ -114,6 +114,7 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
     assert sorted(r["id"] for r in records) == ["a", "b/c", "d e"]
     for rec in records:
         assert rec["converged"] == [True, True] and max(rec["residual"]) < eta
+        assert rec["latent_mse"] < 10 * eta  # sampling x*_T lands on x0 to the precision eta implies
         image, meta = reconstruct_file(out / rec["latent"], device="cpu")
         assert meta["prompt"] == "a photo" and len(meta["schedule"]["timesteps"]) == 2
         assert meta["sampler"] == sampler
