@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from abc import ABC, abstractmethod
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -63,7 +64,7 @@ class ImageListDataset(Dataset):
         return read_sample(sample_id, str(path), prompt, path, self.resolution, self.crop)
 
 
-class InversionDataModule(LightningDataModule):
+class InversionDataModule(LightningDataModule, ABC):
     """Subclasses implement ``build_dataset()``; ``exclude`` holds ids finished by an earlier run."""
 
     def __init__(self, resolution: int | None = None, batch_size: int = 8, num_workers: int = 0,
@@ -78,8 +79,9 @@ class InversionDataModule(LightningDataModule):
         self.prompt, self.exclude = prompt, set(exclude or ())
         self.dataset = None
 
+    @abstractmethod
     def build_dataset(self):
-        raise NotImplementedError
+        """The dataset of samples for ``self.resolution``, without the ids in ``self.exclude``."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -20,8 +21,8 @@ def select(cond: Any, idx: torch.Tensor) -> Any:
     return {k: select(v, idx) if isinstance(v, (torch.Tensor, dict)) else v for k, v in cond.items()}
 
 
-class DiffusionModel:
-    """A frozen diffusers model. Subclasses set ``modules`` and implement the four methods.
+class DiffusionModel(ABC):
+    """A frozen diffusers model. Subclasses set ``modules`` and implement the four abstract methods.
 
     Images are (B, 3, H, W) in [-1, 1]; ``x0`` is the clean state the sampler works in (VAE latents, or pixels).
     The networks are in eval mode with ``requires_grad`` off: gradients flow only to the inputs (eps*).
@@ -41,18 +42,22 @@ class DiffusionModel:
             module.eval().requires_grad_(False)
 
     # --- what a family implements -------------------------------------------------------------
+    @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Images (B, 3, H, W) in [-1, 1] -> the clean state x0 the sampler works in."""
 
+    @abstractmethod
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """x0 -> images (B, 3, H, W) in [-1, 1]."""
 
+    @abstractmethod
     def condition(self, prompts: list[str], negative_prompts: list[str] | None = None,
                   guidance_scale: float = 1.0) -> Any:
-        raise NotImplementedError
+        """Batched conditioning for ``predict`` (classifier-free guidance when ``guidance_scale`` > 1)."""
 
+    @abstractmethod
     def predict(self, x: torch.Tensor, timestep: int, cond: Any) -> torch.Tensor:
-        raise NotImplementedError
+        """The network's output at state ``x`` and ``timestep`` (the Denoiser the samplers call)."""
 
     # --- shared ---------------------------------------------------------------------------------
     @property
