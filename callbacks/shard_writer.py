@@ -10,13 +10,14 @@ Members per sample (key = a running number; the id is in the JSON): ``<key>.safe
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
 from pathlib import Path
 
 from preciseinv.callbacks.writer import InversionWriter
+from preciseinv.datamodules.images import png_bytes
+from preciseinv.outputs import latent_bytes
 
 
 class ShardWriter(InversionWriter):
@@ -42,24 +43,13 @@ class ShardWriter(InversionWriter):
         self.sink = wds.TarWriter(str(self.tmp_path))
 
     def store(self, sample_id: str, latent, recon, meta: dict, noises: dict | None = None) -> dict:
-        from safetensors.torch import save
-
-        from preciseinv.outputs.latents import FORMAT
-
         if self.sink is None:
             self._open()
         key = f"{self.count:09d}"
         self.count += 1
-        tensors = {k: v.detach().float().cpu().contiguous() for k, v in {"latent": latent, **(noises or {})}.items()}
-        member = {"__key__": key, "safetensors": save(tensors, metadata={"format": FORMAT, "preciseinv": json.dumps(meta)}),
-                  "json": json.dumps(meta).encode()}
+        member = {"__key__": key, "safetensors": latent_bytes(latent, meta, noises), "json": json.dumps(meta).encode()}
         if self.save_recon:
-            from PIL import Image
-
-            arr = ((recon.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-            buf = io.BytesIO()
-            Image.fromarray(arr).save(buf, format="PNG")
-            member["png"] = buf.getvalue()
+            member["png"] = png_bytes(recon)
         self.sink.write(member)
         return {"shard": self.shard_rel, "key": key, "latent": None, "recon": None}
 

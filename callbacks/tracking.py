@@ -8,20 +8,19 @@ in predict hooks, so this callback calls the loggers' ``log_metrics`` / ``log_im
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
+from preciseinv.callbacks.writer import finite_mean
+from preciseinv.datamodules.images import to_uint8
+
 
 def aggregate(records: list[dict]) -> dict[str, float]:
     """Means over manifest records: reconstruction metrics, per-step residual / iterations / convergence, work."""
-    def mean(values):
-        values = [v for v in values if v is not None and math.isfinite(v)]
-        return sum(values) / len(values) if values else None
-
+    mean = finite_mean
     out = {f"recon/{k}": mean([r.get(k) for r in records]) for k in ("psnr", "ssim", "lpips", "latent_mse")}
     steps = len(records[0]["residual"]) if records else 0
     for k in range(steps):
@@ -39,7 +38,7 @@ def panel(original: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """(H, 3W, 3) uint8: original | reconstruction | error map (|difference| x 4), images in [-1, 1]."""
     err = ((recon - original).abs().mean(0, keepdim=True) * 4 - 1).clamp(-1, 1).expand(3, -1, -1)
     row = torch.cat([original.clamp(-1, 1), recon.clamp(-1, 1), err], dim=2)  # (3, H, 3W)
-    return ((row + 1) * 127.5).round().byte().permute(1, 2, 0).cpu()
+    return to_uint8(row)
 
 
 class InversionTracker(Callback):

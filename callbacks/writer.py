@@ -21,7 +21,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from preciseinv.datamodules.images import save_png
-from preciseinv.outputs import atomic_write_bytes, save_latent
+from preciseinv.outputs import atomic_write_bytes, noise_maps, save_latent
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -54,7 +54,8 @@ def finished_ids(output_dir: Path) -> set[str]:
             if (Path(output_dir) / (r.get("shard") or r.get("latent") or "")).is_file()}
 
 
-def _mean(values: list) -> float | None:
+def finite_mean(values: list) -> float | None:
+    """Mean of the values that are neither None nor non-finite; None when there are none."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     return sum(values) / len(values) if values else None
 
@@ -67,14 +68,14 @@ def summarize(records: list[dict], failures: list[dict], config: dict | None = N
     return {
         "n": len(rs),
         "n_failed": len({f["id"] for f in failures} - set(latest)),
-        "psnr_mean": _mean([r["psnr"] for r in rs]),
-        "ssim_mean": _mean([r["ssim"] for r in rs]),
-        "lpips_mean": None if any(v is None for v in lpips) else _mean(lpips),
-        "latent_mse_mean": _mean([r.get("latent_mse") for r in rs]),
-        "seconds_per_image": _mean([r["seconds"] for r in rs]),
-        "converged_fraction": _mean([float(all(r["converged"])) for r in rs]),
-        "nfe_forward_mean": _mean([r["nfe_forward"] for r in rs]),
-        "nfe_backward_mean": _mean([r["nfe_backward"] for r in rs]),
+        "psnr_mean": finite_mean([r["psnr"] for r in rs]),
+        "ssim_mean": finite_mean([r["ssim"] for r in rs]),
+        "lpips_mean": None if any(v is None for v in lpips) else finite_mean(lpips),
+        "latent_mse_mean": finite_mean([r.get("latent_mse") for r in rs]),
+        "seconds_per_image": finite_mean([r["seconds"] for r in rs]),
+        "converged_fraction": finite_mean([float(all(r["converged"])) for r in rs]),
+        "nfe_forward_mean": finite_mean([r["nfe_forward"] for r in rs]),
+        "nfe_backward_mean": finite_mean([r["nfe_backward"] for r in rs]),
         "config": config,
     }
 
@@ -129,7 +130,7 @@ class InversionWriter(BasePredictionWriter):
             if out.edit is not None:
                 record.update(self.store_edit(sample_id, out.target[i], out.recon[i], out.edit[i],
                                               prediction["target"][i]))
-            noises = {f"noise_{k}": z[i] for k, z in enumerate(out.inversion.noises) if z is not None}
+            noises = noise_maps(out.inversion.noises, i)
             record.update(self.store(sample_id, out.latent[i], out.recon[i], {**meta, **record}, noises))
             self.commit(record)
 

@@ -73,12 +73,24 @@ def load_image(path, size: int, crop: str = "center") -> torch.Tensor:
         return to_tensor(fit_square(to_rgb(img), size, crop))
 
 
-def save_png(path, image: torch.Tensor) -> None:
-    """Write (3, H, W) in [-1, 1] as an 8-bit PNG, atomically."""
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8 on the CPU."""
+    return ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """(3, H, W) in [-1, 1] as the bytes of an 8-bit PNG."""
+    import io
+
     from PIL import Image
 
-    from preciseinv.outputs import atomic_write
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image).numpy()).save(buf, format="PNG")
+    return buf.getvalue()
 
-    arr = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    with atomic_write(path) as tmp:
-        Image.fromarray(arr.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+
+def save_png(path, image: torch.Tensor) -> None:
+    """Write (3, H, W) in [-1, 1] as an 8-bit PNG, atomically."""
+    from preciseinv.outputs import atomic_write_bytes
+
+    atomic_write_bytes(path, png_bytes(image))

@@ -25,7 +25,6 @@ from preciseinv.models.base import DiffusionModel
 from preciseinv.models.loading import ModelSpec, load_model
 
 
-
 def preset(name: str) -> ModelSpec:
     """The ``configs/model/<name>.yaml`` preset as a ``ModelSpec``."""
     from hydra import compose, initialize_config_dir
@@ -95,12 +94,12 @@ class Inverter:
 
     def load_images(self, images) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] at the model's resolution from paths, PIL images or a tensor."""
-        from preciseinv.datamodules.images import load_image, resize_center_crop, to_rgb, to_tensor
+        from preciseinv.datamodules.images import fit_square, load_image, to_rgb, to_tensor
 
         if isinstance(images, torch.Tensor):
             return images if images.dim() == 4 else images[None]
         size = self.model.resolution
-        out = [load_image(im, size) if isinstance(im, (str, os.PathLike)) else to_tensor(resize_center_crop(to_rgb(im), size))
+        out = [load_image(im, size) if isinstance(im, (str, os.PathLike)) else to_tensor(fit_square(to_rgb(im), size))
                for im in images]
         return torch.stack(out)
 
@@ -148,17 +147,16 @@ class Inverter:
 
     def save(self, path: str | os.PathLike, inversion: Inversion, index: int, sample_id: str = "",
              source: str = "", prompt: str = "") -> None:
-        from preciseinv.outputs import save_latent
+        from preciseinv.outputs import noise_maps, save_latent
 
         meta = {**self.engine.metadata(), "id": sample_id, "source": source, "prompt": prompt}
-        noises = {f"noise_{k}": z[index] for k, z in enumerate(inversion.result.noises) if z is not None}
-        save_latent(path, inversion.latents[index], meta, noises)
+        save_latent(path, inversion.latents[index], meta, noise_maps(inversion.result.noises, index))
 
 
 def reconstruct_file(path: str | os.PathLike, device: str | None = None,
                      model: DiffusionModel | None = None) -> tuple[torch.Tensor, dict]:
     """Regenerate the image of a latent file from the file alone: ((3, H, W) in [-1, 1], metadata)."""
-    from preciseinv.outputs import load_latent
+    from preciseinv.outputs import load_latent, stored_noises
 
     tensors, meta = load_latent(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -166,6 +164,6 @@ def reconstruct_file(path: str | os.PathLike, device: str | None = None,
                                 lora_scale=meta["model"].get("lora_scale", 1.0))
     engine = InversionEngine(model, PreciseInv(), meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
                              guidance_scale=meta.get("guidance_scale", 1.0), sampler=meta.get("sampler"))
-    noises = [tensors[f"noise_{k}"][None] if f"noise_{k}" in tensors else None for k in range(meta["num_steps"])]
-    image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")], noises)[0]
+    image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")],
+                               stored_noises(tensors, meta["num_steps"]))[0]
     return image, meta

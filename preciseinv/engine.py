@@ -43,12 +43,14 @@ class InversionEngine:
         prompts = list(prompts) if prompts is not None else [""] * batch_size
         return self.model.condition(prompts, negative_prompts, self.guidance_scale)
 
-    def invert(self, images: torch.Tensor, prompts: list[str] | None = None) -> tuple[torch.Tensor, InversionResult]:
-        """(x0, result) for images (B, 3, H, W) in [-1, 1]; ``result.latent`` is x*_T."""
+    def invert(self, images: torch.Tensor, prompts: list[str] | None = None,
+               cond: Any = None) -> tuple[torch.Tensor, InversionResult]:
+        """(x0, result) for images (B, 3, H, W) in [-1, 1]; ``result.latent`` is x*_T. ``cond``: the prompts'
+        conditioning when the caller already has it."""
         images = images.to(self.model.device)
         with torch.no_grad():
             x0 = self.model.encode(images).float()  # (B, C, h, w)
-        cond = self.condition(prompts, images.shape[0])
+        cond = self.condition(prompts, images.shape[0]) if cond is None else cond
         result = self.method.invert(self.model.predict, self.sampler, x0, cond)
         result.retried_fp32 = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
         device_type = x0.device.type
@@ -88,9 +90,10 @@ class InversionEngine:
     def run(self, images: torch.Tensor, prompts: list[str] | None = None) -> BatchOutput:
         start = time.perf_counter()
         images = images.to(self.model.device).float()
-        x0, result = self.invert(images, prompts)
+        cond = self.condition(prompts, images.shape[0])  # encoded once for inversion and reconstruction
+        x0, result = self.invert(images, prompts, cond)
         with torch.no_grad():
-            x0_hat = self._sample(result.latent, self.condition(prompts, x0.shape[0]), result.noises)
+            x0_hat = self._sample(result.latent, cond, result.noises)
             recon = self.model.decode(x0_hat)
         values = self.metrics(recon, images) if self.metrics is not None else {}
         # the inversion's own error, before any VAE: what eta bounds

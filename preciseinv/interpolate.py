@@ -24,13 +24,12 @@ from preciseinv.fit import CONFIG_DIR, build
 def endpoint(inverter, spec: str, prompt: str):
     """(x*_T (1, C, h, w), its preprocessed image or None, its step noises) for an image path or a latent file."""
     if str(spec).endswith(".safetensors"):
-        from preciseinv.outputs import load_latent
+        from preciseinv.outputs import load_latent, stored_noises
 
         tensors, meta = load_latent(spec)
         if meta["model"]["source"] != inverter.model.source:
             warnings.warn(f"{spec} was inverted with {meta['model']['source']}, not {inverter.model.source}")
-        noises = [tensors[f"noise_{k}"][None] if f"noise_{k}" in tensors else None for k in range(meta["num_steps"])]
-        return tensors["latent"][None].to(inverter.model.device), None, noises
+        return tensors["latent"][None].to(inverter.model.device), None, stored_noises(tensors, meta["num_steps"])
     if not Path(spec).is_file():
         raise PreciseInvError(f"{spec!r} is neither an image file nor a .safetensors latent file")
     inversion = inverter.invert([spec], [prompt])

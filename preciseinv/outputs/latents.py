@@ -1,6 +1,6 @@
 """Latent files: ``latents/<id>.safetensors`` hold x*_T and everything needed to reproduce the reconstruction.
 
-Tensors: ``latent`` (C, h, w) fp32.  Metadata (safetensors string map): ``format`` = "preciseinv-latent/1" and
+Tensors: ``latent`` (C, h, w) fp32, and ``noise_<k>`` (C, h, w) for the lcm/ddpm step noises.  Metadata (safetensors string map): ``format`` = "preciseinv-latent/1" and
 ``preciseinv`` = JSON of the engine's metadata (model, scheduler config, timesteps, sampler, method, eta, ...)
 plus the sample's ``id``, ``source`` and ``prompt``.
 """
@@ -18,14 +18,28 @@ from preciseinv.outputs.atomic import atomic_write
 FORMAT = "preciseinv-latent/1"
 
 
+def noise_maps(noises: list[torch.Tensor | None], index: int) -> dict[str, torch.Tensor]:
+    """The ``noise_<k>`` tensors of sample ``index`` from an inversion's per-step noises (None where none)."""
+    return {f"noise_{k}": z[index] for k, z in enumerate(noises) if z is not None}
+
+
+def stored_noises(tensors: dict[str, torch.Tensor], num_steps: int) -> list[torch.Tensor | None]:
+    """The per-step noises (each (1, C, h, w), or None) of a loaded latent file, ready for reconstruction."""
+    return [tensors[f"noise_{k}"][None] if f"noise_{k}" in tensors else None for k in range(num_steps)]
+
+
+def latent_bytes(latent: torch.Tensor, meta: dict, extra: dict[str, torch.Tensor] | None = None) -> bytes:
+    """A latent file's content: x*_T (and ``extra`` tensors) with the metadata header."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in {"latent": latent, **(extra or {})}.items()}
+    return save(tensors, metadata={"format": FORMAT, "preciseinv": json.dumps(meta)})
+
+
 def save_latent(path: str | os.PathLike, latent: torch.Tensor, meta: dict,
                 extra: dict[str, torch.Tensor] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {"latent": latent.detach().float().cpu().contiguous()}
-    tensors.update({k: v.detach().float().cpu().contiguous() for k, v in (extra or {}).items()})
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "preciseinv": json.dumps(meta)})
+        tmp.write_bytes(latent_bytes(latent, meta, extra))
 
 
 def load_latent(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
