@@ -30,6 +30,7 @@ def aggregate(records: list[dict]) -> dict[str, float]:
     out["converged_fraction"] = mean([float(all(r["converged"])) for r in records])
     out["nfe/forward"] = mean([r["nfe_forward"] for r in records])
     out["nfe/backward"] = mean([r["nfe_backward"] for r in records])
+    out["cost"] = mean([r["nfe_forward"] + 2 * r["nfe_backward"] for r in records])
     out["retried_fp32"] = mean([float(r.get("retried_fp32", False)) for r in records])
     return {k: v for k, v in out.items() if v is not None}
 
@@ -100,7 +101,8 @@ class InversionTracker(Callback):
 
 
 class InversionProgressBar(TQDMProgressBar):
-    """Lightning's bar (batches, elapsed, time remaining) plus images per second and PSNR of this rank."""
+    """Lightning's bar (batches, elapsed, time remaining) plus images per second, PSNR and cost (network forward
+    + 2 x backward calls per image) of this rank."""
 
     def on_predict_start(self, trainer, pl_module) -> None:
         super().on_predict_start(trainer, pl_module)
@@ -114,4 +116,7 @@ class InversionProgressBar(TQDMProgressBar):
         self._images += out.latent.shape[0]
         rate = self._images / max(1e-9, time.perf_counter() - self._t0)
         psnr = sum(out.metrics["psnr"]) / len(out.metrics["psnr"]) if out.metrics.get("psnr") else float("nan")
-        self.predict_progress_bar.set_postfix({"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}"}, refresh=False)
+        inv = out.inversion
+        cost = float((inv.nfe_forward + 2 * inv.nfe_backward).float().mean())  # network calls per image
+        self.predict_progress_bar.set_postfix({"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}", "cost": f"{cost:.0f}"},
+                                              refresh=False)

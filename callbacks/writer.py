@@ -60,6 +60,16 @@ def finite_mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def phase_counts(records: list[dict]) -> dict[str, int]:
+    """How many (sample, step) subproblems each solver phase converged ("unconverged" for the rest)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        for phase in r.get("phase") or []:
+            key = phase or "unconverged"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def summarize(records: list[dict], failures: list[dict], config: dict | None = None) -> dict:
     """The ``summary.json`` of a manifest (the last record of each id counts)."""
     latest = {r["id"]: r for r in records}
@@ -76,6 +86,8 @@ def summarize(records: list[dict], failures: list[dict], config: dict | None = N
         "converged_fraction": finite_mean([float(all(r["converged"])) for r in rs]),
         "nfe_forward_mean": finite_mean([r["nfe_forward"] for r in rs]),
         "nfe_backward_mean": finite_mean([r["nfe_backward"] for r in rs]),
+        "cost_mean": finite_mean([r["nfe_forward"] + 2 * r["nfe_backward"] for r in rs]),
+        "phases": phase_counts(rs),
         "config": config,
     }
 

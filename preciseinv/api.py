@@ -67,11 +67,31 @@ def _autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def make_solver(solver, lr: float = 0.1):
+    """A solver partial from a name (``configs/solver/<name>.yaml``; ``lr`` for adamw) or a callable as is."""
+    from functools import partial
+
+    from preciseinv import solvers
+
+    if callable(solver):
+        return solver
+    rules = {"hybrid": solvers.Hybrid, "adamw": solvers.AdamW, "fixed_point": solvers.FixedPoint,
+             "anderson": solvers.Anderson, "adam": solvers.Adam, "newton": solvers.Newton}
+    if solver not in rules:
+        raise PreciseInvError(f"unknown solver {solver!r}; available: {', '.join(rules)}")
+    return partial(rules[solver], lr=lr) if solver == "adamw" else partial(rules[solver])
+
+
 class Inverter:
-    """Invert images into a diffusion model's x*_T and regenerate them from it."""
+    """Invert images into a diffusion model's x*_T and regenerate them from it.
+
+    ``solver``: ``"hybrid"`` (default), ``"adamw"`` (the paper's recipe, at ``lr``, default the preset's),
+    ``"fixed_point"``, ``"anderson"``, ``"adam"``, ``"newton"``, or a ``functools.partial`` of an update rule.
+    """
 
     def __init__(self, model: DiffusionModel | ModelSpec | str | os.PathLike | None = None, method="preciseinv",
-                 num_steps: int | None = None, eta: float = 1e-3, max_iters: int = 200, lr: float | None = None,
+                 num_steps: int | None = None, eta: float = 1e-3, max_iters: int = 200, solver="hybrid",
+                 lr: float | None = None,
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
                  precision: str = "32", lpips: bool = False, sampler: str | None = None):
         spec = model if isinstance(model, ModelSpec) else (_spec(model) if not isinstance(model, DiffusionModel) else None)
@@ -79,7 +99,7 @@ class Inverter:
         self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
         lr = lr if lr is not None else (spec.lr if spec else 0.1)
         if method == "preciseinv":
-            method_obj = PreciseInv(eta=eta, max_iters=max_iters, lr=lr)
+            method_obj = PreciseInv(eta=eta, max_iters=max_iters, solver=make_solver(solver, lr))
         elif method == "ddim":
             method_obj = DDIMInversion(eta=eta)
         elif hasattr(method, "invert"):  # a configured method object (PreciseInv, DDIMInversion)

@@ -20,7 +20,7 @@ def composed(*overrides, name="fit"):
 
 
 def test_groups_present():
-    assert {"model", "data", "method", "trainer", "logger", "writer", "callbacks"} <= set(GROUPS)
+    assert {"model", "data", "method", "solver", "trainer", "logger", "writer", "callbacks"} <= set(GROUPS)
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
@@ -35,6 +35,9 @@ def test_option_instantiates(group, option, tmp_path):
     if group == "callbacks":
         objs = [instantiate(c) for c in node.values()]
         assert objs
+    elif group == "solver":  # a partial: the method binds it to each subproblem
+        obj = instantiate(node)
+        assert obj.func.__name__ == node._target_.rsplit(".", 1)[1]
     elif group == "writer":
         assert instantiate(node, output_dir=str(tmp_path)).output_dir == tmp_path
     else:
@@ -46,8 +49,8 @@ def test_option_instantiates(group, option, tmp_path):
 def test_model_presets_carry_the_paper_settings():
     for name, lr in {"mini": 0.1, "sd14": 0.1, "sd15": 0.1, "sd21": 0.1, "sdxl": 0.05, "sd3": 0.025,
                      "lcm_sd15": 0.05, "sdxl_turbo": 0.05}.items():
-        cfg = composed(f"model={name}")
-        assert cfg.model.lr == lr and cfg.method.lr == lr and cfg.num_steps == 2
+        cfg = composed(f"model={name}", "solver=adamw")
+        assert cfg.model.lr == lr and cfg.method.solver.lr == lr and cfg.num_steps == 2
     assert composed("model=sd15").model.path == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     lcm = composed("model=lcm_sd15")
     assert lcm.sampler == "lcm" and lcm.model.lora == "latent-consistency/lcm-lora-sdv1-5"

@@ -27,7 +27,7 @@ def test_batch_edit_writes_edits_grids_and_failure_records(tiny_sd, tmp_path):
             {"image": "cat.png", "source": "a cat"}]
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
     out = tmp_path / "out"
-    proc = cli("preciseinv.edit", f"model.path={tiny_sd}", f"pairs={tmp_path / 'pairs.jsonl'}", "method.lr=0.01",
+    proc = cli("preciseinv.edit", f"model.path={tiny_sd}", f"pairs={tmp_path / 'pairs.jsonl'}",
                "~logger", f"output_dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {json.loads(line)["id"]: json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()}
@@ -49,9 +49,9 @@ def test_single_image_edit_and_api_agree(tiny_sd, tmp_path):
     (img,) = write_images(tmp_path, ["photo.png"], size=32)
     out = tmp_path / "out"
     proc = cli("preciseinv.edit", f"model.path={tiny_sd}", f"image={img}", "source=a photo", "target=a painting",
-               "method.lr=0.01", "edit_guidance_scale=5", "~logger", f"output_dir={out}", cwd=tmp_path)
+               "edit_guidance_scale=5", "~logger", f"output_dir={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    inv = Inverter(str(tiny_sd), lr=0.01, device="cpu")
+    inv = Inverter(str(tiny_sd), device="cpu")
     _, edited = inv.edit([img], ["a photo"], ["a painting"], guidance_scale=5)
     saved = load_image(out / "edit" / "photo.png", 32)
     assert (saved - edited[0]).abs().max() < 2 / 255 + 1e-4  # the same edit, up to 8-bit rounding

@@ -18,8 +18,16 @@ class InversionResult:
     nfe_forward: torch.Tensor | None = None  # (B,) network forward calls during inversion
     nfe_backward: torch.Tensor | None = None  # (B,) network backward calls during inversion
 
+    phase: list[list[str | None]] = field(default_factory=list)  # T x B: the solver phase that converged it
     noises: list[torch.Tensor | None] = field(default_factory=list)  # T x (B, C, h, w) z injected from step k
     retried_fp32: torch.Tensor | None = None  # (B,) bool: redone in fp32 after a non-finite half-precision run
+
+    def add_step(self, stats) -> None:
+        """Append one step's ``SolverStats``."""
+        self.iters.append(stats.iters)
+        self.residual.append(stats.residual)
+        self.converged.append(stats.converged)
+        self.phase.append(stats.phases())
 
     def finite(self) -> torch.Tensor:
         """(B,) True where x*_T and every step's residual are finite."""
@@ -35,6 +43,9 @@ class InversionResult:
                              (self.converged, other.converged)):
             for k in range(len(mine)):
                 mine[k][idx] = theirs[k]
+        for k in range(len(self.phase)):
+            for j, i in enumerate(idx.tolist()):
+                self.phase[k][i] = other.phase[k][j]
         for mine, theirs in zip(self.noises, other.noises):
             if mine is not None:
                 mine[idx] = theirs
@@ -48,5 +59,6 @@ class InversionResult:
         conv = torch.stack(self.converged, 1).tolist()
         f, b = self.nfe_forward.tolist(), self.nfe_backward.tolist()
         retried = self.retried_fp32.tolist() if self.retried_fp32 is not None else [False] * len(f)
-        return [{"iters": it[i], "residual": res[i], "converged": conv[i], "nfe_forward": f[i],
-                 "nfe_backward": b[i], "retried_fp32": retried[i]} for i in range(len(f))]
+        phase = [[p[i] for p in self.phase] if self.phase else [None] * len(it[i]) for i in range(len(f))]
+        return [{"iters": it[i], "residual": res[i], "converged": conv[i], "phase": phase[i], "nfe_forward": f[i],
+                 "nfe_backward": b[i], "cost": f[i] + 2 * b[i], "retried_fp32": retried[i]} for i in range(len(f))]

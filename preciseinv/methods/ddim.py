@@ -38,6 +38,7 @@ class DDIMInversion:
             result.iters.append(torch.zeros(B, dtype=torch.long, device=x.device))
             result.residual.append(residual)
             result.converged.append(residual < self.eta)
+            result.phase.append(["init" if c else None for c in (residual < self.eta).tolist()])
             x_prev = x
         steps = torch.full((B,), sampler.num_steps, dtype=torch.long, device=x_prev.device)
         result.latent, result.nfe_forward, result.nfe_backward = x_prev, steps, torch.zeros_like(steps)

@@ -3,34 +3,45 @@
     x*_0 = x0
     for t = t_1 .. t_T:
         eps*_t <- DDIM-inversion step from x*_{t-1}              (initialisation)
-        minimise ||mu(x*_t) - x*_{t-1}||^2 over eps*_t, until below eta or max_iters
+        minimise ||mu(x*_t) - x*_{t-1}||^2 over eps*_t, until below eta or max_iters      (the solver)
         x*_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps*_t
     return x*_T
+
+The solver is pluggable (``solver=`` in the config): ``adamw`` is the paper's recipe, ``hybrid`` the default.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import torch
 
 from preciseinv.methods.base import InversionResult
 from preciseinv.methods.subproblem import NoiseSubproblem
 from preciseinv.samplers import Denoiser, Sampler
-from preciseinv.solvers import AdamWSolver
+from preciseinv.solvers import Hybrid, SolverLoop
 
 
 class PreciseInv:
     name = "preciseinv"
 
-    def __init__(self, eta: float = 1e-3, max_iters: int = 200, lr: float = 0.1, betas=(0.9, 0.999),
-                 weight_decay: float = 0.01, sync_every: int = 8):
-        self.eta, self.max_iters, self.lr = eta, max_iters, lr
-        self.solver = AdamWSolver(lr=lr, eta=eta, max_iters=max_iters, betas=tuple(betas),
-                                  weight_decay=weight_decay, sync_every=sync_every)
+    def __init__(self, eta: float = 1e-3, max_iters: int = 200, solver: Callable | None = None,
+                 sync_every: int = 8, callback: Callable[[dict], None] | None = None):
+        self.eta, self.max_iters = eta, max_iters
+        self.solver = solver or partial(Hybrid)  # solver(problem) -> the update rule bound to that subproblem
+        self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, callback=callback)
+
+    @property
+    def callback(self):
+        return self.loop.callback
+
+    @callback.setter
+    def callback(self, fn) -> None:
+        self.loop.callback = fn
 
     def describe(self) -> dict:
-        return {"method": self.name, "eta": self.eta, "max_iters": self.max_iters, "lr": self.lr}
+        return {"method": self.name, "eta": self.eta, "max_iters": self.max_iters, "solver": describe_solver(self.solver)}
 
     def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
         x0 = x0.detach().float()  # (B, C, H, W)
@@ -44,17 +55,23 @@ class PreciseInv:
                 x_init = sampler.invert_step(denoiser, x_prev, k, cond)  # (B, C, H, W)
             noise = eps_prev if injects and k > 0 else None  # the z that lands on state k-1: its own eps*
             problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_init, k), cond,
-                                      noise=noise, learn_noise=sampler.learn_noise)
-            solution, stats = self.solver.solve(problem, problem.eps)
-            problem.eps.data.copy_(solution)
+                                      noise=noise, learn_noise=sampler.learn_noise, solver=self.solver)
+            stats = self.loop.run(problem)  # updates problem.eps in place
             eps_prev, z = problem.split()
+            eps_prev = eps_prev.detach()
             result.noises.append(None if z is None else z.detach().clone())
             with torch.no_grad():
                 x_prev = problem.state()
-            result.iters.append(stats.iters)
-            result.residual.append(stats.residual)
-            result.converged.append(stats.converged)
+            result.add_step(stats)
             nfe_f += stats.nfe_forward + 1  # + the initialising inversion step
             nfe_b += stats.nfe_backward
         result.latent, result.nfe_forward, result.nfe_backward = x_prev, nfe_f, nfe_b
         return result
+
+
+def describe_solver(solver) -> dict:
+    """{"name": ..., **keyword arguments} of a solver partial, for latent files and run records."""
+    func = getattr(solver, "func", solver)
+    plain = lambda v: v if isinstance(v, (str, int, float, bool, type(None))) else list(v)  # noqa: E731  (ListConfig)
+    return {"name": getattr(func, "name", getattr(func, "__name__", str(func))),
+            **{k: plain(v) for k, v in getattr(solver, "keywords", {}).items()}}

@@ -40,11 +40,13 @@ def build_unet():
     )
 
 
-def build_scheduler():
+def build_scheduler(clip_sample: bool = False):
+    """DDPM's linear betas; ``clip_sample`` only changes sampling (x0_hat clipped to [-1, 1], as google's pixel
+    DDPMs are configured), not training."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                         prediction_type="epsilon", clip_sample=False)
+                         prediction_type="epsilon", clip_sample=clip_sample)
 
 
 class RandomCrops:
@@ -90,9 +92,10 @@ def save_pipeline(ema, scheduler, out: Path) -> None:
     tmp.rename(out)
 
 
-def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, save_every: int, max_minutes: float) -> None:
+def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, save_every: int, max_minutes: float,
+          clip_sample: bool = False) -> None:
     torch.manual_seed(seed)
-    unet, scheduler = build_unet(), build_scheduler()
+    unet, scheduler = build_unet(), build_scheduler(clip_sample)
     ema = build_unet().requires_grad_(False)
     ema.load_state_dict(unet.state_dict())
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
@@ -149,10 +152,12 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--max-minutes", type=float, default=float("inf"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--clip-sample", action="store_true", help="save the scheduler with clip_sample=True")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.save_every, args.max_minutes)
+    train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.save_every, args.max_minutes,
+          args.clip_sample)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -29,8 +30,11 @@ class StepSchedule:
         return out
 
 
-class BaseSampler:
-    """Subclasses implement ``step(model_output, k, sample, noise=None)``, ``invert_step``, ``state``, ``noise``."""
+class BaseSampler(ABC):
+    """Subclasses implement ``step(model_output, k, sample, noise=None)``, ``invert_step``, ``state``, ``noise``,
+    and the step's linearisation with the network's estimate held fixed: ``frozen_slope``, ``state_gain`` and
+    (samplers that inject noise) ``noise_gain``. Forward-only solvers build their fixed-point map from these.
+    """
 
     name = "base"
     injects_noise = False  # lcm, ddpm: a noise map enters each step but the last
@@ -46,6 +50,18 @@ class BaseSampler:
     def _at(self, table: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
         """Entry k of a float64 schedule table as an fp32 scalar on ``like``'s device."""
         return table[k].to(device=like.device, dtype=torch.float32)
+
+    @abstractmethod
+    def frozen_slope(self, k: int) -> float:
+        """d mu / d x_t at step k with the network's noise (or velocity) estimate held fixed."""
+
+    @abstractmethod
+    def state_gain(self, k: int) -> float:
+        """d x_t / d eps* of the parameterisation ``state(x0, eps, k)``."""
+
+    def noise_gain(self, k: int) -> float:
+        """d mu / d z: how the noise injected by step k moves its output (0 for deterministic samplers)."""
+        return 0.0
 
     def denoise(self, denoiser: Denoiser, x: torch.Tensor, k: int, cond=None, noise=None) -> torch.Tensor:
         """mu(x_{t_{k+1}}): one denoising step from step k to the state below it (fp32)."""

@@ -62,6 +62,13 @@ class DDIMSampler(BaseSampler):
         x0, eps = self._x0_eps(model_output, sample, self._alpha(k, False, sample))
         return ddim_update(x0, eps, self._alpha(k, True, sample))
 
+    def frozen_slope(self, k: int) -> float:
+        """sqrt(a_prev / a): with eps_hat fixed, x0_hat = (x - sqrt(1 - a) eps_hat) / sqrt(a) moves as x / sqrt(a)."""
+        return float((self.schedule.alphas_prev[k] / self.schedule.alphas[k]).sqrt())
+
+    def state_gain(self, k: int) -> float:
+        return float((1 - self.schedule.alphas[k]).sqrt())
+
     def invert_step(self, denoiser: Denoiser, x_prev: torch.Tensor, k: int, cond=None) -> torch.Tensor:
         """One DDIM-inversion step from the state below step k up to x_{t_{k+1}}."""
         out = denoiser(x_prev, self.schedule.timesteps[k], cond)

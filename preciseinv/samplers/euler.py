@@ -52,6 +52,13 @@ class EulerFlowSampler(BaseSampler):
     def step(self, model_output: torch.Tensor, k: int, sample: torch.Tensor, noise=None) -> torch.Tensor:
         return sample.float() + (self._sigma(k, True, sample) - self._sigma(k, False, sample)) * model_output.float()
 
+    def frozen_slope(self, k: int) -> float:
+        """1: with the velocity fixed, the Euler step is a translation."""
+        return 1.0
+
+    def state_gain(self, k: int) -> float:
+        return float(self.schedule.sigmas[k])
+
     def invert_step(self, denoiser: Denoiser, x_prev: torch.Tensor, k: int, cond=None) -> torch.Tensor:
         v = denoiser(x_prev, self.schedule.timesteps[k], cond).float()
         return x_prev.float() + (self._sigma(k, False, x_prev) - self._sigma(k, True, x_prev)) * v

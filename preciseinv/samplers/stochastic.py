@@ -68,6 +68,12 @@ class NoiseInjectingSampler(DDIMSampler):
 class LCMSampler(NoiseInjectingSampler):
     name = "lcm"
 
+    def frozen_slope(self, k: int) -> float:
+        """sqrt(a_prev) (c_out / sqrt(a) + c_skip): the boundary-condition mix of x0_hat and x_t (a_prev = 1 at
+        k = 0, where the step returns ``denoised`` itself)."""
+        s = self.schedule
+        return float(s.alphas_prev[k].sqrt() * (s.c_out[k] / s.alphas[k].sqrt() + s.c_skip[k]))
+
     def step(self, model_output, k, sample, noise=None):
         a = self._at(self.schedule.alphas, k, sample)
         x0, _ = self._x0_eps(model_output, sample, a)
@@ -82,6 +88,16 @@ class DDPMSampler(NoiseInjectingSampler):
     name = "ddpm"
     learn_noise = True
 
+    # frozen_slope: the posterior mean with eps_hat fixed is (x_t - beta / sqrt(1 - a) eps_hat) / sqrt(alpha_t),
+    # so its slope 1 / sqrt(alpha_t) = sqrt(a_prev / a) is DDIM's.
+
+    def noise_gain(self, k: int) -> float:
+        """sigma_t, the standard deviation of the step's injected noise (0 for the last step)."""
+        if k == 0:
+            return 0.0
+        a, a_prev = self.schedule.alphas[k], self.schedule.alphas_prev[k]
+        return float(((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp_min(1e-20).sqrt())
+
     def step(self, model_output, k, sample, noise=None):
         a, a_prev = self._at(self.schedule.alphas, k, sample), self._at(self.schedule.alphas_prev, k, sample)
         x0, _ = self._x0_eps(model_output, sample, a)
@@ -89,5 +105,4 @@ class DDPMSampler(NoiseInjectingSampler):
         mean = (a_prev.sqrt() * beta_t / (1 - a)) * x0 + (alpha_t.sqrt() * (1 - a_prev) / (1 - a)) * sample.float()
         if k == 0:  # the step to t = 0 adds no noise
             return mean
-        sigma = ((1 - a_prev) / (1 - a) * beta_t).clamp_min(1e-20).sqrt()
-        return mean + sigma * noise.float()
+        return mean + self.noise_gain(k) * noise.float()

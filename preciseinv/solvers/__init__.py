@@ -1,5 +1,18 @@
-"""Batched solvers for the per-step subproblems: each sample stops on its own once its residual is below eta."""
+"""Batched solvers for the per-step subproblems: one loop (``loop.py``) and update rules plugged into it.
 
-from preciseinv.solvers.adamw import AdamWSolver, SolverStats
+Each rule is one file and one config (``configs/solver/<name>.yaml``): ``adamw`` (the paper's recipe),
+``fixed_point`` and ``anderson`` (forward-only), ``adam`` (Adam directions, per-sample step size following the
+residual, decayed on a plateau), ``newton`` (gradient steps of Newton-Raphson length with per-sample
+backtracking, as GNRI), ``hybrid`` (forward-only first, gradient where that stalls: the default).
+"""
 
-__all__ = ["AdamWSolver", "SolverStats"]
+from preciseinv.solvers.adam import Adam
+from preciseinv.solvers.adamw import AdamW
+from preciseinv.solvers.anderson import Anderson
+from preciseinv.solvers.base import SolverStats, UpdateRule
+from preciseinv.solvers.fixed_point import FixedPoint
+from preciseinv.solvers.hybrid import Hybrid
+from preciseinv.solvers.loop import SolverLoop
+from preciseinv.solvers.newton import Newton
+
+__all__ = ["Adam", "AdamW", "Anderson", "FixedPoint", "Hybrid", "Newton", "SolverLoop", "SolverStats", "UpdateRule"]

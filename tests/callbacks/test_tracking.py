@@ -14,6 +14,7 @@ def test_aggregate_means_over_records_of_all_ranks():
     assert m["recon/psnr"] == 25.0 and "recon/lpips" not in m
     assert m["step2/iters"] == 20 and m["step2/converged"] == 0.5 and m["step1/converged"] == 1.0
     assert m["converged_fraction"] == 0.5 and m["nfe/backward"] == 21 and m["retried_fp32"] == 0.5
+    assert m["cost"] == (12 + 20 + 36 + 64) / 2
 
 
 def test_panel_is_original_recon_error():

@@ -5,7 +5,8 @@ from preciseinv.callbacks.writer import append_jsonl, read_jsonl, summarize
 
 def record(i, psnr, converged=(True, True), lpips=None):
     return {"id": f"s{i}", "psnr": psnr, "ssim": 0.9, "lpips": lpips, "seconds": 2.0, "converged": list(converged),
-            "nfe_forward": 10, "nfe_backward": 8}
+            "nfe_forward": 10, "nfe_backward": 8,
+            "phase": ["init" if converged[0] else None, "newton" if converged[1] else None]}
 
 
 def test_manifest_lines_and_torn_tail(tmp_path):
@@ -23,5 +24,6 @@ def test_summary_means_latest_record_per_id_and_failures():
     s = summarize(records, failures, {"k": 1})
     assert s["n"] == 2 and s["n_failed"] == 1 and s["psnr_mean"] == 35.0
     assert s["converged_fraction"] == 1.0 and s["lpips_mean"] is None and s["config"] == {"k": 1}
+    assert s["cost_mean"] == 10 + 2 * 8 and s["phases"] == {"init": 2, "newton": 2}
     assert summarize([record(0, 30.0, lpips=0.25)], [])["lpips_mean"] == 0.25
     assert json.dumps(s)

@@ -1,10 +1,13 @@
 """PreciseInv and DDIM inversion on an analytic model whose exact inverse is known in closed form."""
 
+from functools import partial
+
 import torch
 from diffusers import DDIMScheduler
 
 from preciseinv.methods import DDIMInversion, NoiseSubproblem, PreciseInv
 from preciseinv.samplers import DDIMSampler, build_schedule
+from preciseinv.solvers import AdamW
 
 C = 0.7  # eps_theta(x, t) = C * x  makes every DDIM step linear: mu_k(x) = lam_k * x
 
@@ -27,7 +30,7 @@ def lam(s, k):
 def test_recovers_the_closed_form_inverse_to_eta():
     s, eta = sampler(2), 1e-6
     x0 = torch.randn(3, 4, 8, 8)
-    result = PreciseInv(eta=eta, max_iters=2000, lr=0.05).invert(linear_denoiser, s, x0)
+    result = PreciseInv(eta=eta, max_iters=2000).invert(linear_denoiser, s, x0)
     exact = x0 / (lam(s, 0) * lam(s, 1))  # x*_T with mu_1(mu_2(x*_T)) = x0
     assert all(c.all() for c in result.converged)
     assert all((r < eta).all() for r in result.residual)
@@ -42,12 +45,14 @@ def test_recovers_the_closed_form_inverse_to_eta():
 def test_counts_network_calls_and_steps():
     s = sampler(2)
     x0 = torch.randn(2, 1, 4, 4)
-    result = PreciseInv(eta=1e-5, max_iters=50, lr=0.05).invert(linear_denoiser, s, x0)
+    result = PreciseInv(eta=1e-5, max_iters=50, solver=partial(AdamW, lr=0.05)).invert(linear_denoiser, s, x0)
     iters = torch.stack(result.iters, 1).sum(1)
     assert (result.nfe_backward >= iters).all()  # frozen samples ride along until the next host sync
     assert (result.nfe_forward >= result.nfe_backward + 2).all()  # + one init and one final check per step
     rows = result.per_sample()
     assert len(rows) == 2 and len(rows[0]["residual"]) == 2 and isinstance(rows[0]["converged"][0], bool)
+    assert all(r["cost"] == r["nfe_forward"] + 2 * r["nfe_backward"] for r in rows)
+    assert all(p in ("init", "adamw", None) for r in rows for p in r["phase"])
 
 
 def test_ddim_inversion_is_one_call_per_step_and_reports_its_residual():
@@ -63,20 +68,27 @@ def test_preciseinv_beats_ddim_inversion_on_a_nonlinear_model():
     w = torch.randn(4, 4) * 0.5
     denoiser = lambda x, t, c: torch.tanh(torch.einsum("ij,bjhw->bihw", w, x)) * (1 + t / 1000)  # noqa: E731
     s, x0 = sampler(2), torch.randn(2, 4, 8, 8)
-    precise = PreciseInv(eta=1e-5, max_iters=500, lr=0.05).invert(denoiser, s, x0)
+    precise = PreciseInv(eta=1e-5, max_iters=500).invert(denoiser, s, x0)
     ddim = DDIMInversion().invert(denoiser, s, x0)
     err = lambda latent: (s.sample(denoiser, latent) - x0).pow(2).mean()  # noqa: E731
     assert err(precise.latent) < 1e-4 < err(ddim.latent)
 
 
-def test_subproblem_holds_eps_only():
+def test_subproblem_is_a_lightning_module_that_holds_eps_only():
     s = sampler(1)
     x0 = torch.randn(2, 1, 4, 4)
-    problem = NoiseSubproblem(s, linear_denoiser, 0, x0, x0, torch.randn_like(x0))
+    problem = NoiseSubproblem(s, linear_denoiser, 0, x0, x0, torch.randn_like(x0), solver=partial(AdamW, lr=0.1))
+    from lightning.pytorch import LightningModule
+
+    assert isinstance(problem, LightningModule) and isinstance(problem.configure_optimizers(), AdamW)
     assert [name for name, _ in problem.named_parameters()] == ["eps"]
     assert list(problem.state_dict()) == ["eps"]
     loss = problem(problem.eps, torch.arange(2))
     assert loss.shape == (2,) and loss.requires_grad
+    out = problem.training_step(torch.tensor([1]))  # Lightning's hook: the residual of the rows it is given
+    assert out["loss"].shape == (1,) and out["r"].shape == (1, 1, 4, 4)
+    (grad,) = torch.autograd.grad(out["loss"].sum(), problem.eps)
+    assert grad[0].abs().sum() == 0 and grad[1].abs().sum() > 0  # only row 1 was evaluated
 
 
 def test_noise_injecting_samplers_store_the_noise_that_makes_sampling_exact():
@@ -89,7 +101,7 @@ def test_noise_injecting_samplers_store_the_noise_that_makes_sampling_exact():
     for sampler in (DDPMSampler(build_noise_schedule("ddpm", DDPMScheduler(**cfg).config, 2)),
                     LCMSampler(build_noise_schedule("lcm", LCMScheduler(**cfg).config, 2))):
         eta = 1e-6
-        result = PreciseInv(eta=eta, max_iters=3000, lr=0.02).invert(linear_denoiser, sampler, x0)
+        result = PreciseInv(eta=eta, max_iters=3000).invert(linear_denoiser, sampler, x0)
         assert result.noises[0] is None and result.noises[1].shape == x0.shape
         assert all(c.all() for c in result.converged), sampler.name
         recon = sampler.sample(linear_denoiser, result.latent, None, result.noises)

@@ -1,0 +1,114 @@
+"""What every solver shares: the per-sample statistics it returns and the update-rule interface.
+
+An update rule is bound to one subproblem, as a torch optimiser is bound to parameters: ``problem.configure_
+optimizers()`` returns ``rule = solver(problem)``. The batched loop (``loop.py``) evaluates the residual, decides who
+stops, and calls ``rule.step`` on the samples still running; the rule only says how to move them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SolverStats:
+    """Per-sample outcome of one subproblem (all tensors (B,))."""
+
+    iters: torch.Tensor  # updates applied
+    residual: torch.Tensor  # mean squared residual of the returned parameter
+    converged: torch.Tensor  # residual < eta
+    nfe_forward: torch.Tensor  # network forward calls
+    nfe_backward: torch.Tensor  # network backward calls (vector-Jacobian products)
+    phase: torch.Tensor  # index into ``phase_names`` of the phase that converged it; -1 if it did not converge
+    phase_names: tuple = ("init",)
+
+    @classmethod
+    def empty(cls, batch: int, device, phase_names: tuple) -> "SolverStats":
+        zeros = lambda dtype: torch.zeros(batch, dtype=dtype, device=device)  # noqa: E731
+        return cls(iters=zeros(torch.long), residual=torch.full((batch,), float("inf"), device=device),
+                   converged=zeros(torch.bool), nfe_forward=zeros(torch.long), nfe_backward=zeros(torch.long),
+                   phase=torch.full((batch,), -1, dtype=torch.long, device=device), phase_names=phase_names)
+
+    def phases(self) -> list[str | None]:
+        """The name of the phase that converged each sample (None where it did not converge)."""
+        return [self.phase_names[i] if i >= 0 else None for i in self.phase.tolist()]
+
+
+def rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample mask or scalar (b,) viewed to broadcast against ``like`` (b, ...)."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+def sq_norm(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared norm (b, ...) -> (b,)."""
+    return x.flatten(1).pow(2).sum(1)
+
+
+class UpdateRule(ABC):
+    """Moves the running samples of one subproblem. Subclasses implement ``step``; per-sample state lives in
+    ``self.state`` (tensors whose first dimension is the working set), which the loop compacts with ``select``.
+
+    - ``uses_gradient``: whether ``step`` needs the gradient of each sample's loss w.r.t. its parameter;
+      a rule whose answer differs per sample (the hybrid) overrides ``needs_grad``.
+    - ``returns_best``: the loop returns each sample's best iterate (else its last, as the paper's AdamW does).
+    - ``restarts``: on a non-finite residual the loop puts the sample back on its best iterate and calls
+      ``restart``; otherwise the sample stops there.
+    """
+
+    name = "rule"
+    uses_gradient = False
+    returns_best = True
+    restarts = False
+    phases: tuple = ()  # names of the phases a sample can be in (default: (name,))
+
+    def __init__(self, problem):
+        self.problem = problem
+        self.state: dict[str, torch.Tensor] = {}
+        self.rows = problem.batch_size  # size of the working set
+
+    def phase_names(self) -> tuple:
+        return self.phases or (self.name,)
+
+    def needs_grad(self) -> torch.Tensor:
+        """(b,) bool: the samples whose next steps need a gradient (read by the host at sync points only)."""
+        return torch.full((self.rows,), self.uses_gradient, dtype=torch.bool, device=self.problem.eps.device)
+
+    def phase(self) -> torch.Tensor:
+        """(b,) long: each running sample's phase, an index into ``phase_names()``."""
+        return torch.zeros(self.rows, dtype=torch.long, device=self.problem.eps.device)
+
+    def initial_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-sample state of samples starting at ``p`` (b, ...)."""
+        return {}
+
+    def begin(self, p: torch.Tensor) -> None:
+        """Called once with the initial working set (b, ...) before the first step."""
+        self.state = self.initial_state(p)
+
+    def seed(self, mask: torch.Tensor, p: torch.Tensor) -> None:
+        """Start the samples ``mask`` (b,) afresh from ``p`` (the hybrid hands samples from one rule to the next)."""
+        fresh = self.initial_state(p)
+        self.state = {k: torch.where(mask.view(-1, *([1] * (v.dim() - 1))), fresh[k], v) for k, v in self.state.items()}
+
+    @abstractmethod
+    def step(self, p: torch.Tensor, r: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor | None,
+             live: torch.Tensor, it: int) -> torch.Tensor:
+        """The next parameter (b, P, h, w) of the running samples. ``r`` (b, C, h, w) is mu(x_t) - target at ``p``,
+        ``loss`` (b,) its mean square, ``grad`` d loss / d p where ``needs_grad`` asked for it (zeros elsewhere;
+        None when no sample needs one), ``live`` (b,) the samples to move (the others must come back unchanged),
+        ``it`` the loop's iteration."""
+
+    def restart(self, mask: torch.Tensor, p_best: torch.Tensor, loss_best: torch.Tensor) -> None:
+        """The samples ``mask`` (b,) were put back on their best iterate ``p_best`` after a non-finite residual."""
+
+    def switched(self) -> int:
+        """How many samples changed phase since the last call (telemetry of the hybrid)."""
+        return 0
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep the rows ``keep`` of every per-sample state tensor (the working set shrank or was reordered)."""
+        self.state = {k: v[keep] for k, v in self.state.items()}
+        self.rows = int(keep.numel())

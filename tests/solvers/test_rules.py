@@ -1,0 +1,124 @@
+"""Every update rule reaches eta on the analytic model; Anderson, Newton and the hybrid do what they promise."""
+
+from functools import partial
+
+import pytest
+import torch
+
+from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, Newton, SolverLoop
+
+RULES = {"adamw": partial(AdamW, lr=0.05, weight_decay=0.0), "fixed_point": partial(FixedPoint),
+         "momentum": partial(FixedPoint, momentum=0.5), "anderson": partial(Anderson), "adam": partial(Adam),
+         "newton": partial(Newton), "hybrid": partial(Hybrid), "hybrid-newton": partial(Hybrid, gradient="newton")}
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_every_rule_recovers_the_closed_form_solution(name, linear_problem):
+    make, exact = linear_problem
+    eta = 1e-8
+    problem = make(RULES[name])
+    stats = SolverLoop(eta=eta, max_iters=3000).run(problem)
+    assert stats.converged.all() and (stats.residual < eta).all()
+    assert set(stats.phases()) <= {"init", *problem.configure_optimizers().phase_names()}
+    torch.testing.assert_close(problem.eps.detach(), exact, rtol=0, atol=1e-3)
+
+
+def slope_scaled(sampler, k, m):
+    """The coefficient c of eps_theta(x) = c x that makes d mu / d x = m * (the frozen slope)."""
+    a, ap = float(sampler.schedule.alphas[k]), float(sampler.schedule.alphas_prev[k])
+    lam = (ap / a) ** 0.5
+    c2 = (1 - ap) ** 0.5 - lam * (1 - a) ** 0.5  # mu = lam x + c2 eps_theta
+    return (m - 1) * lam / c2
+
+
+def per_sample_linear(cond):
+    return lambda x, t, c: c.view(-1, 1, 1, 1) * x
+
+
+def test_anderson_beats_the_plain_iteration_where_the_slope_is_off(make_subproblem):
+    """d mu / d x = 0.2 x the frozen slope: the plain map contracts by 0.8 per step, Anderson solves it at once."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    probe = make_subproblem(None, x0, target, torch.zeros_like(x0))
+    cond = torch.full((2,), slope_scaled(probe.sampler, 1, 0.2))
+    runs = {}
+    for name, rule in (("plain", partial(FixedPoint)), ("anderson", partial(Anderson))):
+        problem = make_subproblem(rule, x0, target, torch.zeros_like(x0), denoiser=per_sample_linear(cond), cond=cond)
+        runs[name] = SolverLoop(eta=1e-10, max_iters=500).run(problem)
+    assert runs["anderson"].converged.all() and runs["plain"].converged.all()
+    assert (runs["anderson"].iters * 5 < runs["plain"].iters).all()
+
+
+def test_anderson_safeguard_backtracks_where_the_map_diverges(make_subproblem):
+    """d mu / d x = -3 x the frozen slope: every plain step is 4x worse; the safeguard never accepts one."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
+    probe = make_subproblem(None, x0, target, torch.zeros_like(x0))
+    cond = torch.full((1,), slope_scaled(probe.sampler, 1, -3.0))
+    problem = make_subproblem(partial(Anderson), x0, target, torch.zeros_like(x0), denoiser=per_sample_linear(cond),
+                              cond=cond)
+    start = problem.forward(problem.eps.detach(), torch.arange(1))
+    rule = problem.configure_optimizers()
+    problem.configure_optimizers = lambda: rule
+    stats = SolverLoop(eta=1e-10, max_iters=6).run(problem)
+    assert stats.residual[0] <= start[0] and rule.state["rejections"][0] >= 3
+
+
+def test_newton_takes_the_exact_step_on_a_scaled_identity(make_subproblem):
+    """J = m I: the Newton-Raphson length lands on the solution in one step (then the check)."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    probe = make_subproblem(None, x0, target, torch.zeros_like(x0))
+    cond = torch.full((2,), slope_scaled(probe.sampler, 1, -3.0))
+    problem = make_subproblem(partial(Newton), x0, target, torch.zeros_like(x0), denoiser=per_sample_linear(cond),
+                              cond=cond)
+    stats = SolverLoop(eta=1e-10, max_iters=10).run(problem)
+    assert stats.converged.all() and (stats.iters <= 2).all() and (stats.nfe_backward >= 1).all()
+
+
+def test_hybrid_switches_per_sample(make_subproblem):
+    """Sample 0: the forward-only iteration converges. Sample 1: it diverges (d mu / d x = -3 x the frozen slope),
+    so that sample alone moves on to the momentum phase, then to the gradient phase, which converges."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    probe = make_subproblem(None, x0, target, torch.zeros_like(x0))
+    cond = torch.tensor([slope_scaled(probe.sampler, 1, 0.9), slope_scaled(probe.sampler, 1, -3.0)])
+    events = []
+    problem = make_subproblem(partial(Hybrid), x0, target, torch.zeros_like(x0), denoiser=per_sample_linear(cond),
+                              cond=cond)
+    stats = SolverLoop(eta=1e-5, max_iters=300, sync_every=4, callback=events.append).run(problem)
+    assert stats.converged.all()
+    assert stats.phases() == ["anderson", "adam"]
+    assert stats.nfe_backward[0] == 0 < stats.nfe_backward[1]  # only the diverging sample paid for gradients
+    assert sum(e["switched"] for e in events) == 2  # anderson -> fixed_point -> adam, for sample 1
+
+
+def test_adam_step_follows_the_residual(make_subproblem):
+    """Adam's step size is scale x rms(fixed-point correction), so it shrinks with the residual: far below where
+    the paper's constant-lr AdamW gets in the same number of steps."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    runs = [SolverLoop(eta=1e-14, max_iters=1000).run(make_subproblem(rule, x0, target, torch.zeros_like(x0)))
+            for rule in (partial(Adam), partial(AdamW, lr=0.1))]
+    assert (runs[0].residual * 10 < runs[1].residual).all()
+
+
+def test_adam_decays_its_step_on_a_plateau(make_subproblem):
+    """mu = lam * tanh(x) cannot reach a target of 3 lam: the residual plateaus, the scale shrinks per sample,
+    and the sample restarts from its best iterate (which is what is returned)."""
+    torch.manual_seed(0)
+    x0 = torch.randn(2, 1, 4, 4)
+    probe = make_subproblem(None, x0, x0, torch.zeros_like(x0))
+    s, k = probe.sampler, 1
+    lam = s.frozen_slope(k)
+    a, ap = float(s.schedule.alphas[k]), float(s.schedule.alphas_prev[k])
+    c2 = (1 - ap) ** 0.5 - lam * (1 - a) ** 0.5
+    saturating = lambda x, t, c: (lam * torch.tanh(x) - lam * x) / c2  # noqa: E731  (mu = lam tanh x)
+    problem = make_subproblem(partial(Adam, patience=5), x0, torch.full_like(x0, 3 * lam), torch.zeros_like(x0),
+                              denoiser=saturating)
+    rule = problem.configure_optimizers()
+    problem.configure_optimizers = lambda: rule
+    stats = SolverLoop(eta=1e-6, max_iters=300).run(problem)
+    assert not stats.converged.any() and (rule.state["scale"] < 1.0).all()
+    returned = problem.forward(problem.eps.detach(), torch.arange(2))
+    torch.testing.assert_close(returned, stats.residual)
