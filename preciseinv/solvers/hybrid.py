@@ -54,6 +54,7 @@ class Hybrid(UpdateRule):
         super().begin(p)
         for rule in self.rules:
             rule.begin(p)
+        self._present = [True, False, False]  # which phases have samples (known to the host: they change at syncs)
 
     def phase(self):
         return self.state["phase"]
@@ -73,7 +74,12 @@ class Hybrid(UpdateRule):
         restart = due | switch
         s["checkpoint"] = torch.where(restart, best, s["checkpoint"])
         s["count"] = torch.where(restart, 0, s["count"])
-        self._switched += int(switch.sum())  # called at sync points only
+        counts = torch.cat([torch.bincount(s["phase"], minlength=3), switch.sum()[None]]).tolist()  # one host read
+        self._present = [n > 0 for n in counts[:3]]
+        self._switched += counts[3]
+        if counts[3]:  # the next rule starts afresh from each switched sample's best iterate
+            for k in (1, 2):
+                self.rules[k].seed(switch & (s["phase"] == k), s["best_p"])
         return s["phase"] == 2
 
     def step(self, p, r, loss, grad, live, it):
@@ -83,13 +89,12 @@ class Hybrid(UpdateRule):
         s["best_p"] = torch.where(rows(better, p), p, s["best_p"])
         s["loss"] = torch.where(live, loss, s["loss"])
         s["count"] = s["count"] + live.long()
-        fresh = live & s["fresh"]
+        fresh = live & s["fresh"]  # switched at the last sync: step onto the best iterate first
         out = p
         for k, rule in enumerate(self.rules):
-            mine = live & (s["phase"] == k)
-            rule.seed(fresh & mine, s["best_p"])
-            moving = mine & ~fresh
-            out = torch.where(rows(moving, p), rule.step(p, r, loss, grad, moving, it), out)
+            if self._present[k]:
+                moving = live & (s["phase"] == k) & ~fresh
+                out = torch.where(rows(moving, p), rule.step(p, r, loss, grad, moving, it), out)
         s["fresh"] &= ~fresh
         return torch.where(rows(fresh, p), s["best_p"], out)
 
