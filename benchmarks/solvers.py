@@ -90,6 +90,7 @@ def main() -> None:
     p.add_argument("--max-iters", type=int, default=200)
     p.add_argument("--random", type=int, default=4, help="smooth random images added to the 4 photos")
     p.add_argument("--lr", type=float, default=None, help="adamw's lr (default: the family preset's)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per row; seconds are their median (timing noise)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="append one JSON line per row to this file")
     args = p.parse_args()
@@ -109,8 +110,10 @@ def main() -> None:
             for spacing in spacings:
                 for eta in args.eta:
                     for solver in args.solvers:
-                        row = run_one(model, name, solver, None if spacing == "default" else spacing, eta,
-                                      args.max_iters, lr, batch)
+                        runs = [run_one(model, name, solver, None if spacing == "default" else spacing, eta,
+                                        args.max_iters, lr, batch) for _ in range(args.repeat)]
+                        row = runs[0]
+                        row["seconds_per_image"] = sorted(r["seconds_per_image"] for r in runs)[len(runs) // 2]
                         ts = ", ".join(str(int(t)) for t in row["timesteps"])
                         print(f"| {name} | {row['spacing']} ({ts}) | {solver} | {eta:g} | {row['n']} | "
                               f"{row['psnr']:.2f} | {row['converged']:.0%} | {row['cost']:.0f} | "
