@@ -31,61 +31,56 @@ def slope_scaled(sampler, k, m):
     return (m - 1) * lam / c2
 
 
-def per_sample_linear(cond):
-    return lambda x, t, c: c.view(-1, 1, 1, 1) * x
+@pytest.fixture
+def linear_with_slopes(make_subproblem):
+    """make(rule, m) -> a subproblem whose sample i has d mu / d x = m[i] x the frozen slope (eps_theta = c_i x)."""
+
+    def make(rule, m):
+        torch.manual_seed(0)
+        x0, target = torch.randn(len(m), 2, 4, 4), torch.randn(len(m), 2, 4, 4)
+        sampler = make_subproblem(None, x0, target, torch.zeros_like(x0)).sampler
+        cond = torch.tensor([slope_scaled(sampler, 1, mi) for mi in m])
+        return make_subproblem(rule, x0, target, torch.zeros_like(x0), denoiser=lambda x, t, c: c.view(-1, 1, 1, 1) * x,
+                               cond=cond)
+
+    return make
 
 
-def test_anderson_beats_the_plain_iteration_where_the_slope_is_off(make_subproblem):
+def bound(problem):
+    """Keep the rule the loop builds, to look at its state afterwards."""
+    rule = problem.configure_optimizers()
+    problem.configure_optimizers = lambda: rule
+    return rule
+
+
+def test_anderson_beats_the_plain_iteration_where_the_slope_is_off(linear_with_slopes):
     """d mu / d x = 0.2 x the frozen slope: the plain map contracts by 0.8 per step, Anderson solves it at once."""
-    torch.manual_seed(0)
-    x0, target = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
-    probe = make_subproblem(None, x0, target, torch.zeros_like(x0))
-    cond = torch.full((2,), slope_scaled(probe.sampler, 1, 0.2))
-    runs = {}
-    for name, rule in (("plain", partial(FixedPoint)), ("anderson", partial(Anderson))):
-        problem = make_subproblem(rule, x0, target, torch.zeros_like(x0), denoiser=per_sample_linear(cond), cond=cond)
-        runs[name] = SolverLoop(eta=1e-10, max_iters=500).run(problem)
+    runs = {name: SolverLoop(eta=1e-10, max_iters=500).run(linear_with_slopes(rule, [0.2, 0.2]))
+            for name, rule in (("plain", partial(FixedPoint)), ("anderson", partial(Anderson)))}
     assert runs["anderson"].converged.all() and runs["plain"].converged.all()
     assert (runs["anderson"].iters * 5 < runs["plain"].iters).all()
 
 
-def test_anderson_safeguard_backtracks_where_the_map_diverges(make_subproblem):
+def test_anderson_safeguard_backtracks_where_the_map_diverges(linear_with_slopes):
     """d mu / d x = -3 x the frozen slope: every plain step is 4x worse; the safeguard never accepts one."""
-    torch.manual_seed(0)
-    x0, target = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
-    probe = make_subproblem(None, x0, target, torch.zeros_like(x0))
-    cond = torch.full((1,), slope_scaled(probe.sampler, 1, -3.0))
-    problem = make_subproblem(partial(Anderson), x0, target, torch.zeros_like(x0), denoiser=per_sample_linear(cond),
-                              cond=cond)
+    problem = linear_with_slopes(partial(Anderson), [-3.0])
     start = problem.forward(problem.eps.detach(), torch.arange(1))
-    rule = problem.configure_optimizers()
-    problem.configure_optimizers = lambda: rule
+    rule = bound(problem)
     stats = SolverLoop(eta=1e-10, max_iters=6).run(problem)
     assert stats.residual[0] <= start[0] and rule.state["rejections"][0] >= 3
 
 
-def test_newton_takes_the_exact_step_on_a_scaled_identity(make_subproblem):
+def test_newton_takes_the_exact_step_on_a_scaled_identity(linear_with_slopes):
     """J = m I: the Newton-Raphson length lands on the solution in one step (then the check)."""
-    torch.manual_seed(0)
-    x0, target = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
-    probe = make_subproblem(None, x0, target, torch.zeros_like(x0))
-    cond = torch.full((2,), slope_scaled(probe.sampler, 1, -3.0))
-    problem = make_subproblem(partial(Newton), x0, target, torch.zeros_like(x0), denoiser=per_sample_linear(cond),
-                              cond=cond)
-    stats = SolverLoop(eta=1e-10, max_iters=10).run(problem)
+    stats = SolverLoop(eta=1e-10, max_iters=10).run(linear_with_slopes(partial(Newton), [-3.0, -3.0]))
     assert stats.converged.all() and (stats.iters <= 2).all() and (stats.nfe_backward >= 1).all()
 
 
-def test_hybrid_switches_per_sample(make_subproblem):
+def test_hybrid_switches_per_sample(linear_with_slopes):
     """Sample 0: the forward-only iteration converges. Sample 1: it diverges (d mu / d x = -3 x the frozen slope),
     so that sample alone moves on to the momentum phase, then to the gradient phase, which converges."""
-    torch.manual_seed(0)
-    x0, target = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
-    probe = make_subproblem(None, x0, target, torch.zeros_like(x0))
-    cond = torch.tensor([slope_scaled(probe.sampler, 1, 0.9), slope_scaled(probe.sampler, 1, -3.0)])
     events = []
-    problem = make_subproblem(partial(Hybrid), x0, target, torch.zeros_like(x0), denoiser=per_sample_linear(cond),
-                              cond=cond)
+    problem = linear_with_slopes(partial(Hybrid), [0.9, -3.0])
     stats = SolverLoop(eta=1e-5, max_iters=300, sync_every=4, callback=events.append).run(problem)
     assert stats.converged.all()
     assert stats.phases() == ["anderson", "adam"]
@@ -116,8 +111,7 @@ def test_adam_decays_its_step_on_a_plateau(make_subproblem):
     saturating = lambda x, t, c: (lam * torch.tanh(x) - lam * x) / c2  # noqa: E731  (mu = lam tanh x)
     problem = make_subproblem(partial(Adam, patience=5), x0, torch.full_like(x0, 3 * lam), torch.zeros_like(x0),
                               denoiser=saturating)
-    rule = problem.configure_optimizers()
-    problem.configure_optimizers = lambda: rule
+    rule = bound(problem)
     stats = SolverLoop(eta=1e-6, max_iters=300).run(problem)
     assert not stats.converged.any() and (rule.state["scale"] < 1.0).all()
     returned = problem.forward(problem.eps.detach(), torch.arange(2))
