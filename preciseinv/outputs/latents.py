@@ -48,9 +48,15 @@ def load_latent(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]
 
     if not os.path.isfile(path):
         raise PreciseInvError(f"latent file {str(path)!r} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-        if header.get("format") != FORMAT:
-            raise PreciseInvError(f"{str(path)!r} is not a preciseinv latent file (format {header.get('format')!r})")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            if header.get("format") != FORMAT:
+                raise PreciseInvError(f"{str(path)!r} is not a preciseinv latent file (format {header.get('format')!r})")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except PreciseInvError:
+        raise
+    except Exception as err:  # not safetensors at all, or truncated
+        raise PreciseInvError(f"{str(path)!r} is not a readable latent file ({type(err).__name__}: "
+                              f"{str(err).strip()[:120]})") from None
     return tensors, json.loads(header["preciseinv"])

@@ -54,10 +54,18 @@ def test_the_unpickler_admits_arrays_only(tmp_path):
 
 
 def test_image_metrics_use_converted_weights_when_torchmetrics_cannot(tmp_path, monkeypatch):
+    import torchmetrics.image.lpip as lpip
     from safetensors.torch import save_file
 
+    def unavailable(*args, **kwargs):  # as on a machine without torchvision
+        raise ModuleNotFoundError("LPIPS metric requires that torchvision is installed")
+
+    monkeypatch.setattr(lpip, "LearnedPerceptualImagePatchSimilarity", unavailable)
     save_file(convert(flax_params()), str(tmp_path / "alex.safetensors"))
     monkeypatch.setenv("PRECISEINV_LPIPS_WEIGHTS", str(tmp_path / "alex.safetensors"))
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    out = ImageMetrics(lpips=True)(x, x.flip(-1))
-    assert out["lpips"] is not None and out["lpips"].shape == (2,)
+    metrics = ImageMetrics(lpips=True)
+    assert isinstance(metrics._lpips, LPIPSAlex)  # the fallback, not torchmetrics
+    out = metrics(x, x.flip(-1))
+    expected = LPIPSAlex.from_file(tmp_path / "alex.safetensors")(x, x.flip(-1))
+    torch.testing.assert_close(out["lpips"], expected)

@@ -1,4 +1,3 @@
-import json
 import os
 
 import pytest
@@ -34,4 +33,11 @@ def test_foreign_files_are_rejected(tmp_path):
         load_latent(tmp_path / "other.safetensors")
     with pytest.raises(PreciseInvError, match="does not exist"):
         load_latent(tmp_path / "missing.safetensors")
-    assert json.dumps({"ok": True})
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00not safetensors at all")
+    with pytest.raises(PreciseInvError, match="not a readable latent file"):
+        load_latent(tmp_path / "garbage.safetensors")
+    save_latent(tmp_path / "ok.safetensors", torch.randn(4, 8, 8), {"m": 1})
+    data = (tmp_path / "ok.safetensors").read_bytes()
+    (tmp_path / "torn.safetensors").write_bytes(data[: len(data) // 2])  # a copy cut short
+    with pytest.raises(PreciseInvError, match="not a readable latent file"):
+        load_latent(tmp_path / "torn.safetensors")
