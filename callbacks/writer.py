@@ -83,6 +83,7 @@ def summarize(records: list[dict], failures: list[dict], config: dict | None = N
         "lpips_mean": None if any(v is None for v in lpips) else finite_mean(lpips),
         "latent_mse_mean": finite_mean([r.get("latent_mse") for r in rs]),
         "seconds_per_image": finite_mean([r["seconds"] for r in rs]),
+        "peak_memory_mb": max((r["peak_memory_mb"] for r in rs if r.get("peak_memory_mb") is not None), default=None),
         "converged_fraction": finite_mean([float(all(r["converged"])) for r in rs]),
         "nfe_forward_mean": finite_mean([r["nfe_forward"] for r in rs]),
         "nfe_backward_mean": finite_mean([r["nfe_backward"] for r in rs]),
@@ -139,6 +140,7 @@ class InversionWriter(BasePredictionWriter):
             record.update({k: (v[i] if v is not None else None) for k, v in out.metrics.items()})
             record.update(steps[i])
             record["seconds"] = out.seconds_per_image
+            record["peak_memory_mb"] = out.peak_memory_mb
             if out.edit is not None:
                 record.update(self.store_edit(sample_id, out.target[i], out.recon[i], out.edit[i],
                                               prediction["target"][i]))

@@ -19,7 +19,7 @@ import torch
 
 from preciseinv.engine import InversionEngine
 from preciseinv.errors import PreciseInvError
-from preciseinv.methods import DDIMInversion, InversionResult, PreciseInv
+from preciseinv.methods import METHODS, InversionResult, PreciseInv
 from preciseinv.metrics import ImageMetrics
 from preciseinv.models.base import DiffusionModel
 from preciseinv.models.loading import ModelSpec, load_model
@@ -100,12 +100,12 @@ class Inverter:
         lr = lr if lr is not None else (spec.lr if spec else 0.1)
         if method == "preciseinv":
             method_obj = PreciseInv(eta=eta, max_iters=max_iters, solver=make_solver(solver, lr))
-        elif method == "ddim":
-            method_obj = DDIMInversion(eta=eta)
+        elif method in METHODS:
+            method_obj = METHODS[method](eta=eta)
         elif hasattr(method, "invert"):  # a configured method object (PreciseInv, DDIMInversion)
             method_obj = method
         else:
-            raise PreciseInvError(f"unknown method {method!r}; use 'preciseinv' or 'ddim'")
+            raise PreciseInvError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
         steps = num_steps or (spec.num_steps if spec else 2)
         sampler = sampler or (spec.sampler if spec else None)
         self.engine = InversionEngine(self.model, method_obj, steps, timestep_spacing,
@@ -182,7 +182,8 @@ def reconstruct_file(path: str | os.PathLike, device: str | None = None,
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model or load_model(meta["model"]["source"], device=device, lora=meta["model"].get("lora"),
                                 lora_scale=meta["model"].get("lora_scale", 1.0))
-    engine = InversionEngine(model, PreciseInv(), meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
+    method = METHODS.get(meta.get("method"), PreciseInv)()  # only its reconstruction is used
+    engine = InversionEngine(model, method, meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
                              guidance_scale=meta.get("guidance_scale", 1.0), sampler=meta.get("sampler"))
     image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")],
                                stored_noises(tensors, meta["num_steps"]))[0]

@@ -28,6 +28,16 @@ class BatchOutput:
     inversion: InversionResult
     seconds_per_image: float
     edit: torch.Tensor | None = None  # (B, 3, H, W) in [-1, 1], when target prompts were given
+    peak_memory_mb: float | None = None  # CUDA max allocated during the batch; peak RSS of the process on CPU
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated since the last reset on ``device``; on CPU the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 class InversionEngine:
@@ -64,6 +74,9 @@ class InversionEngine:
         return x0, result
 
     def _sample(self, latent: torch.Tensor, cond, noises) -> torch.Tensor:
+        own = getattr(self.method, "sample", None)  # a method that reconstructs its own way (ceiling, EDICT, ...)
+        if own is not None:
+            return own(self.model.predict, self.sampler, latent, cond, noises)
         if self.sampler.injects_noise:
             if noises is None or any(z is None for z in noises[1:]):
                 raise PreciseInvError(f"sampler={self.sampler.name} needs the inversion's noise maps to reconstruct")
@@ -90,6 +103,8 @@ class InversionEngine:
     def run(self, images: torch.Tensor, prompts: list[str] | None = None) -> BatchOutput:
         start = time.perf_counter()
         images = images.to(self.model.device).float()
+        if images.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(images.device)
         cond = self.condition(prompts, images.shape[0])  # encoded once for inversion and reconstruction
         x0, result = self.invert(images, prompts, cond)
         with torch.no_grad():
@@ -102,7 +117,8 @@ class InversionEngine:
             torch.cuda.synchronize(images.device)
         seconds = (time.perf_counter() - start) / images.shape[0]
         metrics = {k: (v.tolist() if v is not None else None) for k, v in values.items()}
-        return BatchOutput(result.latent.detach(), recon, images, metrics, result, seconds)
+        return BatchOutput(result.latent.detach(), recon, images, metrics, result, seconds,
+                           peak_memory_mb=peak_memory_mb(images.device))
 
     def metadata(self) -> dict:
         """What a latent file records so that the reconstruction can be reproduced from it alone."""

@@ -65,6 +65,14 @@ def _check_wandb(cfg) -> None:
                           "or keep logger.offline=true")
 
 
+def _finish(logger) -> None:
+    """Close a W&B run, so that the next run of a --multirun sweep (same process) starts its own."""
+    if logger and "Wandb" in type(logger).__name__:
+        import wandb
+
+        wandb.finish()
+
+
 def run(cfg) -> dict:
     """Instantiate model, method, data, writer, logger and trainer from ``cfg``; predict; return the summary."""
     import lightning.pytorch as pl
@@ -101,7 +109,10 @@ def run(cfg) -> dict:
         print(f"all {len(done)} samples in {output_dir} are already inverted")
         return writer.write_summary()
     trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
-    trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    try:
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    finally:
+        _finish(logger)
     summary_path = output_dir / "summary.json"
     return json.loads(summary_path.read_text()) if summary_path.exists() else {}
 

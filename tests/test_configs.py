@@ -27,6 +27,10 @@ def test_groups_present():
 def test_option_instantiates(group, option, tmp_path):
     extra = {("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
              ("data", "webdataset"): [f"data.urls='{tmp_path}/s-{{0..1}}.tar'"]}.get((group, option), [])
+    if group == "experiment":  # global overrides plus a sweep: see test_paper_experiments_hold_the_protocols
+        cfg = composed(f"experiment={option}", "data.root=/data/coco")
+        assert cfg.data._target_.endswith("CocoDataModule") and cfg.guidance_scale == 1.0
+        return
     if (group, option) == ("data", "edit_pairs"):  # filled from the edit command's top-level keys
         cfg = composed(f"image={tmp_path}/x.png", "source=a", "target=b", name="edit")
     else:
@@ -55,6 +59,19 @@ def test_model_presets_carry_the_paper_settings():
     lcm = composed("model=lcm_sd15")
     assert lcm.sampler == "lcm" and lcm.model.lora == "latent-consistency/lcm-lora-sdv1-5"
     assert composed("model=sd15").sampler is None and composed("model=lcm_sd15", "sampler=ddim").sampler == "ddim"
+
+
+def test_paper_experiments_hold_the_protocols():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for name, model, res in (("sd14", "sd14", 512), ("lcm_sd15", "lcm_sd15", 512), ("sdxl", "sdxl", 1024)):
+            cfg = compose("fit", overrides=[f"experiment=paper_coco_{name}", "data.root=/x", "output_dir=/tmp/x"],
+                          return_hydra_config=True)
+            assert cfg.model.name == model and cfg.data.resolution == res and cfg.data.prompt == ""
+            assert not cfg.data.use_captions and cfg.guidance_scale == 1.0
+            params = cfg.hydra.sweeper.params
+            assert params.num_steps == "2,4" and params["method.eta"] == "1e-2,1e-5"
+            assert set(params.method.split(",")) == {"ddim", "ceiling", "preciseinv"}
+            assert set(params.solver.split(",")) == {"adamw", "hybrid"}
 
 
 def test_edit_and_interpolate_configs_compose():

@@ -68,7 +68,8 @@ def test_output_contract(default_runs):
     out = default_runs["preciseinv"]
     s = summary(out)
     for key in ("n", "psnr_mean", "ssim_mean", "lpips_mean", "seconds_per_image", "converged_fraction",
-                "nfe_forward_mean", "nfe_backward_mean", "cost_mean", "phases", "latent_mse_mean", "config"):
+                "nfe_forward_mean", "nfe_backward_mean", "cost_mean", "phases", "peak_memory_mb", "latent_mse_mean",
+                "config"):
         assert key in s
     assert s["config"]["model"]["name"] == "mini" and s["config"]["method"]["eta"] == 1e-3
     for rec in manifest(out):
@@ -80,7 +81,7 @@ def test_output_contract(default_runs):
         # converged exactly when the residual went below eta; otherwise the cap was reached
         for res, conv, iters, phase in zip(rec["residual"], rec["converged"], rec["iters"], rec["phase"]):
             assert conv == (res < 1e-3) and (conv or iters == 200) and (phase is None) == (not conv)
-        assert rec["cost"] == rec["nfe_forward"] + 2 * rec["nfe_backward"]
+        assert rec["cost"] == rec["nfe_forward"] + 2 * rec["nfe_backward"] and rec["peak_memory_mb"] > 0
         assert (out / "latents" / f"{rec['id']}.safetensors").is_file()
         assert (out / "recon" / f"{rec['id']}.png").is_file()
 

@@ -1,8 +1,16 @@
-"""Inversion methods: PreciseInv (the paper) and plain DDIM inversion (the first baseline)."""
+"""Inversion methods: PreciseInv (the paper), plain DDIM inversion, and the autoencoder ceiling.
+
+Every method has ``invert(denoiser, sampler, x0, cond) -> InversionResult`` and ``describe()``; a method whose
+reconstruction is not the sampler run from x*_T also has ``sample(denoiser, sampler, latent, cond, noises)`` and
+names it in ``describe()["reconstruction"]`` (the latent file records it; ``reconstruct_file`` honours it).
+"""
 
 from preciseinv.methods.base import InversionResult
+from preciseinv.methods.ceiling import Ceiling
 from preciseinv.methods.ddim import DDIMInversion
 from preciseinv.methods.preciseinv import PreciseInv
 from preciseinv.methods.subproblem import NoiseSubproblem
 
-__all__ = ["DDIMInversion", "InversionResult", "NoiseSubproblem", "PreciseInv"]
+METHODS = {"preciseinv": PreciseInv, "ddim": DDIMInversion, "ceiling": Ceiling}
+
+__all__ = ["METHODS", "Ceiling", "DDIMInversion", "InversionResult", "NoiseSubproblem", "PreciseInv"]

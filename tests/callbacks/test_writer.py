@@ -25,5 +25,7 @@ def test_summary_means_latest_record_per_id_and_failures():
     assert s["n"] == 2 and s["n_failed"] == 1 and s["psnr_mean"] == 35.0
     assert s["converged_fraction"] == 1.0 and s["lpips_mean"] is None and s["config"] == {"k": 1}
     assert s["cost_mean"] == 10 + 2 * 8 and s["phases"] == {"init": 2, "newton": 2}
+    peaks = [dict(r, peak_memory_mb=m) for r, m in zip(records[1:], (120.0, 80.0))]
+    assert summarize(peaks, [])["peak_memory_mb"] == 120.0 and s["peak_memory_mb"] is None
     assert summarize([record(0, 30.0, lpips=0.25)], [])["lpips_mean"] == 0.25
     assert json.dumps(s)

@@ -1,0 +1,79 @@
+"""python -m preciseinv.report: run folders in, the paper-style table, CSVs and plots out; bad folders skipped."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from preciseinv.callbacks.writer import summarize
+from preciseinv.report import mean_ci95, report
+
+
+def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3) -> None:
+    """A run folder as fit writes it: manifest records and the summary computed from them."""
+    folder.mkdir(parents=True)
+    records = [{"id": f"im{i}", "psnr": p, "ssim": 0.9, "lpips": None, "latent_mse": 1e-4, "seconds": 0.5,
+                "converged": [True, True], "nfe_forward": 10, "nfe_backward": 2, "phase": ["init", "anderson"],
+                "peak_memory_mb": 100.0} for i, p in enumerate(psnrs)]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    target = {"preciseinv": "preciseinv.methods.PreciseInv", "ddim": "preciseinv.methods.DDIMInversion"}[method]
+    config = {"model": {"name": "mini"}, "num_steps": 2,
+              "method": {"_target_": target, "eta": eta,
+                         **({"solver": {"_target_": f"preciseinv.solvers.{solver}"}} if solver else {})}}
+    (folder / "summary.json").write_text(json.dumps(summarize(records, [], config)))
+
+
+def test_mean_and_95_percent_interval():
+    mean, ci = mean_ci95([1.0, 2.0, 3.0, None, float("nan")])
+    assert mean == 2.0 and math.isclose(ci, 4.303 * 1.0 / math.sqrt(3), rel_tol=1e-6)
+    assert mean_ci95([5.0]) == (5.0, None) and mean_ci95([None]) == (None, None)
+
+
+def test_report_rows_files_and_skipped_folders(tmp_path):
+    fake_run(tmp_path / "sweep" / "method=preciseinv", "preciseinv", [30.0, 32.0, 34.0])
+    fake_run(tmp_path / "sweep" / "method=ddim", "ddim", [12.0, 14.0], solver=None)
+    fake_run(tmp_path / "deep" / "er" / "eta=1e-5", "preciseinv", [40.0, 40.0], eta=1e-5)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text("{not json")
+    (tmp_path / "broken" / "manifest.jsonl").write_text("")
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "manifest.jsonl").write_text('{"id": "x"}\n')
+    out = report(tmp_path)
+    assert out["runs"] == 3 and len(out["skipped"]) == 2
+    rows = {r["run"]: r for r in csv.DictReader(open(tmp_path / "report.csv"))}
+    assert set(rows) == {"sweep/method=preciseinv", "sweep/method=ddim", "deep/er/eta=1e-5"}
+    precise = rows["sweep/method=preciseinv"]
+    assert precise["method"] == "preciseinv" and precise["solver"] == "hybrid" and precise["n"] == "3"
+    assert float(precise["psnr_mean"]) == 32.0 and float(precise["cost_mean"]) == 14.0
+    assert rows["sweep/method=ddim"]["method"] == "ddim" and rows["sweep/method=ddim"]["solver"] == ""
+    assert len(list(csv.DictReader(open(tmp_path / "per_image.csv")))) == 7
+    text = (tmp_path / "report.md").read_text()
+    assert "32.00 ± " in text and "## Skipped" in text and "broken" in text and "unfinished" in text
+    for name in ("psnr_vs_seconds.png", "psnr_vs_eta.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_multirun_sweep_then_report(tmp_path):
+    """Hydra's --multirun: one folder per run; the report reads them all (ceiling exact on the pixel model)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "preciseinv.fit", "--multirun", "method=ddim,ceiling",
+                           "num_steps=1,2", "~logger", f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name for p in sweep.iterdir() if p.is_dir()} == {
+        "method=ddim,num_steps=1", "method=ddim,num_steps=2", "method=ceiling,num_steps=1", "method=ceiling,num_steps=2"}
+    proc = subprocess.run([sys.executable, "-m", "preciseinv.report", str(sweep)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "4 runs, 0 skipped" in proc.stdout, proc.stderr[-2000:]
+    rows = list(csv.DictReader(open(sweep / "report.csv")))
+    assert sorted((r["method"], r["num_steps"]) for r in rows) == [("ceiling", "1"), ("ceiling", "2"),
+                                                                     ("ddim", "1"), ("ddim", "2")]
+    assert all(float(r["psnr_mean"]) >= 100 for r in rows if r["method"] == "ceiling")
+    assert (sweep / "grid.png").stat().st_size > 0
