@@ -62,3 +62,18 @@ class InversionResult:
         phase = [[p[i] for p in self.phase] if self.phase else [None] * len(it[i]) for i in range(len(f))]
         return [{"iters": it[i], "residual": res[i], "converged": conv[i], "phase": phase[i], "nfe_forward": f[i],
                  "nfe_backward": b[i], "cost": f[i] + 2 * b[i], "retried_fp32": retried[i]} for i in range(len(f))]
+
+
+def record_step(result: InversionResult, sampler, denoiser, x: torch.Tensor, x_prev: torch.Tensor, x0: torch.Tensor,
+                k: int, cond, eta: float) -> None:
+    """For methods that take one inversion update per step (DDIM inversion, ReNoise): the noise the step from k
+    injects (lcm/ddpm: the state below's own), and the residual ||mu(x) - x_prev||^2 that the step leaves, measured
+    for the report (a diagnostic network call, not counted as the method's work)."""
+    B = x.shape[0]
+    z = sampler.noise(x0, x_prev, k - 1) if sampler.injects_noise and k > 0 else None
+    result.noises.append(z)
+    residual = (sampler.denoise(denoiser, x, k, cond, z) - x_prev).pow(2).flatten(1).mean(1)  # (B,)
+    result.iters.append(torch.zeros(B, dtype=torch.long, device=x.device))
+    result.residual.append(residual)
+    result.converged.append(residual < eta)
+    result.phase.append(["init" if c else None for c in (residual < eta).tolist()])

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from preciseinv.methods.base import InversionResult
+from preciseinv.methods.base import InversionResult, record_step
 from preciseinv.samplers import Denoiser, Sampler
 
 
@@ -28,17 +28,9 @@ class DDIMInversion:
         x_prev = x0.detach().float()  # (B, C, H, W)
         B = x_prev.shape[0]
         result = InversionResult(latent=x_prev)
-        injects = sampler.injects_noise
         for k in range(sampler.num_steps):
             x = sampler.invert_step(denoiser, x_prev, k, cond)
-            z = sampler.noise(x0, x_prev, k - 1) if injects and k > 0 else None  # the state below's own noise
-            result.noises.append(z)
-            out = sampler.denoise(denoiser, x, k, cond, z)
-            residual = (out - x_prev).pow(2).flatten(1).mean(1)  # (B,)
-            result.iters.append(torch.zeros(B, dtype=torch.long, device=x.device))
-            result.residual.append(residual)
-            result.converged.append(residual < self.eta)
-            result.phase.append(["init" if c else None for c in (residual < self.eta).tolist()])
+            record_step(result, sampler, denoiser, x, x_prev, x0, k, cond, self.eta)
             x_prev = x
         steps = torch.full((B,), sampler.num_steps, dtype=torch.long, device=x_prev.device)
         result.latent, result.nfe_forward, result.nfe_backward = x_prev, steps, torch.zeros_like(steps)

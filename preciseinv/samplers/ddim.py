@@ -72,7 +72,19 @@ class DDIMSampler(BaseSampler):
     def invert_step(self, denoiser: Denoiser, x_prev: torch.Tensor, k: int, cond=None) -> torch.Tensor:
         """One DDIM-inversion step from the state below step k up to x_{t_{k+1}}."""
         out = denoiser(x_prev, self.schedule.timesteps[k], cond)
-        x0, eps = self._x0_eps(out, x_prev, self._alpha(k, True, x_prev))
+        return self.invert_from(self.noise_estimate(out, x_prev, k, prev=True), k, x_prev)
+
+    def noise_estimate(self, model_output: torch.Tensor, sample: torch.Tensor, k: int, prev: bool = False):
+        """eps_hat of a network output at ``sample``, read at step k's alpha-bar (``prev``: the state below's)."""
+        return split_prediction(model_output.float(), sample.float(), self._alpha(k, prev, sample),
+                                self.prediction_type)[1]
+
+    def invert_from(self, eps: torch.Tensor, k: int, x_prev: torch.Tensor) -> torch.Tensor:
+        """The inversion update with a given noise estimate: x0_hat from x_prev and eps, then up to step k."""
+        a_prev = self._alpha(k, True, x_prev)
+        x0 = (x_prev.float() - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
+        if self.clip_sample is not None:
+            x0 = x0.clamp(-self.clip_sample, self.clip_sample)
         return ddim_update(x0, eps, self._alpha(k, False, x_prev))
 
     def state(self, x0: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:

@@ -60,7 +60,13 @@ class EulerFlowSampler(BaseSampler):
         return float(self.schedule.sigmas[k])
 
     def invert_step(self, denoiser: Denoiser, x_prev: torch.Tensor, k: int, cond=None) -> torch.Tensor:
-        v = denoiser(x_prev, self.schedule.timesteps[k], cond).float()
+        return self.invert_from(denoiser(x_prev, self.schedule.timesteps[k], cond).float(), k, x_prev)
+
+    def noise_estimate(self, model_output: torch.Tensor, sample: torch.Tensor, k: int, prev: bool = False):
+        """The velocity: what the Euler inversion update moves along."""
+        return model_output.float()
+
+    def invert_from(self, v: torch.Tensor, k: int, x_prev: torch.Tensor) -> torch.Tensor:
         return x_prev.float() + (self._sigma(k, False, x_prev) - self._sigma(k, True, x_prev)) * v
 
     def state(self, x0: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
