@@ -60,6 +60,9 @@ def finite_mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+ENCODER_KEYS = ("roundtrip_psnr", "decoder_psnr", "decoder_iters", "decoder_cost")
+
+
 def phase_counts(records: list[dict]) -> dict[str, int]:
     """How many (sample, step) subproblems each solver phase converged ("unconverged" for the rest)."""
     counts: dict[str, int] = {}
@@ -89,6 +92,8 @@ def summarize(records: list[dict], failures: list[dict], config: dict | None = N
         "nfe_backward_mean": finite_mean([r["nfe_backward"] for r in rs]),
         "cost_mean": finite_mean([r["nfe_forward"] + 2 * r["nfe_backward"] for r in rs]),
         "phases": phase_counts(rs),
+        # encoder=decoder_inversion: the VAE round trip's PSNR, that of D(z*), and what finding z* cost
+        **{f"{k}_mean": finite_mean([r.get(k) for r in rs]) for k in ENCODER_KEYS if any(k in r for r in rs)},
         "config": config,
     }
 

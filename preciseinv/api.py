@@ -82,18 +82,32 @@ def make_solver(solver, lr: float = 0.1):
     return partial(rules[solver], lr=lr) if solver == "adamw" else partial(rules[solver])
 
 
+def make_encoder(encoder):
+    """``"mean"`` | ``"decoder_inversion"`` (their config defaults) | an encoder object as is."""
+    from preciseinv.encoders import DecoderInversion, PosteriorMean
+
+    if not isinstance(encoder, str):
+        return encoder
+    encoders = {"mean": PosteriorMean, "decoder_inversion": DecoderInversion}
+    if encoder not in encoders:
+        raise PreciseInvError(f"unknown encoder {encoder!r}; available: {', '.join(encoders)}")
+    return encoders[encoder]()
+
+
 class Inverter:
     """Invert images into a diffusion model's x*_T and regenerate them from it.
 
     ``solver``: ``"hybrid"`` (default), ``"adamw"`` (the paper's recipe, at ``lr``, default the preset's),
     ``"fixed_point"``, ``"anderson"``, ``"adam"``, ``"newton"``, or a ``functools.partial`` of an update rule.
+    ``encoder``: ``"mean"`` (the VAE posterior mean) or ``"decoder_inversion"`` (x0 = the latent the decoder maps
+    closest to the image; latent models only).
     """
 
     def __init__(self, model: DiffusionModel | ModelSpec | str | os.PathLike | None = None, method="preciseinv",
                  num_steps: int | None = None, eta: float = 1e-3, max_iters: int = 200, solver="hybrid",
                  lr: float | None = None,
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
-                 precision: str = "32", lpips: bool = False, sampler: str | None = None):
+                 precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean"):
         spec = model if isinstance(model, ModelSpec) else (_spec(model) if not isinstance(model, DiffusionModel) else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
@@ -109,7 +123,8 @@ class Inverter:
         steps = num_steps or (spec.num_steps if spec else 2)
         sampler = sampler or (spec.sampler if spec else None)
         self.engine = InversionEngine(self.model, method_obj, steps, timestep_spacing,
-                                      guidance_scale=guidance_scale, metrics=ImageMetrics(lpips), sampler=sampler)
+                                      guidance_scale=guidance_scale, metrics=ImageMetrics(lpips), sampler=sampler,
+                                      encoder=make_encoder(encoder))
         self.precision = precision
 
     def load_images(self, images) -> torch.Tensor:

@@ -43,8 +43,12 @@ def peak_memory_mb(device: torch.device) -> float:
 class InversionEngine:
     def __init__(self, model: DiffusionModel, method, num_steps: int = 2, timestep_spacing: str | None = None,
                  timesteps: list | None = None, guidance_scale: float = 1.0,
-                 metrics: ImageMetrics | None = None, sampler: str | None = None):
+                 metrics: ImageMetrics | None = None, sampler: str | None = None, encoder=None):
+        from preciseinv.encoders import PosteriorMean
+
         self.model, self.method = model, method
+        self.encoder = encoder or PosteriorMean()  # images -> x0 (posterior mean, or decoder inversion)
+        self.encoding_stats: dict[str, torch.Tensor] = {}  # the last batch's, per sample
         self.sampler = model.sampler(num_steps, timestep_spacing, timesteps, sampler)
         self.guidance_scale = guidance_scale
         self.metrics = metrics
@@ -58,8 +62,8 @@ class InversionEngine:
         """(x0, result) for images (B, 3, H, W) in [-1, 1]; ``result.latent`` is x*_T. ``cond``: the prompts'
         conditioning when the caller already has it."""
         images = images.to(self.model.device)
-        with torch.no_grad():
-            x0 = self.model.encode(images).float()  # (B, C, h, w)
+        encoding = self.encoder(self.model, images)
+        x0, self.encoding_stats = encoding.x0.detach().float(), encoding.stats  # (B, C, h, w)
         cond = self.condition(prompts, images.shape[0]) if cond is None else cond
         result = self.method.invert(self.model.predict, self.sampler, x0, cond)
         result.retried_fp32 = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
@@ -111,6 +115,7 @@ class InversionEngine:
             x0_hat = self._sample(result.latent, cond, result.noises)
             recon = self.model.decode(x0_hat)
         values = self.metrics(recon, images) if self.metrics is not None else {}
+        values.update(self.encoding_stats)  # decoder inversion: round-trip and D(z*) PSNR, iterations, cost
         # the inversion's own error, before any VAE: what eta bounds
         values["latent_mse"] = (x0_hat - x0).pow(2).flatten(1).mean(1)
         if images.device.type == "cuda":
@@ -129,5 +134,6 @@ class InversionEngine:
             "sampler": self.sampler.name,
             "num_steps": self.sampler.num_steps,
             "guidance_scale": self.guidance_scale,
+            "encoder": self.encoder.describe(),  # which x0 the inversion started from
             **self.method.describe(),
         }

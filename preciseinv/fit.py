@@ -97,7 +97,7 @@ def run(cfg) -> dict:
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,
                              guidance_scale=cfg.guidance_scale, lpips=cfg.lpips,
                              edit_guidance_scale=cfg.get("edit_guidance_scale", 7.5), sampler=cfg.get("sampler"),
-                             timesteps=cfg.get("timesteps"))
+                             timesteps=cfg.get("timesteps"), encoder=build(cfg.encoder) if cfg.get("encoder") else None)
     writer = build(cfg.writer, output_dir=str(output_dir))
     writer.run_config = config  # set after instantiate, which would otherwise build the _target_s inside it
     callbacks = [writer] + [build(c) for c in cfg.get("callbacks", {}).values()]
@@ -118,7 +118,8 @@ def run(cfg) -> dict:
 
 
 # Settings that change what a latent means: a rerun into an output_dir must keep them to resume it.
-RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("method",), ("num_steps",), ("sampler",),
+RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("method",), ("encoder",), ("num_steps",),
+               ("sampler",),
                ("timestep_spacing",), ("timesteps",),
                ("guidance_scale",), ("data", "resolution"), ("data", "crop"), ("data", "prompt"))
 

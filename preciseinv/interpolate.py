@@ -47,7 +47,8 @@ def run(cfg) -> dict:
     if cfg.mode not in ("slerp", "lerp"):
         raise PreciseInvError(f"mode must be slerp or lerp, got {cfg.mode!r}")
     out = Path(cfg.output_dir)
-    inverter = Inverter(build(cfg.model), method=build(cfg.method), num_steps=cfg.num_steps, device=cfg.device)
+    inverter = Inverter(build(cfg.model), method=build(cfg.method), num_steps=cfg.num_steps, device=cfg.device,
+                        encoder=build(cfg.encoder))
     (a, image_a, noises_a), (b, image_b, noises_b) = (endpoint(inverter, cfg.a, cfg.prompt),
                                                       endpoint(inverter, cfg.b, cfg.prompt))
     frames = inverter.interpolate(a, b, cfg.frames, cfg.mode, cfg.prompt, noises_a, noises_b)  # (N, 3, H, W)

@@ -18,12 +18,13 @@ from preciseinv.models.loading import ModelSpec
 class InversionModule(LightningModule):
     def __init__(self, model: ModelSpec, method, num_steps: int = 2, timestep_spacing: str | None = None,
                  guidance_scale: float = 1.0, lpips: bool = True, edit_guidance_scale: float = 7.5,
-                 sampler: str | None = None, timesteps: list | None = None):
+                 sampler: str | None = None, timesteps: list | None = None, encoder=None):
         super().__init__()
         self.model_spec, self.method = model, method
         self.num_steps, self.timestep_spacing, self.guidance_scale = num_steps, timestep_spacing, guidance_scale
         self.lpips, self.edit_guidance_scale, self.sampler_name = lpips, edit_guidance_scale, sampler
         self.timesteps = list(timesteps) if timesteps is not None else None
+        self.encoder = encoder
         self.engine: InversionEngine | None = None
 
     def setup(self, stage: str) -> None:
@@ -31,7 +32,7 @@ class InversionModule(LightningModule):
             model = self.model_spec.load(device="cpu")
             self.engine = InversionEngine(model, self.method, self.num_steps, self.timestep_spacing, self.timesteps,
                                           guidance_scale=self.guidance_scale, metrics=ImageMetrics(self.lpips),
-                                          sampler=self.sampler_name)
+                                          sampler=self.sampler_name, encoder=self.encoder)
 
     def on_predict_start(self) -> None:
         self.engine.model.to(self.device)

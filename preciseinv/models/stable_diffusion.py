@@ -43,9 +43,11 @@ class LatentModel(DiffusionModel):
         latent = self._vae(lambda x: self.modules["vae"].encode(x).latent_dist.mean, images)  # (B, 4, H/8, W/8)
         return (latent.float() - self.shift_factor) * self.scaling_factor
 
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+    def decode(self, x0: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """x0 -> images (B, 3, H, W); ``clamp=False`` keeps the decoder's raw output (differentiable everywhere)."""
         latent = x0.float() / self.scaling_factor + self.shift_factor
-        return self._vae(lambda z: self.modules["vae"].decode(z).sample, latent).float().clamp(-1, 1)
+        image = self._vae(lambda z: self.modules["vae"].decode(z).sample, latent).float()
+        return image.clamp(-1, 1) if clamp else image
 
 
 def _tokens(tokenizer, prompts: list[str], device) -> torch.Tensor:

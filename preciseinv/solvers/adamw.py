@@ -17,8 +17,9 @@ class AdamW(UpdateRule):
     returns_best = False  # the paper's loop returns where AdamW stopped
 
     def __init__(self, problem, lr: float = 0.1, betas=(0.9, 0.999), weight_decay: float = 0.01,
-                 eps: float = 1e-8):
+                 eps: float = 1e-8, returns_best: bool = False):
         super().__init__(problem)
+        self.returns_best = returns_best  # True: each sample's best iterate (decoder inversion uses it)
         self.lr, (self.beta1, self.beta2) = lr, tuple(betas)
         self.weight_decay, self.adam_eps = weight_decay, eps
 

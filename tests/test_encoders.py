@@ -1,0 +1,61 @@
+"""encoder=decoder_inversion: past the VAE round trip, never worse than the posterior mean, refused for pixels."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from preciseinv.encoders import DecoderInversion, PosteriorMean
+from preciseinv.errors import PreciseInvError
+from preciseinv.models import load_model
+
+
+def test_decoder_inversion_never_returns_a_worse_decoding_than_the_mean(tiny_sd):
+    model = load_model(str(tiny_sd), device="cpu")
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    mean = PosteriorMean()(model, images)
+    enc = DecoderInversion(max_iters=40)(model, images)
+    assert mean.stats == {} and enc.x0.shape == mean.x0.shape
+    assert (enc.stats["decoder_psnr"] >= enc.stats["roundtrip_psnr"]).all()
+    assert (enc.stats["decoder_psnr"] > enc.stats["roundtrip_psnr"] + 0.5).all()  # and it does improve
+    assert (enc.stats["decoder_cost"] == enc.stats["decoder_iters"] + 1 + 2 * enc.stats["decoder_iters"]).all()
+    # a one-step budget cannot make it worse either: the loop keeps each image's best latent
+    one = DecoderInversion(max_iters=1, lr=100.0)(model, images)
+    assert (one.stats["decoder_psnr"] >= one.stats["roundtrip_psnr"] - 1e-4).all()
+
+
+def test_pixel_models_refuse_with_the_fix():
+    with pytest.raises(PreciseInvError, match="pixel space .* use encoder=mean"):
+        DecoderInversion()(load_model(None, device="cpu"), torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.slow
+def test_fit_with_decoder_inversion_beats_the_ceiling_and_resume_refuses_a_changed_encoder(tiny_sd, tmp_path):
+    from preciseinv.tiny import write_images
+
+    write_images(tmp_path / "imgs", ["a.png", "b.png"], size=32)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+    def fit(*args):
+        return subprocess.run([sys.executable, "-m", "preciseinv.fit", f"model.path={tiny_sd}", "data=folder",
+                               f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "~logger", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=900)
+
+    assert fit("method=ceiling", f"output_dir={tmp_path / 'ceiling'}").returncode == 0
+    proc = fit("encoder=decoder_inversion", "encoder.max_iters=100", f"output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ceiling = json.loads((tmp_path / "ceiling" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["decoder_psnr_mean"] > summary["roundtrip_psnr_mean"] and summary["decoder_cost_mean"] > 0
+    assert summary["psnr_mean"] > ceiling["psnr_mean"] + 1.0  # the inversion's image beats the VAE round trip
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "out" / "latents" / "a.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["preciseinv"])["encoder"]["name"] == "decoder_inversion"
+    proc = fit(f"output_dir={tmp_path / 'out'}")  # encoder=mean into the same folder
+    assert proc.returncode == 2 and "other settings (encoder)" in proc.stderr
+    proc = fit("model.path=null", "encoder=decoder_inversion", f"output_dir={tmp_path / 'pixel'}")
+    assert proc.returncode == 2 and "pixel space" in proc.stderr and "Traceback" not in proc.stderr
