@@ -54,8 +54,8 @@ class UpdateRule(ABC):
     - ``uses_gradient``: whether ``step`` needs the gradient of each sample's loss w.r.t. its parameter;
       a rule whose answer differs per sample (the hybrid) overrides ``needs_grad``.
     - ``returns_best``: the loop returns each sample's best iterate (else its last, as the paper's AdamW does).
-    - ``restarts``: on a non-finite residual the loop puts the sample back on its best iterate and calls
-      ``restart``; otherwise the sample stops there.
+    - ``restarts``: on a non-finite residual the loop puts the sample back on its best iterate and the rule, which
+      sees the non-finite loss in ``step``, changes course; otherwise the sample stops there.
     """
 
     name = "rule"
@@ -100,9 +100,6 @@ class UpdateRule(ABC):
         ``loss`` (b,) its mean square, ``grad`` d loss / d p where ``needs_grad`` asked for it (zeros elsewhere;
         None when no sample needs one), ``live`` (b,) the samples to move (the others must come back unchanged),
         ``it`` the loop's iteration."""
-
-    def restart(self, mask: torch.Tensor, p_best: torch.Tensor, loss_best: torch.Tensor) -> None:
-        """The samples ``mask`` (b,) were put back on their best iterate ``p_best`` after a non-finite residual."""
 
     def switched(self) -> int:
         """How many samples changed phase since the last call (telemetry of the hybrid)."""

@@ -67,9 +67,9 @@ class SolverLoop:
             stats.residual[idx] = torch.where(live, best if rule.returns_best else loss, stats.residual[idx])
             bad = live & ~loss.isfinite()
             live = live & ~done
-            if rule.restarts:  # back to the best iterate; the rule changes course
+            if rule.restarts:  # back to the best iterate (the rule sees the non-finite loss and changes course)
                 p = torch.where(rows(bad, p), best_p, p)
-                rule.restart(bad, best_p, best)
+                live = live & ~(bad & ~best.isfinite())  # never finite, nothing to go back to: stop
             else:
                 live = live & ~bad
             if it == self.max_iters:
