@@ -25,14 +25,35 @@ from preciseinv.outputs import atomic_write_bytes, noise_maps, save_latent
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    """One line, one write, O_APPEND: lines from several ranks never interleave."""
+    """One line, one write, O_APPEND: lines from several ranks never interleave. After a torn last line (a writer
+    killed mid-write) the record starts on a line of its own, so it is never glued to the torn bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
     try:
-        os.write(fd, (json.dumps(record) + "\n").encode())
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def repair_jsonl(path: Path) -> int:
+    """Cut a torn last line (bytes after the last newline) off a JSONL file; return how many bytes were cut.
+    Run once, before any rank appends (fit.run on rank 0)."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        if keep == len(data):
+            return 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return len(data) - keep
 
 
 def read_jsonl(path: Path) -> list[dict]:

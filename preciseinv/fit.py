@@ -65,6 +65,11 @@ def _check_wandb(cfg) -> None:
                           "or keep logger.offline=true")
 
 
+def first_process() -> bool:
+    """Rank 0 of node 0 (before Lightning has set up the ranks: from the launcher's environment)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
 def _finish(logger) -> None:
     """Close a W&B run, so that the next run of a --multirun sweep (same process) starts its own."""
     if logger and "Wandb" in type(logger).__name__:
@@ -91,6 +96,11 @@ def run(cfg) -> dict:
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
     config = OmegaConf.to_container(cfg, resolve=True)
     check_resumable(output_dir, config)
+    if first_process():
+        from preciseinv.callbacks.writer import repair_jsonl
+
+        for name in ("manifest.jsonl", "failures.jsonl"):  # a run killed mid-line: cut the torn tail
+            repair_jsonl(output_dir / name)
     done = finished_ids(output_dir)  # a rerun into the same output_dir skips finished samples
     datamodule = build(cfg.data, resolution=resolution, exclude=done)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
@@ -145,7 +155,7 @@ def check_resumable(output_dir: Path, config: dict) -> None:
         if changed:
             raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({', '.join(changed)}"
                                   "); rerun with the same settings to resume it, or choose another output_dir")
-    elif int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+    elif first_process():
         atomic_write_bytes(record, json.dumps(config, indent=2).encode())
 
 

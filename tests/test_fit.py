@@ -190,3 +190,22 @@ def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
 
     rows = list(csv.DictReader(open(next((tmp_path / "out" / "logs").rglob("metrics.csv")))))
     assert max(int(float(r["images_done"])) for r in rows if r.get("images_done")) == 7
+
+
+def test_a_torn_manifest_line_is_repaired_on_rerun(tmp_path):
+    """A crash (or a full disk) cut the last record short: the rerun redoes that sample, every line parses and
+    every sample is in the manifest once."""
+    from preciseinv.tiny import write_images
+
+    write_images(tmp_path / "imgs", [f"im{i}.png" for i in range(4)], size=40)
+    args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "~logger",
+            f"output_dir={tmp_path / 'out'}"]
+    assert fit(*args, cwd=tmp_path).returncode == 0
+    path = tmp_path / "out" / "manifest.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # the last record torn
+    proc = fit(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in path.read_text().splitlines()]  # every line parses
+    assert sorted(r["id"] for r in records) == [f"im{i}" for i in range(4)]
+    assert summary(tmp_path / "out")["n"] == 4

@@ -29,3 +29,36 @@ def test_summary_means_latest_record_per_id_and_failures():
     assert summarize(peaks, [])["peak_memory_mb"] == 120.0 and s["peak_memory_mb"] is None
     assert summarize([record(0, 30.0, lpips=0.25)], [])["lpips_mean"] == 0.25
     assert json.dumps(s)
+
+
+def test_a_torn_tail_never_swallows_the_next_record(tmp_path):
+    from preciseinv.callbacks.writer import repair_jsonl
+
+    path = tmp_path / "manifest.jsonl"
+    append_jsonl(path, record(0, 30.0))
+    with open(path, "a") as f:
+        f.write('{"id": "s1", "psn')  # killed mid-line
+    append_jsonl(path, record(1, 40.0))  # a rerun redoes s1 without repairing first: still its own line
+    assert [r["id"] for r in read_jsonl(path)] == ["s0", "s1"]
+    with open(path, "a") as f:
+        f.write('{"id": "s2", "ps')
+    assert repair_jsonl(path) == len('{"id": "s2", "ps') and repair_jsonl(path) == 0
+    assert path.read_bytes().endswith(b"\n") and len(read_jsonl(path)) == 2
+
+
+def test_files_honour_the_umask(tmp_path):
+    import os
+
+    from preciseinv.outputs import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        append_jsonl(tmp_path / "m.jsonl", {"id": 1})
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "private.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "m.jsonl").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
