@@ -1,4 +1,5 @@
-"""Speed of the engine: seconds per image-iteration (denoiser forward + backward + AdamW update, batched) and
+"""Speed of the engine: seconds per image-iteration (denoiser forward + backward + AdamW update, batched, through
+the same SolverLoop and NoiseSubproblem as fit) and
 end-to-end seconds per image, printed as a Markdown table for docs/benchmarks.md.
 
     python benchmarks/speed.py --model mini --batch 1 4 16
@@ -18,9 +19,11 @@ import time
 
 import torch
 
+from functools import partial
+
 from preciseinv.methods import NoiseSubproblem
 from preciseinv.samplers import DDIMSampler, build_schedule
-from preciseinv.solvers import AdamWSolver
+from preciseinv.solvers import AdamW, SolverLoop
 
 
 class RandomSD15:
@@ -71,14 +74,13 @@ def time_iterations(model, batch, iters, device, autocast) -> float:
     """Seconds per image-iteration of the solver at batch size ``batch`` (after a warm-up)."""
     sampler = DDIMSampler(build_schedule(model.scheduler_config, 2))
     x0 = torch.randn(batch, *model.latent_shape, device=device)
-    problem = NoiseSubproblem(sampler, model.predict, 1, x0, x0, torch.randn_like(x0), model.condition(batch))
-    solver = AdamWSolver(lr=0.1, eta=1e-30, max_iters=2, sync_every=10**9)  # never converges: fixed work
+    problem = NoiseSubproblem(sampler, model.predict, 1, x0, x0, torch.randn_like(x0), model.condition(batch),
+                              solver=partial(AdamW, lr=0.1))
     with autocast():
-        solver.solve(problem, problem.eps)  # warm-up (allocator, kernels)
+        SolverLoop(eta=1e-30, max_iters=2, sync_every=10**9).run(problem)  # warm-up; never converges: fixed work
         sync(device)
-        solver.max_iters = iters
         start = time.perf_counter()
-        solver.solve(problem, problem.eps)
+        SolverLoop(eta=1e-30, max_iters=iters, sync_every=10**9).run(problem)
         sync(device)
     return (time.perf_counter() - start) / ((iters + 1) * batch)  # iters updates + 1 final evaluation
 
@@ -118,7 +120,8 @@ def main() -> None:
         from preciseinv.methods import PreciseInv
         from preciseinv.metrics import ImageMetrics
 
-        engine = InversionEngine(model.model, PreciseInv(eta=1e-3, max_iters=200, lr=0.1), 2, metrics=ImageMetrics(False))
+        engine = InversionEngine(model.model, PreciseInv(eta=1e-3, max_iters=200, solver=partial(AdamW, lr=0.1)), 2,
+                                 metrics=ImageMetrics(False))
         images = torch.rand(max(args.batch), 3, model.resolution, model.resolution, device=device) * 2 - 1
         with autocast():
             out = engine.run(images)

@@ -9,8 +9,9 @@ Three phases, each sample on its own, always moving forwards:
    models the path to the solution is not monotone (the noise the network expects has to grow into x_t), which
    Anderson's least-squares mixing resists and momentum follows.
 3. a gradient method (forward + backward): ``adam`` (default; step size following the residual, decayed on a
-   plateau) or ``newton`` (GNRI's Newton-Raphson length, backtracking), when the fixed-point iteration diverges (its residual exceeds ``diverge`` x the best, or turns non-finite) or stalls
-   over ``slow_window`` iterations (it wanders on its way, so it is judged over a longer window).
+   plateau) or ``newton`` (GNRI's Newton-Raphson length, backtracking), when the fixed-point iteration diverges
+   (its residual exceeds ``diverge`` x the best, or turns non-finite) or stalls over ``slow_window`` iterations
+   (it wanders on its way, so it is judged over a longer window).
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
 lost. The manifest records, per sample and step, which phase converged it.
@@ -30,10 +31,15 @@ from preciseinv.solvers.newton import Newton
 class Hybrid(UpdateRule):
     name = "hybrid"
     restarts = True
+
     def __init__(self, problem, memory: int = 5, momentum: float = 0.7, gradient: str = "adam",
                  stall_ratio: float = 0.5, window: int = 8, slow_window: int = 64, patience: int = 3,
                  diverge: float = 10.0):
         super().__init__(problem)
+        if gradient not in ("adam", "newton"):
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"solver.gradient must be adam or newton, got {gradient!r}")
         last = {"adam": Adam, "newton": Newton}[gradient](problem)
         self.rules = (Anderson(problem, memory=memory), FixedPoint(problem, momentum=momentum), last)
         self.phases = tuple(rule.name for rule in self.rules)

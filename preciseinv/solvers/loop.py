@@ -117,9 +117,11 @@ class SolverLoop:
                 out = problem.training_step(grad_rows)
             pieces.append({k: v.detach() for k, v in out.items()})
 
-            def pending():
+            def backward():
                 (g,) = torch.autograd.grad(out["loss"].float().sum(), problem.eps)
                 return g[grad_rows]  # (n_grad, P, h, w)
+
+            pending = backward
         r = torch.cat([o["r"] for o in pieces]) if len(pieces) > 1 else pieces[0]["r"]
         loss = torch.cat([o["loss"] for o in pieces]) if len(pieces) > 1 else pieces[0]["loss"]
         return r, loss.detach().float(), pending

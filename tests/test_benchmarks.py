@@ -1,0 +1,29 @@
+"""The benchmark scripts run (tiny settings): their tables are what docs/benchmarks.md records."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_solver_benchmark_prints_its_table(tmp_path):
+    out = run("benchmarks/solvers.py", "--models", "mini", "--spacing", "default", "--solvers", "ddim", "hybrid",
+              "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(tmp_path / "rows.jsonl"))
+    rows = [line for line in out.splitlines() if line.startswith("| mini |")]
+    assert len(rows) == 2 and "| hybrid |" in rows[1]
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
+
+
+def test_speed_benchmark_prints_its_table():
+    out = run("benchmarks/speed.py", "--model", "mini", "--batch", "1", "--iters", "1", "--threads", "1")
+    assert "| mini | cpu" in out and "end to end" in out
