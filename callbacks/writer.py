@@ -21,7 +21,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from preciseinv.datamodules.images import save_png
-from preciseinv.outputs import atomic_write_bytes, noise_maps, save_latent
+from preciseinv.outputs import atomic_write_bytes, extra_tensors, save_latent
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -170,7 +170,7 @@ class InversionWriter(BasePredictionWriter):
             if out.edit is not None:
                 record.update(self.store_edit(sample_id, out.target[i], out.recon[i], out.edit[i],
                                               prediction["target"][i]))
-            noises = noise_maps(out.inversion.noises, i)
+            noises = extra_tensors(out.inversion, i)  # step noises (lcm/ddpm), companion (edict/bdia)
             record.update(self.store(sample_id, out.latent[i], out.recon[i], {**meta, **record}, noises))
             self.commit(record)
 

@@ -145,10 +145,12 @@ class Inverter:
         return Inversion(result.latent.detach(), x0, images, result)
 
     def reconstruct(self, latents: torch.Tensor, prompts: list[str] | None = None,
-                    noises: list[torch.Tensor | None] | None = None) -> torch.Tensor:
-        """``noises``: the inversion's step noises (``Inversion.result.noises``), needed by lcm and ddpm."""
+                    noises: list[torch.Tensor | None] | None = None,
+                    companion: torch.Tensor | None = None) -> torch.Tensor:
+        """``noises``: the inversion's step noises (``Inversion.result.noises``), needed by lcm and ddpm;
+        ``companion``: the second state of method=edict / bdia (``Inversion.result.companion``)."""
         with _autocast(self.model.device, self.precision):
-            return self.engine.reconstruct(latents, prompts, noises)
+            return self.engine.reconstruct(latents, prompts, noises, companion)
 
     def edit(self, images, source_prompts: list[str], target_prompts: list[str], guidance_scale: float = 7.5):
         """Invert with the source prompts, regenerate with the target prompts (negative: the source prompts).
@@ -157,7 +159,7 @@ class Inverter:
         inversion = self.invert(images, source_prompts)
         with _autocast(self.model.device, self.precision):
             edited = self.engine.edit(inversion.latents, target_prompts, source_prompts, guidance_scale,
-                                      inversion.result.noises)
+                                      inversion.result.noises, inversion.result.companion)
         return inversion, edited
 
     def interpolate(self, latent_a: torch.Tensor, latent_b: torch.Tensor, frames: int = 8, mode: str = "slerp",
@@ -182,10 +184,10 @@ class Inverter:
 
     def save(self, path: str | os.PathLike, inversion: Inversion, index: int, sample_id: str = "",
              source: str = "", prompt: str = "") -> None:
-        from preciseinv.outputs import noise_maps, save_latent
+        from preciseinv.outputs import extra_tensors, save_latent
 
         meta = {**self.engine.metadata(), "id": sample_id, "source": source, "prompt": prompt}
-        save_latent(path, inversion.latents[index], meta, noise_maps(inversion.result.noises, index))
+        save_latent(path, inversion.latents[index], meta, extra_tensors(inversion.result, index))
 
 
 def reconstruct_file(path: str | os.PathLike, device: str | None = None,
@@ -200,6 +202,7 @@ def reconstruct_file(path: str | os.PathLike, device: str | None = None,
     method = METHODS.get(meta.get("method"), PreciseInv)()  # only its reconstruction is used
     engine = InversionEngine(model, method, meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
                              guidance_scale=meta.get("guidance_scale", 1.0), sampler=meta.get("sampler"))
+    companion = tensors["companion"][None] if "companion" in tensors else None
     image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")],
-                               stored_noises(tensors, meta["num_steps"]))[0]
+                               stored_noises(tensors, meta["num_steps"]), companion)[0]
     return image, meta

@@ -77,10 +77,11 @@ class InversionEngine:
                 result.retried_fp32[bad] = True
         return x0, result
 
-    def _sample(self, latent: torch.Tensor, cond, noises) -> torch.Tensor:
+    def _sample(self, latent: torch.Tensor, cond, noises, companion=None) -> torch.Tensor:
         own = getattr(self.method, "sample", None)  # a method that reconstructs its own way (ceiling, EDICT, ...)
         if own is not None:
-            return own(self.model.predict, self.sampler, latent, cond, noises)
+            companion = None if companion is None else companion.to(latent.device).float()
+            return own(self.model.predict, self.sampler, latent, cond, noises, companion)
         if self.sampler.injects_noise:
             if noises is None or any(z is None for z in noises[1:]):
                 raise PreciseInvError(f"sampler={self.sampler.name} needs the inversion's noise maps to reconstruct")
@@ -89,20 +90,23 @@ class InversionEngine:
 
     @torch.no_grad()
     def reconstruct(self, latent: torch.Tensor, prompts: list[str] | None = None,
-                    noises: list[torch.Tensor | None] | None = None) -> torch.Tensor:
-        """Run the sampler from x*_T (replaying ``noises`` for lcm/ddpm) and decode: (B, 3, H, W) in [-1, 1]."""
+                    noises: list[torch.Tensor | None] | None = None,
+                    companion: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the sampler from x*_T (replaying ``noises`` for lcm/ddpm; EDICT and BDIA also need their
+        ``companion`` state) and decode: (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
         cond = self.condition(prompts, latent.shape[0])
-        return self.model.decode(self._sample(latent, cond, noises))
+        return self.model.decode(self._sample(latent, cond, noises, companion))
 
     @torch.no_grad()
     def edit(self, latent: torch.Tensor, target_prompts: list[str], source_prompts: list[str],
-             guidance_scale: float = 7.5, noises: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+             guidance_scale: float = 7.5, noises: list[torch.Tensor | None] | None = None,
+             companion: torch.Tensor | None = None) -> torch.Tensor:
         """Prompt editing (paper Sec. 3.4): regenerate x*_T with the target prompt under classifier-free guidance
         whose negative prompt is the source prompt. (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
         cond = self.model.condition(list(target_prompts), list(source_prompts), guidance_scale)
-        return self.model.decode(self._sample(latent, cond, noises))
+        return self.model.decode(self._sample(latent, cond, noises, companion))
 
     def run(self, images: torch.Tensor, prompts: list[str] | None = None) -> BatchOutput:
         start = time.perf_counter()
@@ -112,7 +116,7 @@ class InversionEngine:
         cond = self.condition(prompts, images.shape[0])  # encoded once for inversion and reconstruction
         x0, result = self.invert(images, prompts, cond)
         with torch.no_grad():
-            x0_hat = self._sample(result.latent, cond, result.noises)
+            x0_hat = self._sample(result.latent, cond, result.noises, result.companion)
             recon = self.model.decode(x0_hat)
         values = self.metrics(recon, images) if self.metrics is not None else {}
         values.update(self.encoding_stats)  # decoder inversion: round-trip and D(z*) PSNR, iterations, cost

@@ -45,7 +45,7 @@ class InversionModule(LightningModule):
                 out = self.engine.run(batch["image"], batch["prompt"])
             if batch.get("target") is not None:  # prompt editing: regenerate x*_T with the target prompts
                 out.edit = self.engine.edit(out.latent, batch["target"], batch["prompt"], self.edit_guidance_scale,
-                                            out.inversion.noises)
+                                            out.inversion.noises, out.inversion.companion)
                 prediction["target"] = batch["target"]
             prediction["output"] = out
         return prediction

@@ -1,4 +1,5 @@
-"""Inversion methods: PreciseInv (the paper), plain DDIM inversion, ReNoise, EasyInv, and the autoencoder ceiling.
+"""Inversion methods: PreciseInv (the paper), the baselines (DDIM inversion, ReNoise, EasyInv, EDICT, BDIA), and
+the autoencoder ceiling.
 
 Every method has ``invert(denoiser, sampler, x0, cond) -> InversionResult`` and ``describe()``; a method whose
 reconstruction is not the sampler run from x*_T also has ``sample(denoiser, sampler, latent, cond, noises)`` and
@@ -6,14 +7,16 @@ names it in ``describe()["reconstruction"]`` (the latent file records it; ``reco
 """
 
 from preciseinv.methods.base import InversionResult
+from preciseinv.methods.bdia import BDIA
 from preciseinv.methods.ceiling import Ceiling
 from preciseinv.methods.ddim import DDIMInversion
 from preciseinv.methods.easyinv import EasyInv
+from preciseinv.methods.edict import EDICT
 from preciseinv.methods.preciseinv import PreciseInv
 from preciseinv.methods.renoise import ReNoise
 from preciseinv.methods.subproblem import NoiseSubproblem
 
 METHODS = {"preciseinv": PreciseInv, "ddim": DDIMInversion, "renoise": ReNoise, "easyinv": EasyInv,
-           "ceiling": Ceiling}
+           "edict": EDICT, "bdia": BDIA, "ceiling": Ceiling}
 
-__all__ = ["METHODS", "Ceiling", "DDIMInversion", "EasyInv", "InversionResult", "NoiseSubproblem", "PreciseInv", "ReNoise"]
+__all__ = ["BDIA", "EDICT", "METHODS", "Ceiling", "DDIMInversion", "EasyInv", "InversionResult", "NoiseSubproblem", "PreciseInv", "ReNoise"]

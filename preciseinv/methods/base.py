@@ -21,6 +21,8 @@ class InversionResult:
     phase: list[list[str | None]] = field(default_factory=list)  # T x B: the solver phase that converged it
     noises: list[torch.Tensor | None] = field(default_factory=list)  # T x (B, C, h, w) z injected from step k
     retried_fp32: torch.Tensor | None = None  # (B,) bool: redone in fp32 after a non-finite half-precision run
+    companion: torch.Tensor | None = None  # (B, C, h, w) the second state coupled samplers reconstruct from
+    #                                        (EDICT's y_T, BDIA's x_{T-1}); stored beside x*_T as ``companion``
 
     def add_step(self, stats) -> None:
         """Append one step's ``SolverStats``."""
@@ -46,6 +48,8 @@ class InversionResult:
         for k in range(len(self.phase)):
             for j, i in enumerate(idx.tolist()):
                 self.phase[k][i] = other.phase[k][j]
+        if self.companion is not None:
+            self.companion[idx] = other.companion
         for mine, theirs in zip(self.noises, other.noises):
             if mine is not None:
                 mine[idx] = theirs
@@ -77,3 +81,18 @@ def record_step(result: InversionResult, sampler, denoiser, x: torch.Tensor, x_p
     result.residual.append(residual)
     result.converged.append(residual < eta)
     result.phase.append(["init" if c else None for c in (residual < eta).tolist()])
+
+
+def require_exact_sampler(sampler, method: str) -> None:
+    """Coupled exact-inversion samplers need a deterministic step that they can undo exactly."""
+    from preciseinv.errors import PreciseInvError
+
+    if sampler.injects_noise or getattr(sampler, "clip_sample", None) is not None:
+        raise PreciseInvError(f"method={method} needs a deterministic, unclipped sampler (ddim without clip_sample, "
+                              f"or euler), not sampler={sampler.name}"
+                              f"{' with clip_sample' if getattr(sampler, 'clip_sample', None) is not None else ''}")
+
+
+def estimate(sampler, denoiser, x: torch.Tensor, k: int, cond) -> torch.Tensor:
+    """The noise estimate (velocity for flow) of the network at state ``x`` of step k."""
+    return sampler.noise_estimate(denoiser(x, sampler.schedule.timesteps[k], cond), x, k)

@@ -40,6 +40,7 @@ class Ceiling:
             result.noises.append(None)
         return result
 
-    def sample(self, denoiser: Denoiser, sampler: Sampler, latent: torch.Tensor, cond=None, noises=None):
+    def sample(self, denoiser: Denoiser, sampler: Sampler, latent: torch.Tensor, cond=None, noises=None,
+               companion=None):
         """The 'sampler' of the ceiling: the latent is already the clean state."""
         return latent.float()

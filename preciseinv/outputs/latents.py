@@ -1,6 +1,7 @@
 """Latent files: ``latents/<id>.safetensors`` hold x*_T and everything needed to reproduce the reconstruction.
 
-Tensors: ``latent`` (C, h, w) fp32, and ``noise_<k>`` (C, h, w) for the lcm/ddpm step noises.  Metadata (safetensors string map): ``format`` = "preciseinv-latent/1" and
+Tensors: ``latent`` (C, h, w) fp32, ``noise_<k>`` (C, h, w) for the lcm/ddpm step noises, and ``companion``
+(C, h, w) for the coupled samplers of method=edict / bdia.  Metadata (safetensors string map): ``format`` = "preciseinv-latent/1" and
 ``preciseinv`` = JSON of the engine's metadata (model, scheduler config, timesteps, sampler, method, eta, ...)
 plus the sample's ``id``, ``source`` and ``prompt``.
 """
@@ -21,6 +22,15 @@ FORMAT = "preciseinv-latent/1"
 def noise_maps(noises: list[torch.Tensor | None], index: int) -> dict[str, torch.Tensor]:
     """The ``noise_<k>`` tensors of sample ``index`` from an inversion's per-step noises (None where none)."""
     return {f"noise_{k}": z[index] for k, z in enumerate(noises) if z is not None}
+
+
+def extra_tensors(result, index: int) -> dict[str, torch.Tensor]:
+    """What a latent file stores beside x*_T for sample ``index`` of an ``InversionResult``: the step noises
+    (``noise_<k>``) and, for coupled samplers, the ``companion`` state."""
+    extra = noise_maps(result.noises, index)
+    if result.companion is not None:
+        extra["companion"] = result.companion[index]
+    return extra
 
 
 def stored_noises(tensors: dict[str, torch.Tensor], num_steps: int) -> list[torch.Tensor | None]:

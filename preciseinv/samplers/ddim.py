@@ -79,6 +79,15 @@ class DDIMSampler(BaseSampler):
         return split_prediction(model_output.float(), sample.float(), self._alpha(k, prev, sample),
                                 self.prediction_type)[1]
 
+    def step_from(self, eps: torch.Tensor, k: int, x: torch.Tensor) -> torch.Tensor:
+        """The denoising step from step k with a given noise estimate (the exact inverse of ``invert_from``
+        without clipping)."""
+        a = self._alpha(k, False, x)
+        x0 = (x.float() - (1 - a).sqrt() * eps) / a.sqrt()
+        if self.clip_sample is not None:
+            x0 = x0.clamp(-self.clip_sample, self.clip_sample)
+        return ddim_update(x0, eps, self._alpha(k, True, x))
+
     def invert_from(self, eps: torch.Tensor, k: int, x_prev: torch.Tensor) -> torch.Tensor:
         """The inversion update with a given noise estimate: x0_hat from x_prev and eps, then up to step k."""
         a_prev = self._alpha(k, True, x_prev)

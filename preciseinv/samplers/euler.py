@@ -66,6 +66,9 @@ class EulerFlowSampler(BaseSampler):
         """The velocity: what the Euler inversion update moves along."""
         return model_output.float()
 
+    def step_from(self, v: torch.Tensor, k: int, x: torch.Tensor) -> torch.Tensor:
+        return x.float() + (self._sigma(k, True, x) - self._sigma(k, False, x)) * v
+
     def invert_from(self, v: torch.Tensor, k: int, x_prev: torch.Tensor) -> torch.Tensor:
         return x_prev.float() + (self._sigma(k, False, x_prev) - self._sigma(k, True, x_prev)) * v
 
