@@ -71,7 +71,8 @@ def test_paper_experiments_hold_the_protocols():
             params = cfg.hydra.sweeper.params
             assert params.num_steps == "2,4" and params["method.eta"] == "1e-2,1e-5"
             exact = {"edict", "bdia"} if name != "lcm_sd15" else set()  # they need a deterministic sampler
-            assert set(params.method.split(",")) == {"ddim", "renoise", "easyinv", "ceiling", "preciseinv"} | exact
+            assert set(params.method.split(",")) == {"ddim", "renoise", "easyinv", "gnri", "ceiling",
+                                                     "preciseinv"} | exact
             assert set(params.solver.split(",")) == {"adamw", "hybrid"}
 
 

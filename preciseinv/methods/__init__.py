@@ -1,4 +1,4 @@
-"""Inversion methods: PreciseInv (the paper), the baselines (DDIM inversion, ReNoise, EasyInv, EDICT, BDIA), and
+"""Inversion methods: PreciseInv (the paper), the baselines (DDIM inversion, ReNoise, EasyInv, GNRI, EDICT, BDIA), and
 the autoencoder ceiling.
 
 Every method has ``invert(denoiser, sampler, x0, cond) -> InversionResult`` and ``describe()``; a method whose
@@ -12,11 +12,12 @@ from preciseinv.methods.ceiling import Ceiling
 from preciseinv.methods.ddim import DDIMInversion
 from preciseinv.methods.easyinv import EasyInv
 from preciseinv.methods.edict import EDICT
+from preciseinv.methods.gnri import GNRI
 from preciseinv.methods.preciseinv import PreciseInv
 from preciseinv.methods.renoise import ReNoise
 from preciseinv.methods.subproblem import NoiseSubproblem
 
 METHODS = {"preciseinv": PreciseInv, "ddim": DDIMInversion, "renoise": ReNoise, "easyinv": EasyInv,
-           "edict": EDICT, "bdia": BDIA, "ceiling": Ceiling}
+           "gnri": GNRI, "edict": EDICT, "bdia": BDIA, "ceiling": Ceiling}
 
-__all__ = ["BDIA", "EDICT", "METHODS", "Ceiling", "DDIMInversion", "EasyInv", "InversionResult", "NoiseSubproblem", "PreciseInv", "ReNoise"]
+__all__ = ["BDIA", "EDICT", "GNRI", "METHODS", "Ceiling", "DDIMInversion", "EasyInv", "InversionResult", "NoiseSubproblem", "PreciseInv", "ReNoise"]
