@@ -3,19 +3,24 @@ the same SolverLoop and NoiseSubproblem as fit) and
 end-to-end seconds per image, printed as a Markdown table for docs/benchmarks.md.
 
     python benchmarks/speed.py --model mini --batch 1 4 16
-    python benchmarks/speed.py --model sd15-random --batch 1 8 32 --precision bf16 --device cuda
+    python benchmarks/speed.py --model sd15-random --batch 1 8 32 --precision bf16 --device cuda --out benchmarks/results.jsonl
     python benchmarks/speed.py --model /path/to/diffusers/dir --batch 1 4
 
-``sd15-random`` is a UNet of Stable Diffusion 1.5's architecture (random weights, built from the standard config)
-at 512 px (64x64 latents), with a fixed random text embedding: the network cost of SD1.5 with no download.
+``sd15-random``, ``sdxl-random``, ``sd3-random`` are the denoisers of Stable Diffusion 1.5 (512 px), SDXL-base
+(1024 px) and SD3-medium (1024 px), built from their standard configs with random weights and fixed random text
+embeddings: their network cost with no download. ``--out`` appends one JSON object per measurement (date, device,
+model, resolution, batch, precision, compile, solver, ms_per_image_iteration, images_per_second, peak_memory_mb).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import platform
 import time
+from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -26,37 +31,116 @@ from preciseinv.samplers import DDIMSampler, build_schedule
 from preciseinv.solvers import AdamW, SolverLoop
 
 
+SD_SCHEDULE = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                   set_alpha_to_one=False)
+
+
 class RandomSD15:
     """Just enough of an adapter: SD1.5's UNet shape, random weights, conditioning on a fixed embedding."""
 
-    resolution = 512
+    name, resolution = "sd15", 512
 
     def __init__(self, device, dtype):
-        from diffusers import DDIMScheduler, UNet2DConditionModel
+        from diffusers import UNet2DConditionModel
 
-        self.unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768).to(device, dtype).eval()
-        self.unet.requires_grad_(False)
-        self.scheduler_config = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                              steps_offset=1, set_alpha_to_one=False).config
+        self.net = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+        self.setup(device, dtype, (4, 64, 64))
         self.text = torch.randn(1, 77, 768, device=device, dtype=dtype)
-        self.latent_shape, self.dtype = (4, 64, 64), dtype
+
+    def setup(self, device, dtype, latent_shape):
+        self.net = self.net.to(device, dtype).eval().requires_grad_(False)
+        self.latent_shape, self.dtype = latent_shape, dtype
+
+    def sampler(self):
+        from diffusers import DDIMScheduler
+
+        return DDIMSampler(build_schedule(DDIMScheduler(**SD_SCHEDULE).config, 2))
 
     def condition(self, batch: int):
         return self.text.expand(batch, -1, -1)  # (B, 77, 768)
 
     def predict(self, x, t, cond):
-        return self.unet(x.to(self.dtype), t, encoder_hidden_states=cond).sample
+        return self.net(x.to(self.dtype), t, encoder_hidden_states=cond).sample
+
+
+class RandomSDXL(RandomSD15):
+    """SDXL-base's UNet (2.6 B parameters) at 1024 px (128x128 latents), random weights: two text encoders'
+    2048-wide hidden states, pooled embeddings and size/crop time ids, fixed."""
+
+    name, resolution = "sdxl", 1024
+
+    def __init__(self, device, dtype):
+        from diffusers import UNet2DConditionModel
+
+        self.net = UNet2DConditionModel(
+            sample_size=128, block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True,
+            addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+        self.setup(device, dtype, (4, 128, 128))
+        self.text = torch.randn(1, 77, 2048, device=device, dtype=dtype)
+        self.pooled = torch.randn(1, 1280, device=device, dtype=dtype)
+        self.time_ids = torch.tensor([[1024, 1024, 0, 0, 1024, 1024]], device=device, dtype=dtype)
+
+    def condition(self, batch: int):
+        return {"text": self.text.expand(batch, -1, -1), "pooled": self.pooled.expand(batch, -1),
+                "time_ids": self.time_ids.expand(batch, -1)}
+
+    def predict(self, x, t, cond):
+        return self.net(x.to(self.dtype), t, encoder_hidden_states=cond["text"],
+                        added_cond_kwargs={"text_embeds": cond["pooled"], "time_ids": cond["time_ids"]}).sample
+
+
+class RandomSD3(RandomSD15):
+    """SD3-medium's transformer (2 B parameters) at 1024 px (16x128x128 latents), random weights, with 333 tokens
+    of joint text (77 CLIP + 256 T5) and pooled embeddings, fixed; the flow-matching Euler sampler (shift 3)."""
+
+    name, resolution = "sd3", 1024
+
+    def __init__(self, device, dtype):
+        from diffusers import SD3Transformer2DModel
+
+        self.net = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=24,
+                                         attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
+                                         caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
+                                         pos_embed_max_size=192)
+        self.setup(device, dtype, (16, 128, 128))
+        self.text = torch.randn(1, 333, 4096, device=device, dtype=dtype)
+        self.pooled = torch.randn(1, 2048, device=device, dtype=dtype)
+
+    def sampler(self):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        from preciseinv.samplers import EulerFlowSampler, build_flow_schedule
+
+        return EulerFlowSampler(build_flow_schedule(FlowMatchEulerDiscreteScheduler(shift=3.0).config, 2))
+
+    def condition(self, batch: int):
+        return {"text": self.text.expand(batch, -1, -1), "pooled": self.pooled.expand(batch, -1)}
+
+    def predict(self, x, t, cond):
+        timestep = torch.full((x.shape[0],), float(t), device=x.device, dtype=self.dtype)
+        return self.net(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=cond["text"],
+                        pooled_projections=cond["pooled"]).sample
+
+
+RANDOM = {"sd15-random": RandomSD15, "sdxl-random": RandomSDXL, "sd3-random": RandomSD3}
 
 
 class LoadedModel:
     def __init__(self, path, device, dtype):
         from preciseinv.models import load_model
 
+        self.name = "mini" if path == "mini" else Path(str(path)).name
         self.model = load_model(None if path == "mini" else path, device=device, dtype=dtype)
         self.resolution, self.scheduler_config = self.model.resolution, self.model.scheduler_config
         with torch.no_grad():
             x = self.model.encode(torch.zeros(1, 3, self.resolution, self.resolution, device=device))
         self.latent_shape = tuple(x.shape[1:])
+
+    def sampler(self):
+        return self.model.sampler(2)
 
     def condition(self, batch: int):
         return self.model.condition([""] * batch)
@@ -72,7 +156,7 @@ def sync(device):
 
 def time_iterations(model, batch, iters, device, autocast) -> float:
     """Seconds per image-iteration of the solver at batch size ``batch`` (after a warm-up)."""
-    sampler = DDIMSampler(build_schedule(model.scheduler_config, 2))
+    sampler = model.sampler()
     x0 = torch.randn(batch, *model.latent_shape, device=device)
     problem = NoiseSubproblem(sampler, model.predict, 1, x0, x0, torch.randn_like(x0), model.condition(batch),
                               solver=partial(AdamW, lr=0.1))
@@ -85,14 +169,23 @@ def time_iterations(model, batch, iters, device, autocast) -> float:
     return (time.perf_counter() - start) / ((iters + 1) * batch)  # iters updates + 1 final evaluation
 
 
+def peak_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="mini", help="mini | sd15-random | a diffusers directory")
+    p.add_argument("--model", default="mini", help=f"mini | {' | '.join(RANDOM)} | a diffusers directory")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="append one JSON object per measurement (results.jsonl)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,20 +195,35 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else contextlib.nullcontext
-    model = RandomSD15(device, torch.float32 if device.type == "cpu" else dtype) if args.model == "sd15-random" \
+    model = RANDOM[args.model](device, torch.float32 if device.type == "cpu" else dtype) if args.model in RANDOM \
         else LoadedModel(args.model, device, "float32")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
-    print("| model | device | precision | batch | ms / image-iteration | images/s at 100 iterations |")
-    print("|---|---|---|---|---|---|")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    shown = name if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
+
+    def record(**row):
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with open(args.out, "a") as f:
+                f.write(json.dumps({"date": str(date.today()), "device": name, "model": model.name,
+                                    "resolution": model.resolution, "precision": args.precision, "compile": False,
+                                    "solver": "adamw", **row}) + "\n")
+
+    print("| model | device | precision | batch | ms / image-iteration | images/s at 100 iterations | peak MB |")
+    print("|---|---|---|---|---|---|---|")
     for batch in args.batch:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         try:
             sec = time_iterations(model, batch, args.iters, device, autocast)
         except torch.OutOfMemoryError:
-            print(f"| {args.model} | {name} | {args.precision} | {batch} | out of memory | |")
+            print(f"| {args.model} | {shown} | {args.precision} | {batch} | out of memory | | |")
             break
-        print(f"| {args.model} | {name} | {args.precision} | {batch} | {sec * 1e3:.2f} | {1 / (sec * 100):.2f} |",
-              flush=True)
-    if args.model != "sd15-random":
+        peak = peak_mb(device)
+        print(f"| {args.model} | {shown} | {args.precision} | {batch} | {sec * 1e3:.2f} | {1 / (sec * 100):.2f} | "
+              f"{peak:.0f} |", flush=True)
+        record(kind="iteration", batch=batch, ms_per_image_iteration=sec * 1e3, images_per_second=None,
+               peak_memory_mb=peak)
+    if isinstance(model, LoadedModel):
         from preciseinv.engine import InversionEngine
         from preciseinv.methods import PreciseInv
         from preciseinv.metrics import ImageMetrics
@@ -127,6 +235,8 @@ def main() -> None:
             out = engine.run(images)
         print(f"\nend to end (encode, invert T=2 at eta=1e-3, reconstruct, metrics), batch {images.shape[0]} of "
               f"random images: {out.seconds_per_image:.3f} s/image")
+        record(kind="end_to_end", batch=images.shape[0], ms_per_image_iteration=None,
+               images_per_second=1 / out.seconds_per_image, peak_memory_mb=out.peak_memory_mb)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,22 @@ def test_solver_benchmark_prints_its_table(tmp_path):
 def test_speed_benchmark_prints_its_table():
     out = run("benchmarks/speed.py", "--model", "mini", "--batch", "1", "--iters", "1", "--threads", "1")
     assert "| mini | cpu" in out and "end to end" in out
+
+
+def test_gpu_check_runs_small_on_a_cpu(tmp_path):
+    """benchmarks/gpu_check.sh is what a lent GPU runs; here it runs its smallest form and appends its rows."""
+    import json
+    import os
+
+    env = {**os.environ, "PYTHON": sys.executable, "MODELS": "mini", "PRECISION": "fp32", "ITERS": "1",
+           "BATCHES_mini": "1", "RESULTS": str(tmp_path / "results.jsonl"), "OUT": str(tmp_path / "out")}
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert (tmp_path / "out" / "results.jsonl").read_text() == (tmp_path / "results.jsonl").read_text()
+    assert [r["kind"] for r in rows] == ["iteration", "end_to_end"]
+    for key in ("date", "device", "model", "resolution", "batch", "precision", "compile", "solver",
+                "ms_per_image_iteration", "images_per_second", "peak_memory_mb"):
+        assert key in rows[0]
