@@ -26,6 +26,7 @@ import torch
 
 from functools import partial
 
+from preciseinv.engine import peak_memory_mb
 from preciseinv.methods import NoiseSubproblem
 from preciseinv.samplers import DDIMSampler, build_schedule
 from preciseinv.solvers import AdamW, SolverLoop
@@ -169,14 +170,6 @@ def time_iterations(model, batch, iters, device, autocast) -> float:
     return (time.perf_counter() - start) / ((iters + 1) * batch)  # iters updates + 1 final evaluation
 
 
-def peak_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mini", help=f"mini | {' | '.join(RANDOM)} | a diffusers directory")
@@ -218,7 +211,7 @@ def main() -> None:
         except torch.OutOfMemoryError:
             print(f"| {args.model} | {shown} | {args.precision} | {batch} | out of memory | | |")
             break
-        peak = peak_mb(device)
+        peak = peak_memory_mb(device)
         print(f"| {args.model} | {shown} | {args.precision} | {batch} | {sec * 1e3:.2f} | {1 / (sec * 100):.2f} | "
               f"{peak:.0f} |", flush=True)
         record(kind="iteration", batch=batch, ms_per_image_iteration=sec * 1e3, images_per_second=None,

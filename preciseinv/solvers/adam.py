@@ -33,17 +33,15 @@ class Adam(UpdateRule):
         b, dev = p.shape[0], p.device
         return {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "t": torch.zeros(b, device=dev),
                 "scale": torch.full((b,), self.scale, device=dev), "wait": torch.zeros(b, device=dev),
-                "best": torch.full((b,), float("inf"), device=dev), "best_p": p.clone()}
+                **self.best_state(p)}
 
     def step(self, p, r, loss, grad, live, it):
         if grad is None:
             return p
         s = self.state
         live = live & (sq_norm(grad) != 0)  # a sample without a gradient this iteration holds still
-        improved = live & (loss < s["best"])
-        progress = live & (loss < 0.999 * s["best"])
-        s["best"] = torch.where(improved, loss, s["best"])
-        s["best_p"] = torch.where(rows(improved, p), p, s["best_p"])
+        progress = live & (loss < 0.999 * s["best"])  # read before the update below
+        self.track_best(p, loss, live)
         s["wait"] = torch.where(progress, 0, s["wait"] + live.float())
         decay = live & (s["wait"] >= self.patience)  # plateau: smaller steps, fresh moments, from the best
         s["scale"] = torch.where(decay, s["scale"] * self.factor, s["scale"])

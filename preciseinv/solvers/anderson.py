@@ -32,16 +32,13 @@ class Anderson(UpdateRule):
             "dP": z(b, self.memory, D), "dF": z(b, self.memory, D),  # (b, m, D) newest first
             "valid": z(b, self.memory, dtype=torch.bool),  # (b, m)
             "p_last": z(b, D), "f_last": z(b, D), "has_last": z(b, dtype=torch.bool),
-            "best_p": p.clone(), "best_f": torch.zeros_like(p), "best": torch.full((b,), float("inf"), device=p.device),
+            **self.best_state(p, f=torch.zeros_like(p)),
             "damping": torch.ones(b, device=p.device), "rejections": z(b, dtype=torch.long),
         }
 
     def step(self, p, r, loss, grad, live, it):
         s, f = self.state, self.problem.newton_step(r)  # (b, P, h, w)
-        better = live & (loss < s["best"])
-        s["best"] = torch.where(better, loss, s["best"])
-        s["best_p"] = torch.where(rows(better, p), p, s["best_p"])
-        s["best_f"] = torch.where(rows(better, p), f, s["best_f"])
+        better = self.track_best(p, loss, live, f=f)
         reject = live & ~(loss <= self.safeguard * s["best"])  # worse than allowed, or non-finite
         accept = live & ~reject
         s["rejections"] = torch.where(reject, s["rejections"] + 1, torch.where(better, 0, s["rejections"]))

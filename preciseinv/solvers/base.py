@@ -101,6 +101,23 @@ class UpdateRule(ABC):
         None when no sample needs one), ``live`` (b,) the samples to move (the others must come back unchanged),
         ``it`` the loop's iteration."""
 
+    @staticmethod
+    def best_state(p: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Initial best-iterate state: ``best`` (b,) = inf, ``best_p`` = p, and ``best_<name>`` for each extra."""
+        return {"best": torch.full((p.shape[0],), float("inf"), device=p.device), "best_p": p.clone(),
+                **{f"best_{name}": value for name, value in extra.items()}}
+
+    def track_best(self, p: torch.Tensor, loss: torch.Tensor, live: torch.Tensor,
+                   **extra: torch.Tensor) -> torch.Tensor:
+        """Where ``live`` and ``loss`` beat ``state["best"]``, record it, ``p`` and each extra tensor (as
+        ``best_<name>``); return that (b,) mask. A non-finite loss never counts as better."""
+        s = self.state
+        better = live & (loss < s["best"])
+        s["best"] = torch.where(better, loss, s["best"])
+        for name, value in {"p": p, **extra}.items():
+            s[f"best_{name}"] = torch.where(rows(better, value), value, s[f"best_{name}"])
+        return better
+
     def switched(self) -> int:
         """How many samples changed phase since the last call (telemetry of the hybrid)."""
         return 0

@@ -51,7 +51,7 @@ class Hybrid(UpdateRule):
         b, dev = p.shape[0], p.device
         return {"phase": torch.zeros(b, dtype=torch.long, device=dev),
                 "fresh": torch.zeros(b, dtype=torch.bool, device=dev),  # switched: restart from the best iterate
-                "best_p": p.clone(), "best": torch.full((b,), float("inf"), device=dev),
+                **self.best_state(p),
                 "loss": torch.full((b,), float("inf"), device=dev),  # the last residual seen
                 "checkpoint": torch.full((b,), float("inf"), device=dev),  # best at the start of the window
                 "count": torch.zeros(b, dtype=torch.long, device=dev)}  # iterations in the window
@@ -90,9 +90,7 @@ class Hybrid(UpdateRule):
 
     def step(self, p, r, loss, grad, live, it):
         s = self.state
-        better = live & (loss < s["best"])
-        s["best"] = torch.where(better, loss, s["best"])
-        s["best_p"] = torch.where(rows(better, p), p, s["best_p"])
+        self.track_best(p, loss, live)
         s["loss"] = torch.where(live, loss, s["loss"])
         s["count"] = s["count"] + live.long()
         fresh = live & s["fresh"]  # switched at the last sync: step onto the best iterate first

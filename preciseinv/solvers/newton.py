@@ -26,20 +26,16 @@ class Newton(UpdateRule):
         self.grow, self.shrink, self.alpha0 = grow, shrink, alpha
 
     def initial_state(self, p):
-        b = p.shape[0]
-        return {"best_p": p.clone(), "best_g": torch.zeros_like(p), "best": torch.full((b,), float("inf"), device=p.device),
-                "alpha": torch.full((b,), self.alpha0, device=p.device)}
+        return {**self.best_state(p, g=torch.zeros_like(p)),
+                "alpha": torch.full((p.shape[0],), self.alpha0, device=p.device)}
 
     def step(self, p, r, loss, grad, live, it):
         s = self.state
         if grad is None:
             return p
         has_grad = sq_norm(grad) != 0  # a sample whose gradient was not computed this iteration holds still
-        better = live & has_grad & (loss < s["best"])
+        better = self.track_best(p, loss, live & has_grad, g=grad)
         worse = live & has_grad & ~better
-        s["best"] = torch.where(better, loss, s["best"])
-        s["best_p"] = torch.where(rows(better, p), p, s["best_p"])
-        s["best_g"] = torch.where(rows(better, p), grad, s["best_g"])
         s["alpha"] = torch.where(better, (s["alpha"] * self.grow).clamp(max=1.0),
                                  torch.where(worse, s["alpha"] * self.shrink, s["alpha"]))
         length = 2 * s["best"] / sq_norm(s["best_g"]).clamp_min(1e-30)  # (b,) the Newton-Raphson step length
