@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-from preciseinv.callbacks.writer import finite_mean
+from preciseinv.callbacks.writer import cost, finite_mean
 from preciseinv.datamodules.images import to_uint8
 
 
@@ -30,7 +30,7 @@ def aggregate(records: list[dict]) -> dict[str, float]:
     out["converged_fraction"] = mean([float(all(r["converged"])) for r in records])
     out["nfe/forward"] = mean([r["nfe_forward"] for r in records])
     out["nfe/backward"] = mean([r["nfe_backward"] for r in records])
-    out["cost"] = mean([r["nfe_forward"] + 2 * r["nfe_backward"] for r in records])
+    out["cost"] = mean([cost(r) for r in records])
     out["retried_fp32"] = mean([float(r.get("retried_fp32", False)) for r in records])
     return {k: v for k, v in out.items() if v is not None}
 
@@ -117,6 +117,6 @@ class InversionProgressBar(TQDMProgressBar):
         rate = self._images / max(1e-9, time.perf_counter() - self._t0)
         psnr = sum(out.metrics["psnr"]) / len(out.metrics["psnr"]) if out.metrics.get("psnr") else float("nan")
         inv = out.inversion
-        cost = float((inv.nfe_forward + 2 * inv.nfe_backward).float().mean())  # network calls per image
-        self.predict_progress_bar.set_postfix({"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}", "cost": f"{cost:.0f}"},
+        calls = float((inv.nfe_forward + 2 * inv.nfe_backward).float().mean())  # network calls per image
+        self.predict_progress_bar.set_postfix({"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}", "cost": f"{calls:.0f}"},
                                               refresh=False)

@@ -81,6 +81,12 @@ def finite_mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def cost(record: dict) -> int:
+    """A manifest record's network cost: forward + 2 x backward calls (also for records written before the
+    ``cost`` field existed)."""
+    return record["nfe_forward"] + 2 * record["nfe_backward"]
+
+
 ENCODER_KEYS = ("roundtrip_psnr", "decoder_psnr", "decoder_iters", "decoder_cost")
 
 
@@ -111,7 +117,7 @@ def summarize(records: list[dict], failures: list[dict], config: dict | None = N
         "converged_fraction": finite_mean([float(all(r["converged"])) for r in rs]),
         "nfe_forward_mean": finite_mean([r["nfe_forward"] for r in rs]),
         "nfe_backward_mean": finite_mean([r["nfe_backward"] for r in rs]),
-        "cost_mean": finite_mean([r["nfe_forward"] + 2 * r["nfe_backward"] for r in rs]),
+        "cost_mean": finite_mean([cost(r) for r in rs]),
         "phases": phase_counts(rs),
         # encoder=decoder_inversion: the VAE round trip's PSNR, that of D(z*), and what finding z* cost
         **{f"{k}_mean": finite_mean([r.get(k) for r in rs]) for k in ENCODER_KEYS if any(k in r for r in rs)},

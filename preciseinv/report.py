@@ -22,6 +22,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from preciseinv.callbacks.writer import cost
+
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom (beyond: the normal 1.96)
 _T95 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
@@ -82,7 +84,7 @@ def read_run(folder: Path) -> dict:
                 "nfe_backward_mean", "latent_mse_mean", "n_failed"):
         row[key] = summary.get(key)
     if row["cost_mean"] is None:  # runs written before the cost column existed
-        row["cost_mean"], _ = mean_ci95([r["nfe_forward"] + 2 * r["nfe_backward"] for r in records])
+        row["cost_mean"], _ = mean_ci95([cost(r) for r in records])
     return {"row": row, "records": records, "folder": folder}
 
 
@@ -150,7 +152,7 @@ def per_image_rows(runs: list[dict]) -> list[dict]:
             out.append({"run": run["row"]["run"], "method": run["row"]["method"], "id": rec["id"],
                         **{k: rec.get(k) for k in ("psnr", "ssim", "lpips", "latent_mse", "nfe_forward",
                                                    "nfe_backward", "seconds")},
-                        "cost": rec["nfe_forward"] + 2 * rec["nfe_backward"], "converged": all(rec["converged"]),
+                        "cost": cost(rec), "converged": all(rec["converged"]),
                         "recon": rec.get("recon")})
     return out
 
