@@ -10,7 +10,9 @@ Models: ``mini`` (the embedded DDPM), ``mini-clip`` (a second pixel DDPM, traine
 (``tiny-sd``, ``tiny-sd-v``, ``tiny-lcm``, ``tiny-sdxl``, ``tiny-sd3``, built in a temporary folder), or any
 diffusers directory. Images: the four bundled photos (held out of the mini models' training) and, for
 ``--random N``, N smooth random images, at the model's resolution. T = 2, empty prompt, the model's own sampler.
-``cost`` = network forward + 2 x backward calls per image, the inversion's own.
+``cost`` = network forward + 2 x backward calls per image, the inversion's own. Method names (``ddim``,
+``ceiling``, ``renoise``, ...) are accepted among ``--solvers`` as comparison rows; ``--encoders mean
+decoder_inversion`` measures decoder inversion (latent models).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import platform
 import tempfile
 import time
+from itertools import product
 from datetime import date
 from pathlib import Path
 
@@ -62,20 +65,22 @@ def images(resolution: int, n_random: int) -> torch.Tensor:
 
 
 def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
-            batch: torch.Tensor) -> dict:
-    from preciseinv.api import make_solver
+            batch: torch.Tensor, encoder: str = "mean") -> dict:
+    from preciseinv.api import make_encoder, make_solver
     from preciseinv.engine import InversionEngine
-    from preciseinv.methods import DDIMInversion, PreciseInv
+    from preciseinv.methods import METHODS, PreciseInv
     from preciseinv.metrics import ImageMetrics
 
-    method = DDIMInversion(eta) if solver == "ddim" else PreciseInv(eta, max_iters, make_solver(solver, lr))
-    engine = InversionEngine(model, method, 2, timestep_spacing=spacing, metrics=ImageMetrics(False))
+    # "ddim", "ceiling", ... are methods (rows for comparison); the other names are PreciseInv's solvers
+    method = METHODS[solver](eta) if solver in METHODS else PreciseInv(eta, max_iters, make_solver(solver, lr))
+    engine = InversionEngine(model, method, 2, timestep_spacing=spacing, metrics=ImageMetrics(False),
+                             encoder=make_encoder(encoder))
     start = time.perf_counter()
     out = engine.run(batch)
     seconds = (time.perf_counter() - start) / batch.shape[0]
     rows = out.inversion.per_sample()
     return {"model": name, "spacing": spacing or "default", "timesteps": list(engine.sampler.schedule.timesteps),
-            "solver": solver, "eta": eta, "max_iters": max_iters, "n": len(rows),
+            "solver": solver, "encoder": encoder, "eta": eta, "max_iters": max_iters, "n": len(rows),
             "psnr": sum(out.metrics["psnr"]) / len(rows),
             "converged": sum(all(r["converged"]) for r in rows) / len(rows),
             "cost": sum(r["cost"] for r in rows) / len(rows), "seconds_per_image": seconds}
@@ -87,6 +92,7 @@ def main() -> None:
     p.add_argument("--spacing", nargs="+", default=["default", "trailing"])
     p.add_argument("--solvers", nargs="+", default=["ddim", *SOLVERS])
     p.add_argument("--eta", nargs="+", type=float, default=[1e-3])
+    p.add_argument("--encoders", nargs="+", default=["mean"], help="mean | decoder_inversion (latent models)")
     p.add_argument("--max-iters", type=int, default=200)
     p.add_argument("--random", type=int, default=4, help="smooth random images added to the 4 photos")
     p.add_argument("--lr", type=float, default=None, help="adamw's lr (default: the family preset's)")
@@ -99,8 +105,8 @@ def main() -> None:
 
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     print(f"<!-- {date.today()}, {machine}, T = 2, max {args.max_iters} iterations per step -->")
-    print("| model | spacing (t) | solver | η | n | PSNR (dB) | converged | cost / image | s / image |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | spacing (t) | solver | encoder | η | n | PSNR (dB) | converged | cost / image | s / image |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
             model = load_model(model_path(name, Path(scratch)), device="cpu")
@@ -108,19 +114,18 @@ def main() -> None:
             lr = args.lr or PAPER_LR.get(name, 0.1)
             spacings = args.spacing if model.default_sampler != "euler" else ["default"]  # flow: sigmas, no spacing
             for spacing in spacings:
-                for eta in args.eta:
-                    for solver in args.solvers:
-                        runs = [run_one(model, name, solver, None if spacing == "default" else spacing, eta,
-                                        args.max_iters, lr, batch) for _ in range(args.repeat)]
-                        row = runs[0]
-                        row["seconds_per_image"] = sorted(r["seconds_per_image"] for r in runs)[len(runs) // 2]
-                        ts = ", ".join(str(int(t)) for t in row["timesteps"])
-                        print(f"| {name} | {row['spacing']} ({ts}) | {solver} | {eta:g} | {row['n']} | "
-                              f"{row['psnr']:.2f} | {row['converged']:.0%} | {row['cost']:.0f} | "
-                              f"{row['seconds_per_image']:.3f} |", flush=True)
-                        if args.out:
-                            with open(args.out, "a") as f:
-                                f.write(json.dumps({"date": str(date.today()), "machine": machine, **row}) + "\n")
+                for eta, encoder, solver in product(args.eta, args.encoders, args.solvers):
+                    runs = [run_one(model, name, solver, None if spacing == "default" else spacing, eta,
+                                    args.max_iters, lr, batch, encoder) for _ in range(args.repeat)]
+                    row = runs[0]
+                    row["seconds_per_image"] = sorted(r["seconds_per_image"] for r in runs)[len(runs) // 2]
+                    ts = ", ".join(str(int(t)) for t in row["timesteps"])
+                    print(f"| {name} | {row['spacing']} ({ts}) | {solver} | {encoder} | {eta:g} | {row['n']} | "
+                          f"{row['psnr']:.2f} | {row['converged']:.0%} | {row['cost']:.0f} | "
+                          f"{row['seconds_per_image']:.3f} |", flush=True)
+                    if args.out:
+                        with open(args.out, "a") as f:
+                            f.write(json.dumps({"date": str(date.today()), "machine": machine, **row}) + "\n")
 
 
 if __name__ == "__main__":
