@@ -15,7 +15,6 @@ model, resolution, batch, precision, compile, solver, ms_per_image_iteration, im
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import time
@@ -26,10 +25,15 @@ import torch
 
 from functools import partial
 
+from preciseinv.accel.settings import accelerate, accelerate_module, autocast, configure_backends
 from preciseinv.engine import peak_memory_mb
 from preciseinv.methods import NoiseSubproblem
 from preciseinv.samplers import DDIMSampler, build_schedule
-from preciseinv.solvers import AdamW, SolverLoop
+from preciseinv.solvers import AdamW, FixedPoint, SolverLoop
+
+# the per-iteration work of the two kinds of solver: AdamW (the paper's, forward + backward) and the fixed-point
+# iteration (forward only; the default hybrid runs it for most of its iterations)
+SOLVERS = {"adamw": partial(AdamW, lr=0.1), "fixed_point": FixedPoint}
 
 
 SD_SCHEDULE = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
@@ -155,13 +159,13 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_iterations(model, batch, iters, device, autocast) -> float:
+def time_iterations(model, batch, iters, device, precision, solver="adamw") -> float:
     """Seconds per image-iteration of the solver at batch size ``batch`` (after a warm-up)."""
     sampler = model.sampler()
     x0 = torch.randn(batch, *model.latent_shape, device=device)
     problem = NoiseSubproblem(sampler, model.predict, 1, x0, x0, torch.randn_like(x0), model.condition(batch),
-                              solver=partial(AdamW, lr=0.1))
-    with autocast():
+                              solver=SOLVERS[solver])
+    with autocast(device, precision):
         SolverLoop(eta=1e-30, max_iters=2, sync_every=10**9).run(problem)  # warm-up; never converges: fixed work
         sync(device)
         start = time.perf_counter()
@@ -178,18 +182,23 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--solver", nargs="+", default=["adamw"], choices=list(SOLVERS))
+    p.add_argument("--compile", default="false", help="false | true | a torch.compile mode")
+    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="append one JSON object per measurement (results.jsonl)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else contextlib.nullcontext
+    configure_backends()
+    compile = {"false": False, "true": True}.get(args.compile.lower(), args.compile)
     model = RANDOM[args.model](device, torch.float32 if device.type == "cpu" else dtype) if args.model in RANDOM \
         else LoadedModel(args.model, device, "float32")
+    if isinstance(model, LoadedModel):
+        accelerate(model.model, compile, args.channels_last)
+    else:
+        accelerate_module(model.net, compile, args.channels_last)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     shown = name if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
 
@@ -198,24 +207,26 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             with open(args.out, "a") as f:
                 f.write(json.dumps({"date": str(date.today()), "device": name, "model": model.name,
-                                    "resolution": model.resolution, "precision": args.precision, "compile": False,
-                                    "solver": "adamw", **row}) + "\n")
+                                    "resolution": model.resolution, "precision": args.precision, "compile": compile,
+                                    "channels_last": args.channels_last, **row}) + "\n")
 
-    print("| model | device | precision | batch | ms / image-iteration | images/s at 100 iterations | peak MB |")
-    print("|---|---|---|---|---|---|---|")
-    for batch in args.batch:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        try:
-            sec = time_iterations(model, batch, args.iters, device, autocast)
-        except torch.OutOfMemoryError:
-            print(f"| {args.model} | {shown} | {args.precision} | {batch} | out of memory | | |")
-            break
-        peak = peak_memory_mb(device)
-        print(f"| {args.model} | {shown} | {args.precision} | {batch} | {sec * 1e3:.2f} | {1 / (sec * 100):.2f} | "
-              f"{peak:.0f} |", flush=True)
-        record(kind="iteration", batch=batch, ms_per_image_iteration=sec * 1e3, images_per_second=None,
-               peak_memory_mb=peak)
+    print("| model | device | precision | compile | channels_last | solver | batch | ms / image-iteration | "
+          "images/s at 100 iterations | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for solver in args.solver:
+        for batch in args.batch:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            head = f"| {args.model} | {shown} | {args.precision} | {compile} | {args.channels_last} | {solver} | {batch} |"
+            try:
+                sec = time_iterations(model, batch, args.iters, device, args.precision, solver)
+            except torch.OutOfMemoryError:
+                print(f"{head} out of memory | | |")
+                break
+            peak = peak_memory_mb(device)
+            print(f"{head} {sec * 1e3:.2f} | {1 / (sec * 100):.2f} | {peak:.0f} |", flush=True)
+            record(kind="iteration", solver=solver, batch=batch, ms_per_image_iteration=sec * 1e3,
+                   images_per_second=None, peak_memory_mb=peak)
     if isinstance(model, LoadedModel):
         from preciseinv.engine import InversionEngine
         from preciseinv.methods import PreciseInv
@@ -224,11 +235,11 @@ def main() -> None:
         engine = InversionEngine(model.model, PreciseInv(eta=1e-3, max_iters=200, solver=partial(AdamW, lr=0.1)), 2,
                                  metrics=ImageMetrics(False))
         images = torch.rand(max(args.batch), 3, model.resolution, model.resolution, device=device) * 2 - 1
-        with autocast():
+        with autocast(device, args.precision):
             out = engine.run(images)
         print(f"\nend to end (encode, invert T=2 at eta=1e-3, reconstruct, metrics), batch {images.shape[0]} of "
               f"random images: {out.seconds_per_image:.3f} s/image")
-        record(kind="end_to_end", batch=images.shape[0], ms_per_image_iteration=None,
+        record(kind="end_to_end", solver="adamw", batch=images.shape[0], ms_per_image_iteration=None,
                images_per_second=1 / out.seconds_per_image, peak_memory_mb=out.peak_memory_mb)
 
 

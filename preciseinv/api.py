@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from preciseinv.accel.settings import autocast
 from preciseinv.engine import InversionEngine
 from preciseinv.errors import PreciseInvError
 from preciseinv.methods import METHODS, InversionResult, PreciseInv
@@ -58,13 +58,6 @@ class Inversion:
     x0: torch.Tensor  # (B, C, h, w) the encoded images
     images: torch.Tensor  # (B, 3, H, W) the preprocessed inputs in [-1, 1]
     result: InversionResult
-
-
-def _autocast(device: torch.device, precision: str):
-    dtypes = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16": torch.float16, "16-mixed": torch.float16}
-    if precision in dtypes:
-        return torch.autocast(device.type, dtype=dtypes[precision])
-    return contextlib.nullcontext()
 
 
 def make_solver(solver, lr: float = 0.1):
@@ -140,7 +133,7 @@ class Inverter:
 
     def invert(self, images, prompts: list[str] | None = None) -> Inversion:
         images = self.load_images(images).to(self.model.device)
-        with _autocast(self.model.device, self.precision):
+        with autocast(self.model.device, self.precision):
             x0, result = self.engine.invert(images, prompts)
         return Inversion(result.latent.detach(), x0, images, result)
 
@@ -149,7 +142,7 @@ class Inverter:
                     companion: torch.Tensor | None = None) -> torch.Tensor:
         """``noises``: the inversion's step noises (``Inversion.result.noises``), needed by lcm and ddpm;
         ``companion``: the second state of method=edict / bdia (``Inversion.result.companion``)."""
-        with _autocast(self.model.device, self.precision):
+        with autocast(self.model.device, self.precision):
             return self.engine.reconstruct(latents, prompts, noises, companion)
 
     def edit(self, images, source_prompts: list[str], target_prompts: list[str], guidance_scale: float = 7.5):
@@ -157,7 +150,7 @@ class Inverter:
 
         Returns (inversion, edited images (B, 3, H, W) in [-1, 1])."""
         inversion = self.invert(images, source_prompts)
-        with _autocast(self.model.device, self.precision):
+        with autocast(self.model.device, self.precision):
             edited = self.engine.edit(inversion.latents, target_prompts, source_prompts, guidance_scale,
                                       inversion.result.noises, inversion.result.companion)
         return inversion, edited

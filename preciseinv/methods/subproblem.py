@@ -94,9 +94,9 @@ class NoiseSubproblem(LightningModule):
         change that cancels r under that model is  -(g_eps, g_z) r / (g_eps^2 + g_z^2): the map
         p <- p + newton_step(r(p)) is at a fixed point exactly where mu(x*_t) = x*_{t-1}.
         """
-        g_eps = self.sampler.frozen_slope(self.k) * self.sampler.state_gain(self.k)
+        slope, gain, g_z = self.sampler.gains(self.k)
+        g_eps = slope * gain
         if not self.learn_noise:
             return -r / g_eps
-        g_z = self.sampler.noise_gain(self.k)
         d = g_eps * g_eps + g_z * g_z
         return torch.cat([-(g_eps / d) * r, -(g_z / d) * r], dim=1)

@@ -21,6 +21,12 @@ def select(cond: Any, idx: torch.Tensor) -> Any:
     return {k: select(v, idx) if isinstance(v, (torch.Tensor, dict)) else v for k, v in cond.items()}
 
 
+def timesteps_like(timestep: float, x: torch.Tensor, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """A (B,) timestep tensor for the batch ``x``, filled on its device: a fill kernel, where a Python number
+    handed to a diffusers network becomes a host-to-device copy (a stream synchronisation) on every call."""
+    return torch.full((x.shape[0],), timestep, device=x.device, dtype=dtype)
+
+
 class DiffusionModel(ABC):
     """A frozen diffusers model. Subclasses set ``modules`` and implement the four abstract methods.
 

@@ -45,12 +45,16 @@ class ModelSpec:
     lora_scale: float = 1.0
     sampler: str | None = None  # the preset's sampler (e.g. lcm for LCM-LoRA); null: the model's own
     precision: str = "32-true"  # the compute precision the preset recommends on a GPU
+    compile: bool | str = False  # torch.compile the denoiser (True or a mode name); see preciseinv.accel
+    channels_last: bool = False  # NHWC weights for a convolutional denoiser
 
     def load(self, device: str | torch.device = "cpu"):
         model = load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,
                            use_safetensors=self.use_safetensors, lora=self.lora, lora_scale=self.lora_scale)
         model.guidance_embedding = self.guidance_embedding
-        return model
+        from preciseinv.accel.settings import accelerate
+
+        return accelerate(model, self.compile, self.channels_last)
 
 
 def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from preciseinv.models.base import DiffusionModel
+from preciseinv.models.base import DiffusionModel, timesteps_like
 
 
 class PixelModel(DiffusionModel):
@@ -34,5 +34,4 @@ class PixelModel(DiffusionModel):
 
     def predict(self, x: torch.Tensor, timestep: int, cond=None) -> torch.Tensor:
         unet = self.modules["unet"]
-        t = torch.full((x.shape[0],), timestep, device=x.device, dtype=torch.long)
-        return unet(x.to(self.dtype), t).sample
+        return unet(x.to(self.dtype), timesteps_like(timestep, x)).sample

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from preciseinv.models.base import timesteps_like
 from preciseinv.models.stable_diffusion import StableDiffusionModel, _tokens
 
 
@@ -53,7 +54,7 @@ class StableDiffusion3Model(StableDiffusionModel):
         x = x.to(transformer.dtype)
 
         def run(inp, c):
-            t = torch.full((inp.shape[0],), float(timestep), device=inp.device, dtype=transformer.dtype)
+            t = timesteps_like(float(timestep), inp, transformer.dtype)
             return transformer(hidden_states=inp, timestep=t, **self._unet_kwargs(c, transformer.dtype)).sample
 
         if "uncond" not in cond:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from preciseinv.models.base import DiffusionModel
+from preciseinv.models.base import DiffusionModel, timesteps_like
 
 
 class LatentModel(DiffusionModel):
@@ -134,9 +134,10 @@ class StableDiffusionModel(LatentModel):
         unet = self.modules["unet"]
         x = x.to(unet.dtype)
         if "uncond" not in cond:
-            return unet(x, timestep, **self._unet_kwargs(cond["cond"], unet.dtype)).sample
+            return unet(x, timesteps_like(timestep, x), **self._unet_kwargs(cond["cond"], unet.dtype)).sample
         both = {k: torch.cat([cond["uncond"][k], cond["cond"][k]]) for k in cond["cond"]}  # (2B, ...)
-        uncond, cond_out = unet(torch.cat([x, x]), timestep, **self._unet_kwargs(both, unet.dtype)).sample.chunk(2)
+        x2 = torch.cat([x, x])  # (2B, C, h, w)
+        uncond, cond_out = unet(x2, timesteps_like(timestep, x2), **self._unet_kwargs(both, unet.dtype)).sample.chunk(2)
         return uncond + cond["scale"] * (cond_out - uncond)
 
 

@@ -42,14 +42,21 @@ class BaseSampler(ABC):
 
     def __init__(self, schedule: StepSchedule):
         self.schedule = schedule
+        self._tables: dict = {}  # (id(table), device) -> the fp32 table on that device, copied once per schedule
+        self._gains: dict = {}  # k -> (frozen_slope, state_gain, noise_gain) as Python floats
 
     @property
     def num_steps(self) -> int:
         return self.schedule.num_steps
 
     def _at(self, table: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
-        """Entry k of a float64 schedule table as an fp32 scalar on ``like``'s device."""
-        return table[k].to(device=like.device, dtype=torch.float32)
+        """Entry k of a float64 schedule table as an fp32 scalar on ``like``'s device: a view into a copy of the
+        table made once per device, so the solver's inner iteration never copies host data to the device (a
+        pageable host-to-device copy synchronises the stream)."""
+        key = (id(table), like.device)
+        if key not in self._tables:
+            self._tables[key] = (table, table.to(device=like.device, dtype=torch.float32))  # keeps ``table`` alive
+        return self._tables[key][1][k]
 
     @abstractmethod
     def frozen_slope(self, k: int) -> float:
@@ -62,6 +69,12 @@ class BaseSampler(ABC):
     def noise_gain(self, k: int) -> float:
         """d mu / d z: how the noise injected by step k moves its output (0 for deterministic samplers)."""
         return 0.0
+
+    def gains(self, k: int) -> tuple[float, float, float]:
+        """(frozen_slope, state_gain, noise_gain) of step k, computed once: the solver reads them every iteration."""
+        if k not in self._gains:
+            self._gains[k] = (self.frozen_slope(k), self.state_gain(k), self.noise_gain(k))
+        return self._gains[k]
 
     def denoise(self, denoiser: Denoiser, x: torch.Tensor, k: int, cond=None, noise=None) -> torch.Tensor:
         """mu(x_{t_{k+1}}): one denoising step from step k to the state below it (fp32)."""

@@ -105,4 +105,4 @@ class DDPMSampler(NoiseInjectingSampler):
         mean = (a_prev.sqrt() * beta_t / (1 - a)) * x0 + (alpha_t.sqrt() * (1 - a_prev) / (1 - a)) * sample.float()
         if k == 0:  # the step to t = 0 adds no noise
             return mean
-        return mean + self.noise_gain(k) * noise.float()
+        return mean + self.gains(k)[2] * noise.float()

@@ -68,6 +68,7 @@ class Anderson(UpdateRule):
         A = F @ F.transpose(1, 2)  # (b, m, m)
         scale = A.diagonal(dim1=1, dim2=2).sum(1).clamp_min(1e-300) / self.memory  # (b,)
         A = A + (self.ridge * scale + 1e-300)[:, None, None] * torch.eye(self.memory, dtype=A.dtype, device=A.device)
-        gamma = torch.linalg.solve(A, F @ f.double()[..., None]) * m[..., None]  # (b, m, 1)
+        # solve_ex: A is positive definite (ridge), and solve would read its error flag on the host each step
+        gamma = torch.linalg.solve_ex(A, F @ f.double()[..., None])[0] * m[..., None]  # (b, m, 1)
         return ((dP + self.mixing * dF).double().transpose(1, 2) @ gamma).squeeze(-1).float()  # (b, D)
 

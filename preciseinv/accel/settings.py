@@ -1,0 +1,54 @@
+"""Speed settings, applied in one place for ``fit``, the Python API and the benchmark.
+
+- TF32 for fp32 matrix products and convolutions on a GPU (always on: the solver's own arithmetic is fp32 and TF32
+  loses nothing the residual can see at the paper's eta; the network runs under the preset's autocast anyway);
+- ``channels_last`` memory format for a convolutional denoiser (UNets; cuDNN's bf16/fp16 kernels are NHWC);
+- ``compile``: ``torch.compile`` of the denoiser in place (``Module.compile``; the adapter keeps its module, so
+  ``.config``, ``.dtype`` and ``.to`` work as before); its batch dimension becomes dynamic after the working set
+  first shrinks, so a shrinking working set costs one recompilation, not one per size;
+- the compute precision: ``autocast(device, precision)`` for a preset's ``precision`` (Lightning's names).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+AUTOCAST = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16": torch.float16, "16-mixed": torch.float16}
+
+
+def configure_backends() -> None:
+    """TF32 matmuls and convolutions (no effect on a CPU). Idempotent."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The autocast context of a precision name (``bf16-mixed``, ``16-mixed``, ``bf16``, ``fp16``; anything else:
+    fp32, no autocast)."""
+    dtype = AUTOCAST.get(str(precision))
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def accelerate(model, compile: bool | str = False, channels_last: bool = False):
+    """Apply the speed settings to a ``DiffusionModel``'s denoiser, in place; returns the model.
+
+    ``compile``: False, True (torch.compile's default mode) or a mode name (``"max-autotune-no-cudagraphs"``,
+    ``"reduce-overhead"``: CUDA graphs, for a fixed working-set size)."""
+    accelerate_module(model.modules[model.denoiser_name], compile, channels_last)
+    return model
+
+
+def accelerate_module(denoiser: torch.nn.Module, compile: bool | str = False, channels_last: bool = False):
+    """``accelerate`` for a bare network (the benchmark's random-weight denoisers)."""
+    configure_backends()
+    if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in denoiser.modules()):
+        denoiser.to(memory_format=torch.channels_last)
+    if compile and not getattr(denoiser, "_preciseinv_compiled", False):
+        denoiser.compile(**({} if compile is True else {"mode": str(compile)}))
+        denoiser._preciseinv_compiled = True
+    return denoiser
