@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from preciseinv.callbacks.writer import InversionWriter
-from preciseinv.datamodules.images import png_bytes
+from preciseinv.outputs.images import png_bytes
 from preciseinv.outputs import latent_bytes
 
 
@@ -26,12 +26,9 @@ class ShardWriter(InversionWriter):
         super().__init__(output_dir, save_recon, run_config)
         self.maxcount = maxcount
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.rank, self.shard_index, self.count = 0, 0, 0
+        self.shard_index, self.count = 0, 0
         self.sink = self.tmp_path = self.shard_rel = None
         self.pending: list[dict] = []
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        self.rank = trainer.global_rank
 
     def _open(self) -> None:
         import webdataset as wds
@@ -70,6 +67,13 @@ class ShardWriter(InversionWriter):
         for record in self.pending:
             super().commit(record)
         self.pending = []
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Preempted (SIGTERM / SIGINT): publish the samples of the open shard, which are complete."""
+        from preciseinv.preemption import Interrupted
+
+        if isinstance(exception, Interrupted):
+            self.close_shard()
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self.close_shard()

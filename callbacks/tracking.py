@@ -1,6 +1,6 @@
 """Experiment tracking: metrics over all ranks, an image panel, and images per second on the progress bar.
 
-Rank 0 aggregates from ``manifest.jsonl``, which every rank appends to, so no collective is needed (ranks may run
+Rank 0 aggregates from the rank record files (``records/rank-<k>.jsonl``), which every rank appends to, so no collective is needed (ranks may run
 different numbers of batches in predict, where a per-batch all-gather would hang). Lightning refuses ``self.log``
 in predict hooks, so this callback calls the loggers' ``log_metrics`` / ``log_image`` directly.
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-from preciseinv.callbacks.writer import cost, finite_mean
-from preciseinv.datamodules.images import to_uint8
+from preciseinv.outputs.images import to_uint8
+from preciseinv.outputs.records import RECORDS
+from preciseinv.outputs.summary import cost, finite_mean
 
 
 def aggregate(records: list[dict]) -> dict[str, float]:
@@ -47,25 +48,35 @@ class InversionTracker(Callback):
                  images_per_panel: int = 4):
         self.output_dir = Path(output_dir) if output_dir else None
         self.log_every, self.image_every, self.images_per_panel = log_every_n_batches, image_every_n_batches, images_per_panel
-        self.offset, self.seen, self.started, self.step = 0, 0, 0.0, 0
+        self.offsets: dict[Path, int] = {}  # rank record file -> bytes already read
+        self.seen, self.started, self.step = 0, 0.0, 0
+
+    def _rank_files(self) -> list[Path]:
+        return sorted((self.output_dir / RECORDS).glob("rank-*.jsonl"))
 
     def _new_records(self) -> list[dict]:
-        path = self.output_dir / "manifest.jsonl"
-        if not path.exists():
-            return []
-        with open(path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next read
-        self.offset += len(complete)
-        return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+        """Records every rank published since the last read (from ``records/rank-<k>.jsonl``)."""
+        records = []
+        for path in self._rank_files():
+            offset = self.offsets.get(path, 0)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next read
+            self.offsets[path] = offset + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a torn line a dead run left: skipped
+                    continue
+        return records
 
     def on_predict_start(self, trainer, pl_module) -> None:
         if self.output_dir is None:
             writer = next((c for c in trainer.callbacks if hasattr(c, "output_dir") and c is not self), None)
             self.output_dir = Path(writer.output_dir) if writer else Path(trainer.default_root_dir)
-        path = self.output_dir / "manifest.jsonl"
-        self.offset = path.stat().st_size if path.exists() else 0  # earlier runs' records are not this run's speed
+        # records a dead earlier run left in the rank files are not this run's speed
+        self.offsets = {path: path.stat().st_size for path in self._rank_files()}
         self.seen, self.started, self.step = 0, time.perf_counter(), 0
 
     def _log(self, trainer) -> None:
@@ -101,12 +112,12 @@ class InversionTracker(Callback):
 
 
 class InversionProgressBar(TQDMProgressBar):
-    """Lightning's bar (batches, elapsed, time remaining) plus images per second, PSNR and cost (network forward
-    + 2 x backward calls per image) of this rank."""
+    """Lightning's bar (batches, elapsed, time remaining) plus images per second, mean PSNR so far, the fraction
+    converged so far and the cost (network forward + 2 x backward calls per image) of this rank."""
 
     def on_predict_start(self, trainer, pl_module) -> None:
         super().on_predict_start(trainer, pl_module)
-        self._images, self._t0 = 0, time.perf_counter()
+        self._images, self._t0, self._psnr, self._converged = 0, time.perf_counter(), [], 0
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
@@ -115,8 +126,25 @@ class InversionProgressBar(TQDMProgressBar):
             return
         self._images += out.latent.shape[0]
         rate = self._images / max(1e-9, time.perf_counter() - self._t0)
-        psnr = sum(out.metrics["psnr"]) / len(out.metrics["psnr"]) if out.metrics.get("psnr") else float("nan")
+        self._psnr += list(out.metrics.get("psnr") or [])
+        psnr = finite_mean(self._psnr)
         inv = out.inversion
+        if inv.converged:  # T x (B,): an image converged when every step did
+            self._converged += int(torch.stack(inv.converged, 1).all(1).sum())
         calls = float((inv.nfe_forward + 2 * inv.nfe_backward).float().mean())  # network calls per image
-        self.predict_progress_bar.set_postfix({"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}", "cost": f"{calls:.0f}"},
-                                              refresh=False)
+        self.predict_progress_bar.set_postfix(
+            {"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}" if psnr is not None else "-",
+             "conv": f"{self._converged / self._images:.0%}", "cost": f"{calls:.0f}"}, refresh=False)
+
+
+class WandbLogger:
+    """Lightning's ``WandbLogger`` without the ``anonymous=None`` it always hands ``wandb.init`` (wandb >= 0.2x
+    prints a deprecation warning for it on every run); everything else as Lightning's."""
+
+    def __new__(cls, *args, **kwargs):
+        from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
+        logger = LightningWandbLogger(*args, **kwargs)
+        if logger._wandb_init.get("anonymous") is None:
+            logger._wandb_init.pop("anonymous", None)
+        return logger

@@ -12,6 +12,7 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
+from preciseinv import console, preemption
 from preciseinv.errors import PreciseInvError
 
 CONFIG_DIR = str(files("preciseinv.configs"))
@@ -65,11 +66,6 @@ def _check_wandb(cfg) -> None:
                           "or keep logger.offline=true")
 
 
-def first_process() -> bool:
-    """Rank 0 of node 0 (before Lightning has set up the ranks: from the launcher's environment)."""
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-
-
 def _finish(logger) -> None:
     """Close a W&B run, so that the next run of a --multirun sweep (same process) starts its own."""
     if logger and "Wandb" in type(logger).__name__:
@@ -83,12 +79,15 @@ def run(cfg) -> dict:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
-    from preciseinv.callbacks.writer import finished_ids
     from preciseinv.models.loading import native_resolution
     from preciseinv.module import InversionModule
+    from preciseinv.outputs.records import assemble, finished_ids
+    from preciseinv.outputs.run_record import check_resumable, first_process
+    from preciseinv.outputs.summary import write_summary
 
     if cfg.num_steps is None or int(cfg.num_steps) < 1:
         raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
+    console.setup(bool(cfg.get("verbose", False)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
     model_spec = build(cfg.model)
@@ -96,11 +95,8 @@ def run(cfg) -> dict:
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
     config = OmegaConf.to_container(cfg, resolve=True)
     check_resumable(output_dir, config)
-    if first_process():
-        from preciseinv.callbacks.writer import repair_jsonl
-
-        for name in ("manifest.jsonl", "failures.jsonl"):  # a run killed mid-line: cut the torn tail
-            repair_jsonl(output_dir / name)
+    if first_process():  # a run that died: its rank files into manifest.jsonl (kept, for the ranks reading them now)
+        assemble(output_dir)
     done = finished_ids(output_dir)  # a rerun into the same output_dir skips finished samples
     datamodule = build(cfg.data, resolution=resolution, exclude=done)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
@@ -117,46 +113,26 @@ def run(cfg) -> dict:
         logger.log_hyperparams(config)
     if hasattr(datamodule.dataset, "__len__") and len(datamodule.dataset) == 0:  # all finished by earlier runs
         print(f"all {len(done)} samples in {output_dir} are already inverted")
-        return writer.write_summary()
+        return writer.write_summary(remove_rank_files=True)
     trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
+    if first_process():
+        n_left = len(datamodule.dataset) if hasattr(datamodule.dataset, "__len__") else None
+        print(console.header(cfg, n_left, len(done)), flush=True)
     try:
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        with preemption.graceful():
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    except preemption.Interrupted as stop:
+        if trainer.global_rank == 0:  # publish what is finished; the other ranks' later records stay in their files
+            summary = write_summary(output_dir, config)
+            total = len(done) + len(datamodule.dataset) if hasattr(datamodule.dataset, "__len__") else None
+            stop.message = (f"interrupted after {summary['n']}" + (f" of {total}" if total is not None else "")
+                            + " samples; rerun the same command to resume")
+        raise
     finally:
         _finish(logger)
-    summary_path = output_dir / "summary.json"
-    return json.loads(summary_path.read_text()) if summary_path.exists() else {}
-
-
-# Settings that change what a latent means: a rerun into an output_dir must keep them to resume it.
-RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("method",), ("encoder",), ("num_steps",),
-               ("sampler",),
-               ("timestep_spacing",), ("timesteps",),
-               ("guidance_scale",), ("data", "resolution"), ("data", "crop"), ("data", "prompt"))
-
-
-def check_resumable(output_dir: Path, config: dict) -> None:
-    """Record the run's settings in ``run.json``; refuse to mix runs with different settings in one folder."""
-    from preciseinv.outputs import atomic_write_bytes
-
-    def pick(cfg: dict) -> dict:
-        out = {}
-        for path in RESUME_KEYS:
-            node = cfg
-            for key in path:
-                node = node.get(key) if isinstance(node, dict) else None
-            out[".".join(path)] = node
-        return out
-
-    record = output_dir / "run.json"
-    if record.exists():
-        before = pick(json.loads(record.read_text()))
-        now = pick(config)
-        changed = [k for k in now if before.get(k) != now[k]]
-        if changed:
-            raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({', '.join(changed)}"
-                                  "); rerun with the same settings to resume it, or choose another output_dir")
-    elif first_process():
-        atomic_write_bytes(record, json.dumps(config, indent=2).encode())
+    if trainer.global_rank == 0:  # every rank is done and every callback has read the rank files: merge them away
+        return writer.write_summary(remove_rank_files=True)
+    return {}
 
 
 def main(config_name: str = "fit") -> None:
@@ -171,9 +147,20 @@ def main(config_name: str = "fit") -> None:
         except PreciseInvError as err:
             print(f"preciseinv: error: {err}", file=sys.stderr)
             raise SystemExit(2)
+        except preemption.Interrupted as stop:
+            if getattr(stop, "message", None):
+                print(f"preciseinv: {stop.message}", file=sys.stderr)
+            raise SystemExit(stop.exit_status)
+        except OSError as err:
+            line = console.disk_error(err, cfg.output_dir)
+            if line is None:
+                raise
+            print(f"preciseinv: error: {line}", file=sys.stderr)
+            raise SystemExit(2)
         if summary:
-            shown = {k: v for k, v in summary.items() if k != "config"}
-            print(json.dumps(shown, indent=2))
+            if cfg.get("verbose", False):
+                print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+            print(console.summary_table(summary))
             print(f"outputs in {cfg.output_dir}")
 
     _main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import LightningModule
 
+from preciseinv import preemption
 from preciseinv.engine import InversionEngine
 from preciseinv.metrics import ImageMetrics
 from preciseinv.models.loading import ModelSpec
@@ -36,8 +37,10 @@ class InversionModule(LightningModule):
 
     def on_predict_start(self) -> None:
         self.engine.model.to(self.device)
+        preemption.take_over(self.trainer)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        preemption.check()  # a safe point: the previous batch is written
         prediction = {k: batch[k] for k in ("id", "source", "prompt", "failures")}
         prediction["output"] = None
         if batch["image"] is not None:

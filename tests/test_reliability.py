@@ -27,6 +27,13 @@ def manifest(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def published(out: Path) -> list[dict]:
+    """What a run has published so far: manifest.jsonl and its ranks' record files (records/rank-<k>.jsonl)."""
+    from preciseinv.outputs.records import latest_records
+
+    return latest_records(out)
+
+
 def make_bad_folder(root: Path) -> tuple[set[str], set[str]]:
     """A folder of awkward inputs: (ids that must be inverted, ids that must become failure records)."""
     rng = np.random.default_rng(0)
@@ -77,7 +84,7 @@ def run_and_kill(args: list[str], out: Path, after_records: int) -> None:
     proc = subprocess.Popen(fit_cmd(*args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
-    while len(manifest(out)) < after_records and proc.poll() is None and time.time() < deadline:
+    while len(published(out)) < after_records and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
@@ -98,12 +105,14 @@ def test_kill_9_then_rerun_gives_every_sample_exactly_once(tmp_path, writer):
     if writer == "webdataset":
         args.append("writer.maxcount=2")
     run_and_kill(args, out, after_records=2)
-    killed_with = {r["id"] for r in manifest(out)}
+    killed_with = {r["id"] for r in published(out)}
     assert 2 <= len(killed_with) < 6
+    assert not (out / "records").exists() or any((out / "records").iterdir())  # the dead run's records are there
     proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = manifest(out)
     assert sorted(r["id"] for r in records) == [n[:-4] for n in names]  # each exactly once
+    assert not list((out / "records").glob("*.jsonl"))  # merged into manifest.jsonl at the end
     assert json.loads((out / "summary.json").read_text())["n"] == 6
     if writer == "files":
         for r in records:
@@ -112,7 +121,80 @@ def test_kill_9_then_rerun_gives_every_sample_exactly_once(tmp_path, writer):
     else:
         from preciseinv.callbacks.shard_writer import read_shard_latents
 
-        published = [i for shard in sorted((out / "shards").glob("*.tar")) for i, _, _ in read_shard_latents(shard)]
-        assert set(published) == {n[:-4] for n in names}
+        in_shards = [i for shard in sorted((out / "shards").glob("*.tar")) for i, _, _ in read_shard_latents(shard)]
+        assert set(in_shards) == {n[:-4] for n in names}
         for r in records:
             assert r["id"] in {i for i, _, _ in read_shard_latents(out / r["shard"])}
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_stop_gracefully_and_the_rerun_resumes(tmp_path, signum, status):
+    from preciseinv.tiny import write_images
+
+    names = [f"im{i}.png" for i in range(6)]
+    write_images(tmp_path / "in", names, size=40)
+    out = tmp_path / "out"
+    args = ["data=folder", f"data.root={tmp_path / 'in'}", "data.batch_size=1", "data.num_workers=0",
+            "method.eta=1e-9", "method.max_iters=150", "~logger", f"output_dir={out}"]
+    proc = subprocess.Popen(fit_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(published(out)) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == status, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    n = len(manifest(out))
+    assert last == f"preciseinv: interrupted after {n} of 6 samples; rerun the same command to resume"
+    assert 1 <= n < 6
+    assert json.loads((out / "summary.json").read_text())["n"] == n
+    assert not list(out.rglob("*.tmp"))  # nothing half-written
+    proc = subprocess.run(fit_cmd(*args[:-3], "method.max_iters=5", *args[-2:]), env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0 and "other settings" in proc.stderr  # resuming needs the same settings
+    proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["id"] for r in manifest(out)) == [n[:-4] for n in names]
+
+
+def test_a_full_disk_is_one_line_naming_the_folder(tmp_path):
+    """Writes past RLIMIT_FSIZE fail with EFBIG, as a full disk fails with ENOSPC: one line, no traceback."""
+    import resource
+
+    from preciseinv.tiny import write_images
+
+    write_images(tmp_path / "in", [f"im{i}.png" for i in range(2)], size=40)
+    out = tmp_path / "out"
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run(fit_cmd("data=folder", f"data.root={tmp_path / 'in'}", "data.num_workers=0", "~logger",
+                                  f"output_dir={out}"), env=ENV, capture_output=True, text=True, timeout=600,
+                          preexec_fn=small_files)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("preciseinv: error: cannot write in output_dir") and str(out) in last
+    assert "rerun the same command to resume" in last
+    assert not list(out.rglob("*.tmp"))  # the failed write left nothing half-written
+
+
+def test_the_console_is_one_header_the_bar_and_a_table(tmp_path):
+    proc = subprocess.run(fit_cmd("~logger", f"output_dir={tmp_path / 'out'}"), env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("preciseinv: model=mini method=preciseinv solver=hybrid") and "images=4" in lines[0]
+    assert lines[-3].split()[:3] == ["images", "failed", "PSNR"] and lines[-2].split()[0] == "4"
+    assert lines[-1] == f"outputs in {tmp_path / 'out'}"
+    everything = proc.stdout + proc.stderr
+    for noise in ("GPU available", "TPU available", "Tip:", "[HYDRA]", "deprecated", "LeafSpec"):
+        assert noise not in everything, noise
+    verbose = subprocess.run(fit_cmd("~logger", "verbose=true", f"output_dir={tmp_path / 'v'}"), env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert "GPU available" in verbose.stdout + verbose.stderr and '"psnr_mean"' in verbose.stdout
+    assert (verbose.stdout + verbose.stderr).count("GPU available") == 1  # once, not twice through Hydra

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from preciseinv import preemption
 from preciseinv.errors import PreciseInvError
 from preciseinv.solvers.base import SolverStats, rows
 
@@ -128,7 +129,9 @@ class SolverLoop:
 
     def _sync(self, rule, live, loss, stats, it, problem):
         """The host reads the live and gradient masks once: None to stop now, else (rows to keep, forward-only
-        samples first and gradient samples last; how many need a gradient)."""
+        samples first and gradient samples last; how many need a gradient). A pending SIGTERM / SIGINT stops the
+        run here (``preemption.check``): the batch in flight is dropped, nothing of it has been written."""
+        preemption.check()
         if self.callback is not None:
             self.callback(self._event(rule, live, loss, stats, it, problem))
         return self._partition(rule, live)

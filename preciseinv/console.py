@@ -1,0 +1,79 @@
+"""A quiet, useful console for ``python -m preciseinv.fit``: one header line, the progress bar, the summary as a
+small table; library chatter (Lightning's hardware lines and tips, deprecation warnings, the W&B banner) only with
+``verbose=true``. Warnings that ask the user to act (LPIPS weights missing, a bad input) still show, once each."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import warnings
+
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def setup(verbose: bool) -> None:
+    """Route the libraries' output: Lightning's own handler only (never twice through Hydra's root handler)."""
+    logging.getLogger("lightning").propagate = False  # it has its own handler; Hydra's root handler would repeat it
+    if verbose:
+        return
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")  # we choose num_workers on purpose
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def header(cfg, n_images: int | None, n_done: int) -> str:
+    """One line: what runs, on what, into where."""
+    method = cfg.method.get("name") or str(cfg.method.get("_target_", "?")).rsplit(".", 1)[-1].lower()
+    solver = cfg.get("solver") or {}
+    solver_name = str(solver.get("_target_", "")).rsplit(".", 1)[-1].lower() if solver else None
+    parts = [f"model={cfg.model.name}", f"method={method}"]
+    if solver_name and "preciseinv" in str(cfg.method.get("_target_", "")).lower():
+        parts.append(f"solver={solver_name}")
+    parts += [f"sampler={cfg.get('sampler') or 'auto'}", f"T={cfg.num_steps}"]
+    if cfg.method.get("eta") is not None:
+        parts.append(f"eta={cfg.method.eta:g}")
+    total = "?" if n_images is None else str(n_images + n_done)
+    parts += [f"images={total}" + (f" ({n_done} done)" if n_done else ""),
+              f"devices={cfg.trainer.get('devices', 1)}", f"output_dir={cfg.output_dir}"]
+    return "preciseinv: " + " ".join(parts)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_table(summary: dict) -> str:
+    """The summary as a two-line table."""
+    cols = [("images", str(summary.get("n"))), ("failed", str(summary.get("n_failed"))),
+            ("PSNR", _fmt(summary.get("psnr_mean"), ".2f")), ("SSIM", _fmt(summary.get("ssim_mean"), ".4f")),
+            ("LPIPS", _fmt(summary.get("lpips_mean"), ".4f")),
+            ("converged", _fmt(summary.get("converged_fraction"), ".0%")),
+            ("cost/image", _fmt(summary.get("cost_mean"), ".0f")),
+            ("s/image", _fmt(summary.get("seconds_per_image"), ".3f")),
+            ("peak MB", _fmt(summary.get("peak_memory_mb"), ".0f"))]
+    widths = [max(len(k), len(v)) for k, v in cols]
+    return "\n".join("  ".join(text.ljust(w) for text, w in zip(row, widths)).rstrip()
+                     for row in ([k for k, _ in cols], [v for _, v in cols]))
+
+
+def disk_error(err: OSError, output_dir) -> str | None:
+    """One line for a full disk, a quota, a read-only or unwritable output_dir; None for other OS errors."""
+    if err.errno not in DISK_ERRORS:
+        return None
+    fix = ("free space there" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+           else "make it writable")
+    return (f"cannot write in output_dir {str(output_dir)!r} ({os.strerror(err.errno)}): {fix} or choose another "
+            "output_dir; finished samples are kept: rerun the same command to resume")

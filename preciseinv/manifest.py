@@ -1,0 +1,33 @@
+"""``python -m preciseinv.manifest DIR``: assemble ``manifest.jsonl`` (and ``failures.jsonl``, ``summary.json``) of
+an output_dir whose run died before doing it itself: every rank's ``records/rank-<k>.jsonl`` merged into the
+manifest, one line per sample (its latest record). Safe to run any number of times; never while a run is writing
+into DIR."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from preciseinv.outputs.records import RECORDS
+from preciseinv.outputs.summary import write_summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m preciseinv.manifest", description=__doc__)
+    p.add_argument("output_dir", type=Path)
+    args = p.parse_args(argv)
+    out = args.output_dir
+    if not ((out / "run.json").is_file() or (out / RECORDS).is_dir() or (out / "manifest.jsonl").is_file()):
+        print(f"preciseinv: error: {str(out)!r} is not a preciseinv output_dir (no run.json, records/ or "
+              "manifest.jsonl)", file=sys.stderr)
+        return 2
+    config = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else None
+    summary = write_summary(out, config, remove_rank_files=True)
+    print(f"{out / 'manifest.jsonl'}: {summary['n']} samples, {summary['n_failed']} failed; summary.json written")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Per-rank record files, and the one manifest users read.
+
+During a run each rank appends to its own files, never to a shared one (appends from several NFS clients are not
+atomic)::
+
+    records/rank-<k>.jsonl            one manifest record per sample this rank inverted, one write + fsync each
+    records/failures-rank-<k>.jsonl   one failure record per sample this rank could not read
+
+``assemble(output_dir)`` (rank 0 at the start and the end of every run; ``python -m preciseinv.manifest DIR`` for
+a run that died) merges the existing ``manifest.jsonl`` with every rank file into a new ``manifest.jsonl`` (one
+valid line per sample: its latest record) and likewise ``failures.jsonl``, each written atomically; at the end of
+a run the merged rank files are removed (never at the start, while other ranks may read them). A record is
+published in its rank file only after its latent file is complete, so a sample is either in the union of these
+files, or is redone by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from preciseinv.outputs.atomic import atomic_write_bytes
+
+MANIFEST, FAILURES, RECORDS = "manifest.jsonl", "failures.jsonl", "records"
+
+
+def rank_files(output_dir: Path, rank: int) -> tuple[Path, Path]:
+    """(records, failures) files of one rank."""
+    folder = Path(output_dir) / RECORDS
+    return folder / f"rank-{rank}.jsonl", folder / f"failures-rank-{rank}.jsonl"
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one line with one ``write`` and fsync it. A torn last line left by a writer killed mid-write is cut
+    off first (each file has a single writer, so the cut cannot race another append)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def repair_jsonl(path: Path) -> int:
+    """Cut a torn last line (bytes after the last newline) off a JSONL file; return how many bytes were cut."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        if keep == len(data):
+            return 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return len(data) - keep
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; torn or unparsable lines are skipped."""
+    if not Path(path).exists():
+        return []
+    records = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _rank_paths(output_dir: Path, prefix: str) -> list[Path]:
+    folder = Path(output_dir) / RECORDS
+    if not folder.is_dir():
+        return []
+    paths = [p for p in folder.glob(f"{prefix}*.jsonl") if p.name[len(prefix):-len(".jsonl")].isdigit()]
+    return sorted(paths, key=lambda p: int(p.name[len(prefix):-len(".jsonl")]))
+
+
+def latest_records(output_dir: Path, failures: bool = False) -> list[dict]:
+    """The manifest's (or failures') records merged with every rank file's: the latest record of each id, in the
+    order ids first appeared."""
+    name, prefix = (FAILURES, "failures-rank-") if failures else (MANIFEST, "rank-")
+    latest: dict = {}
+    for path in [Path(output_dir) / name, *_rank_paths(output_dir, prefix)]:
+        for record in read_jsonl(path):
+            if "id" in record:
+                latest[record["id"]] = record
+    return list(latest.values())
+
+
+def assemble(output_dir: Path, remove_rank_files: bool = False) -> tuple[list[dict], list[dict]]:
+    """Write ``manifest.jsonl`` and ``failures.jsonl`` from the union of the existing ones and the rank files
+    (atomically; a failure record is dropped once its sample has a manifest record); optionally remove the rank
+    files afterwards. Returns (records, failures)."""
+    output_dir = Path(output_dir)
+    records, failures = latest_records(output_dir), latest_records(output_dir, failures=True)
+    done = {r["id"] for r in records}
+    failures = [f for f in failures if f["id"] not in done]
+    for name, rows in ((MANIFEST, records), (FAILURES, failures)):
+        path = output_dir / name
+        if rows or path.exists():
+            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    if remove_rank_files:
+        for path in _rank_paths(output_dir, "rank-") + _rank_paths(output_dir, "failures-rank-"):
+            path.unlink(missing_ok=True)
+    return records, failures
+
+
+def finished_ids(output_dir: Path) -> set[str]:
+    """Ids whose record (manifest or a rank file) and latent file (or shard) both exist: what a rerun skips."""
+    output_dir = Path(output_dir)
+    return {r["id"] for r in latest_records(output_dir)
+            if (output_dir / (r.get("shard") or r.get("latent") or "")).is_file()}

@@ -1,0 +1,46 @@
+"""``run.json``: the resolved config of the run that owns an output_dir, and the check that a rerun resumes it with
+the same settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from preciseinv.errors import PreciseInvError
+from preciseinv.outputs.atomic import atomic_write_bytes
+
+
+def first_process() -> bool:
+    """Rank 0 of node 0 (before Lightning has set up the ranks: from the launcher's environment)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+# Settings that change what a latent means: a rerun into an output_dir must keep them to resume it.
+RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("method",), ("encoder",), ("num_steps",),
+               ("sampler",),
+               ("timestep_spacing",), ("timesteps",),
+               ("guidance_scale",), ("data", "resolution"), ("data", "crop"), ("data", "prompt"))
+
+
+def check_resumable(output_dir: Path, config: dict) -> None:
+    """Record the run's settings in ``run.json``; refuse to mix runs with different settings in one folder."""
+    def pick(cfg: dict) -> dict:
+        out = {}
+        for path in RESUME_KEYS:
+            node = cfg
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            out[".".join(path)] = node
+        return out
+
+    record = output_dir / "run.json"
+    if record.exists():
+        before = pick(json.loads(record.read_text()))
+        now = pick(config)
+        changed = [k for k in now if before.get(k) != now[k]]
+        if changed:
+            raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({', '.join(changed)}"
+                                  "); rerun with the same settings to resume it, or choose another output_dir")
+    elif first_process():
+        atomic_write_bytes(record, json.dumps(config, indent=2).encode())
