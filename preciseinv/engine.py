@@ -49,9 +49,23 @@ class InversionEngine:
         self.model, self.method = model, method
         self.encoder = encoder or PosteriorMean()  # images -> x0 (posterior mean, or decoder inversion)
         self.encoding_stats: dict[str, torch.Tensor] = {}  # the last batch's, per sample
-        self.sampler = model.sampler(num_steps, timestep_spacing, timesteps, sampler)
+        self._sampler_args = (num_steps, timestep_spacing, timesteps, sampler)
+        # flow models whose schedule shifts with the image size (FLUX, SD3.5) get one sampler per size
+        self._per_size = timesteps is None and bool(model.scheduler_config.get("use_dynamic_shifting"))
+        self._samplers: dict = {}
+        self.use_size((model.resolution, model.resolution))
         self.guidance_scale = guidance_scale
         self.metrics = metrics
+
+    def use_size(self, size) -> None:
+        """Select the sampler for images of pixel size (H, W); ``self.sampler`` is then that one."""
+        key = (int(size[0]), int(size[1])) if self._per_size else None
+        if key not in self._samplers:
+            self._samplers[key] = self.model.sampler(*self._sampler_args, size=key)
+        self.sampler = self._samplers[key]
+
+    def _use_latent_size(self, latent: torch.Tensor) -> None:
+        self.use_size([n * self.model.vae_scale for n in latent.shape[-2:]])
 
     def condition(self, prompts: list[str] | None, batch_size: int, negative_prompts: list[str] | None = None) -> Any:
         prompts = list(prompts) if prompts is not None else [""] * batch_size
@@ -62,6 +76,7 @@ class InversionEngine:
         """(x0, result) for images (B, 3, H, W) in [-1, 1]; ``result.latent`` is x*_T. ``cond``: the prompts'
         conditioning when the caller already has it."""
         images = images.to(self.model.device)
+        self.use_size(images.shape[-2:])
         encoding = self.encoder(self.model, images)
         x0, self.encoding_stats = encoding.x0.detach().float(), encoding.stats  # (B, C, h, w)
         cond = self.condition(prompts, images.shape[0]) if cond is None else cond
@@ -95,6 +110,7 @@ class InversionEngine:
         """Run the sampler from x*_T (replaying ``noises`` for lcm/ddpm; EDICT and BDIA also need their
         ``companion`` state) and decode: (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
+        self._use_latent_size(latent)
         cond = self.condition(prompts, latent.shape[0])
         return self.model.decode(self._sample(latent, cond, noises, companion))
 
@@ -105,6 +121,7 @@ class InversionEngine:
         """Prompt editing (paper Sec. 3.4): regenerate x*_T with the target prompt under classifier-free guidance
         whose negative prompt is the source prompt. (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
+        self._use_latent_size(latent)
         cond = self.model.condition(list(target_prompts), list(source_prompts), guidance_scale)
         return self.model.decode(self._sample(latent, cond, noises, companion))
 

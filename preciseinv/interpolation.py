@@ -26,5 +26,11 @@ def path(a: torch.Tensor, b: torch.Tensor, frames: int, mode: str = "slerp") -> 
     """``frames`` latents from a to b inclusive."""
     if frames < 2:
         raise ValueError("frames must be at least 2")
+    if a.shape != b.shape:
+        from preciseinv.errors import PreciseInvError
+
+        raise PreciseInvError(f"cannot interpolate latents of different shapes {tuple(a.shape[-3:])} and "
+                              f"{tuple(b.shape[-3:])} (images of different sizes or aspect ratios): invert both at "
+                              "the same size (data.crop=center, or the same data.resolution)")
     fn = {"slerp": slerp, "lerp": lerp}[mode]
     return [fn(a, b, i / (frames - 1)) for i in range(frames)]

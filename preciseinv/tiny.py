@@ -177,6 +177,46 @@ def save_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True) -> Path:
     return out
 
 
+def save_tiny_flux(folder: Path, seed: int = 0, guidance: bool = False) -> Path:
+    """A FLUX.1-shaped pipeline ([schnell]-shaped; ``guidance=True``: [dev]-shaped, with the guidance embedding):
+    FluxTransformer2DModel on 2x2-packed latents, CLIP (pooled) + a tiny T5 (sequence), a VAE without quant convs,
+    a flow-matching Euler scheduler with resolution-dependent shifting."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=guidance)
+    with torch.no_grad():  # small velocity: a well-conditioned mu, as in a trained model
+        transformer.proj_out.weight.mul_(0.1)
+    tokenizer, t5_tok = clip_tokenizer(), t5_tokenizer()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_ff=37, d_kv=8, num_layers=1, num_heads=4,
+                                 pad_token_id=0, eos_token_id=1)).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler,
+                        vae=_tiny_vae(shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False,
+                                      use_post_quant_conv=False),
+                        text_encoder=CLIPTextModel(_text_config(tokenizer, hidden=32)).eval(), tokenizer=tokenizer,
+                        text_encoder_2=t5, tokenizer_2=t5_tok)
+    out = folder / ("tiny-flux-dev" if guidance else "tiny-flux")
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def save_tiny_sd35(folder: Path, seed: int = 0) -> Path:
+    """An SD3.5-shaped pipeline: the SD3 recipe with the scheduler's resolution-dependent shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    base = StableDiffusion3Pipeline.from_pretrained(save_tiny_sd3(folder / "base", seed))
+    base.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                     max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    out = folder / "tiny-sd35"
+    base.save_pretrained(out, safe_serialization=True)
+    return out
+
+
 def save_tiny_lora(base: Path, folder: Path, seed: int = 1) -> Path:
     """Random LoRA weights (rank 2, attention projections) for a tiny SD's UNet, in diffusers' LoRA format:
     the shape of an LCM-LoRA."""

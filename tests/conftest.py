@@ -42,6 +42,21 @@ def tiny_sd3(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "save_tiny_flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dev(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "save_tiny_flux", guidance=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd35(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "save_tiny_sd35")
+
+
+@pytest.fixture(scope="session")
 def tiny_lcm(tmp_path_factory) -> Path:
     return _tiny(tmp_path_factory, "save_tiny_lcm")
 

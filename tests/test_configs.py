@@ -56,6 +56,13 @@ def test_model_presets_carry_the_paper_settings():
         cfg = composed(f"model={name}", "solver=adamw")
         assert cfg.model.lr == lr and cfg.method.solver.lr == lr and cfg.num_steps == 2
     assert composed("model=sd15").model.path == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    for name, path in {"flux_schnell": "black-forest-labs/FLUX.1-schnell", "flux_dev": "black-forest-labs/FLUX.1-dev",
+                       "sd35_large": "stabilityai/stable-diffusion-3.5-large",
+                       "sd35_medium": "stabilityai/stable-diffusion-3.5-medium"}.items():
+        cfg = composed(f"model={name}")
+        assert cfg.model.path == path and cfg.model.dtype == "bfloat16" and cfg.model.precision == "bf16-mixed"
+    assert composed("model=flux_dev").model.guidance_embedding == 3.5
+    assert composed("model=flux_schnell").model.guidance_embedding is None  # the family's own default
     lcm = composed("model=lcm_sd15")
     assert lcm.sampler == "lcm" and lcm.model.lora == "latent-consistency/lcm-lora-sdv1-5"
     assert composed("model=sd15").sampler is None and composed("model=lcm_sd15", "sampler=ddim").sampler == "ddim"

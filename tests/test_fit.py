@@ -103,6 +103,8 @@ def test_reconstruction_from_a_latent_file_reproduces_the_manifest(default_runs)
     ("tiny_lora", "lcm", 1e-3),  # LCM-LoRA style: LoRA fused into the SD UNet, LCM sampler
     ("tiny_pixel", "ddpm", 1e-4),  # pixel space, ancestral sampler
     ("tiny_sdxl", "ddpm", 1e-4), ("tiny_lcm", "ddim", 1e-3),  # the other sampler each family supports
+    ("tiny_flux", "euler", 1e-4), ("tiny_flux_dev", "euler", 1e-4),  # FLUX.1 [schnell]- and [dev]-shaped
+    ("tiny_sd35", "euler", 1e-4),  # SD3.5: the scheduler's resolution-dependent shift
 ])
 def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_path):
     """SD1 (epsilon), SD2-style (v-prediction), SDXL-, SD3- (flow, Euler) and LCM-shaped pipelines from disk, and
@@ -118,9 +120,10 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
     lora = [f"model.lora={request.getfixturevalue('tiny_lora')}"] if family == "tiny_lora" else []
     write_images(tmp_path / "imgs", ["a.png", "b/c.jpg", "d e.png"], size=40)
     out = tmp_path / "out"
+    size = ["data.resolution=32"] if "flux" in family else []  # FLUX's native size is 128 latent pixels
     proc = fit(f"model.path={tiny_sd}", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
                "data.prompt=a photo", f"method.eta={eta}", "method.max_iters=400", f"output_dir={out}",
-               f"sampler={sampler}", "~logger", *lora, cwd=tmp_path)
+               f"sampler={sampler}", "~logger", *lora, *size, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = manifest(out)
     assert sorted(r["id"] for r in records) == ["a", "b/c", "d e"]

@@ -30,3 +30,12 @@ def test_parallel_inputs_fall_back_to_lerp():
 def test_frames_must_be_two_or_more():
     with pytest.raises(ValueError):
         path(torch.zeros(1, 1), torch.zeros(1, 1), 1)
+
+
+def test_latents_of_different_shapes_are_refused_with_the_fix():
+    import pytest
+
+    from preciseinv.errors import PreciseInvError
+
+    with pytest.raises(PreciseInvError, match=r"different shapes \(4, 8, 8\) and \(4, 8, 12\).*same size"):
+        path(torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 12), 3)

@@ -83,6 +83,30 @@ class DiffusionModel(ABC):
             module.to(device) if dtype is None else module.to(device, dtype)
         return self
 
+    vae_scale = 1  # pixels per state pixel (latent models: their VAE's factor)
+
+    # --- flow-matching schedules shifted by image size (FLUX, SD3.5): the family's pipeline's rule ---------
+    flow_max_shift = 1.15  # calculate_shift's max_shift where the scheduler config has none (SD3's pipeline: 1.16)
+
+    def image_seq_len(self, size: tuple[int, int]) -> int | None:
+        """How many image tokens the denoiser sees at pixel size (H, W) (flow models with dynamic shifting)."""
+        return None
+
+    def flow_sigmas(self, num_steps: int):
+        """The sigmas the family's pipeline hands ``set_timesteps`` (None: the scheduler's own)."""
+        return None
+
+    def flow_shift_mu(self, size: tuple[int, int] | None) -> float | None:
+        """mu of the resolution-dependent shift at pixel size (H, W), computed as the pipelines compute it."""
+        cfg = self.scheduler_config
+        if not cfg.get("use_dynamic_shifting"):
+            return None
+        seq = self.image_seq_len(size or (self.resolution, self.resolution))
+        base_seq, max_seq = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
+        base_shift, max_shift = cfg.get("base_shift", 0.5), cfg.get("max_shift", self.flow_max_shift)
+        slope = (max_shift - base_shift) / (max_seq - base_seq)
+        return seq * slope + base_shift - slope * base_seq
+
     @property
     def default_sampler(self) -> str:
         """The deterministic sampler that fits the model: Euler for flow matching, DDIM otherwise."""
@@ -90,12 +114,16 @@ class DiffusionModel(ABC):
         return "euler" if "FlowMatch" in name else "lcm" if name == "LCMScheduler" else "ddim"
 
     def sampler(self, num_steps: int, timestep_spacing: str | None = None, timesteps: list | None = None,
-                name: str | None = None):
+                name: str | None = None, size: tuple[int, int] | None = None):
+        """The sampler for ``num_steps`` steps; ``size`` (H, W) in pixels matters to flow models whose schedule
+        shifts with the image size (default: the model's native square)."""
         name = name or self.default_sampler
         if name == "euler":
             if self.default_sampler != "euler":
                 raise PreciseInvError(f"sampler=euler needs a flow-matching model; this one is {self.family}")
-            return EulerFlowSampler(build_flow_schedule(self.scheduler_config, num_steps, timesteps))
+            mu = self.flow_shift_mu(size) if timesteps is None else None
+            return EulerFlowSampler(build_flow_schedule(self.scheduler_config, num_steps, timesteps, mu=mu,
+                                                        sigmas=self.flow_sigmas(num_steps)))
         if name not in SAMPLERS:
             raise PreciseInvError(f"unknown sampler {name!r}; available: {', '.join(SAMPLERS)}")
         if self.default_sampler == "euler":

@@ -24,6 +24,7 @@ _ADAPTERS = {
     "LatentConsistencyModelPipeline": "preciseinv.models.stable_diffusion:StableDiffusionModel",
     "StableDiffusionXLPipeline": "preciseinv.models.stable_diffusion:StableDiffusionXLModel",
     "StableDiffusion3Pipeline": "preciseinv.models.sd3:StableDiffusion3Model",
+    "FluxPipeline": "preciseinv.models.flux:FluxModel",
 }
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -40,7 +41,8 @@ class ModelSpec:
     dtype: str = "float32"  # weights' dtype; compute precision is trainer.precision (autocast)
     revision: str | None = None
     use_safetensors: bool = True
-    guidance_embedding: float = 8.5  # LCM UNets (time_cond_proj_dim): the embedded guidance scale w + 1
+    guidance_embedding: float | None = None  # the embedded guidance scale: LCM UNets' w + 1 (default 8.5), FLUX
+    # [dev]'s guidance input (default 3.5); None: the family's default
     lora: str | None = None  # LoRA weights (hub id or directory) fused into the denoiser, e.g. LCM-LoRA
     lora_scale: float = 1.0
     sampler: str | None = None  # the preset's sampler (e.g. lcm for LCM-LoRA); null: the model's own
@@ -51,7 +53,8 @@ class ModelSpec:
     def load(self, device: str | torch.device = "cpu"):
         model = load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,
                            use_safetensors=self.use_safetensors, lora=self.lora, lora_scale=self.lora_scale)
-        model.guidance_embedding = self.guidance_embedding
+        if self.guidance_embedding is not None:
+            model.guidance_embedding = self.guidance_embedding
         from preciseinv.accel.settings import accelerate
 
         return accelerate(model, self.compile, self.channels_last)
@@ -102,7 +105,7 @@ def native_resolution(path: str | os.PathLike | None = None, revision: str | Non
         return json.loads(Path(hf_hub_download(where, f"{sub}/config.json", revision=revision)).read_text())
 
     denoiser = "transformer" if "transformer" in index else "unet"
-    size = config(denoiser)["sample_size"]
+    size = config(denoiser).get("sample_size", 128)  # FLUX's transformer has none: its pipeline's default, 128
     size = size[0] if isinstance(size, (list, tuple)) else size
     if "vae" in index:
         size *= 2 ** (len(config("vae")["block_out_channels"]) - 1)

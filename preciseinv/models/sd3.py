@@ -20,6 +20,12 @@ class StableDiffusion3Model(StableDiffusionModel):
     text_encoders = (("text_encoder", "tokenizer", "CLIPTextModelWithProjection"),
                      ("text_encoder_2", "tokenizer_2", "CLIPTextModelWithProjection"))
     t5_length = 256
+    flow_max_shift = 1.16  # StableDiffusion3Pipeline's calculate_shift default (SD3.5's dynamic shifting)
+
+    def image_seq_len(self, size: tuple[int, int]) -> int:
+        patch = self.modules["transformer"].config.patch_size
+        h, w = (s // self.vae_scale for s in size)
+        return (h // patch) * (w // patch)
 
     @classmethod
     def encoders_for(cls, index: dict) -> list[tuple[str, str, str]]:

@@ -32,6 +32,11 @@ class LatentModel(DiffusionModel):
             self.modules["vae"].to(torch.float32)
         return self
 
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per latent pixel (8 for the Stable Diffusion and FLUX VAEs)."""
+        return 2 ** (len(self.modules["vae"].config.block_out_channels) - 1)
+
     def _vae(self, fn, x: torch.Tensor) -> torch.Tensor:
         vae = self.modules["vae"]
         if self.vae_upcast or vae.dtype == torch.float32:

@@ -24,17 +24,26 @@ class FlowSchedule(StepSchedule):
     sigmas_prev: torch.Tensor  # (T,) float64
 
 
-def build_flow_schedule(scheduler_config: dict, num_steps: int, timesteps: list[float] | None = None) -> FlowSchedule:
+def build_flow_schedule(scheduler_config: dict, num_steps: int, timesteps: list[float] | None = None,
+                        mu: float | None = None, sigmas=None) -> FlowSchedule:
+    """The schedule of ``num_steps`` Euler steps as the model's scheduler sets it; ``mu``: the resolution-dependent
+    shift of schedulers with ``use_dynamic_shifting`` (FLUX, SD3.5; the model adapter computes it from the image
+    size), ``sigmas``: what the family's pipeline hands ``set_timesteps`` (FLUX: linspace(1, 1/T, T)). Explicit
+    ``timesteps`` (a latent file's, shift included) are used as they are."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if num_steps < 1:
         raise PreciseInvError(f"num_steps must be at least 1, got {num_steps}; set num_steps=2 (the paper's T)")
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(scheduler_config))
-    if scheduler.config.get("use_dynamic_shifting") and timesteps is None:
-        raise PreciseInvError("this flow scheduler shifts sigmas by image size (use_dynamic_shifting); "
-                              "pass explicit timesteps, which is not supported from the command line yet")
+    if scheduler.config.get("use_dynamic_shifting") and timesteps is None and mu is None:
+        raise PreciseInvError("this flow scheduler shifts sigmas by image size (use_dynamic_shifting): "
+                              "build the sampler through the model (model.sampler) so it computes the shift")
     if timesteps is None:
-        scheduler.set_timesteps(num_steps)
+        kwargs = {"mu": mu} if scheduler.config.get("use_dynamic_shifting") else {}
+        if sigmas is not None:
+            scheduler.set_timesteps(sigmas=[float(s) for s in sigmas], **kwargs)
+        else:
+            scheduler.set_timesteps(num_steps, **kwargs)
         sig = scheduler.sigmas[:-1].double().flip(0)  # (T,) ascending, shift applied
     else:
         sig = torch.tensor(sorted(timesteps), dtype=torch.float64) / scheduler.config.num_train_timesteps
