@@ -77,6 +77,7 @@ class InversionWriter(BasePredictionWriter):
             record = {"id": sample_id, "source": prediction["source"][i], "prompt": prediction["prompt"][i]}
             record.update({k: (v[i] if v is not None else None) for k, v in out.metrics.items()})
             record.update(steps[i])
+            record["size"] = list(out.target.shape[-2:])  # (H, W) of the input as inverted
             record["seconds"] = out.seconds_per_image
             record["peak_memory_mb"] = out.peak_memory_mb
             if out.edit is not None:

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from preciseinv.datamodules.images import CROPS, load_image
+from preciseinv.datamodules.images import CROPS, image_size, load_image
 
 _UNSAFE = re.compile(r"[\x00-\x1f\\]")
 
@@ -27,11 +27,11 @@ def error_text(err: Exception) -> str:
 
 
 def read_sample(sample_id: str, source: str, prompt: str, image_source, resolution: int,
-                crop: str = "center") -> dict:
+                crop: str = "center", multiple: int = 8, max_side: int | None = None) -> dict:
     """A sample dict; an unreadable image becomes ``error`` instead of an exception."""
     sample = {"id": sample_id, "source": source, "prompt": prompt}
     try:
-        sample["image"] = load_image(image_source, resolution, crop)
+        sample["image"] = load_image(image_source, resolution, crop, multiple, max_side)
     except Exception as err:  # corrupt, truncated, empty, not an image: a failure record, never a crashed run
         sample["error"] = error_text(err)
     return sample
@@ -50,34 +50,88 @@ def collate(samples: list[dict]) -> dict:
     }
 
 
+def collate_batch(batches: list[list[dict]]) -> dict:
+    """``collate`` of the one pre-formed batch a ``ShapeBuckets`` item is."""
+    return collate([sample for batch in batches for sample in batch])
+
+
 class ImageListDataset(Dataset):
     """(id, path, prompt) triples read lazily at a given resolution."""
 
-    def __init__(self, items: list[tuple[str, str, str]], resolution: int, crop: str = "center"):
+    def __init__(self, items: list[tuple[str, str, str]], resolution: int, crop: str = "center", multiple: int = 8,
+                 max_side: int | None = None):
         self.items, self.resolution, self.crop = items, resolution, crop
+        self.multiple, self.max_side = multiple, max_side
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.items)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         sample_id, path, prompt = self.items[index]
-        return read_sample(sample_id, str(path), prompt, path, self.resolution, self.crop)
+        return read_sample(sample_id, str(path), prompt, path, self.resolution, self.crop, self.multiple,
+                           self.max_side)
+
+
+class ShapeBuckets(ImageListDataset):
+    """``crop="none"``: images keep their aspect ratio, so a batch may only hold images of one shape. Each item of
+    this dataset is a whole batch (up to ``batch_size`` samples of one shape, read from the files' headers once);
+    the loader shards these batches over ranks (Lightning's distributed sampler, unpadded in predict), so every
+    sample is still read, inverted and written exactly once. Unreadable headers form batches of their own (their
+    samples become failure records)."""
+
+    def __init__(self, items, resolution: int, crop: str = "none", multiple: int = 8, max_side: int | None = None,
+                 batch_size: int = 8):
+        super().__init__(items, resolution, crop, multiple, max_side)
+        groups: dict = {}
+        for index, (_, path, _) in enumerate(items):
+            try:
+                key = image_size(path, resolution, crop, multiple, max_side)
+            except Exception:  # read again (and recorded as a failure) with the batch
+                key = "unreadable"
+            groups.setdefault(key, []).append(index)
+        self.shapes = {k: len(v) for k, v in groups.items()}
+        self.batches = [idx[i:i + batch_size] for idx in groups.values() for i in range(0, len(idx), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> list[dict]:
+        return [ImageListDataset.__getitem__(self, i) for i in self.batches[index]]
 
 
 class InversionDataModule(LightningDataModule, ABC):
     """Subclasses implement ``build_dataset()``; ``exclude`` holds ids finished by an earlier run."""
 
+    keeps_aspect_ratio = True  # crop=none: shape buckets need the image sizes up front (map-style datasets)
+
     def __init__(self, resolution: int | None = None, batch_size: int = 8, num_workers: int = 0,
-                 prompt: str = "", exclude: set[str] | None = None, crop: str = "center"):
+                 prompt: str = "", exclude: set[str] | None = None, crop: str = "center", size_multiple: int = 8,
+                 max_side: int | None = None):
         super().__init__()
         if crop not in CROPS:
             from preciseinv.errors import PreciseInvError
 
             raise PreciseInvError(f"data.crop must be one of {', '.join(CROPS)}, got {crop!r}")
-        self.crop = crop
+        if crop == "none" and not self.keeps_aspect_ratio:
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"data.crop=none is not available with {type(self).__name__} (shape buckets need "
+                                  "every image's size up front): use data=folder or data=coco, or data.crop=center")
+        self.crop, self.size_multiple, self.max_side = crop, size_multiple, max_side
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
         self.prompt, self.exclude = prompt, set(exclude or ())
         self.dataset = None
+
+    def image_dataset(self, items: list[tuple[str, str, str]]) -> ImageListDataset:
+        """The dataset of (id, path, prompt) items under this module's crop policy (shape buckets for ``none``)."""
+        if self.crop == "none":
+            return ShapeBuckets(items, self.resolution, self.crop, self.size_multiple, self.max_side,
+                                self.batch_size)
+        return ImageListDataset(items, self.resolution, self.crop)
 
     @abstractmethod
     def build_dataset(self):
@@ -94,5 +148,8 @@ class InversionDataModule(LightningDataModule, ABC):
     def predict_dataloader(self) -> DataLoader:
         self.setup()
         workers = min(self.num_workers, os.cpu_count() or 1)
+        if isinstance(self.dataset, ShapeBuckets):  # each item is already a batch of one shape
+            return DataLoader(self.dataset, batch_size=1, shuffle=False, num_workers=workers,
+                              collate_fn=collate_batch, persistent_workers=False)
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=workers,
                           collate_fn=collate, persistent_workers=False)

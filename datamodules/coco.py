@@ -51,4 +51,4 @@ class CocoDataModule(InversionDataModule):
 
     def build_dataset(self) -> ImageListDataset:
         items = coco_items(self.root, self.split, self.use_captions, self.prompt, self.limit)
-        return ImageListDataset([it for it in items if it[0] not in self.exclude], self.resolution, self.crop)
+        return self.image_dataset([it for it in items if it[0] not in self.exclude])

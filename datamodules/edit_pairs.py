@@ -71,6 +71,8 @@ class EditRows(Dataset):
 
 
 class EditPairsDataModule(InversionDataModule):
+    keeps_aspect_ratio = False  # edit pairs are batched as they come
+
     def __init__(self, pairs: str | None = None, image: str | None = None, source: str | None = None,
                  target: str | None = None, **kwargs):
         super().__init__(**kwargs)

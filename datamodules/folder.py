@@ -53,4 +53,4 @@ class FolderDataModule(InversionDataModule):
 
     def build_dataset(self) -> ImageListDataset:
         items = [it for it in folder_items(self.root, self.prompt) if it[0] not in self.exclude]
-        return ImageListDataset(items, self.resolution, self.crop)
+        return self.image_dataset(items)

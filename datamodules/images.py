@@ -2,8 +2,11 @@
 
 Policy (documented in the README): EXIF orientation is applied; every mode becomes RGB (16-bit is rescaled,
 alpha is composited on white, CMYK and palette are converted); then, with ``crop="center"`` (default), the short
-side is resized to the model's resolution with Lanczos filtering and the center square is cropped, or with
-``crop="stretch"`` the whole image is resized to the square (aspect ratio not kept, nothing cut off).
+side is resized to the model's resolution with Lanczos filtering and the center square is cropped, with
+``crop="stretch"`` the whole image is resized to the square (aspect ratio not kept, nothing cut off), and with
+``crop="none"`` the aspect ratio is kept: the short side becomes the resolution and the long side the nearest
+multiple of the model's size multiple (capped by ``max_side``), so nothing is cut off and the shape changes by at
+most half a multiple.
 """
 
 from __future__ import annotations
@@ -34,7 +37,38 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
-CROPS = ("center", "stretch")
+CROPS = ("center", "stretch", "none")
+EXIF_ROTATED = (5, 6, 7, 8)  # orientations that swap width and height
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def target_size(width: int, height: int, resolution: int, multiple: int = 8,
+                max_side: int | None = None) -> tuple[int, int]:
+    """(H, W) of an image of ``width`` x ``height`` under ``crop="none"``: short side ``resolution`` (rounded to the
+    multiple), long side the nearest multiple keeping the aspect ratio, at most ``max_side`` (rounded down)."""
+    short = _round_to(resolution, multiple)
+    scale = short / min(width, height)
+    long = _round_to(max(width, height) * scale, multiple)
+    if max_side:
+        long = min(long, max(short, max_side // multiple * multiple))
+    return (short, long) if height <= width else (long, short)
+
+
+def image_size(source, resolution: int, crop: str = "center", multiple: int = 8,
+               max_side: int | None = None) -> tuple[int, int]:
+    """(H, W) that ``load_image`` will return, from the file's header (no decode)."""
+    if crop != "none":
+        return resolution, resolution
+    from PIL import Image
+
+    with Image.open(source) as img:
+        w, h = img.size
+        if img.getexif().get(0x0112) in EXIF_ROTATED:
+            w, h = h, w
+    return target_size(w, h, resolution, multiple, max_side)
 
 
 def resize_center_crop(img, size: int):
@@ -55,22 +89,28 @@ def to_tensor(img) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
-def fit_square(img, size: int, crop: str = "center"):
-    """The ``crop`` policy: center crop after a short-side resize, or a stretch of the whole image."""
+def fit_square(img, size: int, crop: str = "center", multiple: int = 8, max_side: int | None = None):
+    """The ``crop`` policy: center crop after a short-side resize, a stretch of the whole image, or (``none``) the
+    whole image at its own aspect ratio (``target_size``)."""
     from PIL import Image
 
     if crop == "stretch":
         return img.resize((size, size), Image.Resampling.LANCZOS)
+    if crop == "none":
+        h, w = target_size(img.size[0], img.size[1], size, multiple, max_side)
+        scale = h / img.size[1]
+        return img.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 0.25 else None)
     return resize_center_crop(img, size)
 
 
-def load_image(path, size: int, crop: str = "center") -> torch.Tensor:
-    """The model-ready tensor (3, size, size) in [-1, 1] of an image file (or file object)."""
+def load_image(path, size: int, crop: str = "center", multiple: int = 8, max_side: int | None = None) -> torch.Tensor:
+    """The model-ready tensor (3, H, W) in [-1, 1] of an image file (or file object): H = W = size, except with
+    ``crop="none"`` (see ``target_size``)."""
     from PIL import Image
 
     with Image.open(path) as img:
         img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when far larger than needed
-        return to_tensor(fit_square(to_rgb(img), size, crop))
+        return to_tensor(fit_square(to_rgb(img), size, crop, multiple, max_side))
 
 
 from preciseinv.outputs.images import png_bytes, save_png, to_uint8  # noqa: E402,F401  (moved; kept importable)

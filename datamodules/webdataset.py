@@ -70,6 +70,8 @@ class ShardSamples(IterableDataset):
 
 
 class WebDataModule(InversionDataModule):
+    keeps_aspect_ratio = False  # streamed: sizes are not known up front
+
     def __init__(self, urls, caption_key: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.urls, self.caption_key = urls, caption_key

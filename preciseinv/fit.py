@@ -66,6 +66,12 @@ def _check_wandb(cfg) -> None:
                           "or keep logger.offline=true")
 
 
+def _num_samples(dataset) -> int | None:
+    """How many samples a dataset holds (a shape-bucketed one holds batches), None for a stream."""
+    n = getattr(dataset, "num_samples", None)
+    return n if n is not None else (len(dataset) if hasattr(dataset, "__len__") else None)
+
+
 def _finish(logger) -> None:
     """Close a W&B run, so that the next run of a --multirun sweep (same process) starts its own."""
     if logger and "Wandb" in type(logger).__name__:
@@ -79,7 +85,7 @@ def run(cfg) -> dict:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
-    from preciseinv.models.loading import native_resolution
+    from preciseinv.models.loading import native_resolution, size_multiple
     from preciseinv.module import InversionModule
     from preciseinv.outputs.records import assemble, finished_ids
     from preciseinv.outputs.run_record import check_resumable, first_process
@@ -98,7 +104,10 @@ def run(cfg) -> dict:
     if first_process():  # a run that died: its rank files into manifest.jsonl (kept, for the ranks reading them now)
         assemble(output_dir)
     done = finished_ids(output_dir)  # a rerun into the same output_dir skips finished samples
-    datamodule = build(cfg.data, resolution=resolution, exclude=done)
+    sizing = {}
+    if cfg.data.get("crop") == "none":  # keep aspect ratios: sides become multiples of what the model needs
+        sizing["size_multiple"] = size_multiple(model_spec.path, model_spec.revision)
+    datamodule = build(cfg.data, resolution=resolution, exclude=done, **sizing)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,
                              guidance_scale=cfg.guidance_scale, lpips=cfg.lpips,
@@ -116,15 +125,15 @@ def run(cfg) -> dict:
         return writer.write_summary(remove_rank_files=True)
     trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
     if first_process():
-        n_left = len(datamodule.dataset) if hasattr(datamodule.dataset, "__len__") else None
-        print(console.header(cfg, n_left, len(done)), flush=True)
+        print(console.header(cfg, _num_samples(datamodule.dataset), len(done)), flush=True)
     try:
         with preemption.graceful():
             trainer.predict(module, datamodule=datamodule, return_predictions=False)
     except preemption.Interrupted as stop:
         if trainer.global_rank == 0:  # publish what is finished; the other ranks' later records stay in their files
             summary = write_summary(output_dir, config)
-            total = len(done) + len(datamodule.dataset) if hasattr(datamodule.dataset, "__len__") else None
+            left = _num_samples(datamodule.dataset)
+            total = None if left is None else len(done) + left
             stop.message = (f"interrupted after {summary['n']}" + (f" of {total}" if total is not None else "")
                             + " samples; rerun the same command to resume")
         raise

@@ -92,8 +92,8 @@ def _model_index(path: str, local: bool, revision: str | None) -> dict:
         ) from None
 
 
-def native_resolution(path: str | os.PathLike | None = None, revision: str | None = None) -> int:
-    """The pixel resolution a model was trained at, read from its configs (no weights are loaded)."""
+def _configs(path: str | os.PathLike | None, revision: str | None):
+    """(model_index.json, config(subfolder) -> its config.json) of a model, without loading any weights."""
     where, local = _resolve(path)
     index = _model_index(where, local, revision)
 
@@ -104,12 +104,29 @@ def native_resolution(path: str | os.PathLike | None = None, revision: str | Non
 
         return json.loads(Path(hf_hub_download(where, f"{sub}/config.json", revision=revision)).read_text())
 
+    return index, config
+
+
+def native_resolution(path: str | os.PathLike | None = None, revision: str | None = None) -> int:
+    """The pixel resolution a model was trained at, read from its configs (no weights are loaded)."""
+    index, config = _configs(path, revision)
     denoiser = "transformer" if "transformer" in index else "unet"
     size = config(denoiser).get("sample_size", 128)  # FLUX's transformer has none: its pipeline's default, 128
     size = size[0] if isinstance(size, (list, tuple)) else size
     if "vae" in index:
         size *= 2 ** (len(config("vae")["block_out_channels"]) - 1)
     return int(size)
+
+
+def size_multiple(path: str | os.PathLike | None = None, revision: str | None = None) -> int:
+    """What image sides must be a multiple of: the VAE's factor times the denoiser's own (a UNet's downsampling,
+    a transformer's patch size; FLUX's 2x2 packing). Read from the configs, no weights loaded."""
+    index, config = _configs(path, revision)
+    vae = 2 ** (len(config("vae")["block_out_channels"]) - 1) if "vae" in index else 1
+    if "transformer" in index:
+        patch = 2 if "Flux" in index.get("_class_name", "") else int(config("transformer").get("patch_size", 1))
+        return vae * patch
+    return vae * 2 ** (len(config("unet")["block_out_channels"]) - 1)
 
 
 def read_index(path: str, revision: str | None = None, local_files_only: bool = False) -> dict:

@@ -52,7 +52,7 @@ class StableDiffusion3Model(StableDiffusionModel):
         clip = torch.nn.functional.pad(clip, (0, width - clip.shape[-1]))  # (B, 77, width), as the pipeline does
         return {"text": torch.cat([clip, t5_embeds], dim=-2), "pooled": torch.cat(pooled, dim=-1)}
 
-    def _unet_kwargs(self, cond, dtype) -> dict:
+    def _unet_kwargs(self, cond, dtype, x=None) -> dict:
         return {"encoder_hidden_states": cond["text"].to(dtype), "pooled_projections": cond["pooled"].to(dtype)}
 
     def predict(self, x: torch.Tensor, timestep: float, cond) -> torch.Tensor:

@@ -114,7 +114,8 @@ class StableDiffusionModel(LatentModel):
     # LCM UNets (time_cond_proj_dim) take the guidance scale as an embedding; diffusers' LCM pipeline default
     guidance_embedding = 8.5
 
-    def _unet_kwargs(self, cond: dict[str, torch.Tensor], dtype) -> dict:
+    def _unet_kwargs(self, cond: dict[str, torch.Tensor], dtype, x: torch.Tensor | None = None) -> dict:
+        """The network's conditioning arguments for the state ``x`` (B, C, h, w) (SDXL reads its size)."""
         kwargs = {"encoder_hidden_states": cond["text"].to(dtype)}
         if "w_embedding" in cond:
             kwargs["timestep_cond"] = cond["w_embedding"].to(dtype)
@@ -139,10 +140,10 @@ class StableDiffusionModel(LatentModel):
         unet = self.modules["unet"]
         x = x.to(unet.dtype)
         if "uncond" not in cond:
-            return unet(x, timesteps_like(timestep, x), **self._unet_kwargs(cond["cond"], unet.dtype)).sample
+            return unet(x, timesteps_like(timestep, x), **self._unet_kwargs(cond["cond"], unet.dtype, x)).sample
         both = {k: torch.cat([cond["uncond"][k], cond["cond"][k]]) for k in cond["cond"]}  # (2B, ...)
         x2 = torch.cat([x, x])  # (2B, C, h, w)
-        uncond, cond_out = unet(x2, timesteps_like(timestep, x2), **self._unet_kwargs(both, unet.dtype)).sample.chunk(2)
+        uncond, cond_out = unet(x2, timesteps_like(timestep, x2), **self._unet_kwargs(both, unet.dtype, x2)).sample.chunk(2)
         return uncond + cond["scale"] * (cond_out - uncond)
 
 
@@ -159,11 +160,18 @@ class StableDiffusionXLModel(StableDiffusionModel):
         out1 = enc1(_tokens(self.tokenizers["tokenizer"], prompts, enc1.device), output_hidden_states=True)
         out2 = enc2(_tokens(self.tokenizers["tokenizer_2"], prompts, enc2.device), output_hidden_states=True)
         text = torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1)  # (B, 77, D1 + D2)
-        size = self.resolution
-        time_ids = torch.tensor([[size, size, 0, 0, size, size]] * len(prompts), device=text.device,
-                                dtype=torch.float32)  # (B, 6): original size, crop top-left, target size
-        return {"text": text, "pooled": out2.text_embeds, "time_ids": time_ids}
+        return {"text": text, "pooled": out2.text_embeds}
 
-    def _unet_kwargs(self, cond, dtype) -> dict:
+    def time_ids(self, x: torch.Tensor, dtype) -> torch.Tensor:
+        """(B, 6) size conditioning for states ``x`` (B, C, h, w), as the pipeline's defaults give it: original size
+        = target size = the image's (H, W), crop top-left (0, 0); built once per size and device."""
+        H, W = (n * self.vae_scale for n in x.shape[-2:])
+        key = (H, W, x.device, dtype)
+        cache = self.__dict__.setdefault("_time_ids", {})
+        if key not in cache:
+            cache[key] = torch.tensor([[H, W, 0, 0, H, W]], device=x.device, dtype=dtype)
+        return cache[key].expand(x.shape[0], -1)
+
+    def _unet_kwargs(self, cond, dtype, x: torch.Tensor | None = None) -> dict:
         return {"encoder_hidden_states": cond["text"].to(dtype),
-                "added_cond_kwargs": {"text_embeds": cond["pooled"].to(dtype), "time_ids": cond["time_ids"].to(dtype)}}
+                "added_cond_kwargs": {"text_embeds": cond["pooled"].to(dtype), "time_ids": self.time_ids(x, dtype)}}

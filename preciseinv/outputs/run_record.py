@@ -20,7 +20,8 @@ def first_process() -> bool:
 RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("method",), ("encoder",), ("num_steps",),
                ("sampler",),
                ("timestep_spacing",), ("timesteps",),
-               ("guidance_scale",), ("data", "resolution"), ("data", "crop"), ("data", "prompt"))
+               ("guidance_scale",), ("data", "resolution"), ("data", "crop"), ("data", "max_side"),
+               ("data", "prompt"))
 
 
 def check_resumable(output_dir: Path, config: dict) -> None:

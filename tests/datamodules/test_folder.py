@@ -111,3 +111,40 @@ def test_crop_policy_center_or_stretch(tmp_path):
         FolderDataModule(resolution=12, crop="zoom")
     dm = FolderDataModule(root=str(tmp_path), resolution=12, crop="stretch")
     assert torch.allclose(next(iter(dm.predict_dataloader()))["image"][0], stretch)
+
+
+def test_crop_none_keeps_the_aspect_ratio_and_buckets_by_shape(tmp_path):
+    from PIL import Image
+
+    from preciseinv.datamodules.base import ShapeBuckets, collate_batch
+    from preciseinv.datamodules.folder import FolderDataModule
+    from preciseinv.datamodules.images import target_size
+
+    assert target_size(96, 48, 32, 16) == (32, 64) and target_size(40, 80, 32, 16) == (64, 32)
+    assert target_size(200, 40, 32, 16) == (32, 160) and target_size(200, 40, 32, 16, max_side=100) == (32, 96)
+    assert target_size(50, 50, 30, 16) == (32, 32)  # the short side too is a multiple
+    sizes = {"a": (96, 48), "b": (40, 80), "c": (50, 50), "d": (90, 45), "e": (200, 40), "f": (94, 47)}
+    for name, size in sizes.items():
+        Image.new("RGB", size, (10, 200, 30)).save(tmp_path / f"{name}.png")
+    rotated = Image.new("RGB", (96, 48), (1, 2, 3))  # stored wide, shown tall (EXIF orientation 6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "r.jpg", exif=exif.tobytes())
+    (tmp_path / "z.png").write_bytes(b"not an image")
+    dm = FolderDataModule(root=str(tmp_path), resolution=32, crop="none", size_multiple=16, batch_size=2,
+                          exclude={"f"})
+    dm.setup()
+    assert isinstance(dm.dataset, ShapeBuckets) and dm.dataset.num_samples == 7
+    seen, failures = [], []
+    for batch in dm.predict_dataloader():
+        failures += [f["id"] for f in batch["failures"]]
+        if batch["image"] is None:
+            continue
+        assert len(batch["id"]) <= 2 and len({tuple(i.shape) for i in batch["image"]}) == 1  # one shape per batch
+        seen += batch["id"]
+        for sample_id, image in zip(batch["id"], batch["image"]):
+            w, h = sizes.get(sample_id, (48, 96))
+            assert min(image.shape[-2:]) == 32 and image.shape[-1] % 16 == 0 and image.shape[-2] % 16 == 0
+            assert abs(image.shape[-1] / image.shape[-2] - w / h) < 0.25 * w / h
+    assert sorted(seen) == ["a", "b", "c", "d", "e", "r"] and failures == ["z"]  # each once; f was done before
+    assert collate_batch([[]])["image"] is None
