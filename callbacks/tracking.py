@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from preciseinv.outputs.images import to_uint8
-from preciseinv.outputs.records import RECORDS
+from preciseinv.outputs.records import complete_length, rank_record_files
 from preciseinv.outputs.summary import cost, finite_mean
 
 
@@ -52,7 +52,7 @@ class InversionTracker(Callback):
         self.seen, self.started, self.step = 0, 0.0, 0
 
     def _rank_files(self) -> list[Path]:
-        return sorted((self.output_dir / RECORDS).glob("rank-*.jsonl"))
+        return rank_record_files(self.output_dir)
 
     def _new_records(self) -> list[dict]:
         """Records every rank published since the last read (from ``records/rank-<k>.jsonl``)."""
@@ -75,8 +75,9 @@ class InversionTracker(Callback):
         if self.output_dir is None:
             writer = next((c for c in trainer.callbacks if hasattr(c, "output_dir") and c is not self), None)
             self.output_dir = Path(writer.output_dir) if writer else Path(trainer.default_root_dir)
-        # records a dead earlier run left in the rank files are not this run's speed
-        self.offsets = {path: path.stat().st_size for path in self._rank_files()}
+        # records a dead earlier run left in the rank files are not this run's speed; start after their last whole
+        # line (a torn tail is cut by the next append, and reading from the file's end would then skip records)
+        self.offsets = {path: complete_length(path) for path in self._rank_files()}
         self.seen, self.started, self.step = 0, time.perf_counter(), 0
 
     def _log(self, trainer) -> None:

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from preciseinv.datamodules.images import CROPS, image_size, load_image
+from preciseinv.preemption import ignore_in_worker
 
 _UNSAFE = re.compile(r"[\x00-\x1f\\]")
 
@@ -150,6 +151,6 @@ class InversionDataModule(LightningDataModule, ABC):
         workers = min(self.num_workers, os.cpu_count() or 1)
         if isinstance(self.dataset, ShapeBuckets):  # each item is already a batch of one shape
             return DataLoader(self.dataset, batch_size=1, shuffle=False, num_workers=workers,
-                              collate_fn=collate_batch, persistent_workers=False)
+                              collate_fn=collate_batch, persistent_workers=False, worker_init_fn=ignore_in_worker)
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=workers,
-                          collate_fn=collate, persistent_workers=False)
+                          collate_fn=collate, persistent_workers=False, worker_init_fn=ignore_in_worker)

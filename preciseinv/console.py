@@ -4,34 +4,61 @@ small table; library chatter (Lightning's hardware lines and tips, deprecation w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import warnings
+from pathlib import Path
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
-def setup(verbose: bool) -> None:
-    """Route the libraries' output: Lightning's own handler only (never twice through Hydra's root handler)."""
-    logging.getLogger("lightning").propagate = False  # it has its own handler; Hydra's root handler would repeat it
-    if verbose:
-        return
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
-        warnings.filterwarnings("ignore", category=category)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")  # we choose num_workers on purpose
-    try:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
+# Lightning's informational lines that ask nothing of the user (hardware summary, tips, rank bookkeeping)
+NOISE = ("GPU available", "TPU available", "HPU available", "IPU available", "Tip:", "LOCAL_RANK:",
+         "Initializing distributed", "distributed_backend=", "All distributed processes registered", "-" * 20,
+         "You are using a CUDA device", "Seed set to")
 
-        diffusers_logging.set_verbosity_error()
-        transformers_logging.set_verbosity_error()
-    except ImportError:
-        pass
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in NOISE)
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool):
+    """For the duration of a CLI run: Lightning's lines once (its own handler, never again through Hydra's root
+    handler); without ``verbose``, its uninformative ones dropped, deprecation warnings off and no W&B banner.
+    Warnings that ask the user to act (a LoRA that matched nothing, LPIPS weights missing, a dead rank) stay."""
+    import lightning.pytorch  # noqa: F401  (it adds its handlers on import: filter those)
+
+    lightning = logging.getLogger("lightning")
+    propagate, drop = lightning.propagate, _DropNoise()
+    lightning.propagate = False  # it has its own handler; Hydra's root handler would repeat each line
+    with warnings.catch_warnings():
+        if not verbose:
+            for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+                for handler in logging.getLogger(name).handlers:
+                    handler.addFilter(drop)
+            os.environ.setdefault("WANDB_SILENT", "true")
+            for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+                warnings.filterwarnings("ignore", category=category)
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")  # chosen on purpose
+        try:
+            yield
+        finally:
+            lightning.propagate = propagate
+            for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+                for handler in logging.getLogger(name).handlers:
+                    handler.removeFilter(drop)
+
+
+def wandb_hint(output_dir) -> str | None:
+    """Where an offline W&B run went and how to upload it (the banner that said so is silenced)."""
+    runs = sorted(Path(output_dir, "wandb").glob("offline-run-*"))
+    return f"W&B run saved offline: upload with `wandb sync {runs[-1]}`" if runs else None
 
 
 def header(cfg, n_images: int | None, n_done: int) -> str:
@@ -70,10 +97,15 @@ def summary_table(summary: dict) -> str:
 
 
 def disk_error(err: OSError, output_dir) -> str | None:
-    """One line for a full disk, a quota, a read-only or unwritable output_dir; None for other OS errors."""
+    """One line for a full disk, a quota, a read-only or unwritable folder; None for other OS errors. It names
+    output_dir when the failed path is inside it (or unknown), else the path that failed (a cache, /tmp)."""
     if err.errno not in DISK_ERRORS:
         return None
     fix = ("free space there" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
            else "make it writable")
+    paths = [Path(p).resolve() for p in (err.filename, err.filename2) if p]
+    inside = not paths or any(p.is_relative_to(Path(output_dir).resolve()) for p in paths)
+    if not inside:
+        return f"cannot write {str(paths[0])!r} ({os.strerror(err.errno)}): {fix}; it is outside output_dir"
     return (f"cannot write in output_dir {str(output_dir)!r} ({os.strerror(err.errno)}): {fix} or choose another "
             "output_dir; finished samples are kept: rerun the same command to resume")

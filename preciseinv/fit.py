@@ -93,7 +93,6 @@ def run(cfg) -> dict:
 
     if cfg.num_steps is None or int(cfg.num_steps) < 1:
         raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
-    console.setup(bool(cfg.get("verbose", False)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
     model_spec = build(cfg.model)
@@ -121,24 +120,35 @@ def run(cfg) -> dict:
     if logger and hasattr(logger, "log_hyperparams"):
         logger.log_hyperparams(config)
     if hasattr(datamodule.dataset, "__len__") and len(datamodule.dataset) == 0:  # all finished by earlier runs
+        if not first_process():
+            return {}
         print(f"all {len(done)} samples in {output_dir} are already inverted")
-        return writer.write_summary(remove_rank_files=True)
-    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
-    if first_process():
-        print(console.header(cfg, _num_samples(datamodule.dataset), len(done)), flush=True)
-    try:
-        with preemption.graceful():
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
-    except preemption.Interrupted as stop:
-        if trainer.global_rank == 0:  # publish what is finished; the other ranks' later records stay in their files
-            summary = write_summary(output_dir, config)
+        return writer.write_summary()  # rank files stay: ranks launched beside this one may be reading them
+    with preemption.graceful():
+        trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
+        if first_process():
+            print(console.header(cfg, _num_samples(datamodule.dataset), len(done)), flush=True)
+        try:
+            try:
+                trainer.predict(module, datamodule=datamodule, return_predictions=False)
+            except BaseException as err:  # under a stop request, whatever broke (a worker, a collective) is the stop
+                signum = preemption.requested()
+                if signum is None or isinstance(err, preemption.Interrupted):
+                    raise
+                raise preemption.Interrupted(signum) from err
+        except preemption.Interrupted as stop:
+            if trainer.global_rank != 0:  # exit 0: a non-zero child makes Lightning's launcher SIGKILL rank 0
+                stop.exit_status = 0
+                raise
+            preemption.wait_for(preemption.child_processes(trainer), seconds=120)  # their last records
+            summary = write_summary(output_dir, config)  # publish what is finished
             left = _num_samples(datamodule.dataset)
             total = None if left is None else len(done) + left
             stop.message = (f"interrupted after {summary['n']}" + (f" of {total}" if total is not None else "")
                             + " samples; rerun the same command to resume")
-        raise
-    finally:
-        _finish(logger)
+            raise
+        finally:
+            _finish(logger)
     if trainer.global_rank == 0:  # every rank is done and every callback has read the rank files: merge them away
         return writer.write_summary(remove_rank_files=True)
     return {}
@@ -152,7 +162,8 @@ def main(config_name: str = "fit") -> None:
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg) -> None:
         try:
-            summary = run(cfg)
+            with console.quiet(bool(cfg.get("verbose", False))):
+                summary = run(cfg)
         except PreciseInvError as err:
             print(f"preciseinv: error: {err}", file=sys.stderr)
             raise SystemExit(2)
@@ -171,6 +182,9 @@ def main(config_name: str = "fit") -> None:
                 print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
             print(console.summary_table(summary))
             print(f"outputs in {cfg.output_dir}")
+            hint = console.wandb_hint(cfg.output_dir)
+            if hint:
+                print(hint)
 
     _main()
 

@@ -8,20 +8,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from preciseinv.outputs.records import RECORDS
 from preciseinv.outputs.summary import write_summary
 
+LIVE_SECONDS = 120  # a rank file written this recently belongs to a run that is still going
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m preciseinv.manifest", description=__doc__)
     p.add_argument("output_dir", type=Path)
+    p.add_argument("--force", action="store_true", help="assemble even if a run seems to be writing into DIR")
     args = p.parse_args(argv)
     out = args.output_dir
     if not ((out / "run.json").is_file() or (out / RECORDS).is_dir() or (out / "manifest.jsonl").is_file()):
         print(f"preciseinv: error: {str(out)!r} is not a preciseinv output_dir (no run.json, records/ or "
               "manifest.jsonl)", file=sys.stderr)
+        return 2
+    recent = [f for f in (out / RECORDS).glob("*.jsonl") if time.time() - f.stat().st_mtime < LIVE_SECONDS] \
+        if (out / RECORDS).is_dir() else []
+    if recent and not args.force:
+        print(f"preciseinv: error: {str(recent[0])!r} was written less than {LIVE_SECONDS} s ago: a run seems to be "
+              "writing into this output_dir (it assembles the manifest itself when it ends); wait, or pass --force",
+              file=sys.stderr)
         return 2
     config = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else None
     summary = write_summary(out, config, remove_rank_files=True)

@@ -18,17 +18,15 @@ import signal
 import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_state = {"signum": None, "launcher": None}
+_state = {"signum": None, "launcher": None, "forwarded": False}
 
 
 class Interrupted(Exception):
     def __init__(self, signum: int):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + int(self.signum)
+        self.exit_status = 128 + int(signum)  # 143 for SIGTERM, 130 for SIGINT (0 for DDP children)
+        self.message: str | None = None  # the one line rank 0 prints
 
 
 def requested() -> int | None:
@@ -42,15 +40,23 @@ def check() -> None:
         raise Interrupted(_state["signum"])
 
 
+def _forward() -> None:
+    """Ask the DDP ranks started as child processes to stop at their own safe points. Always as SIGTERM: a
+    terminal's Ctrl-C already reached them (it signals the whole process group), and a forwarded SIGINT on top of it
+    would read as a second Ctrl-C there."""
+    launcher = _state["launcher"]
+    if launcher is not None and not _state["forwarded"]:
+        _state["forwarded"] = True
+        with contextlib.suppress(Exception):
+            launcher.kill(signal.SIGTERM)
+
+
 def _handler(signum, frame) -> None:
     if signum == signal.SIGINT and _state["signum"] == signal.SIGINT:
         raise KeyboardInterrupt  # the second Ctrl-C: stop now
     if _state["signum"] is None:
         _state["signum"] = signum
-        launcher = _state["launcher"]
-        if launcher is not None:  # DDP ranks started as child processes: they stop at their own safe points
-            with contextlib.suppress(Exception):
-                launcher.kill(signum)
+        _forward()
 
 
 def _install() -> dict:
@@ -68,16 +74,41 @@ def take_over(trainer) -> None:
     launcher = getattr(trainer.strategy, "launcher", None)
     _state["launcher"] = launcher if type(launcher).__name__ == "_SubprocessScriptLauncher" else None
     _install()
+    if _state["signum"] is not None:  # a signal came while the model loaded: the children have not heard of it
+        _forward()
+
+
+def child_processes(trainer) -> list:
+    """The DDP ranks this process started (Lightning's subprocess launcher), else []."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    return list(getattr(launcher, "procs", None) or []) if type(launcher).__name__ == "_SubprocessScriptLauncher" else []
 
 
 @contextlib.contextmanager
 def graceful():
     """Handle SIGTERM and SIGINT as stop requests for the duration; restore the previous handlers after."""
-    _state.update(signum=None, launcher=None)
+    _state.update(signum=None, launcher=None, forwarded=False)
     previous = _install()
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-        _state.update(launcher=None)
+        _state.update(signum=None, launcher=None, forwarded=False)
+
+
+def wait_for(processes: list, seconds: float) -> None:
+    """Wait (at most ``seconds`` in all) for child processes to finish their last records and exit."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers leave SIGTERM, SIGINT and SLURM's SIGUSR1 to the main process (a
+    worker killed by a signal would make the loader raise at an arbitrary point)."""
+    for s in (*SIGNALS, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)

@@ -198,3 +198,32 @@ def test_the_console_is_one_header_the_bar_and_a_table(tmp_path):
                              capture_output=True, text=True, timeout=600)
     assert "GPU available" in verbose.stdout + verbose.stderr and '"psnr_mean"' in verbose.stdout
     assert (verbose.stdout + verbose.stderr).count("GPU available") == 1  # once, not twice through Hydra
+
+
+def test_sigterm_to_a_two_process_ddp_run_stops_gracefully(tmp_path):
+    """SIGTERM to rank 0 only (``kill <pid>``): it forwards the stop to its child rank, which exits 0 at its next
+    safe point (a non-zero child would make Lightning's launcher SIGKILL rank 0); rank 0 waits for it, publishes
+    every finished sample of both ranks and exits 143 with the one line; the rerun finishes exactly once."""
+    from preciseinv.tiny import write_images
+
+    names = [f"im{i}.png" for i in range(8)]
+    write_images(tmp_path / "in", names, size=40)
+    out = tmp_path / "out"
+    args = ["data=folder", f"data.root={tmp_path / 'in'}", "data.batch_size=1", "data.num_workers=0",
+            "method.eta=1e-9", "method.max_iters=150", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.strategy=ddp", "~logger", f"output_dir={out}"]
+    proc = subprocess.Popen(fit_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(published(out)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr[-3000:]
+    n = len(manifest(out))
+    assert stderr.strip().splitlines()[-1] == (f"preciseinv: interrupted after {n} of 8 samples; "
+                                               "rerun the same command to resume")
+    assert 2 <= n < 8 and not list(out.rglob("*.tmp"))
+    proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["id"] for r in manifest(out)) == [n[:-4] for n in names]

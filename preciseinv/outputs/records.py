@@ -38,28 +38,39 @@ def append_jsonl(path: Path, record: dict) -> None:
     data = (json.dumps(record) + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
     try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
+        _cut_torn_tail(fd)
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def _cut_torn_tail(fd: int) -> int:
+    """Truncate an open file after its last newline; return how many bytes were cut."""
+    size = os.fstat(fd).st_size
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return 0
+    keep = os.pread(fd, size, 0).rfind(b"\n") + 1
+    os.ftruncate(fd, keep)
+    os.fsync(fd)
+    return size - keep
+
+
+def complete_length(path: Path) -> int:
+    """Bytes up to and including a file's last newline (its whole lines)."""
+    with open(path, "rb") as f:
+        return f.read().rfind(b"\n") + 1
+
+
 def repair_jsonl(path: Path) -> int:
     """Cut a torn last line (bytes after the last newline) off a JSONL file; return how many bytes were cut."""
     if not path.is_file():
         return 0
-    with open(path, "rb+") as f:
-        data = f.read()
-        keep = data.rfind(b"\n") + 1
-        if keep == len(data):
-            return 0
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-        return len(data) - keep
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return _cut_torn_tail(fd)
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -73,6 +84,11 @@ def read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def rank_record_files(output_dir: Path) -> list[Path]:
+    """Every rank's manifest record file, by rank."""
+    return _rank_paths(output_dir, "rank-")
 
 
 def _rank_paths(output_dir: Path, prefix: str) -> list[Path]:

@@ -11,8 +11,15 @@ from preciseinv.errors import PreciseInvError
 from preciseinv.outputs.atomic import atomic_write_bytes
 
 
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # Lightning's order (torchrun, SLURM, LSF)
+
+
 def first_process() -> bool:
-    """Rank 0 of node 0 (before Lightning has set up the ranks: from the launcher's environment)."""
+    """Global rank 0, before Lightning has set up the ranks: from the launcher's environment (``RANK``,
+    ``SLURM_PROCID``; else local rank 0 of node 0, as Lightning's own launcher numbers its children)."""
+    for name in RANK_VARIABLES:
+        if name in os.environ:
+            return int(os.environ[name]) == 0
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 

@@ -1,8 +1,10 @@
 """Per-rank record files, the assembled manifest, and ``python -m preciseinv.manifest`` for a run that died."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 from preciseinv.outputs.records import append_jsonl, assemble, finished_ids, latest_records, rank_files, read_jsonl
 from preciseinv.outputs.summary import write_summary
@@ -58,6 +60,11 @@ def test_manifest_command_assembles_a_dead_run(tmp_path):
             append_jsonl(rank_files(tmp_path, rank)[0], rec(3 * rank + i, 20.0 + i))
     with open(rank_files(tmp_path, 1)[0], "a") as f:
         f.write('{"id": "s9"')  # the rank died mid-line
+    live = subprocess.run([sys.executable, "-m", "preciseinv.manifest", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert live.returncode == 2 and "seems to be writing" in live.stderr  # just written: a live run's files
+    for path in (tmp_path / "records").iterdir():
+        os.utime(path, (time.time() - 600, time.time() - 600))  # the run died ten minutes ago
     proc = subprocess.run([sys.executable, "-m", "preciseinv.manifest", str(tmp_path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -71,3 +78,17 @@ def test_manifest_command_assembles_a_dead_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "preciseinv.manifest", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a preciseinv output_dir" in bad.stderr
+
+
+def test_the_tracker_starts_after_whole_lines_so_a_cut_torn_tail_loses_nothing(tmp_path):
+    from preciseinv.callbacks.tracking import InversionTracker
+
+    path = rank_files(tmp_path, 0)[0]
+    append_jsonl(path, rec(0))
+    with open(path, "a") as f:
+        f.write('{"id": "s1", "ps')  # a dead run's torn line
+    tracker = InversionTracker(output_dir=str(tmp_path))
+    tracker.on_predict_start(None, None)  # where this run's records will start
+    append_jsonl(path, rec(2))  # the new run's first record cuts the torn tail
+    append_jsonl(path, rec(3))
+    assert [r["id"] for r in tracker._new_records()] == ["s2", "s3"]

@@ -1,0 +1,59 @@
+"""The stop flag's lifetime, the disk-error line, and the noise filter (unit level; the CLI paths are in
+tests/test_reliability.py)."""
+
+import errno
+import logging
+import os
+import signal
+
+import pytest
+
+from preciseinv import console, preemption
+
+
+def test_a_stop_request_lives_only_inside_graceful():
+    with preemption.graceful():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert preemption.requested() == signal.SIGTERM
+        with pytest.raises(preemption.Interrupted) as stop:
+            preemption.check()
+        assert stop.value.exit_status == 143
+    preemption.check()  # the API, a notebook or the next run in this process is not stopped by an old signal
+    assert preemption.requested() is None
+    assert signal.getsignal(signal.SIGTERM) is not preemption._handler
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    with preemption.graceful():
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.Interrupted(signal.SIGINT).exit_status == 130
+
+
+def test_disk_errors_name_the_folder_that_failed(tmp_path):
+    out = tmp_path / "out"
+    inside = OSError(errno.ENOSPC, "No space left on device", str(out / "latents" / "a.safetensors"))
+    line = console.disk_error(inside, out)
+    assert str(out) in line and "free space" in line and "rerun the same command" in line
+    cache = OSError(errno.EROFS, "Read-only file system", "/root/.cache/huggingface/x")
+    line = console.disk_error(cache, out)
+    assert "/root/.cache/huggingface/x" in line and "outside output_dir" in line and "make it writable" in line
+    assert console.disk_error(OSError(errno.ENOENT, "gone"), out) is None
+
+
+def test_quiet_drops_lightning_chatter_but_not_what_asks_for_action(caplog):
+    logger = logging.getLogger("lightning.pytorch.test")
+    handler = logging.Handler()
+    seen = []
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("lightning").addHandler(handler)
+    try:
+        with console.quiet(verbose=False):
+            logger.warning("GPU available: False, used: False")
+            logger.warning("Child process with PID 7 terminated with code -9. Forcefully terminating all other processes")
+        logger.warning("GPU available: True")  # after the run: untouched
+    finally:
+        logging.getLogger("lightning").removeHandler(handler)
+    assert seen == ["Child process with PID 7 terminated with code -9. Forcefully terminating all other processes",
+                    "GPU available: True"]
