@@ -80,6 +80,11 @@ class InversionWriter(BasePredictionWriter):
             record["size"] = list(out.target.shape[-2:])  # (H, W) of the input as inverted
             record["seconds"] = out.seconds_per_image
             record["peak_memory_mb"] = out.peak_memory_mb
+            for key in ("blend_words", "editing_type"):
+                if key in prediction:
+                    record[key] = prediction[key][i]
+            for key, values in (prediction.get("edit_metrics") or {}).items():
+                record[key] = values[i] if values is not None else None
             if out.edit is not None:
                 record.update(self.store_edit(sample_id, out.target[i], out.recon[i], out.edit[i],
                                               prediction["target"][i]))

@@ -38,6 +38,9 @@ def read_sample(sample_id: str, source: str, prompt: str, image_source, resoluti
     return sample
 
 
+ANNOTATIONS = ("blend_words", "editing_type")  # per-sample fields a dataset may add; copied into the records
+
+
 def collate(samples: list[dict]) -> dict:
     """Stack the readable samples; unreadable ones travel on as ``failures``."""
     good = [s for s in samples if "error" not in s]
@@ -48,12 +51,23 @@ def collate(samples: list[dict]) -> dict:
         "image": torch.stack([s["image"] for s in good]) if good else None,  # (B, 3, H, W)
         "failures": [{"id": s["id"], "source": s["source"], "reason": s["error"]} for s in samples if "error" in s],
         **({"target": [s.get("target") for s in good]} if any("target" in s for s in good) else {}),
+        # PIE-Bench: the edit masks (B, 1, H, W) and per-sample annotations the records keep
+        **({"mask": torch.stack([s["mask"] for s in good])} if good and all("mask" in s for s in good) else {}),
+        **{k: [s.get(k) for s in good] for k in ANNOTATIONS if any(k in s for s in good)},
     }
 
 
 def collate_batch(batches: list[list[dict]]) -> dict:
-    """``collate`` of the one pre-formed batch a ``ShapeBuckets`` item is."""
-    return collate([sample for batch in batches for sample in batch])
+    """``collate`` of the one pre-formed batch a ``ShapeBuckets`` item is. A sample whose decoded shape is not its
+    bucket's (never expected: the shape is read from the header both times) becomes a failure record."""
+    samples = [sample for batch in batches for sample in batch]
+    shapes = [tuple(s["image"].shape) for s in samples if "error" not in s]
+    if shapes:
+        common = max(set(shapes), key=shapes.count)
+        for s in samples:
+            if "error" not in s and tuple(s["image"].shape) != common:
+                s["error"] = f"decoded as {tuple(s.pop('image').shape)[1:]}, its batch is {common[1:]}"
+    return collate(samples)
 
 
 class ImageListDataset(Dataset):

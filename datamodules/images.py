@@ -47,14 +47,23 @@ def _round_to(value: float, multiple: int) -> int:
 
 def target_size(width: int, height: int, resolution: int, multiple: int = 8,
                 max_side: int | None = None) -> tuple[int, int]:
-    """(H, W) of an image of ``width`` x ``height`` under ``crop="none"``: short side ``resolution`` (rounded to the
-    multiple), long side the nearest multiple keeping the aspect ratio, at most ``max_side`` (rounded down)."""
-    short = _round_to(resolution, multiple)
-    scale = short / min(width, height)
-    long = _round_to(max(width, height) * scale, multiple)
+    """(H, W) of an image of ``width`` x ``height`` under ``crop="none"``: short side ``resolution`` and long side
+    the aspect ratio's, both rounded to the multiple; where the long side would pass ``max_side``, both sides are
+    scaled down together (the aspect ratio is kept, the short side then falls below ``resolution``)."""
+    short_in, long_in = min(width, height), max(width, height)
+    scale = resolution / short_in
+    if max_side and long_in * scale > max_side:
+        scale = max_side / long_in
+    short, long = _round_to(short_in * scale, multiple), _round_to(long_in * scale, multiple)
     if max_side:
-        long = min(long, max(short, max_side // multiple * multiple))
+        long = min(long, max(multiple, max_side // multiple * multiple))
     return (short, long) if height <= width else (long, short)
+
+
+def _oriented_size(img) -> tuple[int, int]:
+    """(width, height) as shown: EXIF orientations 5-8 swap the stored sides."""
+    w, h = img.size
+    return (h, w) if img.getexif().get(0x0112) in EXIF_ROTATED else (w, h)
 
 
 def image_size(source, resolution: int, crop: str = "center", multiple: int = 8,
@@ -65,10 +74,7 @@ def image_size(source, resolution: int, crop: str = "center", multiple: int = 8,
     from PIL import Image
 
     with Image.open(source) as img:
-        w, h = img.size
-        if img.getexif().get(0x0112) in EXIF_ROTATED:
-            w, h = h, w
-    return target_size(w, h, resolution, multiple, max_side)
+        return target_size(*_oriented_size(img), resolution, multiple, max_side)
 
 
 def resize_center_crop(img, size: int):
@@ -89,15 +95,17 @@ def to_tensor(img) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
-def fit_square(img, size: int, crop: str = "center", multiple: int = 8, max_side: int | None = None):
+def fit_square(img, size: int, crop: str = "center", multiple: int = 8, max_side: int | None = None,
+               shape: tuple[int, int] | None = None):
     """The ``crop`` policy: center crop after a short-side resize, a stretch of the whole image, or (``none``) the
-    whole image at its own aspect ratio (``target_size``)."""
+    whole image at its own aspect ratio: to ``shape`` (H, W) when given (``load_image`` reads it from the header,
+    before a JPEG draft decode rounds the sides), else ``target_size`` of the image as it is."""
     from PIL import Image
 
     if crop == "stretch":
         return img.resize((size, size), Image.Resampling.LANCZOS)
     if crop == "none":
-        h, w = target_size(img.size[0], img.size[1], size, multiple, max_side)
+        h, w = shape or target_size(img.size[0], img.size[1], size, multiple, max_side)
         scale = h / img.size[1]
         return img.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 0.25 else None)
     return resize_center_crop(img, size)
@@ -109,8 +117,10 @@ def load_image(path, size: int, crop: str = "center", multiple: int = 8, max_sid
     from PIL import Image
 
     with Image.open(path) as img:
+        # the shape comes from the header (as image_size computes it for the shape buckets), before draft()
+        shape = target_size(*_oriented_size(img), size, multiple, max_side) if crop == "none" else None
         img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when far larger than needed
-        return to_tensor(fit_square(to_rgb(img), size, crop, multiple, max_side))
+        return to_tensor(fit_square(to_rgb(img), size, crop, multiple, max_side, shape))
 
 
 from preciseinv.outputs.images import png_bytes, save_png, to_uint8  # noqa: E402,F401  (moved; kept importable)

@@ -179,6 +179,7 @@ class Inverter:
              source: str = "", prompt: str = "") -> None:
         from preciseinv.outputs import extra_tensors, save_latent
 
+        self.engine.use_latent_size(inversion.latents)  # the schedule of this inversion's size (FLUX, SD3.5)
         meta = {**self.engine.metadata(), "id": sample_id, "source": source, "prompt": prompt}
         save_latent(path, inversion.latents[index], meta, extra_tensors(inversion.result, index))
 
@@ -191,7 +192,10 @@ def reconstruct_file(path: str | os.PathLike, device: str | None = None,
     tensors, meta = load_latent(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model or load_model(meta["model"]["source"], device=device, lora=meta["model"].get("lora"),
-                                lora_scale=meta["model"].get("lora_scale", 1.0))
+                                lora_scale=meta["model"].get("lora_scale", 1.0),
+                                dtype=meta["model"].get("dtype", "float32"))
+    if meta["model"].get("guidance_embedding") is not None:
+        model.guidance_embedding = meta["model"]["guidance_embedding"]
     method = METHODS.get(meta.get("method"), PreciseInv)()  # only its reconstruction is used
     engine = InversionEngine(model, method, meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
                              guidance_scale=meta.get("guidance_scale", 1.0), sampler=meta.get("sampler"))

@@ -64,7 +64,7 @@ class InversionEngine:
             self._samplers[key] = self.model.sampler(*self._sampler_args, size=key)
         self.sampler = self._samplers[key]
 
-    def _use_latent_size(self, latent: torch.Tensor) -> None:
+    def use_latent_size(self, latent: torch.Tensor) -> None:
         self.use_size([n * self.model.vae_scale for n in latent.shape[-2:]])
 
     def condition(self, prompts: list[str] | None, batch_size: int, negative_prompts: list[str] | None = None) -> Any:
@@ -110,7 +110,7 @@ class InversionEngine:
         """Run the sampler from x*_T (replaying ``noises`` for lcm/ddpm; EDICT and BDIA also need their
         ``companion`` state) and decode: (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
-        self._use_latent_size(latent)
+        self.use_latent_size(latent)
         cond = self.condition(prompts, latent.shape[0])
         return self.model.decode(self._sample(latent, cond, noises, companion))
 
@@ -121,7 +121,7 @@ class InversionEngine:
         """Prompt editing (paper Sec. 3.4): regenerate x*_T with the target prompt under classifier-free guidance
         whose negative prompt is the source prompt. (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
-        self._use_latent_size(latent)
+        self.use_latent_size(latent)
         cond = self.model.condition(list(target_prompts), list(source_prompts), guidance_scale)
         return self.model.decode(self._sample(latent, cond, noises, companion))
 

@@ -111,7 +111,8 @@ def run(cfg) -> dict:
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,
                              guidance_scale=cfg.guidance_scale, lpips=cfg.lpips,
                              edit_guidance_scale=cfg.get("edit_guidance_scale", 7.5), sampler=cfg.get("sampler"),
-                             timesteps=cfg.get("timesteps"), encoder=build(cfg.encoder) if cfg.get("encoder") else None)
+                             timesteps=cfg.get("timesteps"), encoder=build(cfg.encoder) if cfg.get("encoder") else None,
+                             edit_eval=OmegaConf.to_container(cfg.edit_eval) if cfg.get("edit_eval") else None)
     writer = build(cfg.writer, output_dir=str(output_dir))
     writer.run_config = config  # set after instantiate, which would otherwise build the _target_s inside it
     callbacks = [writer] + [build(c) for c in cfg.get("callbacks", {}).values()]

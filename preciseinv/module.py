@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from preciseinv import preemption
+from preciseinv.datamodules.base import ANNOTATIONS
 from preciseinv.engine import InversionEngine
 from preciseinv.metrics import ImageMetrics
 from preciseinv.models.loading import ModelSpec
@@ -19,13 +20,16 @@ from preciseinv.models.loading import ModelSpec
 class InversionModule(LightningModule):
     def __init__(self, model: ModelSpec, method, num_steps: int = 2, timestep_spacing: str | None = None,
                  guidance_scale: float = 1.0, lpips: bool = True, edit_guidance_scale: float = 7.5,
-                 sampler: str | None = None, timesteps: list | None = None, encoder=None):
+                 sampler: str | None = None, timesteps: list | None = None, encoder=None,
+                 edit_eval: dict | None = None):
         super().__init__()
         self.model_spec, self.method = model, method
         self.num_steps, self.timestep_spacing, self.guidance_scale = num_steps, timestep_spacing, guidance_scale
         self.lpips, self.edit_guidance_scale, self.sampler_name = lpips, edit_guidance_scale, sampler
         self.timesteps = list(timesteps) if timesteps is not None else None
         self.encoder = encoder
+        self.edit_eval = dict(edit_eval or {})  # {clip: weights, dino: weights} for edits with masks (PIE-Bench)
+        self.edit_metrics = None
         self.engine: InversionEngine | None = None
 
     def setup(self, stage: str) -> None:
@@ -41,7 +45,7 @@ class InversionModule(LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         preemption.check()  # a safe point: the previous batch is written
-        prediction = {k: batch[k] for k in ("id", "source", "prompt", "failures")}
+        prediction = {k: batch[k] for k in ("id", "source", "prompt", "failures", *ANNOTATIONS) if k in batch}
         prediction["output"] = None
         if batch["image"] is not None:
             with torch.enable_grad():
@@ -50,5 +54,17 @@ class InversionModule(LightningModule):
                 out.edit = self.engine.edit(out.latent, batch["target"], batch["prompt"], self.edit_guidance_scale,
                                             out.inversion.noises, out.inversion.companion)
                 prediction["target"] = batch["target"]
+                if batch.get("mask") is not None:  # PIE-Bench: background preservation, CLIP, structure
+                    prediction["edit_metrics"] = self._edit_metrics(out, batch)
             prediction["output"] = out
         return prediction
+
+    def _edit_metrics(self, out, batch: dict) -> dict[str, list | None]:
+        """Per-sample editing metrics (``preciseinv.metrics.editing``); the metric models load at first use."""
+        from preciseinv.metrics.editing import EditMetrics
+
+        if self.edit_metrics is None:
+            self.edit_metrics = EditMetrics(self.engine.metrics._lpips if self.engine.metrics else None,
+                                            clip=self.edit_eval.get("clip"), dino=self.edit_eval.get("dino"))
+        values = self.edit_metrics(out.target, out.edit, batch["mask"].to(out.edit.device), batch["target"])
+        return {k: (v.tolist() if v is not None else None) for k, v in values.items()}

@@ -263,3 +263,34 @@ def write_images(folder: Path, names: list[str], size: int = 48, seed: int = 0) 
         img.save(path)
         paths.append(path)
     return paths
+
+
+def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A CLIP-shaped model and processor (random weights) for the editing metrics' tests."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    text = _text_config(tokenizer, hidden=32, projection=16)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                              image_size=32, patch_size=8, projection_dim=16)
+    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)).eval()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    out = folder / "tiny-clip"
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def save_tiny_dino(folder: Path, seed: int = 0) -> Path:
+    """A DINO-ViT-shaped model (random weights) for the structure distance's tests."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(seed)
+    model = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                               image_size=32, patch_size=8), add_pooling_layer=False).eval()
+    out = folder / "tiny-dino"
+    model.save_pretrained(out)
+    return out

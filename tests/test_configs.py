@@ -26,7 +26,8 @@ def test_groups_present():
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_option_instantiates(group, option, tmp_path):
     extra = {("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
-             ("data", "webdataset"): [f"data.urls='{tmp_path}/s-{{0..1}}.tar'"]}.get((group, option), [])
+             ("data", "webdataset"): [f"data.urls='{tmp_path}/s-{{0..1}}.tar'"],
+             ("data", "piebench"): [f"data.root={tmp_path}"]}.get((group, option), [])
     if group == "experiment":  # global overrides plus a sweep: see test_paper_experiments_hold_the_protocols
         cfg = composed(f"experiment={option}", "data.root=/data/coco")
         assert cfg.data._target_.endswith("CocoDataModule") and cfg.guidance_scale == 1.0

@@ -237,8 +237,11 @@ def test_any_aspect_ratio_inverts_at_its_own_shape(family, request, tmp_path):
 
     from preciseinv import reconstruct_file
 
+    from preciseinv.models.loading import size_multiple
+
     write_aspect_images(tmp_path / "imgs")
     out = tmp_path / "out"
+    multiple = size_multiple(request.getfixturevalue(family))
     proc = fit(f"model.path={request.getfixturevalue(family)}", "data=folder", f"data.root={tmp_path / 'imgs'}",
                "data.crop=none", "data.resolution=32", "data.batch_size=4", "data.num_workers=0", "method.eta=1e-4",
                "method.max_iters=400", f"output_dir={out}", "~logger", cwd=tmp_path)
@@ -253,6 +256,9 @@ def test_any_aspect_ratio_inverts_at_its_own_shape(family, request, tmp_path):
         assert Image.open(out / rec["recon"]).size == (W, H)
         image, _ = reconstruct_file(out / rec["latent"], device="cpu")
         assert tuple(image.shape[-2:]) == (H, W)
+        source = load_image(rec["source"], 32, "none", multiple)  # the latent file alone regenerates the recon
+        assert tuple(source.shape[-2:]) == (H, W)
+        assert abs(psnr(image[None], source[None]).item() - rec["psnr"]) < 0.01
 
 
 def test_shape_buckets_stay_exactly_once_under_two_process_ddp(tmp_path):

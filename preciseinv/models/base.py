@@ -98,9 +98,12 @@ class DiffusionModel(ABC):
 
     def flow_shift_mu(self, size: tuple[int, int] | None) -> float | None:
         """mu of the resolution-dependent shift at pixel size (H, W), computed as the pipelines compute it."""
-        cfg = self.scheduler_config
-        if not cfg.get("use_dynamic_shifting"):
+        if not self.scheduler_config.get("use_dynamic_shifting"):
             return None
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        # the built scheduler's config, with its own defaults filled in, is what the pipelines read
+        cfg = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config).config
         seq = self.image_seq_len(size or (self.resolution, self.resolution))
         base_seq, max_seq = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
         base_shift, max_shift = cfg.get("base_shift", 0.5), cfg.get("max_shift", self.flow_max_shift)
@@ -137,5 +140,9 @@ class DiffusionModel(ABC):
         return DDIMSampler(schedule, self.prediction_type, clip)
 
     def describe(self) -> dict:
-        return {"source": self.source, "family": self.family, "resolution": self.resolution,
-                "prediction_type": self.prediction_type, **(self.lora or {})}
+        info = {"source": self.source, "family": self.family, "resolution": self.resolution,
+                "prediction_type": self.prediction_type, "dtype": str(self.dtype).replace("torch.", ""),
+                **(self.lora or {})}
+        if getattr(self, "guidance_embedding", None) is not None:
+            info["guidance_embedding"] = self.guidance_embedding  # an input of LCM UNets and FLUX [dev]
+        return info

@@ -6,9 +6,11 @@ latents, as diffusers' ``FluxPipeline`` runs it.
   pipeline's ``_pack_latents`` / ``_unpack_latents`` (so latent files, interpolation and the metrics see images).
 - Rotary image ids (row, column) for any latent size, text ids zeros, the timestep as sigma (t / 1000).
 - Conditioning: CLIP's pooled output and the T5 sequence (``t5_length`` tokens, the pipeline's 512).
-- [dev] is guidance-distilled: the guidance scale is an input of the network (``guidance_embeds``), not a second
-  pass. Inversion and reconstruction use ``model.guidance_embedding`` (the flux_dev preset: 3.5, the pipeline's
-  default); an edit's ``guidance_scale`` > 1 replaces it. [schnell] has no guidance input: guidance is ignored.
+- [dev] is guidance-distilled: the guidance scale is an input of the network (``guidance_embeds``); inversion,
+  reconstruction and edits all feed it ``model.guidance_embedding`` (3.5, the pipeline's default). An edit's
+  ``guidance_scale`` > 1 with a negative (the source) prompt is true classifier-free guidance, a second pass, as
+  ``FluxPipeline(true_cfg_scale=..., negative_prompt=...)`` does it, for [dev] and [schnell] alike, so an edit whose
+  target is its source prompt reproduces the reconstruction, as in every other family.
 - The flow-matching scheduler shifts its sigmas by the image's token count (``use_dynamic_shifting``): mu from
   ``calculate_shift(h/2 * w/2)`` and the sigmas ``linspace(1, 1/T, T)``, as the pipeline computes them.
 """
@@ -47,13 +49,12 @@ class FluxModel(LatentModel):
     denoiser_name = "transformer"
     t5_length = 512  # FluxPipeline's max_sequence_length
     flow_max_shift = 1.15
-    size_multiple_of_latent = 2  # 2x2 packing
     guidance_embedding = 3.5  # FluxPipeline's default guidance_scale ([dev])
 
     def __init__(self, source, modules, scheduler_config, resolution, tokenizers: dict):
         super().__init__(source, modules, scheduler_config, resolution)
         self.tokenizers = tokenizers
-        self._ids: dict = {}  # (h2, w2, device, dtype) -> image ids, built once per latent size
+        self._ids: dict = {}  # (h2, w2, device) -> image ids, built once per latent size
 
     @classmethod
     def from_pretrained(cls, path: str, source: str, **load_kwargs) -> "FluxModel":
@@ -99,23 +100,33 @@ class FluxModel(LatentModel):
 
     def condition(self, prompts: list[str], negative_prompts: list[str] | None = None,
                   guidance_scale: float = 1.0):
-        """{"cond": embeddings, "guidance": the embedded guidance scale}: no second (negative) pass."""
-        guidance = guidance_scale if guidance_scale > 1 else self.guidance_embedding
-        return {"cond": self._embed(list(prompts)), "guidance": float(guidance)}
+        """{"cond": embeddings, "guidance": the embedded guidance}, plus "uncond" and "scale" for true CFG."""
+        cond = {"cond": self._embed(list(prompts)), "guidance": float(self.guidance_embedding)}
+        if guidance_scale > 1.0:
+            cond["uncond"] = self._embed(list(negative_prompts or [""] * len(prompts)))
+            cond["scale"] = float(guidance_scale)
+        return cond
 
     # --- the network ----------------------------------------------------------------------------------
     def predict(self, x: torch.Tensor, timestep: float, cond) -> torch.Tensor:
         transformer = self.modules["transformer"]
         dtype = transformer.dtype
         B, _, h, w = x.shape
-        key = (h // 2, w // 2, x.device, dtype)
-        if key not in self._ids:
-            self._ids[key] = image_ids(h // 2, w // 2, x.device, dtype)
-        c = cond["cond"]
+        key = (h // 2, w // 2, x.device)
+        if key not in self._ids:  # fp32: exact positions for any size (the rotary embedding computes in fp32)
+            self._ids[key] = image_ids(h // 2, w // 2, x.device, torch.float32)
         guidance = (timesteps_like(cond.get("guidance", self.guidance_embedding), x, torch.float32)
                     if transformer.config.guidance_embeds else None)
-        out = transformer(hidden_states=pack(x.to(dtype)), timestep=timesteps_like(float(timestep) / 1000, x, dtype),
-                          guidance=guidance, pooled_projections=c["pooled"].to(dtype),
-                          encoder_hidden_states=c["text"].to(dtype),
-                          txt_ids=x.new_zeros(c["text"].shape[1], 3, dtype=dtype), img_ids=self._ids[key]).sample
-        return unpack(out, h, w)
+        t = timesteps_like(float(timestep), x, dtype) / 1000  # t rounded in the network's dtype, then /1000: as the pipeline
+
+        def run(c):
+            return unpack(transformer(hidden_states=pack(x.to(dtype)), timestep=t, guidance=guidance,
+                                      pooled_projections=c["pooled"].to(dtype), encoder_hidden_states=c["text"].to(dtype),
+                                      txt_ids=x.new_zeros(c["text"].shape[1], 3, dtype=torch.float32),
+                                      img_ids=self._ids[key]).sample, h, w)
+
+        out = run(cond["cond"])
+        if "uncond" not in cond:
+            return out
+        uncond = run(cond["uncond"])
+        return uncond + cond["scale"] * (out - uncond)

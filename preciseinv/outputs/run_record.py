@@ -24,7 +24,7 @@ def first_process() -> bool:
 
 
 # Settings that change what a latent means: a rerun into an output_dir must keep them to resume it.
-RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("method",), ("encoder",), ("num_steps",),
+RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("model", "guidance_embedding"), ("method",), ("encoder",), ("num_steps",),
                ("sampler",),
                ("timestep_spacing",), ("timesteps",),
                ("guidance_scale",), ("data", "resolution"), ("data", "crop"), ("data", "max_side"),

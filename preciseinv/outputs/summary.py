@@ -23,6 +23,7 @@ def cost(record: dict) -> int:
 
 
 ENCODER_KEYS = ("roundtrip_psnr", "decoder_psnr", "decoder_iters", "decoder_cost")
+EDIT_KEYS = ("bg_psnr", "bg_mse", "bg_ssim", "bg_lpips", "clip_whole", "clip_edited", "structure_distance")
 
 
 def phase_counts(records: list[dict]) -> dict[str, int]:
@@ -56,6 +57,8 @@ def summarize(records: list[dict], failures: list[dict], config: dict | None = N
         "phases": phase_counts(rs),
         # encoder=decoder_inversion: the VAE round trip's PSNR, that of D(z*), and what finding z* cost
         **{f"{k}_mean": finite_mean([r.get(k) for r in rs]) for k in ENCODER_KEYS if any(k in r for r in rs)},
+        # PIE-Bench edits: background preservation outside the mask, CLIP similarity, structure distance
+        **{f"{k}_mean": finite_mean([r.get(k) for r in rs]) for k in EDIT_KEYS if any(k in r for r in rs)},
         "config": config,
     }
 

@@ -121,7 +121,9 @@ def test_crop_none_keeps_the_aspect_ratio_and_buckets_by_shape(tmp_path):
     from preciseinv.datamodules.images import target_size
 
     assert target_size(96, 48, 32, 16) == (32, 64) and target_size(40, 80, 32, 16) == (64, 32)
-    assert target_size(200, 40, 32, 16) == (32, 160) and target_size(200, 40, 32, 16, max_side=100) == (32, 96)
+    assert target_size(200, 40, 32, 16) == (32, 160)
+    assert target_size(200, 40, 32, 16, max_side=100) == (16, 96)  # both sides scaled: the aspect ratio is kept
+    assert target_size(300, 1000, 32, 16, max_side=48) == (48, 16)
     assert target_size(50, 50, 30, 16) == (32, 32)  # the short side too is a multiple
     sizes = {"a": (96, 48), "b": (40, 80), "c": (50, 50), "d": (90, 45), "e": (200, 40), "f": (94, 47)}
     for name, size in sizes.items():
@@ -148,3 +150,17 @@ def test_crop_none_keeps_the_aspect_ratio_and_buckets_by_shape(tmp_path):
             assert abs(image.shape[-1] / image.shape[-2] - w / h) < 0.25 * w / h
     assert sorted(seen) == ["a", "b", "c", "d", "e", "r"] and failures == ["z"]  # each once; f was done before
     assert collate_batch([[]])["image"] is None
+
+
+@pytest.mark.parametrize("size,resolution,multiple", [((1527, 1024), 512, 8), ((1530, 1025), 512, 8),
+                                                      ((3091, 2050), 1024, 16)])
+def test_a_large_jpeg_loads_at_its_bucket_shape(tmp_path, size, resolution, multiple):
+    """JPEG draft decoding rounds the sides: the shape must still be the one computed from the header."""
+    from PIL import Image
+
+    from preciseinv.datamodules.images import image_size
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", size, (90, 120, 30)).save(path, quality=80)
+    expected = image_size(path, resolution, "none", multiple)
+    assert tuple(load_image(path, resolution, "none", multiple).shape[-2:]) == expected

@@ -8,10 +8,12 @@ from preciseinv.models import load_model
 from preciseinv.models.flux import pack, unpack
 
 
-def generate_ours(model, noise, size, steps=2, prompt="", guidance_scale=1.0):
+def generate_ours(model, noise, size, steps=2, prompt="", guidance_scale=1.0, negative=None):
     sampler = model.sampler(steps, size=size)
+    n = noise.shape[0]
     with torch.no_grad():
-        return sampler.sample(model.predict, noise, model.condition([prompt] * noise.shape[0], None, guidance_scale))
+        cond = model.condition([prompt] * n, [negative] * n if negative is not None else None, guidance_scale)
+        return sampler.sample(model.predict, noise, cond)
 
 
 def test_pack_and_unpack_are_the_pipelines():
@@ -24,22 +26,40 @@ def test_pack_and_unpack_are_the_pipelines():
     torch.testing.assert_close(FluxPipeline._unpack_latents(tokens, 12, 20, 2), x)  # pixel units, VAE factor 2
 
 
-@pytest.mark.parametrize("fixture,guidance", [("tiny_flux", 1.0), ("tiny_flux_dev", 1.0), ("tiny_flux_dev", 5.0)])
+@pytest.mark.parametrize("fixture,embedded", [("tiny_flux", 3.5), ("tiny_flux_dev", 3.5), ("tiny_flux_dev", 5.0)])
 @pytest.mark.parametrize("size", [(32, 48), (48, 32)])
-def test_flux_generates_as_the_pipeline(fixture, guidance, size, request):
+def test_flux_generates_as_the_pipeline(fixture, embedded, size, request):
     from diffusers import FluxPipeline
 
     path = request.getfixturevalue(fixture)
     model, pipe = load_model(str(path)), FluxPipeline.from_pretrained(str(path))
+    model.guidance_embedding = embedded  # [dev]'s guidance input ([schnell] has none)
     h, w = size[0] // model.vae_scale, size[1] // model.vae_scale
     torch.manual_seed(0)
     noise = torch.randn(1, 4, h, w)
-    ours = generate_ours(model, noise, size, guidance_scale=guidance)
-    # the pipeline's embedded guidance: its default 3.5, or the edit's scale (> 1); [schnell] has no guidance input
-    theirs = pipe(prompt="", height=size[0], width=size[1], num_inference_steps=2,
-                  guidance_scale=guidance if guidance > 1 else 3.5, latents=pack(noise), output_type="latent").images
+    ours = generate_ours(model, noise, size)
+    theirs = pipe(prompt="", height=size[0], width=size[1], num_inference_steps=2, guidance_scale=embedded,
+                  latents=pack(noise), output_type="latent").images
     torch.testing.assert_close(pack(ours), theirs, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(ours, noise)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_flux", "tiny_flux_dev"])
+def test_flux_edits_with_true_cfg_as_the_pipeline(fixture, request):
+    """An edit: target prompt, source prompt as the negative, true CFG (a second pass), the embedded guidance kept;
+    with target == source it is the reconstruction."""
+    from diffusers import FluxPipeline
+
+    path = request.getfixturevalue(fixture)
+    model, pipe = load_model(str(path)), FluxPipeline.from_pretrained(str(path))
+    torch.manual_seed(0)
+    noise = torch.randn(1, 4, 16, 16)
+    ours = generate_ours(model, noise, (32, 32), prompt="a cat", guidance_scale=4.0, negative="a dog")
+    theirs = pipe(prompt="a cat", negative_prompt="a dog", true_cfg_scale=4.0, height=32, width=32,
+                  num_inference_steps=2, guidance_scale=3.5, latents=pack(noise), output_type="latent").images
+    torch.testing.assert_close(pack(ours), theirs, rtol=1e-4, atol=1e-4)
+    same = generate_ours(model, noise, (32, 32), prompt="a cat", guidance_scale=4.0, negative="a cat")
+    torch.testing.assert_close(same, generate_ours(model, noise, (32, 32), prompt="a cat"), rtol=1e-4, atol=1e-5)
 
 
 def test_flux_sigmas_follow_the_image_size(tiny_flux):
