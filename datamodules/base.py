@@ -109,7 +109,12 @@ class ShapeBuckets(ImageListDataset):
                 key = "unreadable"
             groups.setdefault(key, []).append(index)
         self.shapes = {k: len(v) for k, v in groups.items()}
-        self.batches = [idx[i:i + batch_size] for idx in groups.values() for i in range(0, len(idx), batch_size)]
+        self.groups = list(groups.values())
+        self.rebatch(batch_size)
+
+    def rebatch(self, batch_size: int) -> None:
+        """Cut each shape's samples into batches of ``batch_size`` (again, once ``auto`` is resolved)."""
+        self.batches = [idx[i:i + batch_size] for idx in self.groups for i in range(0, len(idx), batch_size)]
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -123,7 +128,7 @@ class InversionDataModule(LightningDataModule, ABC):
 
     keeps_aspect_ratio = True  # crop=none: shape buckets need the image sizes up front (map-style datasets)
 
-    def __init__(self, resolution: int | None = None, batch_size: int = 8, num_workers: int = 0,
+    def __init__(self, resolution: int | None = None, batch_size: int | str = 8, num_workers: int = 0,
                  prompt: str = "", exclude: set[str] | None = None, crop: str = "center", size_multiple: int = 8,
                  max_side: int | None = None):
         super().__init__()
@@ -137,15 +142,26 @@ class InversionDataModule(LightningDataModule, ABC):
             raise PreciseInvError(f"data.crop=none is not available with {type(self).__name__} (shape buckets need "
                                   "every image's size up front): use data=folder or data=coco, or data.crop=center")
         self.crop, self.size_multiple, self.max_side = crop, size_multiple, max_side
+        if str(batch_size) != "auto" and (not str(batch_size).isdigit() or int(batch_size) < 1):
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"data.batch_size must be a positive integer or auto, got {batch_size!r}")
+        batch_size = "auto" if str(batch_size) == "auto" else int(batch_size)
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
         self.prompt, self.exclude = prompt, set(exclude or ())
         self.dataset = None
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Resolve ``auto`` (before the loader is built); shape buckets are cut again."""
+        self.batch_size = int(batch_size)
+        if isinstance(self.dataset, ShapeBuckets):
+            self.dataset.rebatch(self.batch_size)
 
     def image_dataset(self, items: list[tuple[str, str, str]]) -> ImageListDataset:
         """The dataset of (id, path, prompt) items under this module's crop policy (shape buckets for ``none``)."""
         if self.crop == "none":
             return ShapeBuckets(items, self.resolution, self.crop, self.size_multiple, self.max_side,
-                                self.batch_size)
+                                self.batch_size if self.batch_size != "auto" else 1)
         return ImageListDataset(items, self.resolution, self.crop)
 
     @abstractmethod
@@ -162,6 +178,10 @@ class InversionDataModule(LightningDataModule, ABC):
 
     def predict_dataloader(self) -> DataLoader:
         self.setup()
+        if self.batch_size == "auto":  # a loader built outside fit (no probe): the CPU default
+            from preciseinv.accel.batch_size import CPU_BATCH
+
+            self.set_batch_size(CPU_BATCH)
         workers = min(self.num_workers, os.cpu_count() or 1)
         if isinstance(self.dataset, ShapeBuckets):  # each item is already a batch of one shape
             return DataLoader(self.dataset, batch_size=1, shuffle=False, num_workers=workers,

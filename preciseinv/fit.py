@@ -113,6 +113,7 @@ def run(cfg) -> dict:
                              edit_guidance_scale=cfg.get("edit_guidance_scale", 7.5), sampler=cfg.get("sampler"),
                              timesteps=cfg.get("timesteps"), encoder=build(cfg.encoder) if cfg.get("encoder") else None,
                              edit_eval=OmegaConf.to_container(cfg.edit_eval) if cfg.get("edit_eval") else None)
+    module.run_record = output_dir / "run.json"
     writer = build(cfg.writer, output_dir=str(output_dir))
     writer.run_config = config  # set after instantiate, which would otherwise build the _target_s inside it
     callbacks = [writer] + [build(c) for c in cfg.get("callbacks", {}).values()]

@@ -30,6 +30,7 @@ class InversionModule(LightningModule):
         self.encoder = encoder
         self.edit_eval = dict(edit_eval or {})  # {clip: weights, dino: weights} for edits with masks (PIE-Bench)
         self.edit_metrics = None
+        self.run_record = None  # run.json, where resolved settings (batch_size=auto) are recorded
         self.engine: InversionEngine | None = None
 
     def setup(self, stage: str) -> None:
@@ -38,6 +39,27 @@ class InversionModule(LightningModule):
             self.engine = InversionEngine(model, self.method, self.num_steps, self.timestep_spacing, self.timesteps,
                                           guidance_scale=self.guidance_scale, metrics=ImageMetrics(self.lpips),
                                           sampler=self.sampler_name, encoder=self.encoder)
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if data is not None and str(getattr(data, "batch_size", "")) == "auto":
+            self.resolve_batch_size(data)
+
+    def resolve_batch_size(self, data) -> int:
+        """``data.batch_size=auto``: probe the device once (``preciseinv.accel.batch_size``), agree over ranks, and
+        hand the result to the datamodule; rank 0 records it in run.json and says it on the console."""
+        from preciseinv.accel.batch_size import agree, probe
+
+        device = self.trainer.strategy.root_device
+        self.engine.model.to(device)
+        n = agree(probe(self.engine, data.resolution, device, str(self.trainer.precision)), self.trainer)
+        data.set_batch_size(n)
+        if self.trainer.is_global_zero:
+            how = "probed on the GPU" if device.type == "cuda" else "CPU default"
+            print(f"preciseinv: data.batch_size=auto -> {n} ({how})", flush=True)
+            if self.run_record is not None:
+                from preciseinv.outputs.run_record import record_resolved
+
+                record_resolved(self.run_record, {"batch_size": n})
+        return n
 
     def on_predict_start(self) -> None:
         self.engine.model.to(self.device)

@@ -52,3 +52,10 @@ def check_resumable(output_dir: Path, config: dict) -> None:
                                   "); rerun with the same settings to resume it, or choose another output_dir")
     elif first_process():
         atomic_write_bytes(record, json.dumps(config, indent=2).encode())
+
+
+def record_resolved(path: Path, values: dict) -> None:
+    """Add what a run resolved at start (e.g. ``batch_size`` from ``auto``) to run.json, under ``resolved``."""
+    record = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+    record.setdefault("resolved", {}).update(values)
+    atomic_write_bytes(Path(path), json.dumps(record, indent=2).encode())

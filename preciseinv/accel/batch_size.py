@@ -1,0 +1,70 @@
+"""``data.batch_size=auto``: the largest batch that fits the device, found once per run.
+
+On a GPU the probe runs the work that bounds memory, one denoiser forward and backward w.r.t. its input (what a
+gradient solver step costs; forward-only solvers need less, so the probe is conservative) at the run's latent size,
+precision and conditioning, for growing batch sizes (doubling, then bisection), catching out-of-memory; it keeps
+``headroom`` of the largest that fitted for the solver state, the VAE and the metrics. All ranks take the smallest
+rank's answer (shape-bucketed batches must be the same everywhere). On a CPU, memory is not the limit: ``cpu``
+(8) is used.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+CPU_BATCH = 8
+
+
+def largest_fitting(fits: Callable[[int], bool], limit: int = 256) -> int:
+    """The largest n in [1, limit] with fits(n), assuming fits is monotone (0 if even 1 does not fit)."""
+    good, n = 0, 1
+    while n <= limit and fits(n):
+        good, n = n, n * 2
+    bad = min(n, limit + 1)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good
+
+
+def probe(engine, resolution: int | tuple[int, int], device: torch.device, precision: str = "32-true",
+          limit: int = 256, headroom: float = 0.85) -> int:
+    """The batch size to use for ``engine`` at ``resolution`` on ``device`` (see the module docstring)."""
+    if device.type != "cuda":
+        return CPU_BATCH
+    from preciseinv.accel.settings import autocast
+
+    size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    model = engine.model
+    with torch.no_grad():
+        latent = model.encode(torch.zeros(1, 3, *size, device=device))  # (1, C, h, w)
+    timestep = engine.sampler.schedule.timesteps[-1]
+
+    def fits(n: int) -> bool:
+        try:
+            x = torch.randn(n, *latent.shape[1:], device=device, requires_grad=True)
+            with autocast(device, precision):
+                out = model.predict(x, timestep, engine.condition([""] * n, n))
+                (grad,) = torch.autograd.grad(out.float().pow(2).sum(), x)
+            torch.cuda.synchronize(device)
+            return True
+        except torch.OutOfMemoryError:
+            return False
+        finally:
+            x = out = grad = None  # noqa: F841
+            torch.cuda.empty_cache()
+
+    return max(1, int(largest_fitting(fits, limit) * headroom))
+
+
+def agree(n: int, trainer) -> int:
+    """The smallest ``n`` over all ranks (the same batches on every rank)."""
+    import torch.distributed as dist
+
+    if trainer is None or not (dist.is_available() and dist.is_initialized()):
+        return n
+    value = torch.tensor([n], device=trainer.strategy.root_device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return int(value.item())

@@ -1,0 +1,36 @@
+"""data.batch_size=auto: the search, the CPU default, and the record in run.json."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from preciseinv.accel.batch_size import CPU_BATCH, largest_fitting
+
+
+@pytest.mark.parametrize("capacity,limit", [(1, 256), (5, 256), (64, 256), (100, 256), (300, 256), (0, 256), (7, 7)])
+def test_largest_fitting_finds_the_capacity(capacity, limit):
+    calls = []
+
+    def fits(n):
+        calls.append(n)
+        return n <= capacity
+
+    assert largest_fitting(fits, limit) == min(capacity, limit)
+    assert len(calls) <= 2 * max(1, limit).bit_length() + 1  # doubling, then bisection: logarithmic
+
+
+def test_auto_is_the_default_and_is_recorded(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "preciseinv.fit", "~logger", f"output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"data.batch_size=auto -> {CPU_BATCH} (CPU default)" in proc.stdout
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["data"]["batch_size"] == "auto" and run["resolved"]["batch_size"] == CPU_BATCH
+
+
+def test_a_bad_batch_size_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "preciseinv.fit", "~logger", "data.batch_size=0",
+                           f"output_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "data.batch_size must be a positive integer or auto" in proc.stderr
