@@ -23,14 +23,17 @@ import warnings
 from pathlib import Path
 
 from preciseinv.callbacks.writer import cost
+from preciseinv.outputs.summary import EDIT_KEYS
 
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom (beyond: the normal 1.96)
 _T95 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 METRICS = ("psnr", "ssim", "lpips")
+EDIT_METRICS = EDIT_KEYS  # PIE-Bench edits: background preservation, CLIP similarity, structure distance
 COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "n", "psnr_mean", "psnr_ci95", "ssim_mean",
            "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image", "cost_mean", "peak_memory_mb",
-           "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed")
+           "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed",
+           *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
 
 
 def mean_ci95(values: list) -> tuple[float | None, float | None]:
@@ -78,7 +81,7 @@ def read_run(folder: Path) -> dict:
     row = {"run": "", "method": _name(method.get("_target_")), "model": (config.get("model") or {}).get("name"),
            "num_steps": config.get("num_steps"), "eta": method.get("eta"),
            "solver": _name((method.get("solver") or {}).get("_target_")), "n": len(records)}
-    for key in METRICS:
+    for key in (*METRICS, *EDIT_METRICS):
         row[f"{key}_mean"], row[f"{key}_ci95"] = mean_ci95([r.get(key) for r in records])
     for key in ("seconds_per_image", "cost_mean", "peak_memory_mb", "converged_fraction", "nfe_forward_mean",
                 "nfe_backward_mean", "latent_mse_mean", "n_failed"):
@@ -133,6 +136,18 @@ def markdown(runs: list[dict], skipped: list) -> str:
                      f"{r['run']} |")
     text = "# Report\n\nMeans over the images of each run with 95 % intervals (Student t). `cost`: network " \
            "forward + 2 × backward calls per image.\n\n" + "\n".join(lines) + "\n"
+    edits = [run["row"] for run in runs if run["row"]["bg_psnr_mean"] is not None]
+    if edits:  # PIE-Bench edit runs
+        text += ("\n## Editing (PIE-Bench)\n\nBackground preservation outside the edit mask, CLIP similarity of the edit "
+                 "to its target prompt (whole image, edited region), DINO structure distance to the source.\n\n"
+                 "| method | model | n | bg PSNR | bg LPIPS | bg MSE | bg SSIM | CLIP whole | CLIP edited | structure | run "
+                 "|\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+        for r in edits:
+            text += (f"| {r['method']} | {r['model']} | {r['n']} | {_pm(r['bg_psnr_mean'], r['bg_psnr_ci95'], 2)} | "
+                     f"{_pm(r['bg_lpips_mean'], r['bg_lpips_ci95'], 3)} | {_fmt(r['bg_mse_mean'], 4)} | "
+                     f"{_pm(r['bg_ssim_mean'], r['bg_ssim_ci95'], 3)} | {_pm(r['clip_whole_mean'], r['clip_whole_ci95'], 2)} | "
+                     f"{_pm(r['clip_edited_mean'], r['clip_edited_ci95'], 2)} | {_fmt(r['structure_distance_mean'], 4)} | "
+                     f"{r['run']} |\n")
     if skipped:
         text += "\n## Skipped\n\n" + "\n".join(f"- `{folder}`: {why}" for folder, why in skipped) + "\n"
     return text

@@ -14,12 +14,14 @@ from preciseinv.callbacks.writer import summarize
 from preciseinv.report import mean_ci95, report
 
 
-def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3) -> None:
-    """A run folder as fit writes it: manifest records and the summary computed from them."""
+def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3,
+             edit: dict | None = None) -> None:
+    """A run folder as fit (or edit, with ``edit`` metrics per record) writes it: manifest records and the summary
+    computed from them."""
     folder.mkdir(parents=True)
     records = [{"id": f"im{i}", "psnr": p, "ssim": 0.9, "lpips": None, "latent_mse": 1e-4, "seconds": 0.5,
                 "converged": [True, True], "nfe_forward": 10, "nfe_backward": 2, "phase": ["init", "anderson"],
-                "peak_memory_mb": 100.0} for i, p in enumerate(psnrs)]
+                "peak_memory_mb": 100.0, **(edit or {})} for i, p in enumerate(psnrs)]
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     target = {"preciseinv": "preciseinv.methods.PreciseInv", "ddim": "preciseinv.methods.DDIMInversion"}[method]
     config = {"model": {"name": "mini"}, "num_steps": 2,
@@ -56,6 +58,20 @@ def test_report_rows_files_and_skipped_folders(tmp_path):
     assert "32.00 ± " in text and "## Skipped" in text and "broken" in text and "unfinished" in text
     for name in ("psnr_vs_seconds.png", "psnr_vs_eta.png"):
         assert (tmp_path / name).stat().st_size > 0
+    assert "## Editing" not in text and precise["bg_psnr_mean"] == ""
+
+
+def test_edit_runs_get_the_editing_table(tmp_path):
+    metrics = {"bg_psnr": 28.0, "bg_mse": 0.002, "bg_ssim": 0.9, "bg_lpips": None, "clip_whole": 25.0,
+               "clip_edited": 21.5, "structure_distance": 0.01}
+    fake_run(tmp_path / "pie" / "preciseinv", "preciseinv", [30.0, 32.0], edit=metrics)
+    fake_run(tmp_path / "pie" / "ddim", "ddim", [20.0, 22.0], solver=None, edit={**metrics, "bg_psnr": 20.0})
+    report(tmp_path)
+    rows = {r["run"]: r for r in csv.DictReader(open(tmp_path / "report.csv"))}
+    assert float(rows["pie/preciseinv"]["bg_psnr_mean"]) == 28.0 and float(rows["pie/ddim"]["bg_psnr_mean"]) == 20.0
+    assert float(rows["pie/preciseinv"]["clip_edited_mean"]) == 21.5
+    text = (tmp_path / "report.md").read_text()
+    assert "## Editing (PIE-Bench)" in text and "| 28.00 ± 0.00 |" in text and "| 20.00 ± 0.00 |" in text
 
 
 @pytest.mark.slow

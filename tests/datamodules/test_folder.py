@@ -164,3 +164,21 @@ def test_a_large_jpeg_loads_at_its_bucket_shape(tmp_path, size, resolution, mult
     Image.new("RGB", size, (90, 120, 30)).save(path, quality=80)
     expected = image_size(path, resolution, "none", multiple)
     assert tuple(load_image(path, resolution, "none", multiple).shape[-2:]) == expected
+
+
+def test_shape_buckets_split_over_ranks_disjointly(tmp_path):
+    """Lightning's predict sampler (unrepeated, unpadded) over shape-bucketed batches: each sample on one rank once."""
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+    from PIL import Image
+
+    from preciseinv.datamodules.folder import FolderDataModule
+
+    for i, size in enumerate([(96, 48)] * 5 + [(40, 80)] * 3 + [(50, 50)] * 4):
+        Image.new("RGB", size, (i, 0, 0)).save(tmp_path / f"{i:02d}.png")
+    dm = FolderDataModule(root=str(tmp_path), resolution=32, crop="none", size_multiple=16, batch_size=2)
+    dm.setup()
+    seen = []
+    for rank in range(3):
+        for index in UnrepeatedDistributedSampler(dm.dataset, num_replicas=3, rank=rank, shuffle=False):
+            seen += [sample["id"] for sample in dm.dataset[index]]
+    assert sorted(seen) == [f"{i:02d}" for i in range(12)]  # all, and none twice
