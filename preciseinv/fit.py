@@ -106,6 +106,12 @@ def run(cfg) -> dict:
     sizing = {}
     if cfg.data.get("crop") == "none":  # keep aspect ratios: sides become multiples of what the model needs
         sizing["size_multiple"] = size_multiple(model_spec.path, model_spec.revision)
+    else:  # a square side the model cannot take: one line now, not a shape error deep in the network
+        need = size_multiple(model_spec.path, model_spec.revision, strict=True)
+        if int(resolution) % need:
+            low, high = int(resolution) // need * need, (int(resolution) // need + 1) * need
+            raise PreciseInvError(f"data.resolution={resolution} is not a multiple of {need}, which this model needs "
+                                  f"(its VAE's factor times its patch size): use {low or need} or {high}")
     datamodule = build(cfg.data, resolution=resolution, exclude=done, **sizing)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,

@@ -271,3 +271,11 @@ def test_shape_buckets_stay_exactly_once_under_two_process_ddp(tmp_path):
     assert sorted(r["id"] for r in records) == sorted(ASPECTS)
     assert len({tuple(r["size"]) for r in records}) == 4
     assert summary(tmp_path / "out")["n"] == len(ASPECTS)
+
+
+def test_a_square_size_a_transformer_cannot_take_is_one_line(tiny_flux, tmp_path):
+    proc = fit(f"model.path={tiny_flux}", "data.resolution=42", "~logger", f"output_dir={tmp_path / 'out'}",
+               cwd=tmp_path)  # tiny FLUX: VAE factor 2 x 2x2 packing = 4
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "preciseinv: error: data.resolution=42 is not a multiple of 4, which this model needs (its VAE's factor "
+        "times its patch size): use 40 or 44")
