@@ -94,7 +94,7 @@ class InversionWriter(BasePredictionWriter):
 
     def write_summary(self, remove_rank_files: bool = False) -> dict:
         """Assemble ``manifest.jsonl`` from the rank files and write ``summary.json`` over it (rank 0, at the end;
-        ``fit.run`` removes the merged rank files once every callback has read them)."""
+        ``fit.run`` removes the merged rank files once every callback has read them: ``records.remove_merged``)."""
         return write_summary(self.output_dir, self.run_config, remove_rank_files)
 
     def on_predict_end(self, trainer, pl_module) -> None:

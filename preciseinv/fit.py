@@ -87,7 +87,7 @@ def run(cfg) -> dict:
 
     from preciseinv.models.loading import native_resolution, size_multiple
     from preciseinv.module import InversionModule
-    from preciseinv.outputs.records import assemble, finished_ids
+    from preciseinv.outputs.records import assemble, finished_ids, remove_merged
     from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
 
@@ -157,8 +157,9 @@ def run(cfg) -> dict:
             raise
         finally:
             _finish(logger)
-    if trainer.global_rank == 0:  # every rank is done and every callback has read the rank files: merge them away
-        return writer.write_summary(remove_rank_files=True)
+    if trainer.global_rank == 0:  # the writer merged them after every rank was done; every callback has read them
+        remove_merged(output_dir)
+        return json.loads((output_dir / "summary.json").read_text())
     return {}
 
 

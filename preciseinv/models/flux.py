@@ -54,7 +54,7 @@ class FluxModel(LatentModel):
     def __init__(self, source, modules, scheduler_config, resolution, tokenizers: dict):
         super().__init__(source, modules, scheduler_config, resolution)
         self.tokenizers = tokenizers
-        self._ids: dict = {}  # (h2, w2, device) -> image ids, built once per latent size
+        self._ids: dict = {}  # (h2, w2, device) -> image ids per latent size; ("text", L, device) -> text ids
 
     @classmethod
     def from_pretrained(cls, path: str, source: str, **load_kwargs) -> "FluxModel":
@@ -120,10 +120,12 @@ class FluxModel(LatentModel):
         t = timesteps_like(float(timestep), x, dtype) / 1000  # t rounded in the network's dtype, then /1000: as the pipeline
 
         def run(c):
+            text_key = ("text", c["text"].shape[1], x.device)
+            if text_key not in self._ids:  # text ids are zeros, one row per token
+                self._ids[text_key] = x.new_zeros(c["text"].shape[1], 3, dtype=torch.float32)
             return unpack(transformer(hidden_states=pack(x.to(dtype)), timestep=t, guidance=guidance,
                                       pooled_projections=c["pooled"].to(dtype), encoder_hidden_states=c["text"].to(dtype),
-                                      txt_ids=x.new_zeros(c["text"].shape[1], 3, dtype=torch.float32),
-                                      img_ids=self._ids[key]).sample, h, w)
+                                      txt_ids=self._ids[text_key], img_ids=self._ids[key]).sample, h, w)
 
         out = run(cond["cond"])
         if "uncond" not in cond:

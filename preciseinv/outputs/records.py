@@ -124,9 +124,14 @@ def assemble(output_dir: Path, remove_rank_files: bool = False) -> tuple[list[di
         if rows or path.exists():
             atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
     if remove_rank_files:
-        for path in _rank_paths(output_dir, "rank-") + _rank_paths(output_dir, "failures-rank-"):
-            path.unlink(missing_ok=True)
+        remove_merged(output_dir)
     return records, failures
+
+
+def remove_merged(output_dir: Path) -> None:
+    """Remove the rank files once ``manifest.jsonl`` and ``failures.jsonl`` hold their records."""
+    for path in _rank_paths(output_dir, "rank-") + _rank_paths(output_dir, "failures-rank-"):
+        path.unlink(missing_ok=True)
 
 
 def finished_ids(output_dir: Path) -> set[str]:
