@@ -4,8 +4,9 @@
   loses nothing the residual can see at the paper's eta; the network runs under the preset's autocast anyway);
 - ``channels_last`` memory format for a convolutional denoiser (UNets; cuDNN's bf16/fp16 kernels are NHWC);
 - ``compile``: ``torch.compile`` of the denoiser in place (``Module.compile``; the adapter keeps its module, so
-  ``.config``, ``.dtype`` and ``.to`` work as before); its batch dimension becomes dynamic after the working set
-  first shrinks, so a shrinking working set costs one recompilation, not one per size;
+  ``.config``, ``.dtype`` and ``.to`` work as before). The model is then marked ``static_shapes``: the solver loop
+  pads its working set to a few bucket sizes (``preciseinv.solvers.buckets``), so the compiled graphs, and with
+  ``reduce-overhead`` the CUDA graphs recorded per shape, are reused across iterations, timesteps and batches;
 - the compute precision: ``autocast(device, precision)`` for a preset's ``precision`` (Lightning's names).
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
+
+from preciseinv.errors import PreciseInvError
 
 AUTOCAST = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16": torch.float16, "16-mixed": torch.float16}
 
@@ -34,21 +37,43 @@ def autocast(device: torch.device | str, precision: str):
     return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_options(compile: bool | str) -> dict:
+    """``torch.compile`` keyword arguments of a ``model.compile`` value: true (inductor, default mode), a mode name,
+    or a backend name (``eager``, ``aot_eager``: dynamo without inductor, to debug graph breaks)."""
+    if compile is True or str(compile).lower() == "true":
+        return {}
+    name = str(compile)
+    if name in MODES:
+        return {"mode": name}
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if name in backends:
+        return {"backend": name}
+    raise PreciseInvError(f"model.compile must be true, false, a mode ({', '.join(MODES)}) or a torch.compile "
+                          f"backend (inductor, eager, aot_eager, cudagraphs, ...); got {name!r}")
+
+
 def accelerate(model, compile: bool | str = False, channels_last: bool = False):
     """Apply the speed settings to a ``DiffusionModel``'s denoiser, in place; returns the model.
 
-    ``compile``: False, True (torch.compile's default mode) or a mode name (``"max-autotune-no-cudagraphs"``,
-    ``"reduce-overhead"``: CUDA graphs, for a fixed working-set size)."""
+    ``compile``: False, True (torch.compile's default mode), a mode name (``"max-autotune-no-cudagraphs"``,
+    ``"reduce-overhead"``: CUDA graphs, one per working-set bucket size) or a backend name (``compile_options``)."""
     accelerate_module(model.modules[model.denoiser_name], compile, channels_last)
+    model.static_shapes = bool(compile)  # the solver loop pads its working set to a few sizes (solvers/buckets.py)
     return model
 
 
 def accelerate_module(denoiser: torch.nn.Module, compile: bool | str = False, channels_last: bool = False):
     """``accelerate`` for a bare network (the benchmark's random-weight denoisers)."""
+    options = compile_options(compile) if compile else {}  # a bad name fails here, before anything is changed
     configure_backends()
     if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in denoiser.modules()):
         denoiser.to(memory_format=torch.channels_last)
     if compile and not getattr(denoiser, "_preciseinv_compiled", False):
-        denoiser.compile(**({} if compile is True else {"mode": str(compile)}))
+        # a graph per (bucket size, grad mode) fits: dynamo falls back to eager after 8 recompilations by default
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        denoiser.compile(**options)
         denoiser._preciseinv_compiled = True
     return denoiser

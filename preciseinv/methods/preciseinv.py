@@ -27,10 +27,11 @@ class PreciseInv:
     name = "preciseinv"
 
     def __init__(self, eta: float = 1e-3, max_iters: int = 200, solver: Callable | None = None,
-                 sync_every: int = 8, callback: Callable[[dict], None] | None = None):
+                 sync_every: int = 8, callback: Callable[[dict], None] | None = None, buckets: bool | None = None):
         self.eta, self.max_iters = eta, max_iters
         self.solver = solver or partial(Hybrid)  # solver(problem) -> the update rule bound to that subproblem
-        self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, callback=callback)
+        # buckets: pad the working set to a few sizes (None: when the denoiser is compiled; solvers/buckets.py)
+        self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, callback=callback, buckets=buckets)
 
     @property
     def callback(self):

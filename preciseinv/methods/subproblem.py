@@ -39,6 +39,12 @@ class NoiseSubproblem(LightningModule):
         return self.eps.shape[0]
 
     @property
+    def static_shapes(self) -> bool:
+        """Whether the denoiser is shape-specialised (compiled): the solver loop then pads to bucket sizes."""
+        owner = getattr(self.denoiser, "__self__", self.denoiser)  # a bound ``DiffusionModel.predict``, usually
+        return bool(getattr(owner, "static_shapes", False))
+
+    @property
     def timestep(self):
         return self.sampler.schedule.timesteps[self.k]
 

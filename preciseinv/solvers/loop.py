@@ -11,8 +11,11 @@
         eps[working set] <- rule.step(...)                   # in place: the subproblem's parameter is the state
 
 A sample stops on its own as soon as its residual is below eta; between syncs it rides along frozen (its network
-work is counted, as it is spent). A non-finite residual puts the sample back on its best iterate when the rule can
-restart (the hybrid switches method), else stops it unconverged.
+work is counted, as it is spent). With ``buckets`` (on by default when the denoiser is compiled: ``problem.
+static_shapes``) each part of the working set is padded with finished rows up to one of a few sizes, so compiled
+graphs are reused (``buckets.py``); the padding's network work is not counted as any sample's. A non-finite
+residual puts the sample back on its best iterate when the rule can restart (the hybrid switches method), else
+stops it unconverged.
 """
 
 from __future__ import annotations
@@ -24,19 +27,23 @@ import torch
 from preciseinv import preemption
 from preciseinv.errors import PreciseInvError
 from preciseinv.solvers.base import SolverStats, rows
+from preciseinv.solvers.buckets import pad_to_buckets
 
 # callback(event): a dict at each sync point (k-diffusion style); see ``SolverLoop._event``
 Callback = Callable[[dict], None]
 
 
 class SolverLoop:
-    def __init__(self, eta: float = 1e-3, max_iters: int = 200, sync_every: int = 8, callback: Callback | None = None):
+    def __init__(self, eta: float = 1e-3, max_iters: int = 200, sync_every: int = 8, callback: Callback | None = None,
+                 buckets: bool | None = None):
         if eta <= 0:
             raise PreciseInvError(f"method.eta must be > 0, got {eta}; the paper uses 1e-2, 1e-3 or 1e-5")
         if max_iters < 0:
             raise PreciseInvError(f"method.max_iters must be >= 0, got {max_iters}")
         self.eta, self.max_iters, self.sync_every = eta, max_iters, max(1, sync_every)
         self.callback = callback
+        self.buckets = buckets  # None: pad to bucket sizes when the problem's network is shape-specialised
+        self._pad = bool(buckets)
 
     def run(self, problem) -> SolverStats:
         """Solve ``problem`` (a ``NoiseSubproblem``) in place: on return ``problem.eps`` holds eps* of every sample."""
@@ -49,6 +56,8 @@ class SolverLoop:
         best_p, best = p.clone(), torch.full((B,), float("inf"), device=device)  # (b, ...), (b,)
         live = torch.ones(B, dtype=torch.bool, device=device)  # (b,)
         rule.begin(p)
+        self._pad = self.buckets if self.buckets is not None else bool(getattr(problem, "static_shapes", False))
+        counted = torch.ones(B, dtype=torch.long, device=device)  # (b,) 0 for padding rows (their work is nobody's)
         order = self._partition(rule, live)  # the working set's last n_grad rows get a gradient (redone at syncs)
         keep, n_grad = order
         idx, p, best_p, best, live = idx[keep], p[keep], best_p[keep], best[keep], live[keep]
@@ -57,7 +66,7 @@ class SolverLoop:
             if it == 0 or order is not None:  # index tensors are kept between syncs (the subproblem caches by them)
                 parts = (idx[: idx.numel() - n_grad], idx[idx.numel() - n_grad:])
             r, loss, pending = self._evaluate(problem, parts, it < self.max_iters)
-            stats.nfe_forward[idx] += 1
+            stats.nfe_forward[idx] += counted
             better = live & (loss < best)  # NaN compares False: a non-finite iterate is never the best
             best = torch.where(better, loss, best)
             best_p = torch.where(rows(better, p), p, best_p)
@@ -84,7 +93,7 @@ class SolverLoop:
             if pending is not None:
                 n = p.shape[0]
                 grad = torch.cat([torch.zeros_like(p[: n - n_grad]), pending()])
-                stats.nfe_backward[idx[n - n_grad:]] += 1
+                stats.nfe_backward[idx[n - n_grad:]] += counted[n - n_grad:]
             p = torch.where(rows(live, p), rule.step(p, r, loss, grad, live, it), p)
             stats.iters[idx] += live.long()
             self._commit(param, idx, p)
@@ -92,6 +101,7 @@ class SolverLoop:
                 keep, n_grad = order
                 if rule.returns_best:
                     self._commit(param, idx, torch.where(rows(live, p), p, best_p))
+                counted = live[keep].long()  # rows kept though finished are padding
                 idx, p, best_p, best, live = idx[keep], p[keep], best_p[keep], best[keep], live[keep]
                 rule.select(keep)
         self._commit(param, idx, best_p if rule.returns_best else p)
@@ -106,13 +116,14 @@ class SolverLoop:
     def _evaluate(self, problem, parts: tuple[torch.Tensor, torch.Tensor], grad_allowed: bool):
         """(r (b, C, h, w), loss (b,), pending) of the working set (forward-only rows, gradient rows) at
         ``problem.eps``; ``pending()`` returns d loss / d eps of the gradient rows (one backward), or is None."""
-        fwd, grad_rows = parts
-        if not grad_allowed:  # the last evaluation is forward-only
-            fwd, grad_rows = torch.cat(parts), parts[1][:0]
+        fwd, grad_rows = (parts[0],), parts[1]
+        if not grad_allowed:  # the last evaluation is forward-only (two calls of bucket sizes when padding)
+            fwd, grad_rows = (parts if self._pad else (torch.cat(parts),)), parts[1][:0]
         pieces, pending = [], None
-        if fwd.numel():
-            with torch.no_grad():
-                pieces.append(problem.training_step(fwd))
+        for rows_ in fwd:
+            if rows_.numel():
+                with torch.no_grad():
+                    pieces.append(problem.training_step(rows_))
         if grad_rows.numel():
             with torch.enable_grad():
                 out = problem.training_step(grad_rows)
@@ -136,15 +147,17 @@ class SolverLoop:
             self.callback(self._event(rule, live, loss, stats, it, problem))
         return self._partition(rule, live)
 
-    @staticmethod
-    def _partition(rule, live):
-        """None if no sample runs, else (the rows to keep, forward-only samples first; how many need a gradient)."""
+    def _partition(self, rule, live):
+        """None if no sample runs, else (the rows to keep, forward-only samples first; how many rows get a
+        gradient). With padding, finished rows fill each part up to its bucket size."""
         flags = torch.stack([live, rule.needs_grad() & live]).cpu()  # the one device-to-host copy
         live_h, need_h = flags[0], flags[1]
         if not bool(live_h.any()):
             return None
-        keep = torch.cat([(live_h & ~need_h).nonzero().squeeze(1), need_h.nonzero().squeeze(1)])
-        return keep.to(live.device), int(need_h.sum())
+        fwd, grad = (live_h & ~need_h).nonzero().squeeze(1), need_h.nonzero().squeeze(1)
+        if self._pad:
+            fwd, grad = pad_to_buckets(fwd, grad, (~live_h).nonzero().squeeze(1))
+        return torch.cat([fwd, grad]).to(live.device), grad.numel()
 
     def _event(self, rule, live, loss, stats, it, problem) -> dict:
         """Telemetry: residual median / max over the running samples, fraction converged, phases, switches."""

@@ -26,12 +26,12 @@ def sanction(monkeypatch, context):
         with context():
             return sync(self, *args)
 
-    def _partition(*args):
+    def _partition(self, *args):
         with context():
-            return partition(*args)
+            return partition(self, *args)
 
     monkeypatch.setattr(SolverLoop, "_sync", _sync)
-    monkeypatch.setattr(SolverLoop, "_partition", staticmethod(_partition))
+    monkeypatch.setattr(SolverLoop, "_partition", _partition)
 
 
 @contextmanager
