@@ -22,8 +22,8 @@ from preciseinv.outputs import latent_bytes
 
 class ShardWriter(InversionWriter):
     def __init__(self, output_dir: str, save_recon: bool = False, maxcount: int = 1000,
-                 run_config: dict | None = None):
-        super().__init__(output_dir, save_recon, run_config)
+                 run_config: dict | None = None, background: bool = True, max_pending: int = 2):
+        super().__init__(output_dir, save_recon, run_config, background, max_pending)
         self.maxcount = maxcount
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
         self.shard_index, self.count = 0, 0
@@ -72,10 +72,12 @@ class ShardWriter(InversionWriter):
         """Preempted (SIGTERM / SIGINT): publish the samples of the open shard, which are complete."""
         from preciseinv.preemption import Interrupted
 
+        super().on_exception(trainer, pl_module, exception)  # the queued writes first
         if isinstance(exception, Interrupted):
             self.close_shard()
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        self.flush()
         self.close_shard()
         super().on_predict_end(trainer, pl_module)
 

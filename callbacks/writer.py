@@ -11,10 +11,19 @@ Layout under ``output_dir`` (the contract itself lives in ``preciseinv.outputs``
 
 Every file appears atomically; a sample's record is appended to its rank's file (one ``write`` + fsync) only
 after its latent file is complete.
+
+Off the critical path: the batch's tensors are copied to the host on the calling thread, and the encoding (PNG,
+safetensors), writing and fsyncs run on one writer thread, in batch order, while the GPU inverts the next batch
+(``background=false`` writes inline). At most ``max_pending`` batches wait; a write that failed (a full disk) stops
+the run at the next batch with its own error; the end of the run, and any exception or stop request, first waits
+for every queued write, so no finished sample is lost.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -27,12 +36,35 @@ from preciseinv.outputs.summary import ENCODER_KEYS, cost, finite_mean, phase_co
 from preciseinv.outputs.summary import write_summary
 
 
+@dataclass
+class Sample:
+    """One sample's outputs on the host, ready to write."""
+
+    id: str
+    record: dict  # the manifest fields known before its files are written
+    latent: object  # (C, h, w) x*_T
+    recon: object  # (3, H, W) in [-1, 1]
+    extra: dict  # step noises (lcm/ddpm), companion (edict/bdia)
+    edit: tuple | None = None  # (image, edit, target prompt) for prompt edits
+
+
+@dataclass
+class Batch:
+    failures: list = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # engine.metadata(): what reproduces a reconstruction
+
+
 class InversionWriter(BasePredictionWriter):
-    def __init__(self, output_dir: str, save_recon: bool = True, run_config: dict | None = None):
+    def __init__(self, output_dir: str, save_recon: bool = True, run_config: dict | None = None,
+                 background: bool = True, max_pending: int = 2):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.save_recon, self.run_config = save_recon, run_config
+        self.background, self.max_pending = background, max(1, int(max_pending))
         self.rank = 0
+        self._pool: ThreadPoolExecutor | None = None  # made at the first batch (never pickled with the callback)
+        self._pending: deque[Future] = deque()
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.rank = trainer.global_rank
@@ -66,13 +98,26 @@ class InversionWriter(BasePredictionWriter):
         append_jsonl(rank_files(self.output_dir, self.rank)[0], record)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        for failure in prediction["failures"]:
-            append_jsonl(rank_files(self.output_dir, self.rank)[1], failure)
+        self._raise_failed()
+        job = self.prepare(prediction, pl_module)
+        if not self.background:
+            return self.write_batch(job)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="preciseinv-writer")
+        self._pending.append(self._pool.submit(self.write_batch, job))
+        while len(self._pending) > self.max_pending:  # bounded host memory: wait for the oldest
+            self._pending.popleft().result()
+
+    def prepare(self, prediction: dict, pl_module) -> Batch:
+        """On the calling thread: the batch's records and its tensors on the host."""
+        job = Batch(failures=list(prediction["failures"]))
         out = prediction["output"]
         if out is None:
-            return
-        meta = pl_module.engine.metadata()
+            return job
+        job.meta = pl_module.engine.metadata()
         steps = out.inversion.per_sample()
+        latent, recon, target = out.latent.cpu(), out.recon.cpu(), out.target.cpu()
+        edit = out.edit.cpu() if out.edit is not None else None
         for i, sample_id in enumerate(prediction["id"]):
             record = {"id": sample_id, "source": prediction["source"][i], "prompt": prediction["prompt"][i]}
             record.update({k: (v[i] if v is not None else None) for k, v in out.metrics.items()})
@@ -85,12 +130,45 @@ class InversionWriter(BasePredictionWriter):
                     record[key] = prediction[key][i]
             for key, values in (prediction.get("edit_metrics") or {}).items():
                 record[key] = values[i] if values is not None else None
-            if out.edit is not None:
-                record.update(self.store_edit(sample_id, out.target[i], out.recon[i], out.edit[i],
-                                              prediction["target"][i]))
-            noises = extra_tensors(out.inversion, i)  # step noises (lcm/ddpm), companion (edict/bdia)
-            record.update(self.store(sample_id, out.latent[i], out.recon[i], {**meta, **record}, noises))
+            extra = {k: v.cpu() for k, v in extra_tensors(out.inversion, i).items()}
+            job.samples.append(Sample(sample_id, record, latent[i], recon[i], extra,
+                                      (target[i], edit[i], prediction["target"][i]) if edit is not None else None))
+        return job
+
+    def write_batch(self, job: Batch) -> None:
+        """Write a prepared batch: failure records, then per sample its files and, last, its manifest record."""
+        for failure in job.failures:
+            append_jsonl(rank_files(self.output_dir, self.rank)[1], failure)
+        for sample in job.samples:
+            record = sample.record
+            if sample.edit is not None:
+                image, edit, target = sample.edit
+                record.update(self.store_edit(sample.id, image, sample.recon, edit, target))
+            record.update(self.store(sample.id, sample.latent, sample.recon, {**job.meta, **record}, sample.extra))
             self.commit(record)
+
+    def _raise_failed(self) -> None:
+        """Re-raise, on the calling thread, the error of a queued write that has failed."""
+        while self._pending and self._pending[0].done():
+            self._pending.popleft().result()
+
+    def flush(self, raise_errors: bool = True) -> None:
+        """Wait for every queued write (in order); raise the first error unless told not to."""
+        error = None
+        while self._pending:
+            try:
+                self._pending.popleft().result()
+            except BaseException as err:  # noqa: BLE001 - re-raised below, once every write had its chance
+                error = error or err
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if error is not None and raise_errors:
+            raise error
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A failure or a stop request: publish every sample whose outputs were handed over."""
+        self.flush(raise_errors=False)
 
     def write_summary(self, remove_rank_files: bool = False) -> dict:
         """Assemble ``manifest.jsonl`` from the rank files and write ``summary.json`` over it (rank 0, at the end;
@@ -98,6 +176,7 @@ class InversionWriter(BasePredictionWriter):
         return write_summary(self.output_dir, self.run_config, remove_rank_files)
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        self.flush()
         trainer.strategy.barrier("preciseinv-summary")
         if trainer.is_global_zero:
             self.write_summary()
