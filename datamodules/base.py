@@ -183,8 +183,10 @@ class InversionDataModule(LightningDataModule, ABC):
 
             self.set_batch_size(CPU_BATCH)
         workers = min(self.num_workers, os.cpu_count() or 1)
+        pin = torch.cuda.is_available()  # page-locked host batches: faster, asynchronous copies to the GPU
         if isinstance(self.dataset, ShapeBuckets):  # each item is already a batch of one shape
             return DataLoader(self.dataset, batch_size=1, shuffle=False, num_workers=workers,
-                              collate_fn=collate_batch, persistent_workers=False, worker_init_fn=ignore_in_worker)
+                              collate_fn=collate_batch, persistent_workers=False, worker_init_fn=ignore_in_worker,
+                              pin_memory=pin)
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=workers,
-                          collate_fn=collate, persistent_workers=False, worker_init_fn=ignore_in_worker)
+                          collate_fn=collate, persistent_workers=False, worker_init_fn=ignore_in_worker, pin_memory=pin)

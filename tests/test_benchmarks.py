@@ -35,15 +35,20 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     import os
 
     env = {**os.environ, "PYTHON": sys.executable, "RUNS": "mini|1|--solver adamw fixed_point", "PRECISION": "fp32",
-           "ITERS": "1", "GPU_TESTS": "0", "RESULTS": str(tmp_path / "results.jsonl"), "OUT": str(tmp_path / "out")}
+           "THROUGHPUT": "mini|4 12|data.batch_size=4 method.max_iters=20", "ITERS": "1", "GPU_TESTS": "0",
+           "RESULTS": str(tmp_path / "results.jsonl"), "OUT": str(tmp_path / "out")}
     (tmp_path / "out").mkdir()
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert (tmp_path / "out" / "results.jsonl").read_text() == (tmp_path / "results.jsonl").read_text()
-    assert [(r["kind"], r["solver"]) for r in rows] == [("iteration", "adamw"), ("iteration", "fixed_point"),
-                                                        ("end_to_end", "adamw")]
-    for key in ("date", "device", "model", "resolution", "batch", "precision", "compile", "solver",
-                "ms_per_image_iteration", "images_per_second", "peak_memory_mb"):
-        assert key in rows[0]
+    assert [(r["kind"], r["solver"]) for r in rows] == [("fit", "hybrid"), ("iteration", "adamw"),
+                                                        ("iteration", "fixed_point"), ("end_to_end", "adamw")]
+    for row in rows:
+        for key in ("date", "device", "model", "resolution", "batch", "precision", "compile", "solver",
+                    "ms_per_image_iteration", "images_per_second", "peak_memory_mb"):
+            assert key in row
+    fit = rows[0]  # the end-to-end run of python -m preciseinv.fit, marginal images per second
+    assert fit["batch"] == 4 and fit["images_per_second"] > 0 and fit["overrides"][0] == "data.batch_size=4"
+    assert fit["psnr_mean"] is not None
