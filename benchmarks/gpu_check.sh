@@ -22,7 +22,7 @@ sd3-random|16|--solver adamw fixed_point
 mini|1 64|--solver adamw fixed_point
 mini|1 64|--solver adamw fixed_point --compile reduce-overhead
 sd15-random|64|--solver fixed_point adamw --compile true"
-default_throughput="mini|64 576|
+default_throughput="mini|64 576|writer.background=true
 mini|64 576|writer.background=false"
 runs=${RUNS-$default_runs}
 throughput=${THROUGHPUT-$default_throughput}

@@ -22,7 +22,7 @@ from preciseinv.outputs import latent_bytes
 
 class ShardWriter(InversionWriter):
     def __init__(self, output_dir: str, save_recon: bool = False, maxcount: int = 1000,
-                 run_config: dict | None = None, background: bool = True, max_pending: int = 2):
+                 run_config: dict | None = None, background: bool | str = "auto", max_pending: int = 2):
         super().__init__(output_dir, save_recon, run_config, background, max_pending)
         self.maxcount = maxcount
         self.stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -14,7 +14,8 @@ after its latent file is complete.
 
 Off the critical path: the batch's tensors are copied to the host on the calling thread, and the encoding (PNG,
 safetensors), writing and fsyncs run on one writer thread, in batch order, while the GPU inverts the next batch
-(``background=false`` writes inline). At most ``max_pending`` batches wait; a write that failed (a full disk) stops
+(``background=auto``, the default: on a GPU; ``false`` writes inline, as ``auto`` does on a CPU, whose cores the
+network already keeps busy: there the thread only competes with it). At most ``max_pending`` batches wait; a write that failed (a full disk) stops
 the run at the next batch with its own error; the end of the run, and any exception or stop request, first waits
 for every queued write, so no finished sample is lost.
 """
@@ -57,7 +58,7 @@ class Batch:
 
 class InversionWriter(BasePredictionWriter):
     def __init__(self, output_dir: str, save_recon: bool = True, run_config: dict | None = None,
-                 background: bool = True, max_pending: int = 2):
+                 background: bool | str = "auto", max_pending: int = 2):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.save_recon, self.run_config = save_recon, run_config
@@ -68,6 +69,8 @@ class InversionWriter(BasePredictionWriter):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.rank = trainer.global_rank
+        if self.background == "auto":  # overlap where the host is free while the device computes
+            self.background = trainer.strategy.root_device.type == "cuda"
 
     def _inside(self, rel: str) -> Path:
         """``output_dir / rel``, refusing any path that would land outside ``output_dir``."""
@@ -100,6 +103,10 @@ class InversionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         self._raise_failed()
         job = self.prepare(prediction, pl_module)
+        if self.background == "auto":  # used without a trainer's setup
+            import torch
+
+            self.background = torch.cuda.is_available()
         if not self.background:
             return self.write_batch(job)
         if self._pool is None:

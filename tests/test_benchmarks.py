@@ -24,11 +24,6 @@ def test_solver_benchmark_prints_its_table(tmp_path):
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
 
 
-def test_speed_benchmark_prints_its_table():
-    out = run("benchmarks/speed.py", "--model", "mini", "--batch", "1", "--iters", "1", "--threads", "1")
-    assert "| mini | cpu" in out and "end to end" in out
-
-
 def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     """benchmarks/gpu_check.sh is what a lent GPU runs; here it runs its smallest form and appends its rows."""
     import json

@@ -47,7 +47,7 @@ def write(writer, predictions, module):
 
 def test_writes_run_on_the_writer_thread_in_batch_order(tmp_path, batches):
     predictions, module = batches
-    writer = ThreadRecordingWriter(str(tmp_path), max_pending=1)
+    writer = ThreadRecordingWriter(str(tmp_path), background=True, max_pending=1)
     write(writer, predictions, module)
     writer.flush()
     records = read_jsonl(rank_files(tmp_path, 0)[0])
@@ -58,6 +58,14 @@ def test_writes_run_on_the_writer_thread_in_batch_order(tmp_path, batches):
         batch = predictions[int(record["id"][1])]["output"]
         torch.testing.assert_close(tensors["latent"], batch.latent[i].cpu())
         assert (tmp_path / record["recon"]).stat().st_size > 0 and meta["id"] == record["id"]
+
+
+def test_auto_writes_inline_on_a_cpu(tmp_path, batches):
+    predictions, module = batches
+    writer = ThreadRecordingWriter(str(tmp_path))  # background=auto
+    write(writer, predictions, module)
+    assert writer.background == torch.cuda.is_available()
+    assert set(writer.threads) == {"preciseinv-writer_0" if writer.background else threading.current_thread().name}
 
 
 def test_inline_writes_match_background_writes(tmp_path, batches):
@@ -73,15 +81,16 @@ def test_inline_writes_match_background_writes(tmp_path, batches):
     assert written[True] == written[False]
 
 
-def test_a_failed_write_stops_the_run_and_what_was_written_stays(tmp_path, batches):
+@pytest.mark.parametrize("background", [True, False])
+def test_a_failed_write_stops_the_run_and_what_was_written_stays(tmp_path, batches, background):
     predictions, module = batches
-    writer = InversionWriter(str(tmp_path))
+    writer = InversionWriter(str(tmp_path), background=background)
     write(writer, predictions[:1], module)
     writer.flush()
     shutil.rmtree(tmp_path / "recon")
     (tmp_path / "recon").write_text("not a folder")  # the second batch's PNGs cannot be written
-    write(writer, predictions[1:], module)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError):  # inline: at once; on the thread: when the run waits for its writes
+        write(writer, predictions[1:], module)
         writer.flush()
     records = read_jsonl(rank_files(tmp_path, 0)[0])
     assert [r["id"] for r in records] == ["b0-0", "b0-1"]  # published only with complete files
@@ -91,7 +100,7 @@ def test_a_stop_publishes_every_queued_batch(tmp_path, batches):
     from preciseinv.preemption import Interrupted
 
     predictions, module = batches
-    writer = InversionWriter(str(tmp_path), max_pending=4)
+    writer = InversionWriter(str(tmp_path), background=True, max_pending=4)
     write(writer, predictions, module)
     writer.on_exception(None, module, Interrupted(15))  # what Lightning calls when the stop request is seen
     assert [r["id"] for r in read_jsonl(rank_files(tmp_path, 0)[0])] == ["b0-0", "b0-1", "b1-0", "b1-1"]
