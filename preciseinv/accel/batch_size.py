@@ -1,8 +1,10 @@
 """``data.batch_size=auto``: the largest batch that fits the device, found once per run.
 
-On a GPU the probe runs the work that bounds memory, one denoiser forward and backward w.r.t. its input (what a
-gradient solver step costs; forward-only solvers need less, so the probe is conservative) at the run's latent size,
-precision and conditioning, for growing batch sizes (doubling, then bisection), catching out-of-memory; it keeps
+On a GPU the probe runs the work that bounds memory at the run's latent size, precision and conditioning: one
+denoiser forward and backward w.r.t. its input where the method may differentiate the network (a gradient solver,
+or the hybrid, whose last phase is one), one forward without a graph otherwise (DDIM, ReNoise, ``solver=
+fixed_point``...: far less memory, so far larger batches), for growing batch sizes (doubling, then bisection),
+catching out-of-memory; it keeps
 ``headroom`` of the largest that fitted for the solver state, the VAE and the metrics. All ranks take the smallest
 rank's answer (shape-bucketed batches must be the same everywhere). On a CPU, memory is not the limit: ``cpu``
 (8) is used.
@@ -40,23 +42,33 @@ def probe(engine, resolution: int | tuple[int, int], device: torch.device, preci
     model = engine.model
     with torch.no_grad():
         latent = model.encode(torch.zeros(1, 3, *size, device=device))  # (1, C, h, w)
-    timestep = engine.sampler.schedule.timesteps[-1]
+    gradient = bool(getattr(engine.method, "network_gradients", True))  # unknown: assume the heavier work
 
     def fits(n: int) -> bool:
         try:
-            x = torch.randn(n, *latent.shape[1:], device=device, requires_grad=True)
             with autocast(device, precision):
-                out = model.predict(x, timestep, engine.condition([""] * n, n))
-                (grad,) = torch.autograd.grad(out.float().pow(2).sum(), x)
+                network_step(engine, n, latent.shape[1:], gradient)
             torch.cuda.synchronize(device)
             return True
         except torch.OutOfMemoryError:
             return False
         finally:
-            x = out = grad = None  # noqa: F841
             torch.cuda.empty_cache()
 
     return max(1, int(largest_fitting(fits, limit) * headroom))
+
+
+def network_step(engine, n: int, latent_shape, gradient: bool) -> torch.Tensor:
+    """One solver iteration's network work for ``n`` samples of ``latent_shape`` (C, h, w): a forward, and the
+    backward w.r.t. the input when ``gradient``; returns the output (n, C, h, w), or the input gradient."""
+    model, timestep = engine.model, engine.sampler.schedule.timesteps[-1]
+    x = torch.randn(n, *latent_shape, device=model.device, requires_grad=gradient)
+    with torch.set_grad_enabled(gradient):
+        out = model.predict(x, timestep, engine.condition([""] * n, n))
+        if not gradient:
+            return out
+        (grad,) = torch.autograd.grad(out.float().pow(2).sum(), x)
+    return grad
 
 
 def agree(n: int, trainer) -> int:

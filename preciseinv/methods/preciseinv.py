@@ -21,6 +21,7 @@ from preciseinv.methods.base import InversionResult
 from preciseinv.methods.subproblem import NoiseSubproblem
 from preciseinv.samplers import Denoiser, Sampler
 from preciseinv.solvers import Hybrid, SolverLoop
+from preciseinv.solvers.base import uses_network_gradient
 
 
 class PreciseInv:
@@ -32,6 +33,11 @@ class PreciseInv:
         self.solver = solver or partial(Hybrid)  # solver(problem) -> the update rule bound to that subproblem
         # buckets: pad the working set to a few sizes (None: when the denoiser is compiled; solvers/buckets.py)
         self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, callback=callback, buckets=buckets)
+
+    @property
+    def network_gradients(self) -> bool:
+        """Whether inverting may differentiate the network (the solver's gradient phases): what bounds memory."""
+        return uses_network_gradient(self.solver)
 
     @property
     def callback(self):

@@ -37,6 +37,13 @@ class SolverStats:
         return [self.phase_names[i] if i >= 0 else None for i in self.phase.tolist()]
 
 
+def uses_network_gradient(solver) -> bool:
+    """Whether a solver (a rule class or its ``functools.partial``) may ask for a network backward: what bounds the
+    batch a device fits (``data.batch_size=auto``)."""
+    rule = getattr(solver, "func", solver)
+    return bool(getattr(rule, "uses_gradient", False) or getattr(rule, "may_use_gradient", False))
+
+
 def rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A per-sample mask or scalar (b,) viewed to broadcast against ``like`` (b, ...)."""
     return mask.view(-1, *([1] * (like.dim() - 1)))

@@ -31,6 +31,7 @@ from preciseinv.solvers.newton import Newton
 class Hybrid(UpdateRule):
     name = "hybrid"
     restarts = True
+    may_use_gradient = True  # its last phase; any sample may reach it
 
     def __init__(self, problem, memory: int = 5, momentum: float = 0.7, gradient: str = "adam",
                  stall_ratio: float = 0.5, window: int = 8, slow_window: int = 64, patience: int = 3,

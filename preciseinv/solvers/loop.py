@@ -63,6 +63,8 @@ class SolverLoop:
         idx, p, best_p, best, live = idx[keep], p[keep], best_p[keep], best[keep], live[keep]
         rule.select(keep)
         for it in range(self.max_iters + 1):
+            if self._pad:  # a compiled network: CUDA graphs (reduce-overhead) may reuse last iteration's buffers
+                torch.compiler.cudagraph_mark_step_begin()
             if it == 0 or order is not None:  # index tensors are kept between syncs (the subproblem caches by them)
                 parts = (idx[: idx.numel() - n_grad], idx[idx.numel() - n_grad:])
             r, loss, pending = self._evaluate(problem, parts, it < self.max_iters)

@@ -34,3 +34,29 @@ def test_a_bad_batch_size_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "preciseinv.fit", "~logger", "data.batch_size=0",
                            f"output_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "data.batch_size must be a positive integer or auto" in proc.stderr
+
+
+def test_the_probe_differentiates_the_network_only_for_methods_that_do(tiny_sd):
+    """Forward-only methods and solvers are probed without a graph (far larger batches fit); gradient solvers and
+    the hybrid (whose last phase is one) with a forward and backward."""
+    from functools import partial
+
+    import torch
+
+    from preciseinv.accel.batch_size import network_step
+    from preciseinv.engine import InversionEngine
+    from preciseinv.methods import DDIMInversion, PreciseInv
+    from preciseinv.models import load_model
+    from preciseinv.solvers import AdamW, Anderson, FixedPoint, Hybrid, Newton
+
+    gradients = {name: PreciseInv(solver=partial(rule)).network_gradients
+                 for name, rule in [("adamw", AdamW), ("hybrid", Hybrid), ("newton", Newton),
+                                    ("fixed_point", FixedPoint), ("anderson", Anderson)]}
+    assert gradients == {"adamw": True, "hybrid": True, "newton": True, "fixed_point": False, "anderson": False}
+    assert not getattr(DDIMInversion(), "network_gradients", False)
+    engine = InversionEngine(load_model(str(tiny_sd)), PreciseInv(solver=partial(FixedPoint)), 2)
+    latent_shape = (4, 16, 16)
+    out = network_step(engine, 3, latent_shape, gradient=False)
+    assert out.shape == (3, *latent_shape) and out.grad_fn is None  # no graph kept: the forward-only memory
+    grad = network_step(engine, 3, latent_shape, gradient=True)
+    assert grad.shape == (3, *latent_shape) and grad.abs().sum() > 0
