@@ -1,4 +1,5 @@
-"""``python -m preciseinv.fit`` end to end, as a user runs it: subprocesses, real files, offline."""
+"""``python -m preciseinv.fit`` end to end, as a user runs it: subprocesses (the family matrix in process, through
+``fit.run``), real files, offline."""
 
 import json
 import os
@@ -18,6 +19,20 @@ def fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     return subprocess.run([sys.executable, "-m", "preciseinv.fit", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=900)
+
+
+def fit_in_process(*overrides: str) -> dict:
+    """``fit.run`` on the composed config, in this process: the same code as the command after its argument
+    parsing, without a new interpreter's start-up (the family matrix below runs it many times); returns the
+    summary. The command itself is tested by the subprocess tests."""
+    from hydra import compose, initialize_config_dir
+
+    from preciseinv.fit import CONFIG_DIR, register_resolvers, run
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("fit", overrides=list(overrides))
+    return run(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +136,9 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
     write_images(tmp_path / "imgs", ["a.png", "b/c.jpg", "d e.png"], size=40)
     out = tmp_path / "out"
     size = ["data.resolution=32"] if "flux" in family else []  # FLUX's native size is 128 latent pixels
-    proc = fit(f"model.path={tiny_sd}", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
-               "data.prompt=a photo", f"method.eta={eta}", "method.max_iters=400", f"output_dir={out}",
-               f"sampler={sampler}", "~logger", *lora, *size, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fit_in_process(f"model.path={tiny_sd}", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
+                   "data.prompt=a photo", f"method.eta={eta}", "method.max_iters=400", f"output_dir={out}",
+                   f"sampler={sampler}", "~logger", *lora, *size)
     records = manifest(out)
     assert sorted(r["id"] for r in records) == ["a", "b/c", "d e"]
     for rec in records:
@@ -242,10 +256,9 @@ def test_any_aspect_ratio_inverts_at_its_own_shape(family, request, tmp_path):
     write_aspect_images(tmp_path / "imgs")
     out = tmp_path / "out"
     multiple = size_multiple(request.getfixturevalue(family))
-    proc = fit(f"model.path={request.getfixturevalue(family)}", "data=folder", f"data.root={tmp_path / 'imgs'}",
-               "data.crop=none", "data.resolution=32", "data.batch_size=4", "data.num_workers=0", "method.eta=1e-4",
-               "method.max_iters=400", f"output_dir={out}", "~logger", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fit_in_process(f"model.path={request.getfixturevalue(family)}", "data=folder", f"data.root={tmp_path / 'imgs'}",
+                   "data.crop=none", "data.resolution=32", "data.batch_size=4", "data.num_workers=0",
+                   "method.eta=1e-4", "method.max_iters=400", f"output_dir={out}", "~logger")
     records = manifest(out)
     assert sorted(r["id"] for r in records) == sorted(ASPECTS)
     for rec in records:
