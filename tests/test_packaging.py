@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,9 @@ def test_wheel_install_runs_from_any_directory(tmp_path):
                    "preciseinv/assets/mini-ddpm/unet/diffusion_pytorch_model.safetensors",
                    "preciseinv/assets/images/astronaut.png"):
         assert needed in names, needed
+    packages = sorted(str(init.parent.relative_to(ROOT)) for init in Path(ROOT, "preciseinv").rglob("__init__.py"))
+    missing = [pkg for pkg in packages if f"{pkg}/__init__.py" not in names]
+    assert not missing, f"subpackages left out of the wheel (pyproject's packages list): {missing}"
     target = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(target)  # what pip install puts in site-packages (dependencies come from this venv)
@@ -32,9 +36,13 @@ def test_wheel_install_runs_from_any_directory(tmp_path):
                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (work / "out" / "summary.json").is_file() and len(list((work / "out" / "latents").iterdir())) == 4
-    probe = subprocess.run([sys.executable, "-c", "import preciseinv.fit as f; print(f.__file__)"], cwd=work, env=env,
-                           capture_output=True, text=True)
-    assert probe.stdout.startswith(str(target))
+    # every subpackage from the install, not from the source tree (an editable install's finder would hide a gap)
+    code = ("import importlib, pkgutil, preciseinv; print('\\n'.join(importlib.import_module(m.name).__file__ for m in "
+            "pkgutil.walk_packages(preciseinv.__path__, 'preciseinv.') if m.ispkg))")
+    probe = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    files = probe.stdout.split()
+    assert probe.returncode == 0 and len(files) >= 12, probe.stderr[-2000:]
+    assert all(f.startswith(str(target)) for f in files), files
 
 
 def test_importing_the_package_stays_light():

@@ -55,7 +55,12 @@ def probe(engine, resolution: int | tuple[int, int], device: torch.device, preci
         finally:
             torch.cuda.empty_cache()
 
-    return max(1, int(largest_fitting(fits, limit) * headroom))
+    n = max(1, int(largest_fitting(fits, limit) * headroom))
+    if getattr(model, "static_shapes", False):  # CUDA graphs: a bucket size, so the shrinking set finds padding
+        from preciseinv.solvers.buckets import bucket_floor
+
+        n = bucket_floor(n)
+    return n
 
 
 def network_step(engine, n: int, latent_shape, gradient: bool) -> torch.Tensor:

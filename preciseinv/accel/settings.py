@@ -4,9 +4,11 @@
   loses nothing the residual can see at the paper's eta; the network runs under the preset's autocast anyway);
 - ``channels_last`` memory format for a convolutional denoiser (UNets; cuDNN's bf16/fp16 kernels are NHWC);
 - ``compile``: ``torch.compile`` of the denoiser in place (``Module.compile``; the adapter keeps its module, so
-  ``.config``, ``.dtype`` and ``.to`` work as before). The model is then marked ``static_shapes``: the solver loop
-  pads its working set to a few bucket sizes (``preciseinv.solvers.buckets``), so the compiled graphs, and with
-  ``reduce-overhead`` the CUDA graphs recorded per shape, are reused across iterations, timesteps and batches;
+  ``.config``, ``.dtype`` and ``.to`` work as before). Inductor makes the batch dimension dynamic after the second
+  size it meets, so a shrinking working set costs one recompilation. A mode that records CUDA graphs
+  (``reduce-overhead``, ``max-autotune``) records one per shape: the model is then marked ``static_shapes`` and the
+  solver loop pads its working set to a few bucket sizes (``preciseinv.solvers.buckets``), so the graphs are reused
+  across iterations, timesteps and batches;
 - the compute precision: ``autocast(device, precision)`` for a preset's ``precision`` (Lightning's names).
 """
 
@@ -55,13 +57,21 @@ def compile_options(compile: bool | str) -> dict:
                           f"backend (inductor, eager, aot_eager, cudagraphs, ...); got {name!r}")
 
 
+def uses_cuda_graphs(compile: bool | str) -> bool:
+    """Whether a ``model.compile`` value records CUDA graphs (one per input shape: the solver then pads its working
+    set to bucket sizes). Plain inductor compiles a dynamic batch dimension after the second size it meets and
+    needs no padding."""
+    options = compile_options(compile) if compile else {}
+    return options.get("mode") in ("reduce-overhead", "max-autotune") or options.get("backend") == "cudagraphs"
+
+
 def accelerate(model, compile: bool | str = False, channels_last: bool = False):
     """Apply the speed settings to a ``DiffusionModel``'s denoiser, in place; returns the model.
 
     ``compile``: False, True (torch.compile's default mode), a mode name (``"max-autotune-no-cudagraphs"``,
     ``"reduce-overhead"``: CUDA graphs, one per working-set bucket size) or a backend name (``compile_options``)."""
     accelerate_module(model.modules[model.denoiser_name], compile, channels_last)
-    model.static_shapes = bool(compile)  # the solver loop pads its working set to a few sizes (solvers/buckets.py)
+    model.static_shapes = uses_cuda_graphs(compile)  # the solver loop pads its working set (solvers/buckets.py)
     return model
 
 
@@ -72,8 +82,10 @@ def accelerate_module(denoiser: torch.nn.Module, compile: bool | str = False, ch
     if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in denoiser.modules()):
         denoiser.to(memory_format=torch.channels_last)
     if compile and not getattr(denoiser, "_preciseinv_compiled", False):
-        # a graph per (bucket size, grad mode) fits: dynamo falls back to eager after 8 recompilations by default
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        # room for a few (size, grad mode) graphs: dynamo falls back to eager after 8 recompilations by default
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+        setattr(config, name, max(getattr(config, name), 64))
         denoiser.compile(**options)
         denoiser._preciseinv_compiled = True
     return denoiser

@@ -33,6 +33,7 @@ def increments(sampler, denoiser, z: torch.Tensor, i: int, cond) -> tuple[torch.
 
 class BDIA:
     name = "bdia"
+    network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "bdia"
 
     def __init__(self, eta: float = 1e-3, gamma: float = 0.5):

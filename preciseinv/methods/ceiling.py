@@ -19,6 +19,7 @@ from preciseinv.samplers import Denoiser, Sampler
 
 class Ceiling:
     name = "ceiling"
+    network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "decode"  # the latent is x0: decode it, no sampler
 
     def __init__(self, eta: float = 1e-3):

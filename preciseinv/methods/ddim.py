@@ -16,6 +16,7 @@ from preciseinv.samplers import Denoiser, Sampler
 
 class DDIMInversion:
     name = "ddim"
+    network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
 
     def __init__(self, eta: float = 1e-3):
         self.eta = eta

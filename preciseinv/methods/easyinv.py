@@ -23,6 +23,7 @@ from preciseinv.samplers import Denoiser, Sampler
 
 class EasyInv:
     name = "easyinv"
+    network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
 
     def __init__(self, eta: float = 1e-3, inject_start: float = 0.05, inject_len: float = 0.2, weight: float = 0.5):
         self.eta, self.inject_start, self.inject_len, self.weight = eta, inject_start, inject_len, weight

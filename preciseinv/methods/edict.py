@@ -23,6 +23,7 @@ from preciseinv.samplers import Denoiser, Sampler
 
 class EDICT:
     name = "edict"
+    network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "edict"
 
     def __init__(self, eta: float = 1e-3, mix: float = 0.93):

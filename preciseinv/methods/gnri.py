@@ -28,6 +28,7 @@ from preciseinv.samplers import Denoiser, Sampler
 
 class GNRI:
     name = "gnri"
+    network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
 
     def __init__(self, eta: float = 1e-3, n_iters: int = 2, alpha: float = 0.1):
         self.eta, self.n_iters, self.alpha = eta, max(1, n_iters), alpha

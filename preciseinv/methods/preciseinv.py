@@ -31,7 +31,7 @@ class PreciseInv:
                  sync_every: int = 8, callback: Callable[[dict], None] | None = None, buckets: bool | None = None):
         self.eta, self.max_iters = eta, max_iters
         self.solver = solver or partial(Hybrid)  # solver(problem) -> the update rule bound to that subproblem
-        # buckets: pad the working set to a few sizes (None: when the denoiser is compiled; solvers/buckets.py)
+        # buckets: pad the working set to a few sizes (None: when the denoiser records CUDA graphs; buckets.py)
         self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, callback=callback, buckets=buckets)
 
     @property

@@ -77,6 +77,7 @@ def regularize(eps, reference, generator, steps: int, lambda_kl: float, lambda_a
 
 class ReNoise:
     name = "renoise"
+    network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
 
     def __init__(self, eta: float = 1e-3, renoise_steps: int = 9, first_step_renoise_steps: int = 5,
                  first_step_max_timestep: int = 250, average: bool = True, average_first_step=(0, 5),

@@ -40,7 +40,7 @@ class NoiseSubproblem(LightningModule):
 
     @property
     def static_shapes(self) -> bool:
-        """Whether the denoiser is shape-specialised (compiled): the solver loop then pads to bucket sizes."""
+        """Whether the denoiser records CUDA graphs (one per shape): the solver loop then pads to bucket sizes."""
         owner = getattr(self.denoiser, "__self__", self.denoiser)  # a bound ``DiffusionModel.predict``, usually
         return bool(getattr(owner, "static_shapes", False))
 

@@ -37,7 +37,7 @@ class DiffusionModel(ABC):
     family = "base"
     denoiser_name = "unet"
     lora: dict | None = None  # {"lora": ..., "lora_scale": ...} when LoRA weights were fused in
-    static_shapes = False  # the denoiser is compiled (``model.compile``): solvers pad the working set to buckets
+    static_shapes = False  # the denoiser records CUDA graphs (model.compile): solvers pad the working set
 
     def __init__(self, source: str, modules: dict[str, torch.nn.Module], scheduler_config: dict,
                  resolution: int):

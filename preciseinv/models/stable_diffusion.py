@@ -37,12 +37,16 @@ class LatentModel(DiffusionModel):
         """Pixels per latent pixel (8 for the Stable Diffusion and FLUX VAEs)."""
         return 2 ** (len(self.modules["vae"].config.block_out_channels) - 1)
 
+    vae_batch = 8  # images per VAE call: its activations at full resolution, not the solver's batch, bound memory
+
     def _vae(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` (an encode or a decode) over ``x`` (B, ...), ``vae_batch`` samples at a time, in the VAE's dtype
+        (fp32 outside autocast where the VAE must be upcast)."""
         vae = self.modules["vae"]
         if self.vae_upcast or vae.dtype == torch.float32:
             with torch.autocast(x.device.type, enabled=False):
-                return fn(x.float())
-        return fn(x.to(vae.dtype))
+                return torch.cat([fn(chunk) for chunk in x.float().split(self.vae_batch)])
+        return torch.cat([fn(chunk) for chunk in x.to(vae.dtype).split(self.vae_batch)])
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         latent = self._vae(lambda x: self.modules["vae"].encode(x).latent_dist.mean, images)  # (B, 4, H/8, W/8)

@@ -79,8 +79,9 @@ class UpdateRule(ABC):
     def phase_names(self) -> tuple:
         return self.phases or (self.name,)
 
-    def needs_grad(self) -> torch.Tensor:
-        """(b,) bool: the samples whose next steps need a gradient (read by the host at sync points only)."""
+    def needs_grad(self, live: torch.Tensor | None = None) -> torch.Tensor:
+        """(b,) bool: the samples whose next steps need a gradient (read by the host at sync points only); ``live``
+        (b,): the samples still running (the others are finished, or padding)."""
         return torch.full((self.rows,), self.uses_gradient, dtype=torch.bool, device=self.problem.eps.device)
 
     def phase(self) -> torch.Tensor:

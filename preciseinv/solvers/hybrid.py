@@ -66,8 +66,8 @@ class Hybrid(UpdateRule):
     def phase(self):
         return self.state["phase"]
 
-    def needs_grad(self):
-        """At each sync: move on the samples whose phase stopped paying."""
+    def needs_grad(self, live=None):
+        """At each sync: move on the running samples whose phase stopped paying."""
         s = self.state
         phase, best = s["phase"], s["best"]
         window = torch.where(phase == 0, self.window, self.slow_window)
@@ -76,13 +76,16 @@ class Hybrid(UpdateRule):
         rejected = (phase == 0) & (self.rules[0].state["rejections"] >= self.patience)
         diverged = (phase == 1) & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
         switch = (phase < 2) & (stalled | rejected | diverged) & best.isfinite()
+        running = torch.ones_like(switch) if live is None else live  # finished rows and padding stay where they are
+        switch = switch & running
         s["phase"] = phase + switch.long()
         s["fresh"] |= switch
         restart = due | switch
         s["checkpoint"] = torch.where(restart, best, s["checkpoint"])
         s["count"] = torch.where(restart, 0, s["count"])
-        counts = torch.cat([torch.bincount(s["phase"], minlength=3), switch.sum()[None]]).tolist()  # one host read
-        self._present = [n > 0 for n in counts[:3]]
+        per_phase = torch.nn.functional.one_hot(s["phase"], 3).mul(running[:, None]).sum(0)  # (3,) running per phase
+        counts = torch.cat([per_phase, switch.sum()[None]]).tolist()  # one host read
+        self._present = [n > 0 for n in counts[:3]]  # a phase with no running sample takes no step
         self._switched += counts[3]
         if counts[3]:  # the next rule starts afresh from each switched sample's best iterate
             for k in (1, 2):

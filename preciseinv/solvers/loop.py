@@ -11,11 +11,11 @@
         eps[working set] <- rule.step(...)                   # in place: the subproblem's parameter is the state
 
 A sample stops on its own as soon as its residual is below eta; between syncs it rides along frozen (its network
-work is counted, as it is spent). With ``buckets`` (on by default when the denoiser is compiled: ``problem.
-static_shapes``) each part of the working set is padded with finished rows up to one of a few sizes, so compiled
-graphs are reused (``buckets.py``); the padding's network work is not counted as any sample's. A non-finite
-residual puts the sample back on its best iterate when the rule can restart (the hybrid switches method), else
-stops it unconverged.
+work is counted, as it is spent). With ``buckets`` (on by default when the denoiser records CUDA graphs:
+``problem.static_shapes``) each part of the working set is padded with finished rows up to one of a few sizes, so
+the recorded graphs are reused (``buckets.py``); the padding's network work is not counted as any sample's. A
+non-finite residual puts the sample back on its best iterate when the rule can restart (the hybrid switches
+method), else stops it unconverged.
 """
 
 from __future__ import annotations
@@ -57,13 +57,13 @@ class SolverLoop:
         live = torch.ones(B, dtype=torch.bool, device=device)  # (b,)
         rule.begin(p)
         self._pad = self.buckets if self.buckets is not None else bool(getattr(problem, "static_shapes", False))
-        counted = torch.ones(B, dtype=torch.long, device=device)  # (b,) 0 for padding rows (their work is nobody's)
         order = self._partition(rule, live)  # the working set's last n_grad rows get a gradient (redone at syncs)
-        keep, n_grad = order
+        keep, n_grad, wants = order  # wants (b,): the rows whose gradient is used (padding rides along without)
+        counted = torch.ones(B, dtype=torch.long, device=device)  # (b,) 0 for padding rows (their work is nobody's)
         idx, p, best_p, best, live = idx[keep], p[keep], best_p[keep], best[keep], live[keep]
         rule.select(keep)
         for it in range(self.max_iters + 1):
-            if self._pad:  # a compiled network: CUDA graphs (reduce-overhead) may reuse last iteration's buffers
+            if self._pad:  # CUDA graphs (reduce-overhead) may reuse the last iteration's output buffers
                 torch.compiler.cudagraph_mark_step_begin()
             if it == 0 or order is not None:  # index tensors are kept between syncs (the subproblem caches by them)
                 parts = (idx[: idx.numel() - n_grad], idx[idx.numel() - n_grad:])
@@ -95,12 +95,13 @@ class SolverLoop:
             if pending is not None:
                 n = p.shape[0]
                 grad = torch.cat([torch.zeros_like(p[: n - n_grad]), pending()])
-                stats.nfe_backward[idx[n - n_grad:]] += counted[n - n_grad:]
+                grad = torch.where(rows(wants, grad), grad, 0.0)  # a row carried in the gradient part needs none
+                stats.nfe_backward[idx[n - n_grad:]] += wants[n - n_grad:].long()
             p = torch.where(rows(live, p), rule.step(p, r, loss, grad, live, it), p)
             stats.iters[idx] += live.long()
             self._commit(param, idx, p)
             if order is not None:  # compact: finished samples leave the working set, gradient samples go last
-                keep, n_grad = order
+                keep, n_grad, wants = order
                 if rule.returns_best:
                     self._commit(param, idx, torch.where(rows(live, p), p, best_p))
                 counted = live[keep].long()  # rows kept though finished are padding
@@ -151,15 +152,17 @@ class SolverLoop:
 
     def _partition(self, rule, live):
         """None if no sample runs, else (the rows to keep, forward-only samples first; how many rows get a
-        gradient). With padding, finished rows fill each part up to its bucket size."""
-        flags = torch.stack([live, rule.needs_grad() & live]).cpu()  # the one device-to-host copy
+        gradient; (b,) which rows use theirs). With padding, each part is brought to a bucket size (finished rows
+        fill it, and forward-only rows may ride in the gradient part)."""
+        flags = torch.stack([live, rule.needs_grad(live) & live]).cpu()  # the one device-to-host copy
         live_h, need_h = flags[0], flags[1]
         if not bool(live_h.any()):
             return None
         fwd, grad = (live_h & ~need_h).nonzero().squeeze(1), need_h.nonzero().squeeze(1)
         if self._pad:
             fwd, grad = pad_to_buckets(fwd, grad, (~live_h).nonzero().squeeze(1))
-        return torch.cat([fwd, grad]).to(live.device), grad.numel()
+        keep = torch.cat([fwd, grad])
+        return keep.to(live.device), grad.numel(), need_h[keep].to(live.device)
 
     def _event(self, rule, live, loss, stats, it, problem) -> dict:
         """Telemetry: residual median / max over the running samples, fraction converged, phases, switches."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from preciseinv.solvers import AdamW, Hybrid, SolverLoop
-from preciseinv.solvers.buckets import bucket, is_bucket, pad_to_buckets
+from preciseinv.solvers.buckets import bucket, is_bucket, pad_to_buckets, plan
 
 
 def test_bucket_sizes_are_powers_of_two_and_their_three_quarters():
@@ -15,22 +15,36 @@ def test_bucket_sizes_are_powers_of_two_and_their_three_quarters():
     assert all(bucket(n) >= n and 3 * (bucket(n) - n) < bucket(n) for n in range(1, 1000))  # under a third padding
 
 
-def test_padding_uses_each_spare_row_once_and_only_when_there_are_enough():
+def test_padding_places_every_running_row_once_at_bucket_sizes_or_keeps_the_exact_split():
     gen = torch.Generator().manual_seed(0)
-    for _ in range(300):
+    padded = 0
+    for _ in range(500):
         n = int(torch.randint(1, 70, (), generator=gen))
         role = torch.randint(0, 3, (n,), generator=gen)  # 0 forward-only, 1 gradient, 2 finished
         fwd, grad, spare = [(role == k).nonzero().squeeze(1) for k in range(3)]
         pf, pg = pad_to_buckets(fwd, grad, spare)
         rows = torch.cat([pf, pg])
         assert rows.unique().numel() == rows.numel()  # no row twice
-        assert pf[: fwd.numel()].equal(fwd) and pg[: grad.numel()].equal(grad)  # the live rows, in order, first
-        assert set(pf[fwd.numel():].tolist()) | set(pg[grad.numel():].tolist()) <= set(spare.tolist())
-        for part, live in ((pf, fwd), (pg, grad)):
-            assert part.numel() == live.numel() or is_bucket(part.numel())
-        if spare.numel() >= (bucket(fwd.numel()) if fwd.numel() else 0) - fwd.numel() + \
-                (bucket(grad.numel()) if grad.numel() else 0) - grad.numel():
-            assert all(p.numel() == 0 or is_bucket(p.numel()) for p in (pf, pg))  # enough spare: both padded
+        assert set(rows.tolist()) >= set(fwd.tolist()) | set(grad.tolist())  # every running row
+        assert pg[: grad.numel()].equal(grad)  # the gradient rows lead the gradient part, in order
+        assert set(pf.tolist()) <= set(fwd.tolist()) | set(spare.tolist())  # never a gradient row without one
+        sizes = plan(fwd.numel(), grad.numel(), spare.numel())
+        if sizes is None:
+            assert pf.equal(fwd) and pg.equal(grad)  # the exact split
+            continue
+        padded += 1
+        assert (pf.numel(), pg.numel()) == sizes and all(m == 0 or is_bucket(m) for m in sizes)
+        cost, exact = pf.numel() + 3 * pg.numel(), fwd.numel() + 3 * grad.numel()
+        assert cost <= 1.5 * exact  # a backward counts two forwards: at most what padding one part costs
+        if grad.numel() == 0 and spare.numel() >= bucket(fwd.numel()) - fwd.numel():
+            assert pf.numel() == bucket(fwd.numel())  # forward-only: padded whenever finished rows suffice
+    assert padded > 250
+
+
+def test_a_bucket_sized_working_set_that_only_runs_forwards_is_always_padded():
+    for total in (8, 12, 16, 24, 32, 48, 64):
+        for live in range(1, total + 1):
+            assert plan(live, 0, total - live) == (bucket(live), 0)
 
 
 def _recording_denoiser(sizes: list):
