@@ -123,8 +123,9 @@ class InversionWriter(BasePredictionWriter):
             return job
         job.meta = pl_module.engine.metadata()
         steps = out.inversion.per_sample()
-        latent, recon, target = out.latent.cpu(), out.recon.cpu(), out.target.cpu()
+        latent, recon = out.latent.cpu(), out.recon.cpu()
         edit = out.edit.cpu() if out.edit is not None else None
+        target = out.target.cpu() if edit is not None else None  # the input image: only the edit grid shows it
         for i, sample_id in enumerate(prediction["id"]):
             record = {"id": sample_id, "source": prediction["source"][i], "prompt": prediction["prompt"][i]}
             record.update({k: (v[i] if v is not None else None) for k, v in out.metrics.items()})

@@ -29,8 +29,8 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     import json
     import os
 
-    env = {**os.environ, "PYTHON": sys.executable, "RUNS": "mini|1|--solver adamw fixed_point", "PRECISION": "fp32",
-           "THROUGHPUT": "mini|4 12|data.batch_size=4 method.max_iters=20", "ITERS": "1", "GPU_TESTS": "0",
+    env = {**os.environ, "PYTHON": sys.executable, "PRECISION": "fp32", "ITERS": "1", "GPU_TESTS": "0",
+           "STEPS": "fit|mini|4 12|data.batch_size=4 method.max_iters=20\nspeed|mini|1|--solver adamw fixed_point",
            "RESULTS": str(tmp_path / "results.jsonl"), "OUT": str(tmp_path / "out")}
     (tmp_path / "out").mkdir()
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
