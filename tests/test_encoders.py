@@ -1,9 +1,6 @@
 """encoder=decoder_inversion: past the VAE round trip, never worse than the posterior mean, refused for pixels."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -33,29 +30,25 @@ def test_pixel_models_refuse_with_the_fix():
 
 
 @pytest.mark.slow
-def test_fit_with_decoder_inversion_beats_the_ceiling_and_resume_refuses_a_changed_encoder(tiny_sd, tmp_path):
+def test_fit_with_decoder_inversion_beats_the_ceiling_and_resume_refuses_a_changed_encoder(tiny_sd, tmp_path,
+                                                                                          fit_in_process):
     from preciseinv.tiny import write_images
 
     write_images(tmp_path / "imgs", ["a.png", "b.png"], size=32)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
     def fit(*args):
-        return subprocess.run([sys.executable, "-m", "preciseinv.fit", f"model.path={tiny_sd}", "data=folder",
-                               f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "~logger", *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=900)
+        return fit_in_process(f"model.path={tiny_sd}", "data=folder", f"data.root={tmp_path / 'imgs'}",
+                              "data.num_workers=0", "~logger", *args)
 
-    assert fit("method=ceiling", f"output_dir={tmp_path / 'ceiling'}").returncode == 0
-    proc = fit("encoder=decoder_inversion", "encoder.max_iters=100", f"output_dir={tmp_path / 'out'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ceiling = json.loads((tmp_path / "ceiling" / "summary.json").read_text())
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    ceiling = fit("method=ceiling", f"output_dir={tmp_path / 'ceiling'}")
+    summary = fit("encoder=decoder_inversion", "encoder.max_iters=100", f"output_dir={tmp_path / 'out'}")
     assert summary["decoder_psnr_mean"] > summary["roundtrip_psnr_mean"] and summary["decoder_cost_mean"] > 0
     assert summary["psnr_mean"] > ceiling["psnr_mean"] + 1.0  # the inversion's image beats the VAE round trip
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "out" / "latents" / "a.safetensors"), "pt") as f:
         assert json.loads(f.metadata()["preciseinv"])["encoder"]["name"] == "decoder_inversion"
-    proc = fit(f"output_dir={tmp_path / 'out'}")  # encoder=mean into the same folder
-    assert proc.returncode == 2 and "other settings (encoder)" in proc.stderr
-    proc = fit("model.path=null", "encoder=decoder_inversion", f"output_dir={tmp_path / 'pixel'}")
-    assert proc.returncode == 2 and "pixel space" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(PreciseInvError, match=r"other settings \(encoder\)"):
+        fit(f"output_dir={tmp_path / 'out'}")  # encoder=mean into the same folder
+    with pytest.raises(PreciseInvError, match="pixel space"):
+        fit("model.path=null", "encoder=decoder_inversion", f"output_dir={tmp_path / 'pixel'}")

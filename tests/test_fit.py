@@ -21,30 +21,16 @@ def fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=900)
 
 
-def fit_in_process(*overrides: str) -> dict:
-    """``fit.run`` on the composed config, in this process: the same code as the command after its argument
-    parsing, without a new interpreter's start-up (the family matrix below runs it many times); returns the
-    summary. The command itself is tested by the subprocess tests."""
-    from hydra import compose, initialize_config_dir
-
-    from preciseinv.fit import CONFIG_DIR, register_resolvers, run
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("fit", overrides=list(overrides))
-    return run(cfg)
-
-
 @pytest.fixture(scope="module")
-def default_runs(tmp_path_factory):
-    """The README's default command with each method (and the paper's solver), from an unrelated directory."""
+def default_runs(tmp_path_factory, fit_in_process):
+    """The README's default command from an unrelated directory, and the same run with DDIM inversion and with the
+    paper's solver (in process: the same code after argument parsing)."""
     root = tmp_path_factory.mktemp("default")
-    outs = {}
-    for name, args in {"preciseinv": [], "ddim": ["method=ddim"], "adamw": ["solver=adamw"]}.items():
-        proc = fit(*args, f"output_dir={root / ('run-' + name)}", cwd=root)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outs[name] = root / f"run-{name}"
-    return outs
+    proc = fit(f"output_dir={root / 'run-preciseinv'}", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, args in {"ddim": ["method=ddim"], "adamw": ["solver=adamw"]}.items():
+        fit_in_process(*args, f"output_dir={root / ('run-' + name)}")
+    return {name: root / f"run-{name}" for name in ("preciseinv", "ddim", "adamw")}
 
 
 def summary(out: Path) -> dict:
@@ -121,7 +107,7 @@ def test_reconstruction_from_a_latent_file_reproduces_the_manifest(default_runs)
     ("tiny_flux", "euler", 1e-4), ("tiny_flux_dev", "euler", 1e-4),  # FLUX.1 [schnell]- and [dev]-shaped
     ("tiny_sd35", "euler", 1e-4),  # SD3.5: the scheduler's resolution-dependent shift
 ])
-def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_path):
+def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_path, fit_in_process):
     """SD1 (epsilon), SD2-style (v-prediction), SDXL-, SD3- (flow, Euler) and LCM-shaped pipelines from disk, and
     the DDPM sampler (eps* and z* learned jointly): VAE latents, text conditioning, every step reaches eta, and
     the latent file alone (x*_T, plus the step noises for lcm/ddpm) reproduces the reconstruction, with the
@@ -172,23 +158,23 @@ def test_unknown_preset_lists_the_known_ones(tmp_path):
     assert proc.returncode != 0 and "Could not find 'model/sd99'" in proc.stderr and "sd15" in proc.stderr
 
 
-def test_rerun_resumes_and_refuses_other_settings(tmp_path):
+def test_rerun_resumes_and_refuses_other_settings(tmp_path, fit_in_process):
+    from preciseinv.errors import PreciseInvError
     from preciseinv.tiny import write_images
 
     write_images(tmp_path / "imgs", [f"im{i}.png" for i in range(5)], size=40)
     args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "data.batch_size=2",
             "~logger", f"output_dir={tmp_path / 'out'}"]
-    assert fit(*args, cwd=tmp_path).returncode == 0
+    fit_in_process(*args)
     (tmp_path / "out" / "latents" / "im3.safetensors").unlink()  # as if the run died before this one
     first = {r["id"]: r for r in manifest(tmp_path / "out")}
-    proc = fit(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    fit_in_process(*args)
     records = manifest(tmp_path / "out")
     assert sorted(r["id"] for r in records) == [f"im{i}" for i in range(5)]  # each exactly once
     assert records[0] == first[records[0]["id"]]  # finished samples were not redone
     assert summary(tmp_path / "out")["n"] == 5
-    proc = fit(*args[1:], cwd=tmp_path)  # method=preciseinv into the same folder
-    assert proc.returncode == 2 and "holds a run with other settings (method)" in proc.stderr
+    with pytest.raises(PreciseInvError, match=r"holds a run with other settings \(method\)"):
+        fit_in_process(*args[1:])  # method=preciseinv into the same folder
 
 
 def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
@@ -209,7 +195,7 @@ def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
     assert max(int(float(r["images_done"])) for r in rows if r.get("images_done")) == 7
 
 
-def test_a_torn_manifest_line_is_repaired_on_rerun(tmp_path):
+def test_a_torn_manifest_line_is_repaired_on_rerun(tmp_path, fit_in_process):
     """A crash (or a full disk) cut the last record short: the rerun redoes that sample, every line parses and
     every sample is in the manifest once."""
     from preciseinv.tiny import write_images
@@ -217,12 +203,11 @@ def test_a_torn_manifest_line_is_repaired_on_rerun(tmp_path):
     write_images(tmp_path / "imgs", [f"im{i}.png" for i in range(4)], size=40)
     args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "~logger",
             f"output_dir={tmp_path / 'out'}"]
-    assert fit(*args, cwd=tmp_path).returncode == 0
+    fit_in_process(*args)
     path = tmp_path / "out" / "manifest.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # the last record torn
-    proc = fit(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    fit_in_process(*args)
     records = [json.loads(line) for line in path.read_text().splitlines()]  # every line parses
     assert sorted(r["id"] for r in records) == [f"im{i}" for i in range(4)]
     assert summary(tmp_path / "out")["n"] == 4
@@ -244,7 +229,7 @@ def write_aspect_images(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("family", ["tiny_sd", "tiny_sdxl", "tiny_sd3", "tiny_flux"])
-def test_any_aspect_ratio_inverts_at_its_own_shape(family, request, tmp_path):
+def test_any_aspect_ratio_inverts_at_its_own_shape(family, request, tmp_path, fit_in_process):
     """data.crop=none: wide, tall, square and panorama images in shape-bucketed batches of 4; every sample once,
     every step reaches eta, every reconstruction keeps its input's aspect ratio and its latent file regenerates it."""
     from PIL import Image

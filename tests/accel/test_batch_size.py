@@ -21,11 +21,9 @@ def test_largest_fitting_finds_the_capacity(capacity, limit):
     assert len(calls) <= 2 * max(1, limit).bit_length() + 1  # doubling, then bisection: logarithmic
 
 
-def test_auto_is_the_default_and_is_recorded(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "preciseinv.fit", "~logger", f"output_dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"data.batch_size=auto -> {CPU_BATCH} (CPU default)" in proc.stdout
+def test_auto_is_the_default_and_is_recorded(tmp_path, fit_in_process, capsys):
+    fit_in_process("~logger", f"output_dir={tmp_path}")
+    assert f"data.batch_size=auto -> {CPU_BATCH} (CPU default)" in capsys.readouterr().out
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["data"]["batch_size"] == "auto" and run["resolved"]["batch_size"] == CPU_BATCH
 
