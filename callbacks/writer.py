@@ -15,9 +15,9 @@ after its latent file is complete.
 Off the critical path: the batch's tensors are copied to the host on the calling thread, and the encoding (PNG,
 safetensors), writing and fsyncs run on one writer thread, in batch order, while the GPU inverts the next batch
 (``background=auto``, the default: on a GPU; ``false`` writes inline, as ``auto`` does on a CPU, whose cores the
-network already keeps busy: there the thread only competes with it). At most ``max_pending`` batches wait; a write that failed (a full disk) stops
-the run at the next batch with its own error; the end of the run, and any exception or stop request, first waits
-for every queued write, so no finished sample is lost.
+network already keeps busy: there the thread only competes with it). At most ``max_pending`` batches wait; a write
+that failed (a full disk) stops the run at the next batch with its own error; the end of the run, and any
+exception or stop request, first waits for every queued write, so no finished sample is lost.
 """
 
 from __future__ import annotations

@@ -73,20 +73,19 @@ def tiny_pixel(tmp_path_factory) -> Path:
     return _tiny(tmp_path_factory, "save_tiny_pixel")
 
 
-def _fit_in_process(*overrides: str, config: str = "fit") -> dict:
-    """``fit.run`` on the composed config, in this process: the command's code after its argument parsing, without
-    a new interpreter's start-up; returns the summary and raises what the command prints as one line. The command
-    itself (argument parsing, one-line errors, signals, DDP) is tested with subprocesses."""
+@pytest.fixture(scope="session")
+def fit_in_process():
+    """``fit(*overrides)``: ``fit.run`` on the composed config, in this process: the command's code after its
+    argument parsing, without a new interpreter's start-up; returns the summary and raises what the command prints
+    as one line. The command itself (argument parsing, one-line errors, signals, DDP) is tested with subprocesses."""
     from hydra import compose, initialize_config_dir
 
     from preciseinv.fit import CONFIG_DIR, register_resolvers, run
 
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config, overrides=list(overrides))
-    return run(cfg)
+    def fit(*overrides: str) -> dict:
+        register_resolvers()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("fit", overrides=list(overrides))
+        return run(cfg)
 
-
-@pytest.fixture(scope="session")
-def fit_in_process():
-    return _fit_in_process
+    return fit

@@ -4,10 +4,9 @@ On a GPU the probe runs the work that bounds memory at the run's latent size, pr
 denoiser forward and backward w.r.t. its input where the method may differentiate the network (a gradient solver,
 or the hybrid, whose last phase is one), one forward without a graph otherwise (DDIM, ReNoise, ``solver=
 fixed_point``...: far less memory, so far larger batches), for growing batch sizes (doubling, then bisection),
-catching out-of-memory; it keeps
-``headroom`` of the largest that fitted for the solver state, the VAE and the metrics. All ranks take the smallest
-rank's answer (shape-bucketed batches must be the same everywhere). On a CPU, memory is not the limit: ``cpu``
-(8) is used.
+catching out-of-memory; it keeps ``headroom`` of the largest that fitted for the solver state, the VAE (which runs
+``vae_batch`` images at a time) and the metrics. All ranks take the smallest rank's answer (shape-bucketed batches
+must be the same everywhere). On a CPU, memory is not the limit: ``CPU_BATCH`` (8) is used.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Both work in VAE latent space with a ``UNet2DConditionModel``. Conditioning is a
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -43,10 +44,9 @@ class LatentModel(DiffusionModel):
         """``fn`` (an encode or a decode) over ``x`` (B, ...), ``vae_batch`` samples at a time, in the VAE's dtype
         (fp32 outside autocast where the VAE must be upcast)."""
         vae = self.modules["vae"]
-        if self.vae_upcast or vae.dtype == torch.float32:
-            with torch.autocast(x.device.type, enabled=False):
-                return torch.cat([fn(chunk) for chunk in x.float().split(self.vae_batch)])
-        return torch.cat([fn(chunk) for chunk in x.to(vae.dtype).split(self.vae_batch)])
+        fp32 = self.vae_upcast or vae.dtype == torch.float32
+        with torch.autocast(x.device.type, enabled=False) if fp32 else contextlib.nullcontext():
+            return torch.cat([fn(chunk) for chunk in x.to(torch.float32 if fp32 else vae.dtype).split(self.vae_batch)])
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         latent = self._vae(lambda x: self.modules["vae"].encode(x).latent_dist.mean, images)  # (B, 4, H/8, W/8)

@@ -42,8 +42,7 @@ class SolverLoop:
             raise PreciseInvError(f"method.max_iters must be >= 0, got {max_iters}")
         self.eta, self.max_iters, self.sync_every = eta, max_iters, max(1, sync_every)
         self.callback = callback
-        self.buckets = buckets  # None: pad to bucket sizes when the problem's network is shape-specialised
-        self._pad = bool(buckets)
+        self.buckets = buckets  # None: pad to bucket sizes when the problem's network records CUDA graphs
 
     def run(self, problem) -> SolverStats:
         """Solve ``problem`` (a ``NoiseSubproblem``) in place: on return ``problem.eps`` holds eps* of every sample."""
