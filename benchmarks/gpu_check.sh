@@ -6,11 +6,13 @@
 #     SD3-medium (1024 px) denoisers with random weights and the embedded model, per solver kind (adamw: forward +
 #     backward; fixed_point: forward only), eager, then compiled (CUDA graphs on mini; inductor on SD1.5 last: its
 #     compilation may not finish in the time left);
+#   - `pipe` steps: benchmarks/random_pipeline.py writes a full-size SD1.5-shaped pipeline with random weights to the
+#     folder named (for the `fit` steps after it: SD1.5's real cost end to end, with no download);
 #   - `fit` steps: benchmarks/throughput.py, images per second of `python -m preciseinv.fit` end to end
 #     (data.batch_size=auto probed on the GPU, loader, VAE, solver, writer thread or inline writes).
 # Each measurement is appended to benchmarks/results.jsonl and copied to $OUT (when the device tool provides one)
-# after every step. STEPS lists "speed|model|batches|speed.py flags" and "fit|model|small large|fit overrides"
-# lines. On a CPU, try it small:
+# after every step. STEPS lists "speed|model|batches|speed.py flags", "pipe|sd15|folder|" and
+# "fit|model|small large|fit overrides" lines. On a CPU, try it small:
 #   STEPS="speed|mini|1|" PRECISION=fp32 ITERS=1 GPU_TESTS=0 bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,14 +21,14 @@ results=${RESULTS:-benchmarks/results.jsonl}
 precision=${PRECISION:-bf16}
 iters=${ITERS:-5}
 default_steps="speed|sd15-random|1 64|--solver adamw fixed_point
-fit|mini|64 576|writer.background=true
-fit|mini|64 576|writer.background=false
+pipe|sd15|/tmp/sd15-random|
+fit|sd15|32 160|model.path=/tmp/sd15-random
+fit|sd15|32 128|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25
 speed|sdxl-random|16|--solver adamw fixed_point
 speed|sd3-random|16|--solver adamw fixed_point
-speed|mini|1 64|--solver adamw fixed_point
-speed|mini|1 64|--solver adamw fixed_point --compile reduce-overhead
-fit|mini|64 576|model.compile=reduce-overhead writer.background=true
-speed|sd15-random|64|--solver fixed_point adamw --compile true"
+speed|sd15-random|64|--solver fixed_point adamw --compile true
+fit|mini|64 576|writer.background=true
+fit|mini|64 576|writer.background=false"
 steps=${STEPS-$default_steps}
 
 save() {  # the rows so far, where the device tool collects files
@@ -42,7 +44,10 @@ if ! "$py" -c "import diffusers, hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 
   site=${SITE:-/tmp/preciseinv-site}
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
     || { echo "gpu_check: cannot install the wheels in .whl/" >&2; exit 3; }
-  "$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target "$site" . \
+  # this checkout: its wheel when one was built into .whl/ (`pip wheel --no-deps -w .whl .`: no build backend
+  # needed there), else built there (needs setuptools >= 69)
+  ls .whl/preciseinv-*.whl >/dev/null 2>&1 \
+    || "$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target "$site" . \
     || { echo "gpu_check: cannot install this checkout (pip --target)" >&2; exit 3; }
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
@@ -69,6 +74,9 @@ while IFS='|' read -r kind model sizes flags; do
       # shellcheck disable=SC2086
       timeout "${RUN_TIMEOUT:-200}" "$py" benchmarks/speed.py --model "$model" --batch $sizes --iters "$iters" \
         --precision "$precision" --out "$results" $flags || echo "($kind $model $flags: failed or timed out)";;
+    pipe)
+      timeout "${RUN_TIMEOUT:-200}" "$py" benchmarks/random_pipeline.py "$sizes" \
+        || echo "($kind $model $sizes: failed or timed out)";;
     fit)
       overrides=()
       for kv in $flags; do overrides+=(--set "$kv"); done

@@ -79,15 +79,18 @@ def main() -> None:
     row = {"date": str(date.today()), "device": device, "kind": "fit", "model": args.model,
            "resolution": size, "batch": batch, "precision": run["trainer"]["precision"],
            "compile": run["model"].get("compile", False), "solver": run["solver"]["_target_"].rsplit(".", 1)[-1].lower(),
-           "eta": args.eta, "num_steps": run["num_steps"], "overrides": args.sets,
+           "eta": (run.get("method") or {}).get("eta", args.eta), "num_steps": run["num_steps"], "overrides": args.sets,
            "ms_per_image_iteration": None, "images_per_second": rate, "peak_memory_mb": summary.get("peak_memory_mb"),
            "psnr_mean": summary.get("psnr_mean"), "converged_fraction": summary.get("converged_fraction"),
+           "cost_mean": summary.get("cost_mean"), "nfe_forward_mean": summary.get("nfe_forward_mean"),
+           "nfe_backward_mean": summary.get("nfe_backward_mean"),
            "startup_seconds": t_small - small / rate}
-    print("| model | device | batch | solver | eta | overrides | runs (images: s) | images/s | start-up s | PSNR |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | device | batch | solver | eta | overrides | runs (images: s) | images/s | start-up s | PSNR | cost/image |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     psnr = f"{row['psnr_mean']:.2f}" if row["psnr_mean"] is not None else "-"
-    print(f"| {args.model} | {device} | {batch} | {row['solver']} | {args.eta:g} | {' '.join(args.sets) or '-'} | "
-          f"{small}: {t_small:.1f}, {large}: {t_large:.1f} | {rate:.2f} | {row['startup_seconds']:.1f} | {psnr} |")
+    print(f"| {args.model} | {device} | {batch} | {row['solver']} | {row['eta']:g} | {' '.join(args.sets) or '-'} | "
+          f"{small}: {t_small:.1f}, {large}: {t_large:.1f} | {rate:.2f} | {row['startup_seconds']:.1f} | {psnr} | "
+          f"{row['cost_mean'] if row['cost_mean'] is not None else '-'} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a") as f:
