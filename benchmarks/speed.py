@@ -160,7 +160,8 @@ def sync(device):
 
 
 def time_iterations(model, batch, iters, device, precision, solver="adamw") -> float:
-    """Seconds per image-iteration of the solver at batch size ``batch`` (after a warm-up)."""
+    """Seconds per image-iteration of the solver at batch size ``batch`` (after a warm-up). ``precision`` "true"
+    runs the network in its weights' dtype with no autocast."""
     sampler = model.sampler()
     x0 = torch.randn(batch, *model.latent_shape, device=device)
     problem = NoiseSubproblem(sampler, model.predict, 1, x0, x0, torch.randn_like(x0), model.condition(batch),
@@ -180,6 +181,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--no-autocast", action="store_true",
+                   help="run the random denoisers in --precision's dtype throughout (no autocast: GroupNorm and "
+                        "softmax stay in half precision; fit's model.dtype=bfloat16 model.precision=32-true)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--solver", nargs="+", default=["adamw"], choices=list(SOLVERS))
@@ -192,6 +196,7 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     configure_backends()
+    compute = "true" if args.no_autocast else args.precision  # the autocast name (anything unknown: none)
     compile = {"false": False, "true": True}.get(args.compile.lower(), args.compile)
     model = RANDOM[args.model](device, torch.float32 if device.type == "cpu" else dtype) if args.model in RANDOM \
         else LoadedModel(args.model, device, "float32")
@@ -208,7 +213,8 @@ def main() -> None:
             with open(args.out, "a") as f:
                 f.write(json.dumps({"date": str(date.today()), "device": name, "model": model.name,
                                     "resolution": model.resolution, "precision": args.precision, "compile": compile,
-                                    "channels_last": args.channels_last, **row}) + "\n")
+                                    "channels_last": args.channels_last, "autocast": not args.no_autocast,
+                                    **row}) + "\n")
 
     print("| model | device | precision | compile | channels_last | solver | batch | ms / image-iteration | "
           "images/s at 100 iterations | peak MB |")
@@ -217,9 +223,9 @@ def main() -> None:
         for batch in args.batch:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            head = f"| {args.model} | {shown} | {args.precision} | {compile} | {args.channels_last} | {solver} | {batch} |"
+            head = f"| {args.model} | {shown} | {args.precision}{' (no autocast)' if args.no_autocast else ''} | {compile} | {args.channels_last} | {solver} | {batch} |"
             try:
-                sec = time_iterations(model, batch, args.iters, device, args.precision, solver)
+                sec = time_iterations(model, batch, args.iters, device, compute, solver)
             except torch.OutOfMemoryError:
                 print(f"{head} out of memory | | |")
                 break
@@ -235,7 +241,7 @@ def main() -> None:
         engine = InversionEngine(model.model, PreciseInv(eta=1e-3, max_iters=200, solver=partial(AdamW, lr=0.1)), 2,
                                  metrics=ImageMetrics(False))
         images = torch.rand(max(args.batch), 3, model.resolution, model.resolution, device=device) * 2 - 1
-        with autocast(device, args.precision):
+        with autocast(device, compute):
             out = engine.run(images)
         print(f"\nend to end (encode, invert T=2 at eta=1e-3, reconstruct, metrics), batch {images.shape[0]} of "
               f"random images: {out.seconds_per_image:.3f} s/image")
