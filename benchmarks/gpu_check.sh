@@ -23,8 +23,8 @@ iters=${ITERS:-5}
 # Measured on an H100 on 2026-11-27 (docs/benchmarks.md): eager speed of the three denoisers, SD1.5 inductor
 # forward, SD1.5 end to end. What is still open comes first: the network in bf16 without autocast (A/B against
 # autocast in the same call), the compiled gradient step, the writer thread on SD1.5, CUDA graphs.
-default_steps="speed|sd15-random|64|--solver adamw fixed_point
-speed|sd15-random|64|--solver adamw fixed_point --no-autocast
+default_steps="speed|sd15-random|1 64|--solver adamw fixed_point
+speed|sd15-random|1 64|--solver adamw fixed_point --no-autocast
 pipe|sd15|/tmp/sd15-random|
 fit|sd15|32 160|model.path=/tmp/sd15-random writer.background=true
 fit|sd15|32 160|model.path=/tmp/sd15-random writer.background=false

@@ -136,21 +136,30 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
         assert abs(psnr(image[None], load_image(rec["source"], image.shape[-1])[None]).item() - rec["psnr"]) < 0.01
 
 
+def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
+    """The command prints a PreciseInvError as one line and exits 2 (the other bad settings: in process, below)."""
+    proc = fit("model.path=/no/such/model", f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("preciseinv: error:")]
+    assert len(errors) == 1 and "does not exist" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("args,message", [
-    (["model.path=/no/such/model"], "does not exist"),
     (["model.path=nobody/nothing"], "could not fetch hub model"),
     (["method.eta=0"], "method.eta must be > 0"),
     (["num_steps=0"], "num_steps must be at least 1"),
     (["data=folder", "data.root=EMPTY"], "no images found"),
+    (["data.batch_size=0"], "data.batch_size must be a positive integer or auto"),
 ])
-def test_bad_settings_give_one_clear_line(args, message, tmp_path):
+def test_bad_settings_raise_one_clear_line(args, message, tmp_path, fit_in_process):
+    from preciseinv.errors import PreciseInvError
+
     (tmp_path / "empty").mkdir()
     args = [a.replace("EMPTY", str(tmp_path / "empty")) for a in args]
-    proc = fit(*args, f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("preciseinv: error:")]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    with pytest.raises(PreciseInvError, match=message) as error:
+        fit_in_process(*args, "~logger", f"output_dir={tmp_path / 'out'}")
+    assert "\n" not in str(error.value)
 
 
 def test_unknown_preset_lists_the_known_ones(tmp_path):
@@ -271,9 +280,10 @@ def test_shape_buckets_stay_exactly_once_under_two_process_ddp(tmp_path):
     assert summary(tmp_path / "out")["n"] == len(ASPECTS)
 
 
-def test_a_square_size_a_transformer_cannot_take_is_one_line(tiny_flux, tmp_path):
-    proc = fit(f"model.path={tiny_flux}", "data.resolution=42", "~logger", f"output_dir={tmp_path / 'out'}",
-               cwd=tmp_path)  # tiny FLUX: VAE factor 2 x 2x2 packing = 4
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
-        "preciseinv: error: data.resolution=42 is not a multiple of 4, which this model needs (its VAE's factor "
-        "times its patch size): use 40 or 44")
+def test_a_square_size_a_transformer_cannot_take_is_one_line(tiny_flux, tmp_path, fit_in_process):
+    from preciseinv.errors import PreciseInvError
+
+    with pytest.raises(PreciseInvError) as error:  # tiny FLUX: VAE factor 2 x 2x2 packing = 4
+        fit_in_process(f"model.path={tiny_flux}", "data.resolution=42", "~logger", f"output_dir={tmp_path / 'out'}")
+    assert str(error.value) == ("data.resolution=42 is not a multiple of 4, which this model needs (its VAE's factor "
+                                "times its patch size): use 40 or 44")
