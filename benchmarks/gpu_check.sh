@@ -28,7 +28,7 @@ speed|sd15-random|1 64|--solver adamw fixed_point --no-autocast
 pipe|sd15|/tmp/sd15-random|
 fit|sd15|32 160|model.path=/tmp/sd15-random writer.background=true
 fit|sd15|32 160|model.path=/tmp/sd15-random writer.background=false
-fit|sd15|32 128|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 model.dtype=bfloat16 model.precision=32-true
+fit|sd15|32 128|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
 speed|sdxl-random|8|--solver adamw fixed_point --no-autocast
 speed|sd3-random|8|--solver adamw fixed_point --no-autocast
 speed|sd15-random|64|--solver adamw --compile true

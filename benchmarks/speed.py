@@ -183,7 +183,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--no-autocast", action="store_true",
                    help="run the random denoisers in --precision's dtype throughout (no autocast: GroupNorm and "
-                        "softmax stay in half precision; fit's model.dtype=bfloat16 model.precision=32-true)")
+                        "softmax stay in half precision; fit's trainer.precision=bf16-true)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--solver", nargs="+", default=["adamw"], choices=list(SOLVERS))

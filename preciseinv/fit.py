@@ -25,6 +25,22 @@ def gpu_or_fp32(precision: str) -> str:
     return str(precision) if torch.cuda.is_available() else "32-true"
 
 
+# Lightning's "true" half precisions: weights in half, no autocast
+TRUE_HALF = {"bf16-true": "bfloat16", "16-true": "float16", "fp16-true": "float16"}
+
+
+def true_half(cfg) -> None:
+    """``trainer.precision=bf16-true`` / ``16-true`` (or a preset's ``model.precision`` of that kind): the networks'
+    weights in half precision with no autocast (GroupNorm and softmax then run in half as well), the solver in
+    fp32. Lightning would also make every tensor created in the step half (its default dtype), ε* and the solver
+    state included, which the residual cannot afford at small eta; so the weights' dtype goes to ``model.dtype``
+    and Lightning gets 32-true."""
+    precision = str(cfg.trainer.get("precision"))
+    if precision in TRUE_HALF:
+        cfg.model.dtype = TRUE_HALF[precision]
+        cfg.trainer.precision = "32-true"
+
+
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
@@ -95,6 +111,7 @@ def run(cfg) -> dict:
         raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
+    true_half(cfg)
     model_spec = build(cfg.model)
     method = build(cfg.method)
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
