@@ -29,13 +29,19 @@ def gpu_or_fp32(precision: str) -> str:
 TRUE_HALF = {"bf16-true": "bfloat16", "16-true": "float16", "fp16-true": "float16"}
 
 
-def true_half(cfg) -> None:
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", *TRUE_HALF)
+
+
+def resolve_precision(cfg) -> None:
     """``trainer.precision=bf16-true`` / ``16-true`` (or a preset's ``model.precision`` of that kind): the networks'
     weights in half precision with no autocast (GroupNorm and softmax then run in half as well), the solver in
     fp32. Lightning would also make every tensor created in the step half (its default dtype), ε* and the solver
     state included, which the residual cannot afford at small eta; so the weights' dtype goes to ``model.dtype``
-    and Lightning gets 32-true."""
+    and Lightning gets 32-true. Lightning's other precisions (64-true, transformer-engine) are one line."""
     precision = str(cfg.trainer.get("precision"))
+    if precision not in PRECISIONS:
+        raise PreciseInvError(f"trainer.precision={precision} is not one this engine runs: 32-true; 16-mixed or "
+                              "bf16-mixed (autocast); 16-true or bf16-true (weights in half, the solver in fp32)")
     if precision in TRUE_HALF:
         cfg.model.dtype = TRUE_HALF[precision]
         cfg.trainer.precision = "32-true"
@@ -111,7 +117,7 @@ def run(cfg) -> dict:
         raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
-    true_half(cfg)
+    resolve_precision(cfg)
     model_spec = build(cfg.model)
     method = build(cfg.method)
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)

@@ -162,6 +162,8 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["num_steps=0"], "num_steps must be at least 1"),
     (["data=folder", "data.root=EMPTY"], "no images found"),
     (["data.batch_size=0"], "data.batch_size must be a positive integer or auto"),
+    (["trainer.precision=64-true"], "trainer.precision=64-true is not one this engine runs"),
+    (["trainer.precision=nonsense"], "trainer.precision=nonsense is not one this engine runs"),
 ])
 def test_bad_settings_raise_one_clear_line(args, message, tmp_path, fit_in_process):
     from preciseinv.errors import PreciseInvError
