@@ -189,6 +189,7 @@ def main() -> None:
     p.add_argument("--solver", nargs="+", default=["adamw"], choices=list(SOLVERS))
     p.add_argument("--compile", default="false", help="false | true | a torch.compile mode")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-end-to-end", action="store_true", help="skip the engine's end-to-end run (loaded models)")
     p.add_argument("--out", type=Path, default=None, help="append one JSON object per measurement (results.jsonl)")
     args = p.parse_args()
     if args.threads:
@@ -220,20 +221,27 @@ def main() -> None:
           "images/s at 100 iterations | peak MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for solver in args.solver:
-        for batch in args.batch:
+        sizes, fitted = sorted(args.batch), 0
+        while sizes:  # out of memory at a size: half of it next (down to the last size that fitted)
+            batch = sizes.pop(0)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            head = f"| {args.model} | {shown} | {args.precision}{' (no autocast)' if args.no_autocast else ''} | {compile} | {args.channels_last} | {solver} | {batch} |"
+            head = (f"| {args.model} | {shown} | {args.precision}{' (no autocast)' if args.no_autocast else ''} | "
+                    f"{compile} | {args.channels_last} | {solver} | {batch} |")
             try:
                 sec = time_iterations(model, batch, args.iters, device, compute, solver)
             except torch.OutOfMemoryError:
-                print(f"{head} out of memory | | |")
-                break
+                print(f"{head} out of memory | | |", flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                sizes = [batch // 2] if batch // 2 > fitted else []
+                continue
+            fitted = batch
             peak = peak_memory_mb(device)
             print(f"{head} {sec * 1e3:.2f} | {1 / (sec * 100):.2f} | {peak:.0f} |", flush=True)
             record(kind="iteration", solver=solver, batch=batch, ms_per_image_iteration=sec * 1e3,
                    images_per_second=None, peak_memory_mb=peak)
-    if isinstance(model, LoadedModel):
+    if isinstance(model, LoadedModel) and not args.no_end_to_end:
         from preciseinv.engine import InversionEngine
         from preciseinv.methods import PreciseInv
         from preciseinv.metrics import ImageMetrics

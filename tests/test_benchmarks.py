@@ -48,3 +48,24 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     assert fit["batch"] == 4 and fit["images_per_second"] > 0 and fit["overrides"][0] == "data.batch_size=4"
     assert fit["psnr_mean"] is not None and fit["cost_mean"] > 0 and fit["eta"] == 1e-2
     assert all(row["autocast"] is False for row in rows[1:])  # speed.py --no-autocast
+
+
+def test_speed_halves_a_batch_that_does_not_fit(monkeypatch, capsys):
+    """speed.py measures each solver up to the largest batch that fits: out of memory at a size, it tries half of
+    it, down to the last size that fitted (the timing stubbed to run out of memory above 10 samples)."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import speed
+
+    def time_iterations(model, batch, *args):
+        if batch > 10:
+            raise torch.OutOfMemoryError("stub")
+        return 1e-3
+
+    monkeypatch.setattr(speed, "time_iterations", time_iterations)
+    monkeypatch.setattr(sys, "argv", ["speed.py", "--model", "mini", "--batch", "16", "4", "--solver", "adamw",
+                                     "--no-end-to-end"])
+    speed.main()
+    rows = [line.split("|")[7:9] for line in capsys.readouterr().out.splitlines() if line.startswith("| mini |")]
+    assert [(b.strip(), ms.strip()) for b, ms in rows] == [("4", "1.00"), ("16", "out of memory"), ("8", "1.00")]
