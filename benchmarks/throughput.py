@@ -84,7 +84,7 @@ def main() -> None:
            "psnr_mean": summary.get("psnr_mean"), "converged_fraction": summary.get("converged_fraction"),
            "cost_mean": summary.get("cost_mean"), "nfe_forward_mean": summary.get("nfe_forward_mean"),
            "nfe_backward_mean": summary.get("nfe_backward_mean"),
-           "startup_seconds": t_small - small / rate}
+           "startup_seconds": t_small - small / rate, "startup": (run.get("resolved") or {}).get("startup")}
     print("| model | device | batch | solver | eta | overrides | runs (images: s) | images/s | start-up s | PSNR | cost/image |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     psnr = f"{row['psnr_mean']:.2f}" if row["psnr_mean"] is not None else "-"

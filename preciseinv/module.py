@@ -7,6 +7,8 @@ registered children, so DDP never wraps it and no checkpoint holds it. ``Trainer
 
 from __future__ import annotations
 
+import time
+
 import torch
 from lightning.pytorch import LightningModule
 
@@ -32,16 +34,23 @@ class InversionModule(LightningModule):
         self.edit_metrics = None
         self.run_record = None  # run.json, where resolved settings (batch_size=auto) are recorded
         self.engine: InversionEngine | None = None
+        self.startup: dict[str, float] = {}  # seconds: model load, move to the device, batch probe (run.json)
 
     def setup(self, stage: str) -> None:
         if self.engine is None:
+            start = time.perf_counter()
             model = self.model_spec.load(device="cpu")
+            self.startup["model_load_s"] = round(time.perf_counter() - start, 2)
             self.engine = InversionEngine(model, self.method, self.num_steps, self.timestep_spacing, self.timesteps,
                                           guidance_scale=self.guidance_scale, metrics=ImageMetrics(self.lpips),
                                           sampler=self.sampler_name, encoder=self.encoder)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if data is not None and str(getattr(data, "batch_size", "")) == "auto":
             self.resolve_batch_size(data)
+        if self.run_record is not None and self._trainer is not None and self.trainer.is_global_zero:
+            from preciseinv.outputs.run_record import record_resolved
+
+            record_resolved(self.run_record, {"startup": dict(self.startup)})  # where a run's first minute goes
 
     def resolve_batch_size(self, data) -> int:
         """``data.batch_size=auto``: probe the device once (``preciseinv.accel.batch_size``), agree over ranks, and
@@ -49,8 +58,12 @@ class InversionModule(LightningModule):
         from preciseinv.accel.batch_size import agree, probe
 
         device = self.trainer.strategy.root_device
+        start = time.perf_counter()
         self.engine.model.to(device)
+        self.startup["model_to_device_s"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
         n = agree(probe(self.engine, data.resolution, device, str(self.trainer.precision)), self.trainer)
+        self.startup["batch_probe_s"] = round(time.perf_counter() - start, 2)
         data.set_batch_size(n)
         if self.trainer.is_global_zero:
             how = "probed on the GPU" if device.type == "cuda" else "CPU default"

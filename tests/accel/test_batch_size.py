@@ -24,6 +24,8 @@ def test_auto_is_the_default_and_is_recorded(tmp_path, fit_in_process, capsys):
     assert f"data.batch_size=auto -> {CPU_BATCH} (CPU default)" in capsys.readouterr().out
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["data"]["batch_size"] == "auto" and run["resolved"]["batch_size"] == CPU_BATCH
+    startup = run["resolved"]["startup"]  # where the first seconds went, for the GPU runs' minute of start-up
+    assert set(startup) == {"model_load_s", "model_to_device_s", "batch_probe_s"} and startup["model_load_s"] > 0
 
 
 def test_the_probe_differentiates_the_network_only_for_methods_that_do(tiny_sd):
