@@ -4,8 +4,8 @@
 #   - the GPU-only tests (tests/accel: CUDA's sync debug mode raises on any host sync in the inner iteration);
 #   - `speed` steps: benchmarks/speed.py, the engine's ms per image-iteration for SD1.5 (512 px), SDXL (1024 px) and
 #     SD3-medium (1024 px) denoisers with random weights and the embedded model, per solver kind (adamw: forward +
-#     backward; fixed_point: forward only), eager, then compiled (CUDA graphs on mini; inductor on SD1.5 last: its
-#     compilation may not finish in the time left);
+#     backward; fixed_point: forward only), under autocast or with the weights in bf16 and no autocast, eager or
+#     compiled (a batch that does not fit is halved until one does);
 #   - `pipe` steps: benchmarks/random_pipeline.py writes a full-size SD1.5-shaped pipeline with random weights to the
 #     folder named (for the `fit` steps after it: SD1.5's real cost end to end, with no download);
 #   - `fit` steps: benchmarks/throughput.py, images per second of `python -m preciseinv.fit` end to end
@@ -20,17 +20,21 @@ py=${PYTHON:-python}
 results=${RESULTS:-benchmarks/results.jsonl}
 precision=${PRECISION:-bf16}
 iters=${ITERS:-5}
-# Measured on an H100 on 2026-11-27 (docs/benchmarks.md): eager speed of the three denoisers, SD1.5 inductor
-# forward, SD1.5 end to end. What is still open comes first: the network in bf16 without autocast (A/B against
-# autocast in the same call), the compiled gradient step, the writer thread on SD1.5, CUDA graphs.
+# Measured on an H100 on 2026-11-27 (docs/benchmarks.md): eager speed of the three denoisers under autocast, the
+# SD1.5 inductor forward, SD1.5 end to end under 16-mixed. What is still open comes first, each A/B in one call: the
+# networks in bf16 without autocast against bf16 autocast, end to end too; the writer thread on SD1.5; the
+# compiled gradient step; CUDA graphs.
 default_steps="speed|sd15-random|1 64|--solver adamw fixed_point
 speed|sd15-random|1 64|--solver adamw fixed_point --no-autocast
 pipe|sd15|/tmp/sd15-random|
+fit|sd15|16 80|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed
+fit|sd15|16 80|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
 fit|sd15|32 160|model.path=/tmp/sd15-random writer.background=true
 fit|sd15|32 160|model.path=/tmp/sd15-random writer.background=false
-fit|sd15|32 128|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
-speed|sdxl-random|8|--solver adamw fixed_point --no-autocast
-speed|sd3-random|8|--solver adamw fixed_point --no-autocast
+speed|sdxl-random|16|--solver adamw fixed_point
+speed|sdxl-random|16|--solver adamw fixed_point --no-autocast
+speed|sd3-random|16|--solver adamw fixed_point
+speed|sd3-random|16|--solver adamw fixed_point --no-autocast
 speed|sd15-random|64|--solver adamw --compile true
 speed|mini|1 64|--solver adamw fixed_point --compile reduce-overhead
 fit|mini|64 576|model.compile=reduce-overhead"
@@ -49,11 +53,27 @@ if ! "$py" -c "import diffusers, hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 
   site=${SITE:-/tmp/preciseinv-site}
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
     || { echo "gpu_check: cannot install the wheels in .whl/" >&2; exit 3; }
-  # this checkout: its wheel when one was built into .whl/ (`pip wheel --no-deps -w .whl .`: no build backend
-  # needed there), else built there (needs setuptools >= 69)
-  ls .whl/preciseinv-*.whl >/dev/null 2>&1 \
-    || "$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target "$site" . \
-    || { echo "gpu_check: cannot install this checkout (pip --target)" >&2; exit 3; }
+  # this checkout: its wheel when one was built into .whl/ (`pip wheel --no-deps --no-build-isolation -w .whl .`:
+  # no build backend needed there), unless the wheel's files differ from the checkout's; else built there (needs
+  # setuptools >= 69 there)
+  stale=$("$py" - "$site" <<'PY'
+import pathlib, sys
+site = pathlib.Path(sys.argv[1]) / "preciseinv"
+for src, dst in {"preciseinv": site, "configs": site / "configs", "datamodules": site / "datamodules",
+                 "callbacks": site / "callbacks"}.items():
+    for f in sorted(pathlib.Path(src).rglob("*")):
+        if f.suffix in (".py", ".yaml") and "__pycache__" not in f.parts:
+            t = dst / f.relative_to(src)
+            if not t.is_file() or t.read_bytes() != f.read_bytes():
+                sys.exit(print(f))
+PY
+)
+  if [ -n "$stale" ] || ! ls .whl/preciseinv-*.whl >/dev/null 2>&1; then
+    [ -n "$stale" ] && echo "gpu_check: the carried preciseinv wheel is not this checkout ($stale differs): building it"
+    "$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target "$site" . \
+      || { echo "gpu_check: cannot install this checkout (pip --target); rebuild its wheel here:" \
+                "pip wheel --no-deps --no-build-isolation -w .whl ." >&2; exit 3; }
+  fi
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 "$py" -c "import diffusers, hydra, preciseinv.encoders" \
@@ -79,14 +99,17 @@ while IFS='|' read -r kind model sizes flags; do
       # shellcheck disable=SC2086
       timeout "${RUN_TIMEOUT:-200}" "$py" benchmarks/speed.py --model "$model" --batch $sizes --iters "$iters" \
         --precision "$precision" --out "$results" $flags || echo "($kind $model $flags: failed or timed out)";;
-    pipe)
+    pipe)  # only SD1.5 has a full-size random pipeline
+      if [ "$model" != sd15 ]; then echo "(pipe: no random pipeline for $model; sd15 only)"; continue; fi
       timeout "${RUN_TIMEOUT:-200}" "$py" benchmarks/random_pipeline.py "$sizes" \
         || echo "($kind $model $sizes: failed or timed out)";;
     fit)
       overrides=()
+      set -f  # overrides such as timesteps=[1,501] are not file patterns
       for kv in $flags; do overrides+=(--set "$kv"); done
+      set +f
       # shellcheck disable=SC2086
-      timeout "${RUN_TIMEOUT:-200}" "$py" benchmarks/throughput.py --model "$model" --images $sizes \
+      timeout "${FIT_TIMEOUT:-400}" "$py" benchmarks/throughput.py --model "$model" --images $sizes \
         --out "$results" "${overrides[@]}" || echo "($kind $model $flags: failed or timed out)";;
     *) echo "(unknown step kind $kind)";;
   esac

@@ -1,7 +1,8 @@
 """A full-size Stable Diffusion 1.5-shaped pipeline with random weights, saved as a diffusers directory, so that
 ``python -m preciseinv.fit`` (and ``benchmarks/throughput.py``) can run end to end at SD1.5's real cost on a machine
-with no download: SD1.5's UNet (860 M parameters), VAE (84 M, 512 px images) and CLIP ViT-L text encoder (123 M;
-the local byte-level tokenizer of ``preciseinv.tiny``), the DDIM schedule of SD.
+with no download: SD1.5's UNet (860 M parameters), VAE (84 M, 512 px images) and CLIP ViT-L text encoder (123 M
+with CLIP's vocabulary size; the local byte-level tokenizer of ``preciseinv.tiny`` uses its first ids), the DDIM
+schedule of SD.
 
     python benchmarks/random_pipeline.py /tmp/sd15-random            # on the GPU when there is one (faster init)
     python benchmarks/throughput.py --model sd15 --images 32 160 --set model.path=/tmp/sd15-random
@@ -36,7 +37,7 @@ def save_random_sd15(out: Path, device: str = "cpu", seed: int = 0) -> Path:
                             sample_size=512)
         text = CLIPTextModel(CLIPTextConfig(
             hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-            projection_dim=768, max_position_embeddings=77, vocab_size=len(tokenizer),
+            projection_dim=768, max_position_embeddings=77, vocab_size=49408,  # CLIP's (the local one uses ~520 ids)
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id)).eval()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,

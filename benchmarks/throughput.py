@@ -39,6 +39,14 @@ def synthetic_images(folder: Path, n: int, size: int, seed: int = 0) -> Path:
     return folder
 
 
+def precision_name(run: dict) -> str:
+    """The run's precision as the user named it: fit hands bf16-true / 16-true to Lightning as 32-true with
+    ``model.dtype`` set to the half dtype."""
+    precision, dtype = str(run["trainer"]["precision"]), run["model"]["dtype"]
+    half = {"bfloat16": "bf16-true", "float16": "16-true"}
+    return half.get(dtype, precision) if precision in ("32-true", "32") else precision
+
+
 def fit(model: str, root: Path, output: Path, sets: list[str]) -> tuple[float, dict, dict]:
     """(wall seconds, summary.json, run.json) of one fit run."""
     cmd = [sys.executable, "-m", "preciseinv.fit", f"model={model}", "data=folder", f"data.root={root}",
@@ -76,8 +84,9 @@ def main() -> None:
     rate = (large - small) / max(1e-9, t_large - t_small)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     batch = (run.get("resolved") or {}).get("batch_size", run["data"]["batch_size"])
+    precision = precision_name(run)
     row = {"date": str(date.today()), "device": device, "kind": "fit", "model": args.model,
-           "resolution": size, "batch": batch, "precision": run["trainer"]["precision"],
+           "resolution": size, "batch": batch, "precision": precision, "dtype": run["model"]["dtype"],
            "compile": run["model"].get("compile", False), "solver": run["solver"]["_target_"].rsplit(".", 1)[-1].lower(),
            "eta": (run.get("method") or {}).get("eta", args.eta), "num_steps": run["num_steps"], "overrides": args.sets,
            "ms_per_image_iteration": None, "images_per_second": rate, "peak_memory_mb": summary.get("peak_memory_mb"),

@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from preciseinv.accel.settings import autocast
+from preciseinv.accel.settings import AUTOCAST, TRUE_HALF, autocast, check_precision
 from preciseinv.engine import InversionEngine
 from preciseinv.errors import PreciseInvError
 from preciseinv.methods import METHODS, InversionResult, PreciseInv
@@ -103,6 +104,12 @@ class Inverter:
                  precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean"):
         spec = model if isinstance(model, ModelSpec) else (_spec(model) if not isinstance(model, DiffusionModel) else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        precision = check_precision(precision, also=tuple(AUTOCAST))
+        if precision in TRUE_HALF:  # the weights in half, no autocast; eps* and the solver stay fp32
+            if spec is None:
+                raise PreciseInvError(f"precision={precision} loads the weights in half: pass a preset, a path or a "
+                                      "ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
+            spec = dataclasses.replace(spec, dtype=TRUE_HALF[precision])
         self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
         lr = lr if lr is not None else (spec.lr if spec else 0.1)
         if method == "preciseinv":

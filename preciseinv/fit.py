@@ -25,26 +25,25 @@ def gpu_or_fp32(precision: str) -> str:
     return str(precision) if torch.cuda.is_available() else "32-true"
 
 
-# Lightning's "true" half precisions: weights in half, no autocast
-TRUE_HALF = {"bf16-true": "bfloat16", "16-true": "float16", "fp16-true": "float16"}
-
-
-PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", *TRUE_HALF)
-
-
 def resolve_precision(cfg) -> None:
     """``trainer.precision=bf16-true`` / ``16-true`` (or a preset's ``model.precision`` of that kind): the networks'
-    weights in half precision with no autocast (GroupNorm and softmax then run in half as well), the solver in
-    fp32. Lightning would also make every tensor created in the step half (its default dtype), ε* and the solver
-    state included, which the residual cannot afford at small eta; so the weights' dtype goes to ``model.dtype``
-    and Lightning gets 32-true. Lightning's other precisions (64-true, transformer-engine) are one line."""
-    precision = str(cfg.trainer.get("precision"))
-    if precision not in PRECISIONS:
-        raise PreciseInvError(f"trainer.precision={precision} is not one this engine runs: 32-true; 16-mixed or "
-                              "bf16-mixed (autocast); 16-true or bf16-true (weights in half, the solver in fp32)")
+    weights in half precision with no autocast, the solver in fp32. Lightning would also make every tensor created
+    in the step half (its default dtype), ε* and the solver state included, which the residual cannot afford at
+    small eta; so the weights' dtype goes to ``model.dtype`` and Lightning gets 32-true. Lightning's other
+    precisions (64-true, transformer-engine) are one line."""
+    from preciseinv.accel.settings import TRUE_HALF, check_precision
+
+    try:
+        precision = check_precision(cfg.trainer.get("precision"))
+    except PreciseInvError as error:
+        raise PreciseInvError(f"trainer.{error}") from None
     if precision in TRUE_HALF:
+        if cfg.model.dtype not in ("float32", TRUE_HALF[precision]):
+            raise PreciseInvError(f"trainer.precision={precision} stores the weights in {TRUE_HALF[precision]}, "
+                                  f"but model.dtype={cfg.model.dtype}: set one of them")
         cfg.model.dtype = TRUE_HALF[precision]
-        cfg.trainer.precision = "32-true"
+        precision = "32-true"
+    cfg.trainer.precision = precision
 
 
 def register_resolvers() -> None:

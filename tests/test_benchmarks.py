@@ -30,7 +30,7 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     import os
 
     env = {**os.environ, "PYTHON": sys.executable, "PRECISION": "fp32", "ITERS": "1", "GPU_TESTS": "0",
-           "STEPS": "fit|mini|4 12|data.batch_size=4 method.max_iters=20\nspeed|mini|1|--solver adamw fixed_point --no-autocast",
+           "STEPS": "fit|mini|4 12|data.batch_size=4 method.max_iters=20 method.eta=0.05\nspeed|mini|1|--solver adamw fixed_point --no-autocast",
            "RESULTS": str(tmp_path / "results.jsonl"), "OUT": str(tmp_path / "out")}
     (tmp_path / "out").mkdir()
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -46,7 +46,8 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
             assert key in row
     fit = rows[0]  # the end-to-end run of python -m preciseinv.fit, marginal images per second
     assert fit["batch"] == 4 and fit["images_per_second"] > 0 and fit["overrides"][0] == "data.batch_size=4"
-    assert fit["psnr_mean"] is not None and fit["cost_mean"] > 0 and fit["eta"] == 1e-2
+    assert fit["precision"] == "32-true" and fit["dtype"] == "float32"
+    assert fit["psnr_mean"] is not None and fit["cost_mean"] > 0 and fit["eta"] == 0.05  # the run's own
     assert all(row["autocast"] is False for row in rows[1:])  # speed.py --no-autocast
 
 
@@ -69,3 +70,17 @@ def test_speed_halves_a_batch_that_does_not_fit(monkeypatch, capsys):
     speed.main()
     rows = [line.split("|")[7:9] for line in capsys.readouterr().out.splitlines() if line.startswith("| mini |")]
     assert [(b.strip(), ms.strip()) for b, ms in rows] == [("4", "1.00"), ("16", "out of memory"), ("8", "1.00")]
+
+
+def test_fit_rows_name_the_precision_the_user_chose(monkeypatch):
+    """fit runs trainer.precision=bf16-true as Lightning's 32-true with bf16 weights: the row says bf16-true."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from throughput import precision_name
+
+    def run(precision, dtype):
+        return {"trainer": {"precision": precision}, "model": {"dtype": dtype}}
+
+    assert precision_name(run("32-true", "bfloat16")) == "bf16-true"
+    assert precision_name(run("32-true", "float16")) == "16-true"
+    assert precision_name(run("32-true", "float32")) == "32-true"
+    assert precision_name(run("16-mixed", "float32")) == "16-mixed"

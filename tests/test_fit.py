@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from preciseinv.datamodules.images import load_image
 from preciseinv.metrics import psnr
@@ -62,6 +63,12 @@ def test_true_half_precision_is_half_weights_and_an_fp32_solver(default_runs, tm
     half = fit_in_process("trainer.precision=bf16-true", "~logger", f"output_dir={out}")
     run = json.loads((out / "run.json").read_text())
     assert run["model"]["dtype"] == "bfloat16" and run["trainer"]["precision"] == "32-true"
+    from safetensors import safe_open
+
+    for rec in manifest(out):  # the latents record the weights they were found with: bf16 ones
+        with safe_open(out / rec["latent"], "pt") as f:
+            assert json.loads(f.metadata()["preciseinv"])["model"]["dtype"] == "bfloat16"
+            assert f.get_tensor("latent").dtype == torch.float32
     assert half["converged_fraction"] == 1.0 and all(max(r["residual"]) < 1e-3 for r in manifest(out))
     assert abs(half["psnr_mean"] - summary(default_runs["preciseinv"])["psnr_mean"]) < 0.5  # 37.30 vs 37.27
 
@@ -164,6 +171,7 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["data.batch_size=0"], "data.batch_size must be a positive integer or auto"),
     (["trainer.precision=64-true"], "trainer.precision=64-true is not one this engine runs"),
     (["trainer.precision=nonsense"], "trainer.precision=nonsense is not one this engine runs"),
+    (["trainer.precision=bf16-true", "model.dtype=float16"], "but model.dtype=float16: set one of them"),
 ])
 def test_bad_settings_raise_one_clear_line(args, message, tmp_path, fit_in_process):
     from preciseinv.errors import PreciseInvError

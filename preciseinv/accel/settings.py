@@ -9,7 +9,8 @@
   (``reduce-overhead``, ``max-autotune``) records one per shape: the model is then marked ``static_shapes`` and the
   solver loop pads its working set to a few bucket sizes (``preciseinv.solvers.buckets``), so the graphs are reused
   across iterations, timesteps and batches;
-- the compute precision: ``autocast(device, precision)`` for a preset's ``precision`` (Lightning's names).
+- the compute precision: ``autocast(device, precision)`` for a preset's ``precision`` (Lightning's names;
+  ``bf16-true`` / ``16-true``: no autocast, the weights in half: ``TRUE_HALF``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ import torch
 from preciseinv.errors import PreciseInvError
 
 AUTOCAST = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16": torch.float16, "16-mixed": torch.float16}
+# Lightning's "true" half precisions, as this engine runs them: the networks' weights in half with no autocast
+# (GroupNorm and softmax in half too), the solver in fp32 (Lightning alone would make eps* half as well)
+TRUE_HALF = {"bf16-true": "bfloat16", "16-true": "float16"}
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", *TRUE_HALF)  # Lightning's names run here
+
+
+def check_precision(precision, also: tuple[str, ...] = ()) -> str:
+    """The precision's name (None: 32-true); one that this engine does not run is one line."""
+    name = "32-true" if precision is None else str(precision)
+    if name not in PRECISIONS and name not in also:
+        raise PreciseInvError(f"precision={name} is not one this engine runs: 32-true; 16-mixed or bf16-mixed "
+                              "(autocast); 16-true or bf16-true (weights in half, the solver in fp32)")
+    return name
 
 
 def configure_backends() -> None:

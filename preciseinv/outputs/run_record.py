@@ -48,8 +48,9 @@ def check_resumable(output_dir: Path, config: dict) -> None:
         now = pick(config)
         changed = [k for k in now if before.get(k) != now[k]]
         if changed:
+            hint = " (trainer.precision=bf16-true or 16-true sets model.dtype)" if "model.dtype" in changed else ""
             raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({', '.join(changed)}"
-                                  "); rerun with the same settings to resume it, or choose another output_dir")
+                                  f"){hint}; rerun with the same settings to resume it, or choose another output_dir")
     elif first_process():
         atomic_write_bytes(record, json.dumps(config, indent=2).encode())
 
