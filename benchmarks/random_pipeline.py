@@ -23,6 +23,12 @@ import torch
 
 def save_random_sd15(out: Path, device: str = "cpu", seed: int = 0) -> Path:
     """Write the pipeline to ``out`` (fp16 safetensors, about 2.1 GB) and return it."""
+    random_sd15(device, seed).to(torch.float16).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def random_sd15(device: str = "cpu", seed: int = 0):
+    """The pipeline, its parameters made on ``device`` ("meta": shapes only)."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -42,10 +48,8 @@ def save_random_sd15(out: Path, device: str = "cpu", seed: int = 0) -> Path:
             pad_token_id=tokenizer.pad_token_id)).eval()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,
+    return StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
-    return out
 
 
 def main() -> None:

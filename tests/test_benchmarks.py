@@ -84,3 +84,16 @@ def test_fit_rows_name_the_precision_the_user_chose(monkeypatch):
     assert precision_name(run("32-true", "float16")) == "16-true"
     assert precision_name(run("32-true", "float32")) == "32-true"
     assert precision_name(run("16-mixed", "float32")) == "16-mixed"
+
+
+def test_the_random_pipeline_is_sd15_shaped(monkeypatch):
+    """benchmarks/random_pipeline.py builds SD1.5's three networks at their real sizes (made on the meta device:
+    shapes only): the parameter counts of runwayml's UNet, VAE and CLIP ViT-L/14 text encoder."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from random_pipeline import random_sd15
+
+    pipe = random_sd15("meta")
+    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "vae", "text_encoder")}
+    assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+    assert pipe.unet.config.cross_attention_dim == 768 and pipe.unet.config.sample_size == 64
+    assert pipe.vae.config.sample_size == 512 and pipe.scheduler.config.beta_schedule == "scaled_linear"
