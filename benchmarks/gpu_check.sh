@@ -9,10 +9,11 @@
 #   - `pipe` steps: benchmarks/random_pipeline.py writes a full-size SD1.5-shaped pipeline with random weights to the
 #     folder named (for the `fit` steps after it: SD1.5's real cost end to end, with no download);
 #   - `fit` steps: benchmarks/throughput.py, images per second of `python -m preciseinv.fit` end to end
-#     (data.batch_size=auto probed on the GPU, loader, VAE, solver, writer thread or inline writes).
+#     (data.batch_size=auto probed on the GPU, loader, VAE, solver, writer thread or inline writes): one size, one
+#     run's steady rate (its start-up left out); two sizes, the marginal rate of two runs.
 # Each measurement is appended to benchmarks/results.jsonl and copied to $OUT (when the device tool provides one)
 # after every step. STEPS lists "speed|model|batches|speed.py flags", "pipe|sd15|folder|" and
-# "fit|model|small large|fit overrides" lines. On a CPU, try it small:
+# "fit|model|images [images]|fit overrides" lines. On a CPU, try it small:
 #   STEPS="speed|mini|1|" PRECISION=fp32 ITERS=1 GPU_TESTS=0 bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,17 +28,17 @@ iters=${ITERS:-5}
 default_steps="speed|sd15-random|1 64|--solver adamw fixed_point
 speed|sd15-random|1 64|--solver adamw fixed_point --no-autocast
 pipe|sd15|/tmp/sd15-random|
-fit|sd15|16 80|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed
-fit|sd15|16 80|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
-fit|sd15|32 160|model.path=/tmp/sd15-random writer.background=true
-fit|sd15|32 160|model.path=/tmp/sd15-random writer.background=false
+fit|sd15|160|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed
+fit|sd15|160|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
+fit|sd15|320|model.path=/tmp/sd15-random writer.background=true
+fit|sd15|320|model.path=/tmp/sd15-random writer.background=false
 speed|sdxl-random|16|--solver adamw fixed_point
 speed|sdxl-random|16|--solver adamw fixed_point --no-autocast
 speed|sd3-random|16|--solver adamw fixed_point
 speed|sd3-random|16|--solver adamw fixed_point --no-autocast
 speed|sd15-random|64|--solver adamw --compile true
 speed|mini|1 64|--solver adamw fixed_point --compile reduce-overhead
-fit|mini|64 576|model.compile=reduce-overhead"
+fit|mini|576|model.compile=reduce-overhead"
 steps=${STEPS-$default_steps}
 
 save() {  # the rows so far, where the device tool collects files

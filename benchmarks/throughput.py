@@ -5,6 +5,7 @@ rate between two runs of different sizes, so that start-up, model loading and a 
     python benchmarks/throughput.py --model mini --images 32 160
     python benchmarks/throughput.py --model sd15 --images 64 320 --set model.path=/weights/sd15 --out benchmarks/results.jsonl
     python benchmarks/throughput.py --model mini --images 32 160 --set writer.background=false   # writes inline
+    python benchmarks/throughput.py --model mini --images 160        # one run: its steady rate (run.json last_run)
 
 The images are synthetic (smooth random fields at the model's resolution, written once as PNGs); any
 ``--set key=value`` is passed to fit as an override. ``--out`` appends one JSON object (``kind: "fit"``) with the
@@ -63,13 +64,17 @@ def fit(model: str, root: Path, output: Path, sets: list[str]) -> tuple[float, d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mini", help="a model preset (mini, sd15, sdxl, ...)")
-    p.add_argument("--images", type=int, nargs=2, default=[16, 64], metavar=("SMALL", "LARGE"))
+    p.add_argument("--images", type=int, nargs="+", default=[16, 64], metavar="N",
+                   help="two sizes: the marginal rate of two runs; one size: one run's steady rate (run.json "
+                        "last_run: between its first and last batch), half the start-up paid")
     p.add_argument("--resolution", type=int, default=None, help="image side (default: the preset's, 32 for mini)")
     p.add_argument("--eta", type=float, default=1e-2, help="method.eta (the paper's fast setting: 1e-2)")
     p.add_argument("--set", dest="sets", action="append", default=[], help="a fit override, key=value (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="append one JSON object (benchmarks/results.jsonl)")
     args = p.parse_args()
-    small, large = sorted(args.images)
+    if len(args.images) not in (1, 2):
+        p.error("--images takes one size (a run's steady rate) or two (the marginal rate of two runs)")
+    sizes = sorted(args.images)
     sets = [f"method.eta={args.eta}", *args.sets]
     if args.resolution:
         sets.append(f"data.resolution={args.resolution}")
@@ -77,11 +82,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="preciseinv-throughput-") as tmp:
         tmp = Path(tmp)
         runs = {}
-        for n in (small, large):
+        for n in sizes:
             root = synthetic_images(tmp / f"images-{n}", n, size)
             runs[n] = fit(args.model, root, tmp / f"out-{n}", sets)
-    (t_small, _, _), (t_large, summary, run) = runs[small], runs[large]
-    rate = (large - small) / max(1e-9, t_large - t_small)
+    large = sizes[-1]
+    t_large, summary, run = runs[large]
+    steady = (run.get("last_run") or {}).get("steady_images_per_second")
+    if len(sizes) == 2:
+        small, t_small = sizes[0], runs[sizes[0]][0]
+        rate, how = (large - small) / max(1e-9, t_large - t_small), "marginal"
+        startup = t_small - small / rate
+    else:
+        if not steady:
+            raise SystemExit("one run of a single batch has no steady rate: give more images or two sizes")
+        rate, how, startup = steady, "steady", t_large - large / steady
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     batch = (run.get("resolved") or {}).get("batch_size", run["data"]["batch_size"])
     precision = precision_name(run)
@@ -93,12 +107,13 @@ def main() -> None:
            "psnr_mean": summary.get("psnr_mean"), "converged_fraction": summary.get("converged_fraction"),
            "cost_mean": summary.get("cost_mean"), "nfe_forward_mean": summary.get("nfe_forward_mean"),
            "nfe_backward_mean": summary.get("nfe_backward_mean"),
-           "startup_seconds": t_small - small / rate, "startup": (run.get("resolved") or {}).get("startup")}
+           "rate": how, "steady_images_per_second": steady,
+           "startup_seconds": startup, "startup": (run.get("resolved") or {}).get("startup")}
     print("| model | device | batch | solver | eta | overrides | runs (images: s) | images/s | start-up s | PSNR | cost/image |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     psnr = f"{row['psnr_mean']:.2f}" if row["psnr_mean"] is not None else "-"
     print(f"| {args.model} | {device} | {batch} | {row['solver']} | {row['eta']:g} | {' '.join(args.sets) or '-'} | "
-          f"{small}: {t_small:.1f}, {large}: {t_large:.1f} | {rate:.2f} | {row['startup_seconds']:.1f} | {psnr} | "
+          f"{', '.join(f'{n}: {runs[n][0]:.1f}' for n in sizes)} | {rate:.2f} ({how}) | {startup:.1f} | {psnr} | "
           f"{row['cost_mean'] if row['cost_mean'] is not None else '-'} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

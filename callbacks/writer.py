@@ -22,6 +22,7 @@ exception or stop request, first waits for every queued write, so no finished sa
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from preciseinv.outputs.images import save_png
 from preciseinv.outputs.records import (append_jsonl, finished_ids, rank_files, read_jsonl,  # noqa: F401
                                         repair_jsonl)
 from preciseinv.outputs.summary import ENCODER_KEYS, cost, finite_mean, phase_counts, summarize  # noqa: F401
+from preciseinv.outputs.run_record import record_resolved, steady_rate
 from preciseinv.outputs.summary import write_summary
 
 
@@ -66,6 +68,7 @@ class InversionWriter(BasePredictionWriter):
         self.rank = 0
         self._pool: ThreadPoolExecutor | None = None  # made at the first batch (never pickled with the callback)
         self._pending: deque[Future] = deque()
+        self._marks: list[tuple[float, int]] = []  # (time, images) at each batch's end: the run's steady pace
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.rank = trainer.global_rank
@@ -103,6 +106,7 @@ class InversionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         self._raise_failed()
         job = self.prepare(prediction, pl_module)
+        self._marks.append((time.perf_counter(), len(job.samples)))  # after prepare: the batch is on the host
         if self.background == "auto":  # used without a trainer's setup
             import torch
 
@@ -187,4 +191,13 @@ class InversionWriter(BasePredictionWriter):
         self.flush()
         trainer.strategy.barrier("preciseinv-summary")
         if trainer.is_global_zero:
+            self.record_pace(trainer.world_size)
             self.write_summary()
+
+    def record_pace(self, ranks: int = 1) -> None:
+        """run.json ``last_run``: this rank's images, batches and steady images per second (between its first and
+        last batch's end: start-up left out), and how many ranks ran beside it."""
+        rate = steady_rate(self._marks)
+        record_resolved(self.output_dir / "run.json", {
+            "images": sum(n for _, n in self._marks), "batches": len(self._marks), "ranks": ranks,
+            "steady_images_per_second": round(rate, 4) if rate is not None else None}, key="last_run")

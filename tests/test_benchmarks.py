@@ -30,7 +30,7 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     import os
 
     env = {**os.environ, "PYTHON": sys.executable, "PRECISION": "fp32", "ITERS": "1", "GPU_TESTS": "0",
-           "STEPS": "fit|mini|4 12|data.batch_size=4 method.max_iters=20 method.eta=0.05\nspeed|mini|1|--solver adamw fixed_point --no-autocast",
+           "STEPS": "fit|mini|12|data.batch_size=4 method.max_iters=20 method.eta=0.05\nspeed|mini|1|--solver adamw fixed_point --no-autocast",
            "RESULTS": str(tmp_path / "results.jsonl"), "OUT": str(tmp_path / "out")}
     (tmp_path / "out").mkdir()
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -46,6 +46,7 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
             assert key in row
     fit = rows[0]  # the end-to-end run of python -m preciseinv.fit, marginal images per second
     assert fit["batch"] == 4 and fit["images_per_second"] > 0 and fit["overrides"][0] == "data.batch_size=4"
+    assert fit["rate"] == "steady" and fit["images_per_second"] == fit["steady_images_per_second"]  # one run
     assert fit["precision"] == "32-true" and fit["dtype"] == "float32"
     assert fit["psnr_mean"] is not None and fit["cost_mean"] > 0 and fit["eta"] == 0.05  # the run's own
     assert all(row["autocast"] is False for row in rows[1:])  # speed.py --no-autocast

@@ -55,8 +55,17 @@ def check_resumable(output_dir: Path, config: dict) -> None:
         atomic_write_bytes(record, json.dumps(config, indent=2).encode())
 
 
-def record_resolved(path: Path, values: dict) -> None:
-    """Add what a run resolved at start (e.g. ``batch_size`` from ``auto``) to run.json, under ``resolved``."""
+def record_resolved(path: Path, values: dict, key: str = "resolved") -> None:
+    """Add what a run resolved at start (e.g. ``batch_size`` from ``auto``) to run.json, under ``resolved`` (or
+    what it measured, under ``key``)."""
     record = json.loads(Path(path).read_text()) if Path(path).exists() else {}
-    record.setdefault("resolved", {}).update(values)
+    record.setdefault(key, {}).update(values)
     atomic_write_bytes(Path(path), json.dumps(record, indent=2).encode())
+
+
+def steady_rate(marks: list[tuple[float, int]]) -> float | None:
+    """Images per second between the first and the last batch's end, from (time, images) marks: a run's pace with
+    its start-up (model load, probe, compile, the first batch) left out; None with fewer than two batches."""
+    if len(marks) < 2 or marks[-1][0] <= marks[0][0]:
+        return None
+    return sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])
