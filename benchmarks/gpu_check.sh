@@ -10,7 +10,7 @@
 #     folder named (for the `fit` steps after it: SD1.5's real cost end to end, with no download);
 #   - `fit` steps: benchmarks/throughput.py, images per second of `python -m preciseinv.fit` end to end
 #     (data.batch_size=auto probed on the GPU, loader, VAE, solver, writer thread or inline writes): one size, one
-#     run's steady rate (its start-up left out); two sizes, the marginal rate of two runs.
+#     run's steady rate (its first batch, and so its start-up, left out); two sizes, the marginal rate of two runs.
 # Each measurement is appended to benchmarks/results.jsonl and copied to $OUT (when the device tool provides one)
 # after every step. STEPS lists "speed|model|batches|speed.py flags", "pipe|sd15|folder|" and
 # "fit|model|images [images]|fit overrides" lines. On a CPU, try it small:
@@ -28,8 +28,8 @@ iters=${ITERS:-5}
 default_steps="speed|sd15-random|1 64|--solver adamw fixed_point
 speed|sd15-random|1 64|--solver adamw fixed_point --no-autocast
 pipe|sd15|/tmp/sd15-random|
-fit|sd15|160|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed
-fit|sd15|160|model.path=/tmp/sd15-random solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
+fit|sd15|160|model.path=/tmp/sd15-random data.batch_size=32 solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed
+fit|sd15|160|model.path=/tmp/sd15-random data.batch_size=32 solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
 fit|sd15|320|model.path=/tmp/sd15-random writer.background=true
 fit|sd15|320|model.path=/tmp/sd15-random writer.background=false
 speed|sdxl-random|16|--solver adamw fixed_point

@@ -1,6 +1,8 @@
 """End-to-end throughput of ``python -m preciseinv.fit``: images per second of one process, everything included
-(image decoding in the loader, VAE encode, the solver, reconstruction, metrics, writes), measured as the marginal
-rate between two runs of different sizes, so that start-up, model loading and a compile's warm-up cancel out.
+(image decoding in the loader, VAE encode, the solver, reconstruction, metrics, writes). Two sizes: the marginal
+rate between two runs, so that start-up, model loading and a compile's warm-up cancel out. One size: one run's
+steady rate (run.json ``last_run``: every rank's images after its first batch over the time to its last batch's
+writes, summed over ranks), half the start-up paid.
 
     python benchmarks/throughput.py --model mini --images 32 160
     python benchmarks/throughput.py --model sd15 --images 64 320 --set model.path=/weights/sd15 --out benchmarks/results.jsonl
@@ -87,7 +89,8 @@ def main() -> None:
             runs[n] = fit(args.model, root, tmp / f"out-{n}", sets)
     large = sizes[-1]
     t_large, summary, run = runs[large]
-    steady = (run.get("last_run") or {}).get("steady_images_per_second")
+    last = run.get("last_run") or {}
+    steady = last.get("steady_images_per_second")
     if len(sizes) == 2:
         small, t_small = sizes[0], runs[sizes[0]][0]
         rate, how = (large - small) / max(1e-9, t_large - t_small), "marginal"
@@ -96,6 +99,9 @@ def main() -> None:
         if not steady:
             raise SystemExit("one run of a single batch has no steady rate: give more images or two sizes")
         rate, how, startup = steady, "steady", t_large - large / steady
+        if last.get("batches", 0) < 3 * last.get("ranks", 1):
+            print(f"throughput: only {last.get('batches')} batches; a steady rate over fewer than 3 a rank is rough: "
+                  "give more images", file=sys.stderr)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     batch = (run.get("resolved") or {}).get("batch_size", run["data"]["batch_size"])
     precision = precision_name(run)
@@ -107,7 +113,7 @@ def main() -> None:
            "psnr_mean": summary.get("psnr_mean"), "converged_fraction": summary.get("converged_fraction"),
            "cost_mean": summary.get("cost_mean"), "nfe_forward_mean": summary.get("nfe_forward_mean"),
            "nfe_backward_mean": summary.get("nfe_backward_mean"),
-           "rate": how, "steady_images_per_second": steady,
+           "rate": how, "steady_images_per_second": steady, "batches": last.get("batches"), "ranks": last.get("ranks"),
            "startup_seconds": startup, "startup": (run.get("resolved") or {}).get("startup")}
     print("| model | device | batch | solver | eta | overrides | runs (images: s) | images/s | start-up s | PSNR | cost/image |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

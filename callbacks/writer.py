@@ -72,6 +72,7 @@ class InversionWriter(BasePredictionWriter):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.rank = trainer.global_rank
+        self._marks = []
         if self.background == "auto":  # overlap where the host is free while the device computes
             self.background = trainer.strategy.root_device.type == "cuda"
 
@@ -189,15 +190,23 @@ class InversionWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self.flush()
+        if self._marks:  # the last batch ends when its writes do (queued on the thread, or inline): both modes alike
+            self._marks[-1] = (time.perf_counter(), self._marks[-1][1])
+        pace = self.pace(trainer, pl_module)
         trainer.strategy.barrier("preciseinv-summary")
         if trainer.is_global_zero:
-            self.record_pace(trainer.world_size)
+            record_resolved(self.output_dir / "run.json", pace, key="last_run", replace=True)
             self.write_summary()
 
-    def record_pace(self, ranks: int = 1) -> None:
-        """run.json ``last_run``: this rank's images, batches and steady images per second (between its first and
-        last batch's end: start-up left out), and how many ranks ran beside it."""
+    def pace(self, trainer, pl_module) -> dict:
+        """run.json ``last_run``: the images and batches of every rank together, and their steady images per second
+        (each rank's ``steady_rate`` (its first batch left out), summed; None where a rank had fewer than two
+        batches)."""
+        import torch
+
         rate = steady_rate(self._marks)
-        record_resolved(self.output_dir / "run.json", {
-            "images": sum(n for _, n in self._marks), "batches": len(self._marks), "ranks": ranks,
-            "steady_images_per_second": round(rate, 4) if rate is not None else None}, key="last_run")
+        mine = torch.tensor([sum(n for _, n in self._marks), len(self._marks), rate or 0.0, rate is None],
+                            dtype=torch.float64, device=pl_module.device)
+        images, batches, total, missing = trainer.strategy.reduce(mine, reduce_op="sum").tolist()
+        return {"images": int(images), "batches": int(batches), "ranks": trainer.world_size,
+                "steady_images_per_second": None if missing else round(total, 4)}

@@ -109,7 +109,7 @@ def run(cfg) -> dict:
     from preciseinv.models.loading import native_resolution, size_multiple
     from preciseinv.module import InversionModule
     from preciseinv.outputs.records import assemble, finished_ids, remove_merged
-    from preciseinv.outputs.run_record import check_resumable, first_process
+    from preciseinv.outputs.run_record import check_resumable, first_process, forget_last_run
     from preciseinv.outputs.summary import write_summary
 
     if cfg.num_steps is None or int(cfg.num_steps) < 1:
@@ -122,6 +122,7 @@ def run(cfg) -> dict:
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
     config = OmegaConf.to_container(cfg, resolve=True)
     check_resumable(output_dir, config)
+    forget_last_run(output_dir)
     if first_process():  # a run that died: its rank files into manifest.jsonl (kept, for the ranks reading them now)
         assemble(output_dir)
     done = finished_ids(output_dir)  # a rerun into the same output_dir skips finished samples

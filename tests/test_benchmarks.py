@@ -44,9 +44,10 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
         for key in ("date", "device", "model", "resolution", "batch", "precision", "compile", "solver",
                     "ms_per_image_iteration", "images_per_second", "peak_memory_mb"):
             assert key in row
-    fit = rows[0]  # the end-to-end run of python -m preciseinv.fit, marginal images per second
+    fit = rows[0]  # the end-to-end run of python -m preciseinv.fit, its steady images per second
     assert fit["batch"] == 4 and fit["images_per_second"] > 0 and fit["overrides"][0] == "data.batch_size=4"
     assert fit["rate"] == "steady" and fit["images_per_second"] == fit["steady_images_per_second"]  # one run
+    assert fit["batches"] == 3 and fit["ranks"] == 1
     assert fit["precision"] == "32-true" and fit["dtype"] == "float32"
     assert fit["psnr_mean"] is not None and fit["cost_mean"] > 0 and fit["eta"] == 0.05  # the run's own
     assert all(row["autocast"] is False for row in rows[1:])  # speed.py --no-autocast

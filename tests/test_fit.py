@@ -223,6 +223,9 @@ def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
 
     rows = list(csv.DictReader(open(next((tmp_path / "out" / "logs").rglob("metrics.csv")))))
     assert max(int(float(r["images_done"])) for r in rows if r.get("images_done")) == 7
+    pace = json.loads((tmp_path / "out" / "run.json").read_text())["last_run"]  # summed over the two ranks
+    assert pace["images"] == 7 and pace["batches"] == 4 and pace["ranks"] == 2  # 4 + 3 images: 2 + 2 batches
+    assert pace["steady_images_per_second"] > 0
 
 
 def test_a_torn_manifest_line_is_repaired_on_rerun(tmp_path, fit_in_process):

@@ -55,17 +55,41 @@ def check_resumable(output_dir: Path, config: dict) -> None:
         atomic_write_bytes(record, json.dumps(config, indent=2).encode())
 
 
-def record_resolved(path: Path, values: dict, key: str = "resolved") -> None:
+LAST_RUN_KEYS = ("resolved", "last_run")  # what one run settled at start and measured: not its successors'
+
+
+def record_resolved(path: Path, values: dict, key: str = "resolved", replace: bool = False) -> None:
     """Add what a run resolved at start (e.g. ``batch_size`` from ``auto``) to run.json, under ``resolved`` (or
-    what it measured, under ``key``)."""
-    record = json.loads(Path(path).read_text()) if Path(path).exists() else {}
-    record.setdefault(key, {}).update(values)
-    atomic_write_bytes(Path(path), json.dumps(record, indent=2).encode())
+    what it measured, under ``key``; ``replace``: the whole entry). Nothing without a run.json (no ``fit`` run)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    record = json.loads(path.read_text())
+    if replace:
+        record[key] = dict(values)
+    else:
+        record.setdefault(key, {}).update(values)
+    atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+
+
+def forget_last_run(output_dir: Path) -> None:
+    """A rerun starts: the previous run's ``resolved`` and ``last_run`` leave run.json (a rerun that finds nothing
+    to do, or one stopped before its end, must not show them as its own)."""
+    path = Path(output_dir) / "run.json"
+    if not path.exists() or not first_process():
+        return
+    record = json.loads(path.read_text())
+    if any(key in record for key in LAST_RUN_KEYS):
+        atomic_write_bytes(path, json.dumps({k: v for k, v in record.items() if k not in LAST_RUN_KEYS},
+                                            indent=2).encode())
 
 
 def steady_rate(marks: list[tuple[float, int]]) -> float | None:
-    """Images per second between the first and the last batch's end, from (time, images) marks: a run's pace with
-    its start-up (model load, probe, compile, the first batch) left out; None with fewer than two batches."""
+    """Images per second from (time, images) marks at each batch's end: the images of batches 2..N over the time
+    from batch 1's end to batch N's: the first batch (start-up, the batch probe, its compile) left out, as are
+    leading batches of unreadable inputs only; None with fewer than two batches to measure between."""
+    while marks and marks[0][1] == 0:
+        marks = marks[1:]
     if len(marks) < 2 or marks[-1][0] <= marks[0][0]:
         return None
     return sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])

@@ -28,6 +28,9 @@ def test_auto_is_the_default_and_is_recorded(tmp_path, fit_in_process, capsys):
     assert set(startup) == {"model_load_s", "model_to_device_s", "batch_probe_s"} and startup["model_load_s"] > 0
     # the run's pace: 4 images in one batch of 8 leave no interval to measure a steady rate over
     assert run["last_run"] == {"images": 4, "batches": 1, "ranks": 1, "steady_images_per_second": None}
+    fit_in_process("~logger", f"output_dir={tmp_path}")  # a rerun with nothing left to do: none of it is its own
+    rerun = json.loads((tmp_path / "run.json").read_text())
+    assert "last_run" not in rerun and "resolved" not in rerun and rerun["data"] == run["data"]
 
 
 def test_the_probe_differentiates_the_network_only_for_methods_that_do(tiny_sd):

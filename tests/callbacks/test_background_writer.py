@@ -104,3 +104,35 @@ def test_a_stop_publishes_every_queued_batch(tmp_path, batches):
     write(writer, predictions, module)
     writer.on_exception(None, module, Interrupted(15))  # what Lightning calls when the stop request is seen
     assert [r["id"] for r in read_jsonl(rank_files(tmp_path, 0)[0])] == ["b0-0", "b0-1", "b1-0", "b1-1"]
+
+
+class SlowWriter(InversionWriter):
+    """Writes that take 0.2 s a batch: the run's pace is set by them."""
+
+    def write_batch(self, job) -> None:
+        import time
+
+        time.sleep(0.2)
+        super().write_batch(job)
+
+    def write_summary(self, remove_rank_files: bool = False) -> dict:  # these predictions carry no metrics
+        return {}
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_the_recorded_pace_includes_the_last_writes(tmp_path, batches, background):
+    """run.json last_run: with writes the slow part, the steady rate is what the writes allow (2 images per 0.2 s,
+    the first batch left out), whether they wait on the thread or run inline: the last batch ends when its writes
+    do, not when it was queued."""
+    import json
+
+    predictions, module = batches
+    (tmp_path / "run.json").write_text("{}")
+    writer = SlowWriter(str(tmp_path), background=background, max_pending=2)
+    write(writer, predictions * 3, SimpleNamespace(engine=module.engine, device=torch.device("cpu")))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(barrier=lambda name: None, reduce=lambda t, reduce_op: t),
+                              is_global_zero=True, world_size=1)
+    writer.on_predict_end(trainer, SimpleNamespace(engine=module.engine, device=torch.device("cpu")))
+    pace = json.loads((tmp_path / "run.json").read_text())["last_run"]
+    assert pace["images"] == 12 and pace["batches"] == 6 and pace["ranks"] == 1
+    assert 5.0 < pace["steady_images_per_second"] <= 10.5  # 10 images / >= 5 writes of 0.2 s (queued: up to 6)
