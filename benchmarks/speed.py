@@ -159,20 +159,23 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_iterations(model, batch, iters, device, precision, solver="adamw") -> float:
-    """Seconds per image-iteration of the solver at batch size ``batch`` (after a warm-up). ``precision`` "true"
-    runs the network in its weights' dtype with no autocast."""
+def time_iterations(model, batch, iters, device, precision, solver="adamw") -> tuple[float, float]:
+    """(seconds per image-iteration of the solver at batch size ``batch`` after a warm-up, seconds of the warm-up:
+    two iterations plus, with ``--compile``, the compilation). ``precision`` "true" runs the network in its
+    weights' dtype with no autocast."""
     sampler = model.sampler()
     x0 = torch.randn(batch, *model.latent_shape, device=device)
     problem = NoiseSubproblem(sampler, model.predict, 1, x0, x0, torch.randn_like(x0), model.condition(batch),
                               solver=SOLVERS[solver])
     with autocast(device, precision):
+        start = time.perf_counter()
         SolverLoop(eta=1e-30, max_iters=2, sync_every=10**9).run(problem)  # warm-up; never converges: fixed work
         sync(device)
+        warmup = time.perf_counter() - start
         start = time.perf_counter()
         SolverLoop(eta=1e-30, max_iters=iters, sync_every=10**9).run(problem)
         sync(device)
-    return (time.perf_counter() - start) / ((iters + 1) * batch)  # iters updates + 1 final evaluation
+    return (time.perf_counter() - start) / ((iters + 1) * batch), warmup  # iters updates + 1 final evaluation
 
 
 def main() -> None:
@@ -218,8 +221,8 @@ def main() -> None:
                                     **row}) + "\n")
 
     print("| model | device | precision | compile | channels_last | solver | batch | ms / image-iteration | "
-          "images/s at 100 iterations | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "images/s at 100 iterations | peak MB | warm-up s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for solver in args.solver:
         sizes, fitted = sorted(args.batch), 0
         while sizes:  # out of memory at a size: half of it next (down to the last size that fitted)
@@ -229,18 +232,18 @@ def main() -> None:
             head = (f"| {args.model} | {shown} | {args.precision}{' (no autocast)' if args.no_autocast else ''} | "
                     f"{compile} | {args.channels_last} | {solver} | {batch} |")
             try:
-                sec = time_iterations(model, batch, args.iters, device, compute, solver)
+                sec, warmup = time_iterations(model, batch, args.iters, device, compute, solver)
             except torch.OutOfMemoryError:
-                print(f"{head} out of memory | | |", flush=True)
+                print(f"{head} out of memory | | | |", flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 sizes = [batch // 2] if batch // 2 > fitted else []
                 continue
             fitted = batch
             peak = peak_memory_mb(device)
-            print(f"{head} {sec * 1e3:.2f} | {1 / (sec * 100):.2f} | {peak:.0f} |", flush=True)
+            print(f"{head} {sec * 1e3:.2f} | {1 / (sec * 100):.2f} | {peak:.0f} | {warmup:.1f} |", flush=True)
             record(kind="iteration", solver=solver, batch=batch, ms_per_image_iteration=sec * 1e3,
-                   images_per_second=None, peak_memory_mb=peak)
+                   images_per_second=None, peak_memory_mb=peak, warmup_seconds=round(warmup, 3))
     if isinstance(model, LoadedModel) and not args.no_end_to_end:
         from preciseinv.engine import InversionEngine
         from preciseinv.methods import PreciseInv

@@ -51,6 +51,7 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     assert fit["precision"] == "32-true" and fit["dtype"] == "float32"
     assert fit["psnr_mean"] is not None and fit["cost_mean"] > 0 and fit["eta"] == 0.05  # the run's own
     assert all(row["autocast"] is False for row in rows[1:])  # speed.py --no-autocast
+    assert all(row["warmup_seconds"] > 0 for row in rows[1:3])  # the warm-up (and a compile) timed apart
 
 
 def test_speed_halves_a_batch_that_does_not_fit(monkeypatch, capsys):
@@ -64,7 +65,7 @@ def test_speed_halves_a_batch_that_does_not_fit(monkeypatch, capsys):
     def time_iterations(model, batch, *args):
         if batch > 10:
             raise torch.OutOfMemoryError("stub")
-        return 1e-3
+        return 1e-3, 0.5
 
     monkeypatch.setattr(speed, "time_iterations", time_iterations)
     monkeypatch.setattr(sys, "argv", ["speed.py", "--model", "mini", "--batch", "16", "4", "--solver", "adamw",
