@@ -15,6 +15,7 @@
 # after every step. STEPS lists "speed|model|batches|speed.py flags", "pipe|sd15|folder|" and
 # "fit|model|images [images]|fit overrides" lines. On a CPU, try it small:
 #   STEPS="speed|mini|1|" PRECISION=fp32 ITERS=1 GPU_TESTS=0 bash benchmarks/gpu_check.sh
+# On a device call of 560 s: DEADLINE=530 bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/log
 set -uo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
@@ -92,17 +93,26 @@ if [ "${GPU_TESTS:-1}" = 1 ]; then
     echo "(no pytest here: GPU-only tests not run)"
   fi
 fi
+# DEADLINE (seconds from the script's start, e.g. a little under the device call's limit): no step starts after
+# it, and a step is cut at it, so the script ends by itself with its log whole instead of being killed mid-step.
+limit() {  # a step's timeout: its own, or what is left before the deadline
+  local left=$(( ${DEADLINE:-1000000} - SECONDS ))
+  echo $(( left < $1 ? left : $1 ))
+}
 while IFS='|' read -r kind model sizes flags; do
   [ -z "$kind" ] && continue
+  if [ "$(limit 1000000)" -lt 20 ]; then  # under 20 s left: no step would finish
+    echo; echo "## deadline (${DEADLINE}s) reached: skipping the remaining steps from $kind $model $flags"; break
+  fi
   echo; echo "## $kind: $model ($precision, $sizes, $flags)"
   case "$kind" in
     speed)
       # shellcheck disable=SC2086
-      timeout "${RUN_TIMEOUT:-200}" "$py" benchmarks/speed.py --model "$model" --batch $sizes --iters "$iters" \
+      timeout "$(limit "${RUN_TIMEOUT:-200}")" "$py" benchmarks/speed.py --model "$model" --batch $sizes --iters "$iters" \
         --precision "$precision" --out "$results" $flags || echo "($kind $model $flags: failed or timed out)";;
     pipe)  # only SD1.5 has a full-size random pipeline
       if [ "$model" != sd15 ]; then echo "(pipe: no random pipeline for $model; sd15 only)"; continue; fi
-      timeout "${RUN_TIMEOUT:-200}" "$py" benchmarks/random_pipeline.py "$sizes" \
+      timeout "$(limit "${RUN_TIMEOUT:-200}")" "$py" benchmarks/random_pipeline.py "$sizes" \
         || echo "($kind $model $sizes: failed or timed out)";;
     fit)
       overrides=()
@@ -110,7 +120,7 @@ while IFS='|' read -r kind model sizes flags; do
       for kv in $flags; do overrides+=(--set "$kv"); done
       set +f
       # shellcheck disable=SC2086
-      timeout "${FIT_TIMEOUT:-400}" "$py" benchmarks/throughput.py --model "$model" --images $sizes \
+      timeout "$(limit "${FIT_TIMEOUT:-400}")" "$py" benchmarks/throughput.py --model "$model" --images $sizes \
         --out "$results" "${overrides[@]}" || echo "($kind $model $flags: failed or timed out)";;
     *) echo "(unknown step kind $kind)";;
   esac

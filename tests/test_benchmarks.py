@@ -54,6 +54,19 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     assert all(row["warmup_seconds"] > 0 for row in rows[1:3])  # the warm-up (and a compile) timed apart
 
 
+def test_gpu_check_starts_no_step_past_its_deadline(tmp_path):
+    """DEADLINE: the script ends by itself (its log whole) rather than being killed by the device call's limit."""
+    import os
+
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_TESTS": "0", "DEADLINE": "10",
+           "STEPS": "speed|mini|1|\nfit|mini|4|", "RESULTS": str(tmp_path / "results.jsonl")}
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "deadline (10s) reached: skipping the remaining steps from speed mini" in proc.stdout
+    assert not (tmp_path / "results.jsonl").exists()
+
+
 def test_speed_halves_a_batch_that_does_not_fit(monkeypatch, capsys):
     """speed.py measures each solver up to the largest batch that fits: out of memory at a size, it tries half of
     it, down to the last size that fitted (the timing stubbed to run out of memory above 10 samples)."""
