@@ -82,15 +82,17 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def summary_table(summary: dict) -> str:
-    """The summary as a two-line table."""
+def summary_table(summary: dict, pace: dict | None = None) -> str:
+    """The summary as a two-line table; ``pace``: run.json ``last_run`` (this run's steady images per second, all
+    ranks, its first batch left out; "-" for a run of one batch a rank)."""
     cols = [("images", str(summary.get("n"))), ("failed", str(summary.get("n_failed"))),
             ("PSNR", _fmt(summary.get("psnr_mean"), ".2f")), ("SSIM", _fmt(summary.get("ssim_mean"), ".4f")),
             ("LPIPS", _fmt(summary.get("lpips_mean"), ".4f")),
             ("converged", _fmt(summary.get("converged_fraction"), ".0%")),
             ("cost/image", _fmt(summary.get("cost_mean"), ".0f")),
             ("s/image", _fmt(summary.get("seconds_per_image"), ".3f")),
-            ("peak MB", _fmt(summary.get("peak_memory_mb"), ".0f"))]
+            ("peak MB", _fmt(summary.get("peak_memory_mb"), ".0f")),
+            ("img/s", _fmt((pace or {}).get("steady_images_per_second"), ".2f"))]
     widths = [max(len(k), len(v)) for k, v in cols]
     return "\n".join("  ".join(text.ljust(w) for text, w in zip(row, widths)).rstrip()
                      for row in ([k for k, _ in cols], [v for _, v in cols]))

@@ -212,7 +212,9 @@ def main(config_name: str = "fit") -> None:
         if summary:
             if cfg.get("verbose", False):
                 print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
-            print(console.summary_table(summary))
+            run_json = Path(cfg.output_dir) / "run.json"
+            pace = json.loads(run_json.read_text()).get("last_run") if run_json.exists() else None
+            print(console.summary_table(summary, pace))
             print(f"outputs in {cfg.output_dir}")
             hint = console.wandb_hint(cfg.output_dir)
             if hint:

@@ -57,3 +57,13 @@ def test_quiet_drops_lightning_chatter_but_not_what_asks_for_action(caplog):
         logging.getLogger("lightning").removeHandler(handler)
     assert seen == ["Child process with PID 7 terminated with code -9. Forcefully terminating all other processes",
                     "GPU available: True"]
+
+
+def test_the_summary_table_shows_the_run_pace():
+    summary = {"n": 40, "n_failed": 1, "psnr_mean": 25.127, "ssim_mean": 0.71234, "lpips_mean": None,
+               "converged_fraction": 0.975, "cost_mean": 72.0, "seconds_per_image": 0.2, "peak_memory_mb": 512.4}
+    head, values = console.summary_table(summary, {"steady_images_per_second": 6.2345}).splitlines()
+    assert head.split() == ["images", "failed", "PSNR", "SSIM", "LPIPS", "converged", "cost/image", "s/image", "peak",
+                            "MB", "img/s"]
+    assert values.split() == ["40", "1", "25.13", "0.7123", "-", "98%", "72", "0.200", "512", "6.23"]
+    assert console.summary_table(summary).split()[-1] == "-"  # one batch a rank (or no run.json): no steady pace
