@@ -34,8 +34,8 @@ from preciseinv.outputs import extra_tensors, save_latent
 from preciseinv.outputs.images import save_png
 from preciseinv.outputs.records import (append_jsonl, finished_ids, rank_files, read_jsonl,  # noqa: F401
                                         repair_jsonl)
-from preciseinv.outputs.summary import ENCODER_KEYS, cost, finite_mean, phase_counts, summarize  # noqa: F401
 from preciseinv.outputs.run_record import record_resolved, steady_rate
+from preciseinv.outputs.summary import ENCODER_KEYS, cost, finite_mean, phase_counts, summarize  # noqa: F401
 from preciseinv.outputs.summary import write_summary
 
 

@@ -45,16 +45,18 @@ class InversionModule(LightningModule):
                                           guidance_scale=self.guidance_scale, metrics=ImageMetrics(self.lpips),
                                           sampler=self.sampler_name, encoder=self.encoder)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        resolved = {}
         if data is not None and str(getattr(data, "batch_size", "")) == "auto":
-            self.resolve_batch_size(data)
+            resolved["batch_size"] = self.resolve_batch_size(data)
         if self.run_record is not None and self._trainer is not None and self.trainer.is_global_zero:
             from preciseinv.outputs.run_record import record_resolved
 
-            record_resolved(self.run_record, {"startup": dict(self.startup)})  # where a run's first minute goes
+            # the batch size from auto, and where a run's first minute goes: one write of run.json
+            record_resolved(self.run_record, {**resolved, "startup": dict(self.startup)})
 
     def resolve_batch_size(self, data) -> int:
         """``data.batch_size=auto``: probe the device once (``preciseinv.accel.batch_size``), agree over ranks, and
-        hand the result to the datamodule; rank 0 records it in run.json and says it on the console."""
+        hand the result to the datamodule; rank 0 says it on the console (``setup`` records it in run.json)."""
         from preciseinv.accel.batch_size import agree, probe
 
         device = self.trainer.strategy.root_device
@@ -68,10 +70,6 @@ class InversionModule(LightningModule):
         if self.trainer.is_global_zero:
             how = "probed on the GPU" if device.type == "cuda" else "CPU default"
             print(f"preciseinv: data.batch_size=auto -> {n} ({how})", flush=True)
-            if self.run_record is not None:
-                from preciseinv.outputs.run_record import record_resolved
-
-                record_resolved(self.run_record, {"batch_size": n})
         return n
 
     def on_predict_start(self) -> None:
