@@ -163,21 +163,31 @@ class Inverter:
         return inversion, edited
 
     def interpolate(self, latent_a: torch.Tensor, latent_b: torch.Tensor, frames: int = 8, mode: str = "slerp",
-                    prompt: str = "", noises_a: list | None = None, noises_b: list | None = None) -> torch.Tensor:
+                    prompt: str = "", noises_a: list | None = None, noises_b: list | None = None,
+                    companion_a: torch.Tensor | None = None, companion_b: torch.Tensor | None = None) -> torch.Tensor:
         """Decode ``frames`` points on the slerp (or lerp) path between two x*_T: (frames, 3, H, W) in [-1, 1].
 
-        With lcm/ddpm each step's noise map travels the same path between the two inversions' maps."""
+        With lcm/ddpm each step's noise map travels the same path between the two inversions' maps; with
+        method=edict / bdia (two coupled states) the companion state travels beside x*_T, so both ends are still
+        exact reconstructions."""
         from preciseinv.interpolation import path
 
         def one(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(1, *t.shape[-3:]).float()
 
-        latents = torch.cat(path(one(latent_a), one(latent_b), frames, mode))  # (frames, C, h, w)
+        def along(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.cat(path(one(a), one(b), frames, mode))  # (frames, C, h, w)
+
+        method = self.engine.method
+        coupled = getattr(method, "coupled", False)
+        if coupled and (companion_a is None or companion_b is None):
+            raise PreciseInvError(f"method={method.name} interpolates two coupled states: give both ends' companion "
+                                  "(Inversion.result.companion, or the latent file's `companion`)")
         noises = None
         if noises_a is not None and noises_b is not None:
-            noises = [None if za is None else torch.cat(path(one(za), one(zb), frames, mode))
-                      for za, zb in zip(noises_a, noises_b)]
-        return self.reconstruct(latents, [prompt] * frames, noises)
+            noises = [None if za is None else along(za, zb) for za, zb in zip(noises_a, noises_b)]
+        companion = along(companion_a, companion_b) if coupled else None
+        return self.reconstruct(along(latent_a, latent_b), [prompt] * frames, noises, companion)
 
     def metrics(self, recon: torch.Tensor, images: torch.Tensor) -> dict:
         return self.engine.metrics(recon, images.to(recon.device))

@@ -63,12 +63,11 @@ def wandb_hint(output_dir) -> str | None:
 
 def header(cfg, n_images: int | None, n_done: int) -> str:
     """One line: what runs, on what, into where."""
-    method = cfg.method.get("name") or str(cfg.method.get("_target_", "?")).rsplit(".", 1)[-1].lower()
-    solver = cfg.get("solver") or {}
-    solver_name = str(solver.get("_target_", "")).rsplit(".", 1)[-1].lower() if solver else None
-    parts = [f"model={cfg.model.name}", f"method={method}"]
-    if solver_name and "preciseinv" in str(cfg.method.get("_target_", "")).lower():
-        parts.append(f"solver={solver_name}")
+    method, solver = _config_name(cfg.method), _config_name(cfg.get("solver"))
+    model = cfg.model.name + (f" ({cfg.model.path})" if cfg.model.get("path") else "")  # the preset, and what loads
+    parts = [f"model={model}", f"method={method}"]
+    if solver and method == "preciseinv":
+        parts.append(f"solver={solver}")
     parts += [f"sampler={cfg.get('sampler') or 'auto'}", f"T={cfg.num_steps}"]
     if cfg.method.get("eta") is not None:
         parts.append(f"eta={cfg.method.eta:g}")
@@ -76,6 +75,20 @@ def header(cfg, n_images: int | None, n_done: int) -> str:
     parts += [f"images={total}" + (f" ({n_done} done)" if n_done else ""),
               f"devices={cfg.trainer.get('devices', 1)}", f"output_dir={cfg.output_dir}"]
     return "preciseinv: " + " ".join(parts)
+
+
+def _config_name(node) -> str | None:
+    """The name a method or solver config goes by (its class's ``name``: ``ddim``, ``fixed_point``), else the
+    class's name in lower case; None for no config."""
+    if not node:
+        return None
+    target = str(node.get("_target_", "?"))
+    try:
+        from hydra.utils import get_class
+
+        return str(getattr(get_class(target), "name"))
+    except Exception:  # not importable here, or no name: the class's own name
+        return target.rsplit(".", 1)[-1].lower()
 
 
 def _fmt(value, spec: str) -> str:

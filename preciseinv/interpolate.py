@@ -4,8 +4,8 @@ Inverts whichever endpoint is an image (a ``.safetensors`` latent file is used a
 points on the slerp (default) or lerp path between the two x*_T. Writes ``frames/frame_NNN.png``, ``strip.png``
 and ``interpolation.gif`` under ``output_dir``. Slerp keeps the latents' norm (a Gaussian's typical shell), which
 is why the paper uses it; lerp shrinks the middle frames' norm by up to 1/sqrt(2). With the lcm and ddpm
-samplers each step's injected noise map travels the same path between the two inversions' maps, so both ends
-are still exact reconstructions.
+samplers each step's injected noise map travels the same path between the two inversions' maps, and with
+method=edict / bdia the second (companion) state does, so both ends are still exact reconstructions.
 """
 
 from __future__ import annotations
@@ -22,18 +22,26 @@ from preciseinv.fit import CONFIG_DIR, build
 
 
 def endpoint(inverter, spec: str, prompt: str):
-    """(x*_T (1, C, h, w), its preprocessed image or None, its step noises) for an image path or a latent file."""
+    """(x*_T (1, C, h, w), its preprocessed image or None, its step noises, its companion state or None) for an
+    image path or a latent file."""
     if str(spec).endswith(".safetensors"):
         from preciseinv.outputs import load_latent, stored_noises
 
         tensors, meta = load_latent(spec)
         if meta["model"]["source"] != inverter.model.source:
             warnings.warn(f"{spec} was inverted with {meta['model']['source']}, not {inverter.model.source}")
-        return tensors["latent"][None].to(inverter.model.device), None, stored_noises(tensors, meta["num_steps"])
+        coupled = getattr(inverter.engine.method, "coupled", False)
+        if ("companion" in tensors) != coupled:  # x*_T alone is not what a coupled sampler starts from, nor back
+            states = "two coupled states" if "companion" in tensors else "one state"
+            raise PreciseInvError(f"{spec} was inverted with method={meta.get('method')} ({states}): interpolate it "
+                                  f"with method={meta.get('method')}")
+        device = inverter.model.device
+        companion = tensors["companion"][None].to(device) if coupled else None
+        return tensors["latent"][None].to(device), None, stored_noises(tensors, meta["num_steps"]), companion
     if not Path(spec).is_file():
         raise PreciseInvError(f"{spec!r} is neither an image file nor a .safetensors latent file")
     inversion = inverter.invert([spec], [prompt])
-    return inversion.latents, inversion.images, inversion.result.noises
+    return inversion.latents, inversion.images, inversion.result.noises, inversion.result.companion
 
 
 def run(cfg) -> dict:
@@ -49,9 +57,10 @@ def run(cfg) -> dict:
     out = Path(cfg.output_dir)
     inverter = Inverter(build(cfg.model), method=build(cfg.method), num_steps=cfg.num_steps, device=cfg.device,
                         encoder=build(cfg.encoder))
-    (a, image_a, noises_a), (b, image_b, noises_b) = (endpoint(inverter, cfg.a, cfg.prompt),
-                                                      endpoint(inverter, cfg.b, cfg.prompt))
-    frames = inverter.interpolate(a, b, cfg.frames, cfg.mode, cfg.prompt, noises_a, noises_b)  # (N, 3, H, W)
+    (a, image_a, noises_a, companion_a), (b, image_b, noises_b, companion_b) = (
+        endpoint(inverter, cfg.a, cfg.prompt), endpoint(inverter, cfg.b, cfg.prompt))
+    frames = inverter.interpolate(a, b, cfg.frames, cfg.mode, cfg.prompt, noises_a, noises_b,
+                                  companion_a, companion_b)  # (N, 3, H, W)
     for i, frame in enumerate(frames):
         save_png(out / "frames" / f"frame_{i:03d}.png", frame)
     save_png(out / "strip.png", torch.cat(list(frames), dim=2))

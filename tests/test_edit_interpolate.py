@@ -84,3 +84,37 @@ def test_interpolation_bad_endpoint_is_one_line(tmp_path):
     proc = cli("preciseinv.interpolate", "a=nope.png", "b=nope2.png", f"output_dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2 and "neither an image file nor a .safetensors" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_coupled_methods_interpolate_both_states_and_refuse_half_of_them(tmp_path):
+    """EDICT and BDIA reconstruct from x*_T and a companion state: both travel the path, so each end is the exact
+    reconstruction; x*_T alone, or a file of the other kind, is one line naming the method to use."""
+    import torch
+
+    from preciseinv import Inverter
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.interpolate import endpoint
+    from preciseinv.tiny import write_images
+
+    a, b = write_images(tmp_path, ["a.png", "b.png"], size=32)
+    plain = Inverter("mini", device="cpu")
+    plain.save(tmp_path / "plain.safetensors", plain.invert([a]), 0, "a")
+    for method in ("edict", "bdia"):
+        inv = Inverter("mini", method=method, device="cpu")
+        res = inv.invert([a, b])
+        inv.save(tmp_path / f"{method}.safetensors", res, 1, "b")
+        latent_b, _, noises_b, companion_b = endpoint(inv, str(tmp_path / f"{method}.safetensors"), "")
+        torch.testing.assert_close(companion_b[0], res.result.companion[1])
+        frames = inv.interpolate(res.latents[:1], latent_b, 4, companion_a=res.result.companion[:1],
+                                 companion_b=companion_b)
+        recon = inv.reconstruct(res.latents, companion=res.result.companion)
+        torch.testing.assert_close(frames[[0, -1]], recon, atol=1e-5, rtol=0)
+        assert (frames[1] - frames[0]).abs().mean() > 1e-3  # the middle is somewhere else
+        with pytest.raises(PreciseInvError, match=f"method={method} interpolates two coupled states"):
+            inv.interpolate(res.latents[:1], res.latents[1:], 4)
+        with pytest.raises(PreciseInvError, match="plain.safetensors was inverted with method=preciseinv \\(one "
+                                                  "state\\): interpolate it with method=preciseinv"):
+            endpoint(inv, str(tmp_path / "plain.safetensors"), "")
+        with pytest.raises(PreciseInvError, match=f"inverted with method={method} \\(two coupled states\\): "
+                                                  f"interpolate it with method={method}"):
+            endpoint(plain, str(tmp_path / f"{method}.safetensors"), "")

@@ -45,6 +45,7 @@ def manifest(out: Path) -> list[dict]:
 def test_default_run_shows_the_point_of_the_method(default_runs):
     precise, ddim = summary(default_runs["preciseinv"]), summary(default_runs["ddim"])
     assert precise["n"] == ddim["n"] == 4
+    assert not (default_runs["preciseinv"] / "records").exists()  # the rank files are merged and gone
     assert precise["psnr_mean"] >= 36.5  # 37.27 measured (docs/benchmarks.md)
     assert precise["psnr_mean"] >= ddim["psnr_mean"] + 15.0
     assert precise["converged_fraction"] == 1.0 and ddim["converged_fraction"] == 0.0  # every image reaches eta

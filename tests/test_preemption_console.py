@@ -67,3 +67,19 @@ def test_the_summary_table_shows_the_run_pace():
                             "MB", "img/s"]
     assert values.split() == ["40", "1", "25.13", "0.7123", "-", "98%", "72", "0.200", "512", "6.23"]
     assert console.summary_table(summary).split()[-1] == "-"  # one batch a rank (or no run.json): no steady pace
+
+
+def test_the_header_names_what_loads_and_the_configs_as_the_user_spells_them():
+    """The header's method and solver are the config names (``ddim``, ``fixed_point``, not the class names), and a
+    ``model.path`` shows beside the preset it overrides."""
+    from hydra import compose, initialize_config_module
+
+    def header(*overrides):
+        with initialize_config_module("configs", version_base=None):
+            return console.header(compose("fit", overrides=[*overrides, "output_dir=out"]), 4, 1)
+
+    assert header().startswith("preciseinv: model=mini method=preciseinv solver=hybrid sampler=auto T=2")
+    assert "images=5 (1 done)" in header()
+    assert " method=ddim sampler=" in header("method=ddim")  # no solver: DDIM inversion has none
+    assert " solver=fixed_point " in header("solver=fixed_point")
+    assert header("model.path=/data/my-sd").startswith("preciseinv: model=mini (/data/my-sd) method=preciseinv")

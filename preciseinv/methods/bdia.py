@@ -35,6 +35,7 @@ class BDIA:
     name = "bdia"
     network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "bdia"
+    coupled = True  # reconstructs from two states: x*_T and its companion
 
     def __init__(self, eta: float = 1e-3, gamma: float = 0.5):
         if not 0 < gamma <= 1:

@@ -25,6 +25,7 @@ class EDICT:
     name = "edict"
     network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "edict"
+    coupled = True  # reconstructs from two states: x*_T and its companion
 
     def __init__(self, eta: float = 1e-3, mix: float = 0.93):
         self.eta, self.mix = eta, mix

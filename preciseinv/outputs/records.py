@@ -16,6 +16,7 @@ files, or is redone by the next run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -129,9 +130,12 @@ def assemble(output_dir: Path, remove_rank_files: bool = False) -> tuple[list[di
 
 
 def remove_merged(output_dir: Path) -> None:
-    """Remove the rank files once ``manifest.jsonl`` and ``failures.jsonl`` hold their records."""
+    """Remove the rank files once ``manifest.jsonl`` and ``failures.jsonl`` hold their records, and their folder
+    (``records/`` is there during a run only) unless something else is in it."""
     for path in _rank_paths(output_dir, "rank-") + _rank_paths(output_dir, "failures-rank-"):
         path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty (a file that is not ours), or already gone
+        (Path(output_dir) / RECORDS).rmdir()
 
 
 def finished_ids(output_dir: Path) -> set[str]:

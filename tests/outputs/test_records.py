@@ -40,8 +40,12 @@ def test_assemble_merges_ranks_keeps_the_latest_record_and_is_idempotent(tmp_pat
     assert read_jsonl(tmp_path / "manifest.jsonl") == records
     assert (tmp_path / "records" / "rank-1.jsonl").exists()  # kept: other ranks may be reading them
     assert assemble(tmp_path, remove_rank_files=True) == (records, failures)
-    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["rank-notes.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["rank-notes.jsonl"]  # not ours: kept
     assert assemble(tmp_path) == (records, failures)
+    (tmp_path / "records" / "rank-notes.jsonl").unlink()
+    append_jsonl(rank_files(tmp_path, 0)[0], rec(3))
+    assemble(tmp_path, remove_rank_files=True)
+    assert not (tmp_path / "records").exists()  # records/ is there during a run only
 
 
 def test_finished_ids_need_the_record_and_the_latent_file(tmp_path):
