@@ -25,7 +25,8 @@ iters=${ITERS:-5}
 # Measured on an H100 on 2026-11-27 (docs/benchmarks.md): eager speed of the three denoisers under autocast, the
 # SD1.5 inductor forward, SD1.5 end to end under 16-mixed. What is still open comes first, each A/B in one call: the
 # networks in bf16 without autocast against bf16 autocast, end to end too; the writer thread on SD1.5; the
-# compiled gradient step; CUDA graphs.
+# compiled gradient step, its blocks first (regional: the shorter compile; warmup_seconds says how much), then
+# the whole UNet, then SD3's blocks; CUDA graphs.
 default_steps="speed|sd15-random|1 64|--solver adamw fixed_point
 speed|sd15-random|1 64|--solver adamw fixed_point --no-autocast
 pipe|sd15|/tmp/sd15-random|
@@ -37,8 +38,11 @@ speed|sdxl-random|16|--solver adamw fixed_point
 speed|sdxl-random|16|--solver adamw fixed_point --no-autocast
 speed|sd3-random|16|--solver adamw fixed_point
 speed|sd3-random|16|--solver adamw fixed_point --no-autocast
+speed|sd15-random|64|--solver adamw fixed_point --compile true --compile-scope regional
 speed|sd15-random|64|--solver adamw --compile true
+speed|sd3-random|16|--solver adamw --compile true --compile-scope regional
 speed|mini|1 64|--solver adamw fixed_point --compile reduce-overhead
+speed|mini|1 64|--solver adamw fixed_point --compile reduce-overhead --compile-scope regional
 fit|mini|576|model.compile=reduce-overhead"
 steps=${STEPS-$default_steps}
 

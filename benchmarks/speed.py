@@ -191,6 +191,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--solver", nargs="+", default=["adamw"], choices=list(SOLVERS))
     p.add_argument("--compile", default="false", help="false | true | a torch.compile mode")
+    p.add_argument("--compile-scope", default="full", choices=["full", "regional"],
+                   help="what --compile compiles: the whole denoiser, or its blocks (a shorter compile)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the engine's end-to-end run (loaded models)")
     p.add_argument("--out", type=Path, default=None, help="append one JSON object per measurement (results.jsonl)")
@@ -205,9 +207,9 @@ def main() -> None:
     model = RANDOM[args.model](device, torch.float32 if device.type == "cpu" else dtype) if args.model in RANDOM \
         else LoadedModel(args.model, device, "float32")
     if isinstance(model, LoadedModel):
-        accelerate(model.model, compile, args.channels_last)
+        accelerate(model.model, compile, args.channels_last, args.compile_scope)
     else:
-        accelerate_module(model.net, compile, args.channels_last)
+        accelerate_module(model.net, compile, args.channels_last, args.compile_scope)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     shown = name if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
 
@@ -217,6 +219,7 @@ def main() -> None:
             with open(args.out, "a") as f:
                 f.write(json.dumps({"date": str(date.today()), "device": name, "model": model.name,
                                     "resolution": model.resolution, "precision": args.precision, "compile": compile,
+                                    "compile_scope": args.compile_scope if compile else None,
                                     "channels_last": args.channels_last, "autocast": not args.no_autocast,
                                     **row}) + "\n")
 
@@ -230,7 +233,8 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             head = (f"| {args.model} | {shown} | {args.precision}{' (no autocast)' if args.no_autocast else ''} | "
-                    f"{compile} | {args.channels_last} | {solver} | {batch} |")
+                    f"{compile}{' (regional)' if compile and args.compile_scope == 'regional' else ''} | "
+                    f"{args.channels_last} | {solver} | {batch} |")
             try:
                 sec, warmup = time_iterations(model, batch, args.iters, device, compute, solver)
             except torch.OutOfMemoryError:

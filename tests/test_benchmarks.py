@@ -113,3 +113,18 @@ def test_the_random_pipeline_is_sd15_shaped(monkeypatch):
     assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
     assert pipe.unet.config.cross_attention_dim == 768 and pipe.unet.config.sample_size == 64
     assert pipe.vae.config.sample_size == 512 and pipe.scheduler.config.beta_schedule == "scaled_linear"
+
+
+def test_compile_time_runs_each_scope_in_a_fresh_process(tmp_path):
+    """benchmarks/compile_time.py: one child process a scope (a cold compile cache each), a row each; the eager
+    scope here (the inductor scopes build C++ kernels for minutes on a CPU: their figures are in
+    docs/benchmarks.md)."""
+    import json
+
+    out = run("benchmarks/compile_time.py", "--model", "mini", "--scopes", "eager", "--threads", "1", "--out",
+              str(tmp_path / "rows.jsonl"))
+    assert "| eager | " in out and "cold cache" in out
+    (row,) = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert row["kind"] == "compile" and row["model"] == "mini" and row["compile"] is False
+    assert row["batch"] == 3 and row["shrunk_batch"] == 2 and row["graphs"] == 0
+    assert row["gradient_first_s"] > 0 and row["forward_steady_s"] > 0 and row["compile_seconds"] >= 0

@@ -3,9 +3,17 @@
 - TF32 for fp32 matrix products and convolutions on a GPU (always on: the solver's own arithmetic is fp32 and TF32
   loses nothing the residual can see at the paper's eta; the network runs under the preset's autocast anyway);
 - ``channels_last`` memory format for a convolutional denoiser (UNets; cuDNN's bf16/fp16 kernels are NHWC);
-- ``compile``: ``torch.compile`` of the denoiser in place (``Module.compile``; the adapter keeps its module, so
-  ``.config``, ``.dtype`` and ``.to`` work as before). Inductor makes the batch dimension dynamic after the second
-  size it meets, so a shrinking working set costs one recompilation. A mode that records CUDA graphs
+- ``compile``: ``torch.compile`` of the denoiser's forward in place (the adapter keeps its module, so ``.config``,
+  ``.dtype`` and ``.to`` work as before), with the batch dimension dynamic from the first call and every other
+  size static (``batch_dynamic``): the shrinking working set reuses one graph per grad mode and batch range (a batch
+  of one has graphs of its own, and a network that branches on its batch, such as diffusers' resampling blocks at
+  64 rows, splits the range there). Left to itself, dynamo would compile a static graph first and recompile a
+  dynamic one at the second size (docs/benchmarks.md: on this project's CPU, SD1.5's gradient graph's recompile
+  took longer than its first compile). ``compile_scope="regional"`` compiles the network's blocks instead
+  of the whole network (regional compilation: ``REGIONS``, ResNet and attention blocks of a UNet, the transformer
+  blocks of SD3 and FLUX): one graph per distinct block shape, so the compile takes a fraction of the whole
+  network's while the fusions inductor finds (GroupNorm + SiLU, the attention block's projections) live inside the
+  blocks; the glue between them runs eager. A mode that records CUDA graphs
   (``reduce-overhead``, ``max-autotune``) records one per shape: the model is then marked ``static_shapes`` and the
   solver loop pads its working set to a few bucket sizes (``preciseinv.solvers.buckets``), so the graphs are reused
   across iterations, timesteps and batches;
@@ -16,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -79,27 +88,83 @@ def uses_cuda_graphs(compile: bool | str) -> bool:
     return options.get("mode") in ("reduce-overhead", "max-autotune") or options.get("backend") == "cudagraphs"
 
 
-def accelerate(model, compile: bool | str = False, channels_last: bool = False):
+SCOPES = ("full", "regional")
+# the blocks ``compile_scope="regional"`` compiles (the outermost of each, with the network's own
+# ``_repeated_blocks``): a UNet's ResNet, attention (Transformer2DModel), down- and upsampling blocks (SD1.x, SD2.x,
+# SDXL, the pixel-space models); SD3's and FLUX's transformer blocks
+REGIONS = ("ResnetBlock2D", "Transformer2DModel", "Downsample2D", "Upsample2D", "JointTransformerBlock",
+           "FluxTransformerBlock", "FluxSingleTransformerBlock")
+
+
+def accelerate(model, compile: bool | str = False, channels_last: bool = False, scope: str = "full"):
     """Apply the speed settings to a ``DiffusionModel``'s denoiser, in place; returns the model.
 
     ``compile``: False, True (torch.compile's default mode), a mode name (``"max-autotune-no-cudagraphs"``,
-    ``"reduce-overhead"``: CUDA graphs, one per working-set bucket size) or a backend name (``compile_options``)."""
-    accelerate_module(model.modules[model.denoiser_name], compile, channels_last)
+    ``"reduce-overhead"``: CUDA graphs, one per working-set bucket size) or a backend name (``compile_options``);
+    ``scope``: ``"full"`` (the whole denoiser) or ``"regional"`` (its blocks: ``regions``)."""
+    accelerate_module(model.modules[model.denoiser_name], compile, channels_last, scope)
     model.static_shapes = uses_cuda_graphs(compile)  # the solver loop pads its working set (solvers/buckets.py)
     return model
 
 
-def accelerate_module(denoiser: torch.nn.Module, compile: bool | str = False, channels_last: bool = False):
+def accelerate_module(denoiser: torch.nn.Module, compile: bool | str = False, channels_last: bool = False,
+                      scope: str = "full"):
     """``accelerate`` for a bare network (the benchmark's random-weight denoisers)."""
     options = compile_options(compile) if compile else {}  # a bad name fails here, before anything is changed
+    if scope not in SCOPES:
+        raise PreciseInvError(f"model.compile_scope must be {' or '.join(SCOPES)}; got {scope!r}")
+    blocks = regions(denoiser) if compile and scope == "regional" else []  # none found fails here too
     configure_backends()
     if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in denoiser.modules()):
         denoiser.to(memory_format=torch.channels_last)
     if compile and not getattr(denoiser, "_preciseinv_compiled", False):
-        # room for a few (size, grad mode) graphs: dynamo falls back to eager after 8 recompilations by default
+        # room for the (batch range, grad mode) graphs: dynamo falls back to eager after 8 recompilations of one
+        # code object by default, and a regional compile meets every shape of a block class under one
         config = torch._dynamo.config
         name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
-        setattr(config, name, max(getattr(config, name), 64))
-        denoiser.compile(**options)
+        setattr(config, name, max(getattr(config, name), 64, 8 * len(blocks)))
+        for module in blocks or [denoiser]:  # static shapes but the batch: the working set shrinks, nothing else
+            module.forward = batch_dynamic(torch.compile(module.forward, dynamic=False, **options))
         denoiser._preciseinv_compiled = True
     return denoiser
+
+
+def regions(denoiser: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks a regional compile compiles: the outermost submodules whose class is in ``REGIONS`` or the
+    network's ``_repeated_blocks``. None is one line."""
+    names = set(REGIONS) | set(getattr(denoiser, "_repeated_blocks", None) or ())
+    found = []
+
+    def walk(module):
+        for child in module.children():
+            if type(child).__name__ in names:
+                found.append(child)
+            else:
+                walk(child)
+
+    walk(denoiser)
+    if not found:
+        raise PreciseInvError(f"model.compile_scope=regional: {type(denoiser).__name__} has none of the blocks "
+                              f"it compiles ({', '.join(sorted(names))}); use model.compile_scope=full")
+    return found
+
+
+def batch_dynamic(fn):
+    """``fn`` (a compiled network or block) with the batch dimension of its tensor arguments (nested ones too:
+    SDXL's ``added_cond_kwargs``) marked dynamic before each call: one graph serves the working-set sizes of a batch
+    range (the network's own tests of its batch bound the range). The batch is the first tensor's first dimension;
+    a tensor whose first dimension differs (FLUX's position ids and rotary table) stays static, as do channels and
+    spatial sizes."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+        tensors = [a for a in leaves if isinstance(a, torch.Tensor) and a.dim()]
+        batch = tensors[0].shape[0] if tensors else 1
+        if batch > 1:  # dynamo specialises sizes 0 and 1: a batch of one has a graph of its own
+            for tensor in tensors:
+                if tensor.shape[0] == batch:
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        return fn(*args, **kwargs)
+
+    return call

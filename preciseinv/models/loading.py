@@ -48,6 +48,7 @@ class ModelSpec:
     sampler: str | None = None  # the preset's sampler (e.g. lcm for LCM-LoRA); null: the model's own
     precision: str = "32-true"  # the compute precision the preset recommends on a GPU
     compile: bool | str = False  # torch.compile the denoiser (True or a mode name); see preciseinv.accel
+    compile_scope: str = "full"  # what compile compiles: the whole denoiser, or its blocks ("regional")
     channels_last: bool = False  # NHWC weights for a convolutional denoiser
 
     def load(self, device: str | torch.device = "cpu"):
@@ -57,7 +58,7 @@ class ModelSpec:
             model.guidance_embedding = self.guidance_embedding
         from preciseinv.accel.settings import accelerate
 
-        return accelerate(model, self.compile, self.channels_last)
+        return accelerate(model, self.compile, self.channels_last, self.compile_scope)
 
 
 def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:

@@ -1,9 +1,10 @@
-"""``model.compile``: a compiled denoiser runs the same inversion through the padded working set, with few graphs."""
+"""``model.compile``: a compiled denoiser runs the same inversion through the padded working set, with few graphs;
+``model.compile_scope=regional`` compiles its blocks, each with a dynamic batch."""
 
 import pytest
 import torch
 
-from preciseinv.accel.settings import accelerate, compile_options, uses_cuda_graphs
+from preciseinv.accel.settings import REGIONS, accelerate, accelerate_module, compile_options, regions, uses_cuda_graphs
 from preciseinv.engine import InversionEngine
 from preciseinv.errors import PreciseInvError
 from preciseinv.methods import PreciseInv
@@ -49,3 +50,75 @@ def test_compiled_denoiser_inverts_like_the_eager_one_through_the_padded_loop(ti
     # padded, fewer shapes: only an exact split the loop would have made anyway, where padding would cost too much
     assert odd["eager"] < odd[False], odd
     torch.testing.assert_close(latents["eager"], latents[False], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sd", "tiny_sd3", "tiny_flux"])
+def test_regional_compile_finds_each_familys_blocks(fixture, request):
+    """The outermost blocks of each family: a UNet's ResNet / attention / resampling blocks, SD3's joint blocks,
+    FLUX's double and single blocks; none inside another."""
+    model = load_model(str(request.getfixturevalue(fixture)))
+    net = model.modules[model.denoiser_name]
+    blocks = regions(net)
+    kinds = {type(b).__name__ for b in blocks}
+    expected = {"tiny_sd": {"ResnetBlock2D", "Transformer2DModel", "Downsample2D", "Upsample2D"},
+                "tiny_sd3": {"JointTransformerBlock"},
+                "tiny_flux": {"FluxTransformerBlock", "FluxSingleTransformerBlock"}}[fixture]
+    assert kinds == expected
+    inner = [m for b in blocks for m in b.modules() if m is not b]
+    assert not any(m is b for m in inner for b in blocks)  # outermost only: no block is compiled twice
+    assert len(blocks) == sum(type(m).__name__ in REGIONS for m in net.modules()
+                              if not any(m is i for i in inner))
+
+
+def test_regional_scope_errors_are_one_line():
+    with pytest.raises(PreciseInvError, match="compile_scope must be full or regional"):
+        accelerate_module(torch.nn.Linear(2, 2), "eager", scope="blocks")
+    with pytest.raises(PreciseInvError, match="Sequential has none of the blocks"):
+        accelerate_module(torch.nn.Sequential(torch.nn.Linear(2, 2)), "eager", scope="regional")
+
+
+@pytest.mark.parametrize("fixture,scope", [("tiny_sd", "full"), ("tiny_sd", "regional"), ("tiny_sdxl", "full")])
+def test_a_compiled_denoiser_has_a_dynamic_batch_from_the_start(fixture, scope, request):
+    """AOTAutograd (``aot_eager``: the forward and backward graphs inductor would get, without C++ builds): after
+    the first batch size, other sizes of its range reuse the graphs (the batch is marked dynamic, nested arguments
+    such as SDXL's ``added_cond_kwargs`` included; every other size is static): a working set shrinking within the
+    range compiles nothing more (a batch of one, and sizes past a test the network makes of its batch, have graphs
+    of their own)."""
+    from torch._dynamo.utils import counters
+
+    model = load_model(str(request.getfixturevalue(fixture)))
+    accelerate(model, "aot_eager", scope=scope)
+    torch._dynamo.reset()
+    counters.clear()
+    text = model.condition([""] * 7)["cond"]
+    channels = model.modules["unet"].config.in_channels
+
+    def call(b, grad):
+        x = torch.randn(b, channels, 8, 8, requires_grad=grad)
+        with torch.set_grad_enabled(grad):
+            out = model.predict(x, 500, {"cond": {k: v[:b] for k, v in text.items()}})
+        if grad:
+            torch.autograd.grad(out.sum(), x)
+
+    for grad in (False, True):
+        call(2, grad)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= (2 if scope == "full" else 8)  # a graph per grad mode (and per block shape)
+    for b in (3, 5, 7):
+        for grad in (False, True):
+            call(b, grad)
+    assert counters["stats"]["unique_graphs"] == graphs, "a new batch size recompiled"
+
+
+def test_regional_compile_inverts_like_the_eager_model(tiny_sd):
+    """The blocks compiled (``aot_eager``), the glue eager: the inversion, whose working set shrinks, gives the
+    eager model's latents."""
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    latents = {}
+    for compile in (False, "aot_eager"):
+        model = load_model(str(tiny_sd))
+        accelerate(model, compile, scope="regional")
+        _, result = InversionEngine(model, PreciseInv(eta=1e-4, max_iters=40), 2).invert(images)
+        latents[compile] = result.latent
+    torch.testing.assert_close(latents["aot_eager"], latents[False], rtol=1e-4, atol=1e-4)
