@@ -77,7 +77,7 @@ def test_regional_scope_errors_are_one_line():
         accelerate_module(torch.nn.Sequential(torch.nn.Linear(2, 2)), "eager", scope="regional")
 
 
-@pytest.mark.parametrize("fixture,scope", [("tiny_sd", "full"), ("tiny_sd", "regional"), ("tiny_sdxl", "full")])
+@pytest.mark.parametrize("fixture,scope", [("tiny_sd", "regional"), ("tiny_sdxl", "full")])  # SDXL: nested arguments
 def test_a_compiled_denoiser_has_a_dynamic_batch_from_the_start(fixture, scope, request):
     """AOTAutograd (``aot_eager``: the forward and backward graphs inductor would get, without C++ builds): after
     the first batch size, other sizes of its range reuse the graphs (the batch is marked dynamic, nested arguments
