@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import RANDOM, LoadedModel, sync  # noqa: E402
+from speed import RANDOM, build, sync  # noqa: E402
 
-from preciseinv.accel.settings import accelerate, accelerate_module, autocast  # noqa: E402
+from preciseinv.accel.settings import autocast  # noqa: E402
 
 SCOPES = ("eager", "full", "regional")
 
@@ -37,17 +37,10 @@ SCOPES = ("eager", "full", "regional")
 def measure(args) -> dict:
     """One scope in this process: the seconds of each call (see the module's docstring)."""
     device = torch.device(args.device)
-    dtype = torch.float32 if device.type == "cpu" else {"bf16": torch.bfloat16, "fp16": torch.float16,
-                                                        "fp32": torch.float32}[args.precision]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
     torch.manual_seed(0)
-    if args.model in RANDOM:
-        model = RANDOM[args.model](device, dtype)
-        if args.scope != "eager":
-            accelerate_module(model.net, True, scope=args.scope)
-    else:
-        model = LoadedModel(args.model, device, "float32")
-        if args.scope != "eager":
-            accelerate(model.model, True, scope=args.scope)
+    eager = args.scope == "eager"
+    model = build(args.model, device, dtype, compile=not eager, scope="full" if eager else args.scope)
     shape = model.latent_shape if not args.latent else (model.latent_shape[0], args.latent, args.latent)
 
     def call(batch: int, grad: bool) -> float:

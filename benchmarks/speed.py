@@ -154,6 +154,18 @@ class LoadedModel:
         return self.model.predict(x, t, cond)
 
 
+def build(name: str, device, dtype, compile=False, channels_last: bool = False, scope: str = "full"):
+    """A random-weight denoiser (``RANDOM``; fp32 on a CPU) or a loaded model (fp32 weights), with the speed
+    settings applied."""
+    if name in RANDOM:
+        model = RANDOM[name](device, torch.float32 if device.type == "cpu" else dtype)
+        accelerate_module(model.net, compile, channels_last, scope)
+    else:
+        model = LoadedModel(name, device, "float32")
+        accelerate(model.model, compile, channels_last, scope)
+    return model
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -204,12 +216,7 @@ def main() -> None:
     configure_backends()
     compute = "true" if args.no_autocast else args.precision  # the autocast name (anything unknown: none)
     compile = {"false": False, "true": True}.get(args.compile.lower(), args.compile)
-    model = RANDOM[args.model](device, torch.float32 if device.type == "cpu" else dtype) if args.model in RANDOM \
-        else LoadedModel(args.model, device, "float32")
-    if isinstance(model, LoadedModel):
-        accelerate(model.model, compile, args.channels_last, args.compile_scope)
-    else:
-        accelerate_module(model.net, compile, args.channels_last, args.compile_scope)
+    model = build(args.model, device, dtype, compile, args.channels_last, args.compile_scope)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     shown = name if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
 
