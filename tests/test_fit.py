@@ -24,14 +24,14 @@ def fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def default_runs(tmp_path_factory, fit_in_process):
-    """The README's default command from an unrelated directory, and the same run with DDIM inversion and with the
-    paper's solver (in process: the same code after argument parsing)."""
+    """The README's default command from an unrelated directory (its console output under "console"), and the same
+    run with DDIM inversion and with the paper's solver (in process: the same code after argument parsing)."""
     root = tmp_path_factory.mktemp("default")
     proc = fit(f"output_dir={root / 'run-preciseinv'}", cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name, args in {"ddim": ["method=ddim"], "adamw": ["solver=adamw"]}.items():
         fit_in_process(*args, f"output_dir={root / ('run-' + name)}")
-    return {name: root / f"run-{name}" for name in ("preciseinv", "ddim", "adamw")}
+    return {**{name: root / f"run-{name}" for name in ("preciseinv", "ddim", "adamw")}, "console": proc}
 
 
 def summary(out: Path) -> dict:
@@ -55,6 +55,20 @@ def test_default_run_shows_the_point_of_the_method(default_runs):
     precise_top = max(r["residual"][1] for r in manifest(default_runs["preciseinv"]))
     ddim_top = min(r["residual"][1] for r in manifest(default_runs["ddim"]))
     assert precise_top < 2e-2 and precise_top * 20 < ddim_top
+
+
+def test_the_console_is_one_header_the_bar_and_a_table(default_runs):
+    """The default command's console: a header naming what runs, the progress bar, a table, where the outputs are;
+    none of Lightning's, Hydra's or W&B's chatter (W&B logs offline in the default run)."""
+    proc, out = default_runs["console"], default_runs["preciseinv"]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("preciseinv: model=mini method=preciseinv solver=hybrid") and "images=4" in lines[0]
+    assert lines[-4].split()[:3] == ["images", "failed", "PSNR"] and lines[-3].split()[0] == "4"
+    assert lines[-2] == f"outputs in {out}"
+    assert lines[-1].startswith(f"W&B run saved offline: upload with `wandb sync {out / 'wandb'}")
+    everything = proc.stdout + proc.stderr
+    for noise in ("GPU available", "TPU available", "Tip:", "[HYDRA]", "deprecated", "LeafSpec"):
+        assert noise not in everything, noise
 
 
 def test_true_half_precision_is_half_weights_and_an_fp32_solver(default_runs, tmp_path, fit_in_process):
