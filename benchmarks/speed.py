@@ -154,15 +154,16 @@ class LoadedModel:
         return self.model.predict(x, t, cond)
 
 
-def build(name: str, device, dtype, compile=False, channels_last: bool = False, scope: str = "full"):
+def build(name: str, device, dtype, compile=False, channels_last: bool = False, scope: str = "full",
+          cudnn_benchmark: bool = False):
     """A random-weight denoiser (``RANDOM``; fp32 on a CPU) or a loaded model (fp32 weights), with the speed
     settings applied."""
     if name in RANDOM:
         model = RANDOM[name](device, torch.float32 if device.type == "cpu" else dtype)
-        accelerate_module(model.net, compile, channels_last, scope)
+        accelerate_module(model.net, compile, channels_last, scope, cudnn_benchmark)
     else:
         model = LoadedModel(name, device, "float32")
-        accelerate(model.model, compile, channels_last, scope)
+        accelerate(model.model, compile, channels_last, scope, cudnn_benchmark)
     return model
 
 
@@ -206,6 +207,9 @@ def main() -> None:
     p.add_argument("--compile-scope", default="full", choices=["full", "regional"],
                    help="what --compile compiles: the whole denoiser, or its blocks (a shorter compile)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="cuDNN times its convolution algorithms per shape (model.cudnn_benchmark; the search is in "
+                        "the warm-up)")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the engine's end-to-end run (loaded models)")
     p.add_argument("--out", type=Path, default=None, help="append one JSON object per measurement (results.jsonl)")
     args = p.parse_args()
@@ -216,7 +220,7 @@ def main() -> None:
     configure_backends()
     compute = "true" if args.no_autocast else args.precision  # the autocast name (anything unknown: none)
     compile = {"false": False, "true": True}.get(args.compile.lower(), args.compile)
-    model = build(args.model, device, dtype, compile, args.channels_last, args.compile_scope)
+    model = build(args.model, device, dtype, compile, args.channels_last, args.compile_scope, args.cudnn_benchmark)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     shown = name if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
 
@@ -227,7 +231,8 @@ def main() -> None:
                 f.write(json.dumps({"date": str(date.today()), "device": name, "model": model.name,
                                     "resolution": model.resolution, "precision": args.precision, "compile": compile,
                                     "compile_scope": args.compile_scope if compile else None,
-                                    "channels_last": args.channels_last, "autocast": not args.no_autocast,
+                                    "channels_last": args.channels_last, "cudnn_benchmark": args.cudnn_benchmark,
+                                    "autocast": not args.no_autocast,
                                     **row}) + "\n")
 
     print("| model | device | precision | compile | channels_last | solver | batch | ms / image-iteration | "
@@ -240,7 +245,8 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             head = (f"| {args.model} | {shown} | {args.precision}{' (no autocast)' if args.no_autocast else ''} | "
-                    f"{compile}{' (regional)' if compile and args.compile_scope == 'regional' else ''} | "
+                    f"{compile}{' (regional)' if compile and args.compile_scope == 'regional' else ''}"
+                    f"{' + cudnn benchmark' if args.cudnn_benchmark else ''} | "
                     f"{args.channels_last} | {solver} | {batch} |")
             try:
                 sec, warmup = time_iterations(model, batch, args.iters, device, compute, solver)

@@ -17,6 +17,9 @@
   (``reduce-overhead``, ``max-autotune``) records one per shape: the model is then marked ``static_shapes`` and the
   solver loop pads its working set to a few bucket sizes (``preciseinv.solvers.buckets``), so the graphs are reused
   across iterations, timesteps and batches;
+- ``cudnn_benchmark``: cuDNN times its convolution algorithms at each new input shape and keeps the fastest
+  (``torch.backends.cudnn.benchmark``, process-wide) instead of its heuristic pick; each new shape then costs a
+  search, so a convolutional model is marked ``static_shapes`` too and the working set is padded to bucket sizes;
 - the compute precision: ``autocast(device, precision)`` for a preset's ``precision`` (Lightning's names;
   ``bf16-true`` / ``16-true``: no autocast, the weights in half: ``TRUE_HALF``).
 """
@@ -96,26 +99,37 @@ REGIONS = ("ResnetBlock2D", "Transformer2DModel", "Downsample2D", "Upsample2D", 
            "FluxTransformerBlock", "FluxSingleTransformerBlock")
 
 
-def accelerate(model, compile: bool | str = False, channels_last: bool = False, scope: str = "full"):
+def accelerate(model, compile: bool | str = False, channels_last: bool = False, scope: str = "full",
+               cudnn_benchmark: bool = False):
     """Apply the speed settings to a ``DiffusionModel``'s denoiser, in place; returns the model.
 
     ``compile``: False, True (torch.compile's default mode), a mode name (``"max-autotune-no-cudagraphs"``,
     ``"reduce-overhead"``: CUDA graphs, one per working-set bucket size) or a backend name (``compile_options``);
-    ``scope``: ``"full"`` (the whole denoiser) or ``"regional"`` (its blocks: ``regions``)."""
-    accelerate_module(model.modules[model.denoiser_name], compile, channels_last, scope)
-    model.static_shapes = uses_cuda_graphs(compile)  # the solver loop pads its working set (solvers/buckets.py)
+    ``scope``: ``"full"`` (the whole denoiser) or ``"regional"`` (its blocks: ``regions``); ``cudnn_benchmark``:
+    cuDNN's timed choice of convolution algorithms, per shape."""
+    denoiser = model.modules[model.denoiser_name]
+    accelerate_module(denoiser, compile, channels_last, scope, cudnn_benchmark)
+    # few shapes wanted (the solver loop pads its working set to bucket sizes: solvers/buckets.py): CUDA graphs
+    # record one graph per shape, cuDNN's benchmark mode searches once per shape
+    model.static_shapes = uses_cuda_graphs(compile) or (cudnn_benchmark and has_convolutions(denoiser))
     return model
 
 
+def has_convolutions(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+
+
 def accelerate_module(denoiser: torch.nn.Module, compile: bool | str = False, channels_last: bool = False,
-                      scope: str = "full"):
+                      scope: str = "full", cudnn_benchmark: bool = False):
     """``accelerate`` for a bare network (the benchmark's random-weight denoisers)."""
     options = compile_options(compile) if compile else {}  # a bad name fails here, before anything is changed
     if scope not in SCOPES:
         raise PreciseInvError(f"model.compile_scope must be {' or '.join(SCOPES)}; got {scope!r}")
     blocks = regions(denoiser) if compile and scope == "regional" else []  # none found fails here too
     configure_backends()
-    if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in denoiser.modules()):
+    if cudnn_benchmark:  # process-wide, as torch keeps it; never switched off here (another model may want it)
+        torch.backends.cudnn.benchmark = True
+    if channels_last and has_convolutions(denoiser):
         denoiser.to(memory_format=torch.channels_last)
     if compile and not getattr(denoiser, "_preciseinv_compiled", False):
         # room for the (batch range, grad mode) graphs: dynamo falls back to eager after 8 recompilations of one

@@ -50,6 +50,7 @@ class ModelSpec:
     compile: bool | str = False  # torch.compile the denoiser (True or a mode name); see preciseinv.accel
     compile_scope: str = "full"  # what compile compiles: the whole denoiser, or its blocks ("regional")
     channels_last: bool = False  # NHWC weights for a convolutional denoiser
+    cudnn_benchmark: bool = False  # cuDNN times its convolution algorithms per shape (the working set padded)
 
     def load(self, device: str | torch.device = "cpu"):
         model = load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,
@@ -58,7 +59,7 @@ class ModelSpec:
             model.guidance_embedding = self.guidance_embedding
         from preciseinv.accel.settings import accelerate
 
-        return accelerate(model, self.compile, self.channels_last, self.compile_scope)
+        return accelerate(model, self.compile, self.channels_last, self.compile_scope, self.cudnn_benchmark)
 
 
 def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:
