@@ -29,7 +29,11 @@ def skimage_image(name: str) -> np.ndarray:
 
     folder = Path(skimage.__file__).parent / "data"
     stem = _FILES.get(name, name)
-    path = next(p for p in folder.iterdir() if p.stem == stem)
+    path = next((p for p in folder.iterdir() if p.stem == stem), None)
+    if path is None:
+        from preciseinv.errors import PreciseInvError
+
+        raise PreciseInvError(f"scikit-image {skimage.__version__} bundles no sample image {stem!r} in {folder}")
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"))
 

@@ -85,3 +85,7 @@ def test_every_training_image_is_bundled_with_scikit_image():
     for name in TRAIN_IMAGES:
         image = skimage_image(name)
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 32
+    from preciseinv.errors import PreciseInvError
+
+    with pytest.raises(PreciseInvError, match="bundles no sample image 'lena'"):  # a release without it: one line
+        skimage_image("lena")
