@@ -79,6 +79,7 @@ def test_bad_inputs_become_failure_records_and_the_rest_is_inverted(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == len(good) and summary["n_failed"] == len(bad)
     assert (out / "latents" / "name with spaces ü.safetensors").is_file()
+    assert proc.stdout.strip().splitlines()[-1] == f"outputs in {out}"  # without a logger: the console's last line
 
 
 def run_and_kill(args: list[str], out: Path, after_records: int) -> None:
@@ -162,8 +163,9 @@ def test_sigterm_and_sigint_stop_gracefully_and_the_rerun_resumes(tmp_path, fit_
 
     n = stop(signal.SIGTERM, 143, 0)
     assert 1 <= n < 6
-    with pytest.raises(PreciseInvError, match="other settings"):  # resuming needs the same settings (in process:
-        fit_in_process(*args[:-3], "method.max_iters=5", *args[-2:])  # the command's one line is tested elsewhere)
+    # resuming needs the same settings (in process: the command's one line is tested in tests/test_fit.py)
+    with pytest.raises(PreciseInvError, match=r"other settings \(method\)"):
+        fit_in_process(*args[:-3], "method.max_iters=5", *args[-2:])
     assert n < stop(signal.SIGINT, 130, n) < 6  # the rerun resumed (it published more), then Ctrl-C stopped it
     proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,8 +18,11 @@
   solver loop pads its working set to a few bucket sizes (``preciseinv.solvers.buckets``), so the graphs are reused
   across iterations, timesteps and batches;
 - ``cudnn_benchmark``: cuDNN times its convolution algorithms at each new input shape and keeps the fastest
-  (``torch.backends.cudnn.benchmark``, process-wide) instead of its heuristic pick; each new shape then costs a
-  search, so a convolutional model is marked ``static_shapes`` too and the working set is padded to bucket sizes;
+  (``torch.backends.cudnn.benchmark``, process-wide, as torch keeps it: a later model in the process inherits it)
+  instead of its heuristic pick. A shape's search is paid once per process (cuDNN caches it across batches and
+  timesteps), so the working set is not padded for it (padding would cost network work at every iteration;
+  ``method.buckets=true`` pads anyway); it cannot be combined with ``torch.use_deterministic_algorithms``
+  (Lightning's ``trainer.deterministic=true``);
 - the compute precision: ``autocast(device, precision)`` for a preset's ``precision`` (Lightning's names;
   ``bf16-true`` / ``16-true``: no autocast, the weights in half: ``TRUE_HALF``).
 """
@@ -107,16 +110,9 @@ def accelerate(model, compile: bool | str = False, channels_last: bool = False, 
     ``"reduce-overhead"``: CUDA graphs, one per working-set bucket size) or a backend name (``compile_options``);
     ``scope``: ``"full"`` (the whole denoiser) or ``"regional"`` (its blocks: ``regions``); ``cudnn_benchmark``:
     cuDNN's timed choice of convolution algorithms, per shape."""
-    denoiser = model.modules[model.denoiser_name]
-    accelerate_module(denoiser, compile, channels_last, scope, cudnn_benchmark)
-    # few shapes wanted (the solver loop pads its working set to bucket sizes: solvers/buckets.py): CUDA graphs
-    # record one graph per shape, cuDNN's benchmark mode searches once per shape
-    model.static_shapes = uses_cuda_graphs(compile) or (cudnn_benchmark and has_convolutions(denoiser))
+    accelerate_module(model.modules[model.denoiser_name], compile, channels_last, scope, cudnn_benchmark)
+    model.static_shapes = uses_cuda_graphs(compile)  # the solver loop pads its working set (solvers/buckets.py)
     return model
-
-
-def has_convolutions(module: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
 
 
 def accelerate_module(denoiser: torch.nn.Module, compile: bool | str = False, channels_last: bool = False,
@@ -128,8 +124,11 @@ def accelerate_module(denoiser: torch.nn.Module, compile: bool | str = False, ch
     blocks = regions(denoiser) if compile and scope == "regional" else []  # none found fails here too
     configure_backends()
     if cudnn_benchmark:  # process-wide, as torch keeps it; never switched off here (another model may want it)
+        if torch.are_deterministic_algorithms_enabled():
+            raise PreciseInvError("model.cudnn_benchmark=true times cuDNN's algorithms, which deterministic "
+                                  "algorithms (trainer.deterministic=true) forbid: set one of them to false")
         torch.backends.cudnn.benchmark = True
-    if channels_last and has_convolutions(denoiser):
+    if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in denoiser.modules()):
         denoiser.to(memory_format=torch.channels_last)
     if compile and not getattr(denoiser, "_preciseinv_compiled", False):
         # room for the (batch range, grad mode) graphs: dynamo falls back to eager after 8 recompilations of one

@@ -50,7 +50,7 @@ class ModelSpec:
     compile: bool | str = False  # torch.compile the denoiser (True or a mode name); see preciseinv.accel
     compile_scope: str = "full"  # what compile compiles: the whole denoiser, or its blocks ("regional")
     channels_last: bool = False  # NHWC weights for a convolutional denoiser
-    cudnn_benchmark: bool = False  # cuDNN times its convolution algorithms per shape (the working set padded)
+    cudnn_benchmark: bool = False  # cuDNN times its convolution algorithms per shape (process-wide)
 
     def load(self, device: str | torch.device = "cpu"):
         model = load_model(self.path, device=device, dtype=self.dtype, revision=self.revision,

@@ -36,6 +36,8 @@ def test_random_crops_are_32px_in_range_and_seeded():
     assert a.shape == (5, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, recipe.RandomCrops(seed=4).sample(5))
     assert not set(DEMO_IMAGES) & set(TRAIN_IMAGES)  # the default run inverts images the model never saw
+    images = recipe.RandomCrops().images  # the training set: every TRAIN_IMAGES entry, in [-1, 1]
+    assert len(images) == len(TRAIN_IMAGES) and all(i.min() >= -1 and i.max() <= 1 for i in images)
 
 
 def test_learning_rate_warms_up_then_decays_to_its_floor():
@@ -51,10 +53,11 @@ def test_a_stopped_training_resumes_to_the_unstopped_weights(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same kernels in both runs: bitwise-equal weights
     try:
-        recipe.train(tmp_path / "straight", max_minutes=float("inf"), **kwargs)
-        recipe.train(tmp_path / "stopped", max_minutes=0.0, **kwargs)
-        assert torch.load(tmp_path / "stopped" / "train_state.pt", weights_only=False)["step"] == 1
-        recipe.train(tmp_path / "stopped", max_minutes=float("inf"), **kwargs)
+        with torch.random.fork_rng():  # train() seeds torch's global generator: other tests keep theirs
+            recipe.train(tmp_path / "straight", max_minutes=float("inf"), **kwargs)
+            recipe.train(tmp_path / "stopped", max_minutes=0.0, **kwargs)
+            assert torch.load(tmp_path / "stopped" / "train_state.pt", weights_only=False)["step"] == 1
+            recipe.train(tmp_path / "stopped", max_minutes=float("inf"), **kwargs)
     finally:
         torch.set_num_threads(threads)
     straight, resumed = unet_weights(tmp_path / "straight"), unet_weights(tmp_path / "stopped")
@@ -66,7 +69,7 @@ def test_a_stopped_training_resumes_to_the_unstopped_weights(tmp_path):
     from preciseinv.methods import PreciseInv
     from preciseinv.models import load_model
 
-    model = load_model(str(tmp_path / "straight" / "pipeline"))
+    model = load_model(str(tmp_path / "stopped" / "pipeline"))
     images = recipe.RandomCrops(seed=1).sample(2)
     _, result = InversionEngine(model, PreciseInv(eta=1e-3, max_iters=20), 2).invert(images)
     assert result.latent.shape == (2, 3, 32, 32) and torch.isfinite(result.latent).all()
