@@ -53,6 +53,16 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gpu_or_fp32", gpu_or_fp32)
 
 
+def check_required(cfg) -> None:
+    """Values a config leaves to the command line (``???``, e.g. ``data.root`` of ``data=coco``): one line naming
+    them, where OmegaConf would raise deep inside instantiation."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra."))
+    if missing:
+        raise PreciseInvError(f"{' and '.join(missing)} must be set: add {missing[0]}=<value> to the command")
+
+
 def build(node, **kwargs):
     """``hydra.utils.instantiate``, letting a ``PreciseInvError`` raised by a constructor through unwrapped."""
     from hydra.errors import InstantiationException
@@ -112,6 +122,7 @@ def run(cfg) -> dict:
     from preciseinv.outputs.run_record import check_resumable, first_process, forget_last_run
     from preciseinv.outputs.summary import write_summary
 
+    check_required(cfg)
     if cfg.num_steps is None or int(cfg.num_steps) < 1:
         raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

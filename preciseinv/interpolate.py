@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.fit import CONFIG_DIR, build
+from preciseinv.fit import CONFIG_DIR, build, check_required
 
 
 def endpoint(inverter, spec: str, prompt: str):
@@ -50,6 +50,7 @@ def run(cfg) -> dict:
     from preciseinv.api import Inverter
     from preciseinv.datamodules.images import save_png
 
+    check_required(cfg)
     if cfg.frames < 2:
         raise PreciseInvError(f"frames must be at least 2, got {cfg.frames}")
     if cfg.mode not in ("slerp", "lerp"):

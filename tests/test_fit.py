@@ -184,6 +184,8 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["method.eta=0"], "method.eta must be > 0"),
     (["num_steps=0"], "num_steps must be at least 1"),
     (["data=folder", "data.root=EMPTY"], "no images found"),
+    (["data=coco"], r"data.root must be set: add data.root=<value> to the command"),
+    (["data=webdataset"], r"data.urls must be set"),
     (["data.batch_size=0"], "data.batch_size must be a positive integer or auto"),
     (["trainer.precision=64-true"], "trainer.precision=64-true is not one this engine runs"),
     (["trainer.precision=nonsense"], "trainer.precision=nonsense is not one this engine runs"),
