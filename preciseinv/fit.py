@@ -145,7 +145,7 @@ def run(cfg) -> dict:
         if int(resolution) % need:
             low, high = int(resolution) // need * need, (int(resolution) // need + 1) * need
             raise PreciseInvError(f"data.resolution={resolution} is not a multiple of {need}, which this model needs "
-                                  f"(its VAE's factor times its patch size): use {low or need} or {high}")
+                                  f"(its VAE's factor times its denoiser's patch size or downsampling): use {low or need} or {high}")
     datamodule = build(cfg.data, resolution=resolution, exclude=done, **sizing)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,

@@ -122,14 +122,17 @@ def native_resolution(path: str | os.PathLike | None = None, revision: str | Non
 
 def size_multiple(path: str | os.PathLike | None = None, revision: str | None = None, strict: bool = False) -> int:
     """What image sides should be a multiple of: the VAE's factor times the denoiser's own (a UNet's downsampling,
-    a transformer's patch size; FLUX's 2x2 packing). ``strict``: what they must be a multiple of (a UNet matches
-    odd sizes itself; a transformer's patches cannot). Read from the configs, no weights loaded."""
+    a transformer's patch size; FLUX's 2x2 packing). ``strict``: what they must be a multiple of (a text-conditioned
+    UNet matches odd sizes itself; a transformer's patches and a pixel DDPM's ``UNet2DModel`` cannot). Read from the
+    configs, no weights loaded."""
     index, config = _configs(path, revision)
     vae = 2 ** (len(config("vae")["block_out_channels"]) - 1) if "vae" in index else 1
     if "transformer" in index:
         patch = 2 if "Flux" in index.get("_class_name", "") else int(config("transformer").get("patch_size", 1))
         return vae * patch
-    return vae if strict else vae * 2 ** (len(config("unet")["block_out_channels"]) - 1)
+    unet = config("unet")
+    matches_odd_sizes = unet.get("_class_name") != "UNet2DModel"  # UNet2DConditionModel forwards upsample sizes
+    return vae if strict and matches_odd_sizes else vae * 2 ** (len(unet["block_out_channels"]) - 1)
 
 
 def read_index(path: str, revision: str | None = None, local_files_only: bool = False) -> dict:
