@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from preciseinv.datamodules.images import CROPS, image_size, load_image
 from preciseinv.preemption import ignore_in_worker
@@ -94,7 +94,7 @@ class ImageListDataset(Dataset):
 class ShapeBuckets(ImageListDataset):
     """``crop="none"``: images keep their aspect ratio, so a batch may only hold images of one shape. Each item of
     this dataset is a whole batch (up to ``batch_size`` samples of one shape, read from the files' headers once);
-    the loader shards these batches over ranks (Lightning's distributed sampler, unpadded in predict), so every
+    the loader shards these batches over ranks (``RankShard``, unpadded), so every
     sample is still read, inverted and written exactly once. Unreadable headers form batches of their own (their
     samples become failure records)."""
 
@@ -184,9 +184,39 @@ class InversionDataModule(LightningDataModule, ABC):
             self.set_batch_size(CPU_BATCH)
         workers = min(self.num_workers, os.cpu_count() or 1)
         pin = torch.cuda.is_available()  # page-locked host batches: faster, asynchronous copies to the GPU
-        if isinstance(self.dataset, ShapeBuckets):  # each item is already a batch of one shape
-            return DataLoader(self.dataset, batch_size=1, shuffle=False, num_workers=workers,
-                              collate_fn=collate_batch, persistent_workers=False, worker_init_fn=ignore_in_worker,
-                              pin_memory=pin)
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=workers,
-                          collate_fn=collate, persistent_workers=False, worker_init_fn=ignore_in_worker, pin_memory=pin)
+        buckets = isinstance(self.dataset, ShapeBuckets)  # each item is already a batch of one shape
+        return DataLoader(self.dataset, batch_size=1 if buckets else self.batch_size, shuffle=False,
+                          sampler=RankShard.of(self.dataset, getattr(self, "trainer", None)), num_workers=workers,
+                          collate_fn=collate_batch if buckets else collate, persistent_workers=False,
+                          worker_init_fn=ignore_in_worker, pin_memory=pin)
+
+
+class RankShard(DistributedSampler):
+    """This rank's items of a map-style dataset, ``rank::world_size``, unpadded (each item once over all ranks),
+    and possibly none: a rerun that finds fewer unfinished samples than ranks (a resumed 8-GPU job with 3 images
+    left) gives some ranks nothing to do, where Lightning's own predict sampler asserts every rank has an item.
+    Being a ``DistributedSampler``, Lightning keeps it as it is.
+
+    An empty shard still reports a length of one: Lightning skips the predict hooks of a rank whose loader has no
+    batch, and the writer's end-of-run collectives (``on_predict_end``) would then wait for it forever. Its loader
+    yields nothing, so the rank runs its hooks around an empty loop."""
+
+    def __init__(self, dataset, rank: int, world_size: int):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        self.indices = list(range(rank, len(dataset), world_size))
+        self.num_samples = self.total_size = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return max(1, len(self.indices))  # see the class docstring: an empty shard runs its hooks
+
+    @classmethod
+    def of(cls, dataset, trainer) -> RankShard | None:
+        """The shard of ``trainer``'s rank, or None (the loader's default) outside a multi-process run and for a
+        stream (an ``IterableDataset`` such as WebDataset shards splits itself by rank and worker)."""
+        world = getattr(trainer, "world_size", 1) if trainer is not None else 1
+        if world == 1 or isinstance(dataset, IterableDataset):
+            return None
+        return cls(dataset, trainer.global_rank, world)

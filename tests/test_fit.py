@@ -245,6 +245,16 @@ def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
     pace = json.loads((tmp_path / "out" / "run.json").read_text())["last_run"]  # summed over the two ranks
     assert pace["images"] == 7 and pace["batches"] == 4 and pace["ranks"] == 2  # 4 + 3 images: 2 + 2 batches
     assert pace["steady_images_per_second"] > 0
+    # a rerun with fewer unfinished samples than ranks (one new image, two ranks): the rank with nothing to do
+    # finishes with the other, where Lightning's own sampler asserted and the run crashed
+    write_images(tmp_path / "imgs", ["late.png"], size=40)
+    proc = fit("method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
+               "data.batch_size=2", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+               "logger=csv", f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["id"] for r in manifest(tmp_path / "out")) == sorted([f"d{i}/im{i}" for i in range(7)] + ["late"])
+    pace = json.loads((tmp_path / "out" / "run.json").read_text())["last_run"]
+    assert pace["images"] == 1 and pace["batches"] == 1 and pace["ranks"] == 2
 
 
 def test_a_torn_manifest_line_is_repaired_on_rerun(tmp_path, fit_in_process):

@@ -182,3 +182,26 @@ def test_shape_buckets_split_over_ranks_disjointly(tmp_path):
         for index in UnrepeatedDistributedSampler(dm.dataset, num_replicas=3, rank=rank, shuffle=False):
             seen += [sample["id"] for sample in dm.dataset[index]]
     assert sorted(seen) == [f"{i:02d}" for i in range(12)]  # all, and none twice
+
+
+def test_rank_shards_cover_every_item_once_and_an_empty_shard_still_runs():
+    """RankShard: rank::world_size, unpadded; fewer items than ranks leaves a rank an empty shard that reports one
+    batch (so Lightning runs its hooks) and yields none."""
+    from preciseinv.datamodules.base import RankShard
+
+    items = list(range(5))
+    shards = [list(RankShard(items, rank, 2)) for rank in range(2)]
+    assert shards == [[0, 2, 4], [1, 3]]
+    one = [RankShard([0], rank, 3) for rank in range(3)]
+    assert [list(s) for s in one] == [[0], [], []] and [len(s) for s in one] == [1, 1, 1]
+
+    class Trainer:
+        world_size, global_rank = 2, 1
+
+    assert RankShard.of(items, None) is None and list(RankShard.of(items, Trainer())) == [1, 3]
+
+    class Stream(torch.utils.data.IterableDataset):  # WebDataset shards split themselves by rank and worker
+        def __iter__(self):
+            return iter(items)
+
+    assert RankShard.of(Stream(), Trainer()) is None
