@@ -64,16 +64,23 @@ def check_required(cfg) -> None:
 
 
 def build(node, **kwargs):
-    """``hydra.utils.instantiate``, letting a ``PreciseInvError`` raised by a constructor through unwrapped."""
+    """``hydra.utils.instantiate``, letting a ``PreciseInvError`` raised by a constructor through unwrapped, and
+    Lightning's own word on a bad setting (``MisconfigurationException``, e.g. ``trainer.accelerator=gpu`` on a
+    machine without one) as one line."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        while cause is not None and not isinstance(cause, PreciseInvError):
+        while cause is not None and not isinstance(cause, (PreciseInvError, MisconfigurationException)):
             cause = cause.__cause__
+        if isinstance(cause, MisconfigurationException):
+            what = str(node.get("_target_", "")).rsplit(".", 1)[-1] or "setting"
+            lines = str(cause).strip().splitlines() or [type(cause).__name__]
+            raise PreciseInvError(f"{what}: {' '.join(line.strip() for line in lines)}") from None
         if cause is not None:
             raise cause from None
         raise

@@ -186,6 +186,7 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["data=folder", "data.root=EMPTY"], "no images found"),
     (["data=coco"], r"data.root must be set: add data.root=<value> to the command"),
     (["data.resolution=33"], "data.resolution=33 is not a multiple of 4, .*: use 32 or 36"),  # a pixel UNet2DModel
+    (["trainer.accelerator=cpu", "trainer.devices=0"], "Trainer: .*devices"),  # Lightning's word, one line
     (["data=webdataset"], r"data.urls must be set"),
     (["data.batch_size=0"], "data.batch_size must be a positive integer or auto"),
     (["trainer.precision=64-true"], "trainer.precision=64-true is not one this engine runs"),
