@@ -61,6 +61,24 @@ def wandb_hint(output_dir) -> str | None:
     return f"W&B run saved offline: upload with `wandb sync {runs[-1]}`" if runs else None
 
 
+def failures_line(output_dir, summary: dict) -> str | None:
+    """Why samples failed, when some did: how many, the first one's id and reason, and where the rest are."""
+    n = summary.get("n_failed") or 0
+    path = Path(output_dir, "failures.jsonl")
+    if not n or not path.exists():
+        return None
+    import json
+
+    for line in path.read_text().splitlines():
+        try:
+            first = json.loads(line)
+        except json.JSONDecodeError:  # a torn line a dead run left
+            continue
+        more = f" (and {n - 1} more)" if n > 1 else ""
+        return f"failed: {first.get('id')}: {first.get('reason')}{more}; all in {path}"
+    return None
+
+
 def header(cfg, n_images: int | None, n_done: int) -> str:
     """One line: what runs, on what, into where."""
     method, solver = _config_name(cfg.method), _config_name(cfg.get("solver"))

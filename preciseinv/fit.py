@@ -233,6 +233,9 @@ def main(config_name: str = "fit") -> None:
             run_json = Path(cfg.output_dir) / "run.json"
             pace = json.loads(run_json.read_text()).get("last_run") if run_json.exists() else None
             print(console.summary_table(summary, pace))
+            failed = console.failures_line(cfg.output_dir, summary)
+            if failed:
+                print(failed)
             print(f"outputs in {cfg.output_dir}")
             hint = console.wandb_hint(cfg.output_dir)
             if hint:

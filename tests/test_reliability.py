@@ -79,7 +79,10 @@ def test_bad_inputs_become_failure_records_and_the_rest_is_inverted(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == len(good) and summary["n_failed"] == len(bad)
     assert (out / "latents" / "name with spaces ü.safetensors").is_file()
-    assert proc.stdout.strip().splitlines()[-1] == f"outputs in {out}"  # without a logger: the console's last line
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == f"outputs in {out}"  # without a logger: the console's last line
+    assert lines[-2].startswith("failed: ") and lines[-2].endswith(f"(and 3 more); all in {out / 'failures.jsonl'}")
+    assert any(f"failed: {f['id']}: {f['reason']} " in lines[-2] for f in failures)  # the first one, and why
 
 
 def run_and_kill(args: list[str], out: Path, after_records: int) -> None:
