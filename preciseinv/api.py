@@ -111,6 +111,7 @@ class Inverter:
                                       "ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
             spec = dataclasses.replace(spec, dtype=TRUE_HALF[precision])
         self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
+        self._spec = spec
         lr = lr if lr is not None else (spec.lr if spec else 0.1)
         if method == "preciseinv":
             method_obj = PreciseInv(eta=eta, max_iters=max_iters, solver=make_solver(solver, lr))
@@ -128,15 +129,52 @@ class Inverter:
         self.precision = precision
 
     def load_images(self, images) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] at the model's resolution from paths, PIL images or a tensor."""
+        """(B, 3, H, W) in [-1, 1] at the model's resolution from a path or PIL image, a list of them, or a tensor
+        ((B, 3, H, W) or (3, H, W) in [-1, 1]). What cannot be used is one line."""
+        from PIL import Image
+
+        from preciseinv.datamodules.base import error_text
         from preciseinv.datamodules.images import fit_square, load_image, to_rgb, to_tensor
 
         if isinstance(images, torch.Tensor):
-            return images if images.dim() == 4 else images[None]
-        size = self.model.resolution
-        out = [load_image(im, size) if isinstance(im, (str, os.PathLike)) else to_tensor(fit_square(to_rgb(im), size))
-               for im in images]
+            return self._check_tensor(images)
+        if isinstance(images, (str, os.PathLike, Image.Image)):  # one image
+            images = [images]
+        size, out = self.model.resolution, []
+        for image in images:
+            if not isinstance(image, (str, os.PathLike)):
+                out.append(to_tensor(fit_square(to_rgb(image), size)))
+                continue
+            if not os.path.isfile(image):
+                raise PreciseInvError(f"image {str(image)!r} is not a file")
+            try:
+                out.append(load_image(image, size))
+            except Exception as err:  # corrupt, truncated, not an image
+                raise PreciseInvError(f"cannot read image {str(image)!r}: {error_text(err)}") from None
         return torch.stack(out)
+
+    def _check_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        x = images[None] if images.dim() == 3 else images  # (B, 3, H, W)
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise PreciseInvError(f"an image tensor must be (B, 3, H, W) or (3, H, W), RGB in [-1, 1]; got shape "
+                                  f"{tuple(images.shape)}")
+        low, high = float(x.min()), float(x.max())
+        if low < -1.01 or high > 1.01:
+            raise PreciseInvError(f"an image tensor must hold values in [-1, 1]; got {low:.3g} to {high:.3g} "
+                                  "(images in [0, 1]: pass x * 2 - 1)")
+        need = self._size_multiple()
+        if any(side % need for side in x.shape[-2:]):
+            raise PreciseInvError(f"image sides must be multiples of {need} for this model; got "
+                                  f"{tuple(x.shape[-2:])} (paths and PIL images are resized to the model's size)")
+        return x
+
+    def _size_multiple(self) -> int:
+        """What this model's image sides must be a multiple of (1 when it was handed over already loaded)."""
+        if self._spec is None:
+            return 1
+        from preciseinv.models.loading import size_multiple
+
+        return size_multiple(self._spec.path, self._spec.revision, strict=True)
 
     def invert(self, images, prompts: list[str] | None = None) -> Inversion:
         images = self.load_images(images).to(self.model.device)

@@ -1,0 +1,50 @@
+"""``preciseinv.Inverter``'s inputs: one image or a list, paths, PIL images or tensors, all alike; what cannot be
+used is one line (``PreciseInvError``), never an error from deep inside the network."""
+
+import pytest
+import torch
+from PIL import Image
+
+from preciseinv import Inverter
+from preciseinv.errors import PreciseInvError
+
+
+@pytest.fixture(scope="module")
+def inverter():
+    return Inverter("mini", eta=1e-3, max_iters=5)  # the embedded 32 px pixel-space model
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from preciseinv.tiny import write_images
+
+    folder = tmp_path_factory.mktemp("images")
+    write_images(folder, ["a.png"], size=40)
+    return folder / "a.png"
+
+
+def test_one_image_in_any_form_is_a_batch_of_one(inverter, photo):
+    batch = inverter.load_images([photo])
+    assert batch.shape == (1, 3, 32, 32) and batch.min() >= -1 and batch.max() <= 1
+    for one in (photo, str(photo), Image.open(photo), [Image.open(photo)], batch[0], batch):
+        torch.testing.assert_close(inverter.load_images(one), batch)
+    result = inverter.invert(str(photo))  # not its characters, one file name each
+    assert result.latents.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("/no/such/image.png", "image '/no/such/image.png' is not a file"),
+    (torch.rand(32, 32, 3), r"must be \(B, 3, H, W\) or \(3, H, W\), RGB in \[-1, 1\]; got shape \(32, 32, 3\)"),
+    (torch.rand(1, 3, 32, 32) * 255, r"values in \[-1, 1\]; got .* to .*255.*x \* 2 - 1"),
+    (torch.rand(3, 30, 30) * 2 - 1, r"multiples of 4 for this model; got \(30, 30\)"),  # the mini UNet downsamples twice
+])
+def test_unusable_images_are_one_line(inverter, bad, message):
+    with pytest.raises(PreciseInvError, match=message) as error:
+        inverter.invert(bad)
+    assert "\n" not in str(error.value)
+
+
+def test_an_unreadable_file_is_one_line_naming_it(inverter, tmp_path):
+    (tmp_path / "fake.png").write_text("not an image")
+    with pytest.raises(PreciseInvError, match=r"cannot read image '.*fake.png': UnidentifiedImageError"):
+        inverter.invert([tmp_path / "fake.png"])
