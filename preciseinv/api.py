@@ -234,6 +234,8 @@ class Inverter:
              source: str = "", prompt: str = "") -> None:
         from preciseinv.outputs import extra_tensors, save_latent
 
+        if not -len(inversion.latents) <= index < len(inversion.latents):
+            raise PreciseInvError(f"index {index} is outside this inversion of {len(inversion.latents)} image(s)")
         self.engine.use_latent_size(inversion.latents)  # the schedule of this inversion's size (FLUX, SD3.5)
         meta = {**self.engine.metadata(), "id": sample_id, "source": source, "prompt": prompt}
         save_latent(path, inversion.latents[index], meta, extra_tensors(inversion.result, index))

@@ -48,3 +48,17 @@ def test_an_unreadable_file_is_one_line_naming_it(inverter, tmp_path):
     (tmp_path / "fake.png").write_text("not an image")
     with pytest.raises(PreciseInvError, match=r"cannot read image '.*fake.png': UnidentifiedImageError"):
         inverter.invert([tmp_path / "fake.png"])
+
+
+def test_prompts_and_indices_that_do_not_match_the_images_are_one_line(inverter, photo, tmp_path):
+    with pytest.raises(PreciseInvError, match=r"2 prompts for 1 image\(s\): give a list with one entry per image"):
+        inverter.invert([photo], prompts=["a photo", "another"])
+    with pytest.raises(PreciseInvError, match=r"a single string for 2 image\(s\)"):
+        inverter.invert([photo, photo], prompts="a photo")
+    result = inverter.invert([photo, photo], prompts=["a photo", "a photo"])
+    with pytest.raises(PreciseInvError, match=r"1 target prompts for 2 image\(s\)"):
+        inverter.engine.edit(result.latents, ["a painting"], ["a photo", "a photo"])
+    with pytest.raises(PreciseInvError, match=r"index 2 is outside this inversion of 2 image\(s\)"):
+        inverter.save(tmp_path / "x.safetensors", result, 2)
+    inverter.save(tmp_path / "x.safetensors", result, -1, sample_id="last")  # Python's negative index: the last one
+    assert (tmp_path / "x.safetensors").is_file()
