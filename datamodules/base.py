@@ -197,9 +197,9 @@ class RankShard(DistributedSampler):
     left) gives some ranks nothing to do, where Lightning's own predict sampler asserts every rank has an item.
     Being a ``DistributedSampler``, Lightning keeps it as it is.
 
-    An empty shard still reports a length of one: Lightning skips the predict hooks of a rank whose loader has no
-    batch, and the writer's end-of-run collectives (``on_predict_end``) would then wait for it forever. Its loader
-    yields nothing, so the rank runs its hooks around an empty loop."""
+    An empty shard still reports a length of one: Lightning refuses a rank whose loader has no batch (and, told to
+    allow it, skips that rank's predict hooks, so the writer's end-of-run collectives in ``on_predict_end`` would
+    wait for it forever). Its loader yields nothing, so the rank runs its hooks around an empty loop."""
 
     def __init__(self, dataset, rank: int, world_size: int):
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False)
@@ -216,7 +216,7 @@ class RankShard(DistributedSampler):
     def of(cls, dataset, trainer) -> RankShard | None:
         """The shard of ``trainer``'s rank, or None (the loader's default) outside a multi-process run and for a
         stream (an ``IterableDataset`` such as WebDataset shards splits itself by rank and worker)."""
-        world = getattr(trainer, "world_size", 1) if trainer is not None else 1
-        if world == 1 or isinstance(dataset, IterableDataset):
+        shard = getattr(trainer, "distributed_sampler_kwargs", None) or {}  # Lightning's: num_replicas, rank
+        if shard.get("num_replicas", 1) == 1 or isinstance(dataset, IterableDataset):
             return None
-        return cls(dataset, trainer.global_rank, world)
+        return cls(dataset, shard["rank"], shard["num_replicas"])

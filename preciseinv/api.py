@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from preciseinv.accel.settings import AUTOCAST, TRUE_HALF, autocast, check_precision
@@ -111,7 +112,7 @@ class Inverter:
                                       "ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
             spec = dataclasses.replace(spec, dtype=TRUE_HALF[precision])
         self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
-        self._spec = spec
+        self._spec, self._multiple = spec, None
         lr = lr if lr is not None else (spec.lr if spec else 0.1)
         if method == "preciseinv":
             method_obj = PreciseInv(eta=eta, max_iters=max_iters, solver=make_solver(solver, lr))
@@ -138,13 +139,26 @@ class Inverter:
 
         if isinstance(images, torch.Tensor):
             return self._check_tensor(images)
-        if isinstance(images, (str, os.PathLike, Image.Image)):  # one image
+        if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):  # one image
             images = [images]
+        images = list(images)
+        if not images:
+            raise PreciseInvError("no images given")
+        if all(isinstance(image, torch.Tensor) for image in images):  # a list of (3, H, W) tensors
+            return self._check_tensor(torch.stack([self._check_tensor(image)[0] for image in images]))
         size, out = self.model.resolution, []
         for image in images:
-            if not isinstance(image, (str, os.PathLike)):
+            if isinstance(image, np.ndarray):  # (H, W, 3) or (H, W) uint8, as PIL takes them
+                if image.dtype != np.uint8:
+                    raise PreciseInvError(f"a numpy image must be uint8 (H, W, 3) or (H, W); got {image.dtype} "
+                                          f"{image.shape} (float images: pass a (3, H, W) tensor in [-1, 1])")
+                image = Image.fromarray(image)
+            if isinstance(image, Image.Image):
                 out.append(to_tensor(fit_square(to_rgb(image), size)))
                 continue
+            if not isinstance(image, (str, os.PathLike)):
+                raise PreciseInvError(f"an image must be a path, a PIL image, a uint8 numpy array or a tensor; got "
+                                      f"{type(image).__name__}")
             if not os.path.isfile(image):
                 raise PreciseInvError(f"image {str(image)!r} is not a file")
             try:
@@ -159,7 +173,7 @@ class Inverter:
             raise PreciseInvError(f"an image tensor must be (B, 3, H, W) or (3, H, W), RGB in [-1, 1]; got shape "
                                   f"{tuple(images.shape)}")
         low, high = float(x.min()), float(x.max())
-        if low < -1.01 or high > 1.01:
+        if low < -1.5 or high > 1.5:  # resampling overshoots [-1, 1] a little; 0-255 or far off is a mistake
             raise PreciseInvError(f"an image tensor must hold values in [-1, 1]; got {low:.3g} to {high:.3g} "
                                   "(images in [0, 1]: pass x * 2 - 1)")
         need = self._size_multiple()
@@ -169,12 +183,14 @@ class Inverter:
         return x
 
     def _size_multiple(self) -> int:
-        """What this model's image sides must be a multiple of (1 when it was handed over already loaded)."""
-        if self._spec is None:
-            return 1
-        from preciseinv.models.loading import size_multiple
+        """What this model's image sides must be a multiple of, read once from its configs (1, no check, when it
+        was handed over already loaded)."""
+        if self._multiple is None:
+            from preciseinv.models.loading import size_multiple
 
-        return size_multiple(self._spec.path, self._spec.revision, strict=True)
+            self._multiple = 1 if self._spec is None else size_multiple(self._spec.path, self._spec.revision,
+                                                                         strict=True)
+        return self._multiple
 
     def invert(self, images, prompts: list[str] | None = None) -> Inversion:
         images = self.load_images(images).to(self.model.device)

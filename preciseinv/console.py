@@ -69,13 +69,14 @@ def failures_line(output_dir, summary: dict) -> str | None:
         return None
     import json
 
-    for line in path.read_text().splitlines():
-        try:
-            first = json.loads(line)
-        except json.JSONDecodeError:  # a torn line a dead run left
-            continue
-        more = f" (and {n - 1} more)" if n > 1 else ""
-        return f"failed: {first.get('id')}: {first.get('reason')}{more}; all in {path}"
+    with open(path) as lines:  # the first whole record; a run's file may be long
+        for line in lines:
+            try:
+                first = json.loads(line)
+            except json.JSONDecodeError:  # a torn line a dead run left
+                continue
+            more = f" (and {n - 1} more)" if n > 1 else ""
+            return f"failed: {first.get('id')}: {first.get('reason')}{more}; all in {path}"
     return None
 
 

@@ -40,12 +40,16 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def check_prompts(prompts, batch_size: int, what: str = "prompts") -> None:
-    """One prompt per image: a list of another length is one line (a text encoder would raise deep inside, a
-    pixel model would ignore it silently)."""
-    if isinstance(prompts, str) or len(prompts) != batch_size:
-        given = "a single string" if isinstance(prompts, str) else f"{len(prompts)} {what}"
-        raise PreciseInvError(f"{given} for {batch_size} image(s): give a list with one entry per image")
+def check_prompts(prompts, batch_size: int, what: str = "prompts") -> list[str]:
+    """One prompt per image (a bare string: the same prompt for every image); a list of another length is one line
+    (a text encoder would raise deep inside, a pixel model would ignore it silently)."""
+    if isinstance(prompts, str):
+        return [prompts] * batch_size
+    prompts = list(prompts)
+    if len(prompts) != batch_size:
+        raise PreciseInvError(f"{len(prompts)} {what} for {batch_size} image(s): give one per image, or one string "
+                              "for all")
+    return prompts
 
 
 class InversionEngine:
@@ -76,9 +80,7 @@ class InversionEngine:
         self.use_size([n * self.model.vae_scale for n in latent.shape[-2:]])
 
     def condition(self, prompts: list[str] | None, batch_size: int, negative_prompts: list[str] | None = None) -> Any:
-        if prompts is not None:
-            check_prompts(prompts, batch_size)
-        prompts = list(prompts) if prompts is not None else [""] * batch_size
+        prompts = check_prompts(prompts, batch_size) if prompts is not None else [""] * batch_size
         return self.model.condition(prompts, negative_prompts, self.guidance_scale)
 
     def invert(self, images: torch.Tensor, prompts: list[str] | None = None,
@@ -132,9 +134,9 @@ class InversionEngine:
         whose negative prompt is the source prompt. (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
         self.use_latent_size(latent)
-        check_prompts(target_prompts, latent.shape[0], "target prompts")
-        check_prompts(source_prompts, latent.shape[0], "source prompts")
-        cond = self.model.condition(list(target_prompts), list(source_prompts), guidance_scale)
+        target_prompts = check_prompts(target_prompts, latent.shape[0], "target prompts")
+        source_prompts = check_prompts(source_prompts, latent.shape[0], "source prompts")
+        cond = self.model.condition(target_prompts, source_prompts, guidance_scale)
         return self.model.decode(self._sample(latent, cond, noises, companion))
 
     def run(self, images: torch.Tensor, prompts: list[str] | None = None) -> BatchOutput:

@@ -65,8 +65,8 @@ def check_required(cfg) -> None:
 
 def build(node, **kwargs):
     """``hydra.utils.instantiate``, letting a ``PreciseInvError`` raised by a constructor through unwrapped, and
-    Lightning's own word on a bad setting (``MisconfigurationException``, e.g. ``trainer.accelerator=gpu`` on a
-    machine without one) as one line."""
+    Lightning's own word on a bad setting (``MisconfigurationException`` or a ``ValueError`` of a Lightning class,
+    e.g. ``trainer.accelerator=gpu`` on a machine without one, ``trainer.strategy=nonsense``) as one line."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -75,9 +75,11 @@ def build(node, **kwargs):
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        while cause is not None and not isinstance(cause, (PreciseInvError, MisconfigurationException)):
+        lightning = str(node.get("_target_", "")).startswith("lightning.")
+        refusals = (MisconfigurationException, ValueError) if lightning else (MisconfigurationException,)
+        while cause is not None and not isinstance(cause, (PreciseInvError, *refusals)):
             cause = cause.__cause__
-        if isinstance(cause, MisconfigurationException):
+        if isinstance(cause, refusals):
             what = str(node.get("_target_", "")).rsplit(".", 1)[-1] or "setting"
             lines = str(cause).strip().splitlines() or [type(cause).__name__]
             raise PreciseInvError(f"{what}: {' '.join(line.strip() for line in lines)}") from None
@@ -151,8 +153,8 @@ def run(cfg) -> dict:
         need = size_multiple(model_spec.path, model_spec.revision, strict=True)
         if int(resolution) % need:
             low, high = int(resolution) // need * need, (int(resolution) // need + 1) * need
-            raise PreciseInvError(f"data.resolution={resolution} is not a multiple of {need}, which this model needs "
-                                  f"(its VAE's factor times its denoiser's patch size or downsampling): use {low or need} or {high}")
+            raise PreciseInvError(f"data.resolution={resolution} is not a multiple of {need}, which this model needs: "
+                                  f"use {low or need} or {high}")
     datamodule = build(cfg.data, resolution=resolution, exclude=done, **sizing)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = InversionModule(model_spec, method, num_steps=cfg.num_steps, timestep_spacing=cfg.timestep_spacing,

@@ -1,6 +1,7 @@
 """``preciseinv.Inverter``'s inputs: one image or a list, paths, PIL images or tensors, all alike; what cannot be
 used is one line (``PreciseInvError``), never an error from deep inside the network."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -26,7 +27,9 @@ def photo(tmp_path_factory):
 def test_one_image_in_any_form_is_a_batch_of_one(inverter, photo):
     batch = inverter.load_images([photo])
     assert batch.shape == (1, 3, 32, 32) and batch.min() >= -1 and batch.max() <= 1
-    for one in (photo, str(photo), Image.open(photo), [Image.open(photo)], batch[0], batch):
+    pixels = np.asarray(Image.open(photo).convert("RGB"))  # (H, W, 3) uint8
+    for one in (photo, str(photo), Image.open(photo), [Image.open(photo)], pixels, [pixels], batch[0], [batch[0]],
+                batch):
         torch.testing.assert_close(inverter.load_images(one), batch)
     result = inverter.invert(str(photo))  # not its characters, one file name each
     assert result.latents.shape == (1, 3, 32, 32)
@@ -35,7 +38,10 @@ def test_one_image_in_any_form_is_a_batch_of_one(inverter, photo):
 @pytest.mark.parametrize("bad,message", [
     ("/no/such/image.png", "image '/no/such/image.png' is not a file"),
     (torch.rand(32, 32, 3), r"must be \(B, 3, H, W\) or \(3, H, W\), RGB in \[-1, 1\]; got shape \(32, 32, 3\)"),
-    (torch.rand(1, 3, 32, 32) * 255, r"values in \[-1, 1\]; got .* to .*255.*x \* 2 - 1"),
+    (torch.full((1, 3, 32, 32), 255.0), r"values in \[-1, 1\]; got 255 to 255 .*x \* 2 - 1"),
+    ([], "no images given"),
+    (np.zeros((8, 8, 3), dtype=np.float32), "a numpy image must be uint8"),
+    ([3.0], "an image must be a path, a PIL image, a uint8 numpy array or a tensor; got float"),
     (torch.rand(3, 30, 30) * 2 - 1, r"multiples of 4 for this model; got \(30, 30\)"),  # the mini UNet downsamples twice
 ])
 def test_unusable_images_are_one_line(inverter, bad, message):
@@ -51,11 +57,10 @@ def test_an_unreadable_file_is_one_line_naming_it(inverter, tmp_path):
 
 
 def test_prompts_and_indices_that_do_not_match_the_images_are_one_line(inverter, photo, tmp_path):
-    with pytest.raises(PreciseInvError, match=r"2 prompts for 1 image\(s\): give a list with one entry per image"):
+    with pytest.raises(PreciseInvError, match=r"2 prompts for 1 image\(s\): give one per image, or one string"):
         inverter.invert([photo], prompts=["a photo", "another"])
-    with pytest.raises(PreciseInvError, match=r"a single string for 2 image\(s\)"):
-        inverter.invert([photo, photo], prompts="a photo")
-    result = inverter.invert([photo, photo], prompts=["a photo", "a photo"])
+    result = inverter.invert([photo, photo], prompts="a photo")  # one string: the prompt of every image
+    torch.testing.assert_close(result.latents, inverter.invert([photo, photo], prompts=["a photo"] * 2).latents)
     with pytest.raises(PreciseInvError, match=r"1 target prompts for 2 image\(s\)"):
         inverter.engine.edit(result.latents, ["a painting"], ["a photo", "a photo"])
     with pytest.raises(PreciseInvError, match=r"index 2 is outside this inversion of 2 image\(s\)"):

@@ -185,8 +185,10 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["num_steps=0"], "num_steps must be at least 1"),
     (["data=folder", "data.root=EMPTY"], "no images found"),
     (["data=coco"], r"data.root must be set: add data.root=<value> to the command"),
-    (["data.resolution=33"], "data.resolution=33 is not a multiple of 4, .*: use 32 or 36"),  # a pixel UNet2DModel
+    (["data.resolution=34"], "data.resolution=34 is not a multiple of 4, which this model needs: use 32 or 36"),  # a pixel UNet2DModel
     (["trainer.accelerator=cpu", "trainer.devices=0"], "Trainer: .*devices"),  # Lightning's word, one line
+    (["trainer.strategy=nonsense"], "Trainer: .*nonsense"),  # a ValueError of Lightning's
+    (["data=folder"], "data.root must be set"),
     (["data=webdataset"], r"data.urls must be set"),
     (["data.batch_size=0"], "data.batch_size must be a positive integer or auto"),
     (["trainer.precision=64-true"], "trainer.precision=64-true is not one this engine runs"),
@@ -339,5 +341,4 @@ def test_a_square_size_a_transformer_cannot_take_is_one_line(tiny_flux, tmp_path
 
     with pytest.raises(PreciseInvError) as error:  # tiny FLUX: VAE factor 2 x 2x2 packing = 4
         fit_in_process(f"model.path={tiny_flux}", "data.resolution=42", "~logger", f"output_dir={tmp_path / 'out'}")
-    assert str(error.value) == ("data.resolution=42 is not a multiple of 4, which this model needs (its VAE's factor "
-                                "times its denoiser's patch size or downsampling): use 40 or 44")
+    assert str(error.value) == "data.resolution=42 is not a multiple of 4, which this model needs: use 40 or 44"

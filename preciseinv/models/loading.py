@@ -123,8 +123,8 @@ def native_resolution(path: str | os.PathLike | None = None, revision: str | Non
 def size_multiple(path: str | os.PathLike | None = None, revision: str | None = None, strict: bool = False) -> int:
     """What image sides should be a multiple of: the VAE's factor times the denoiser's own (a UNet's downsampling,
     a transformer's patch size; FLUX's 2x2 packing). ``strict``: what they must be a multiple of (a text-conditioned
-    UNet matches odd sizes itself; a transformer's patches and a pixel DDPM's ``UNet2DModel`` cannot). Read from the
-    configs, no weights loaded."""
+    UNet matches any latent size itself; a transformer's patches cannot, nor can a pixel DDPM's ``UNet2DModel`` take
+    sides that are not a multiple of its downsampling). Read from the configs, no weights loaded."""
     index, config = _configs(path, revision)
     vae = 2 ** (len(config("vae")["block_out_channels"]) - 1) if "vae" in index else 1
     if "transformer" in index:

@@ -167,21 +167,30 @@ def test_a_large_jpeg_loads_at_its_bucket_shape(tmp_path, size, resolution, mult
 
 
 def test_shape_buckets_split_over_ranks_disjointly(tmp_path):
-    """Lightning's predict sampler (unrepeated, unpadded) over shape-bucketed batches: each sample on one rank once."""
-    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+    """The loader's own sampler on each of 3 ranks (RankShard) over shape-bucketed batches: each sample on one rank
+    once."""
     from PIL import Image
 
+    from preciseinv.datamodules.base import RankShard
     from preciseinv.datamodules.folder import FolderDataModule
 
     for i, size in enumerate([(96, 48)] * 5 + [(40, 80)] * 3 + [(50, 50)] * 4):
         Image.new("RGB", size, (i, 0, 0)).save(tmp_path / f"{i:02d}.png")
-    dm = FolderDataModule(root=str(tmp_path), resolution=32, crop="none", size_multiple=16, batch_size=2)
-    dm.setup()
     seen = []
     for rank in range(3):
-        for index in UnrepeatedDistributedSampler(dm.dataset, num_replicas=3, rank=rank, shuffle=False):
-            seen += [sample["id"] for sample in dm.dataset[index]]
+        dm = FolderDataModule(root=str(tmp_path), resolution=32, crop="none", size_multiple=16, batch_size=2)
+        dm.trainer = FakeTrainer(rank, 3)
+        loader = dm.predict_dataloader()
+        assert isinstance(loader.sampler, RankShard)
+        seen += [sample_id for batch in loader for sample_id in batch["id"]]
     assert sorted(seen) == [f"{i:02d}" for i in range(12)]  # all, and none twice
+
+
+class FakeTrainer:
+    """What the loader reads of a Lightning trainer in a multi-process run."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.distributed_sampler_kwargs = {"num_replicas": world_size, "rank": rank}
 
 
 def test_rank_shards_cover_every_item_once_and_an_empty_shard_still_runs():
@@ -195,13 +204,11 @@ def test_rank_shards_cover_every_item_once_and_an_empty_shard_still_runs():
     one = [RankShard([0], rank, 3) for rank in range(3)]
     assert [list(s) for s in one] == [[0], [], []] and [len(s) for s in one] == [1, 1, 1]
 
-    class Trainer:
-        world_size, global_rank = 2, 1
-
-    assert RankShard.of(items, None) is None and list(RankShard.of(items, Trainer())) == [1, 3]
+    assert RankShard.of(items, None) is None and list(RankShard.of(items, FakeTrainer(1, 2))) == [1, 3]
+    assert RankShard.of(items, FakeTrainer(0, 1)) is None  # one process: the loader's default
 
     class Stream(torch.utils.data.IterableDataset):  # WebDataset shards split themselves by rank and worker
         def __iter__(self):
             return iter(items)
 
-    assert RankShard.of(Stream(), Trainer()) is None
+    assert RankShard.of(Stream(), FakeTrainer(1, 2)) is None
