@@ -144,8 +144,8 @@ class Inverter:
         images = list(images)
         if not images:
             raise PreciseInvError("no images given")
-        if all(isinstance(image, torch.Tensor) for image in images):  # a list of (3, H, W) tensors
-            return self._check_tensor(torch.stack([self._check_tensor(image)[0] for image in images]))
+        if all(isinstance(image, torch.Tensor) for image in images):  # a list of (3, H, W) tensors, each checked
+            return torch.cat([self._check_tensor(image) for image in images])
         size, out = self.model.resolution, []
         for image in images:
             if isinstance(image, np.ndarray):  # (H, W, 3) or (H, W) uint8, as PIL takes them

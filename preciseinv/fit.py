@@ -74,13 +74,13 @@ def build(node, **kwargs):
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
-        cause = err.__cause__
-        lightning = str(node.get("_target_", "")).startswith("lightning.")
-        refusals = (MisconfigurationException, ValueError) if lightning else (MisconfigurationException,)
+        cause, target = err.__cause__, str(node.get("_target_", ""))
+        refusals = (MisconfigurationException, ValueError) if target.startswith("lightning.") \
+            else (MisconfigurationException,)
         while cause is not None and not isinstance(cause, (PreciseInvError, *refusals)):
             cause = cause.__cause__
         if isinstance(cause, refusals):
-            what = str(node.get("_target_", "")).rsplit(".", 1)[-1] or "setting"
+            what = target.rsplit(".", 1)[-1] or "setting"
             lines = str(cause).strip().splitlines() or [type(cause).__name__]
             raise PreciseInvError(f"{what}: {' '.join(line.strip() for line in lines)}") from None
         if cause is not None:
