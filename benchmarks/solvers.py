@@ -4,6 +4,7 @@ model x timestep spacing x solver x eta, printed as a Markdown table (docs/bench
     python benchmarks/solvers.py                                   # every model below, both spacings, all solvers
     python benchmarks/solvers.py --models mini tiny-lcm --solvers adamw hybrid --eta 1e-3 1e-5
     python benchmarks/solvers.py --models /path/to/diffusers/dir --lr 0.1
+    python benchmarks/solvers.py --suite eval --solvers adamw hybrid --eta 1e-3 --crops 16   # the held-out suite
 
 Models: ``mini`` (the embedded DDPM), ``mini-clip`` (a second pixel DDPM, trained with another seed and
 ``clip_sample`` on: benchmarks/assets/mini-ddpm-clip), the tiny random-weight pipelines of every family
@@ -13,6 +14,12 @@ diffusers directory. Images: the four bundled photos (held out of the mini model
 ``cost`` = network forward + 2 x backward calls per image, the inversion's own. Method names (``ddim``,
 ``ceiling``, ``renoise``, ...) are accepted among ``--solvers`` as comparison rows; ``--encoders mean
 decoder_inversion`` measures decoder inversion (latent models).
+
+``--suite`` runs the held-out suite instead (``benchmarks/suite.py``: every family x sizes x weight seeds, split
+once by seed into ``tune`` and ``eval``; ``trained``: mini and mini-clip at both spacings) on ``--crops`` crops of
+the bundled photos, with ``--cap-1e-5`` iterations per step at eta = 1e-5, and ends with the comparison of the
+second solver named against the first (by default the default solver against the paper's adamw): per model, and
+the worst case over the models run.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).parent
-SOLVERS = ("adamw", "fixed_point", "anderson", "adam", "newton", "hybrid")
+SOLVERS = ("adamw", "fixed_point", "anderson", "adam", "newton", "newton_krylov", "hybrid")
 TINY = {"tiny-sd": ("save_tiny_sd", {}), "tiny-sd-v": ("save_tiny_sd", {"prediction_type": "v_prediction"}),
         "tiny-lcm": ("save_tiny_lcm", {}), "tiny-sdxl": ("save_tiny_sdxl", {}), "tiny-sd3": ("save_tiny_sd3", {})}
 PAPER_LR = {"tiny-lcm": 0.05, "tiny-sdxl": 0.05, "tiny-sd3": 0.025}  # the presets' (paper's) AdamW lr per family
@@ -64,6 +71,26 @@ def images(resolution: int, n_random: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+def crops(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
+    """(n, 3, R, R) in [-1, 1]: random square crops (a quarter to all of the side) of the bundled photos."""
+    from importlib.resources import files
+
+    import torch.nn.functional as F
+
+    from preciseinv.datamodules.images import load_image
+
+    photos = [load_image(p, 128) for p in sorted(Path(str(files("preciseinv") / "assets" / "images")).glob("*.png"))]
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        side = int(torch.randint(32, 129, (1,), generator=g))
+        top, left = (int(torch.randint(0, 129 - side, (1,), generator=g)) for _ in range(2))
+        crop = photo[None, :, top:top + side, left:left + side]
+        out.append(F.interpolate(crop, size=(resolution, resolution), mode="area")[0])
+    return torch.stack(out).clamp(-1, 1)
+
+
 def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
             batch: torch.Tensor, encoder: str = "mean") -> dict:
     from preciseinv.api import make_encoder, make_solver
@@ -83,12 +110,90 @@ def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_
             "solver": solver, "encoder": encoder, "eta": eta, "max_iters": max_iters, "n": len(rows),
             "psnr": sum(out.metrics["psnr"]) / len(rows),
             "converged": sum(all(r["converged"]) for r in rows) / len(rows),
-            "cost": sum(r["cost"] for r in rows) / len(rows), "seconds_per_image": seconds}
+            "cost": sum(r["cost"] for r in rows) / len(rows), "seconds_per_image": seconds,
+            "max_residual": max(max(r["residual"]) for r in rows)}
+
+
+def run_suite(args, machine: str) -> None:
+    """The held-out suite: one row per model x eta x solver, then the comparison of the last solver against the
+    first (the default against adamw) per model, and the worst case."""
+    import diffusers
+    import transformers
+    from suite import build, select
+
+    from preciseinv.models import load_model
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    print(f"<!-- {date.today()}, {machine}, T = 2, {args.crops} crops, cap {args.max_iters} at eta >= 1e-4 and "
+          f"{args.cap_1e_5} below -->")
+    print("| model | half | t | solver | η | PSNR (dB) | converged | cost / image | max residual | s / image |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = args.scratch or Path(tmp)
+        for entry in select(args.suite):
+            model = load_model(build(entry, scratch), device="cpu")
+            batch = crops(args.crops, model.resolution)
+            spacing = entry.spacing if entry.spacing != "leading" else None  # the mini models' own is leading
+            for eta, solver in product(args.eta, args.solvers):
+                cap = args.max_iters if eta >= 1e-4 else args.cap_1e_5
+                row = {"suite": entry.name, "half": entry.half, "family": entry.family,
+                       **run_one(model, entry.name, solver, spacing, eta, cap, args.lr or entry.lr, batch)}
+                rows.append(row)
+                ts = ", ".join(str(int(t)) for t in row["timesteps"])
+                print(f"| {entry.name} | {entry.half} | {ts} | {solver} | {eta:g} | {row['psnr']:.2f} | "
+                      f"{row['converged']:.2f} | {row['cost']:.0f} | {row['max_residual']:.2e} | "
+                      f"{row['seconds_per_image']:.3f} |", flush=True)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps({"date": str(date.today()), "machine": machine, **row}) + "\n")
+    if len(args.solvers) >= 2:
+        print()
+        print(compare(rows, args.solvers[0], args.solvers[-1]))
+
+
+def compare(rows: list[dict], base: str, new: str) -> str:
+    """A Markdown table of ``new`` against ``base`` per model and eta, the three conditions (converged fraction >=
+    base's, PSNR >= base's - 0.1 dB, mean cost <= 1/2 of base's) and converged >= 0.9; then the worst case."""
+    by = {(r["suite"], r["eta"], r["solver"]): r for r in rows}
+    lines = [f"| model | η | converged {base} → {new} | PSNR {base} → {new} | cost {base} → {new} (ratio) | "
+             "conditions |", "|---|---|---|---|---|---|"]
+    worst = {"converged_gap": 0.0, "psnr_gap": float("inf"), "cost_ratio": 0.0, "converged": 1.0}
+    failing = []
+    for (name, eta, solver), b in by.items():
+        n = by.get((name, eta, new))
+        if solver != base or n is None:
+            continue
+        ratio = n["cost"] / max(b["cost"], 1e-9)
+        checks = {"conv": n["converged"] >= b["converged"], "psnr": n["psnr"] >= b["psnr"] - 0.1,
+                  "cost": ratio <= 0.5, "0.9": n["converged"] >= 0.9}
+        if not all(checks.values()):
+            failing.append(f"{name} η={eta:g}: " + ", ".join(k for k, ok in checks.items() if not ok))
+        worst["converged_gap"] = min(worst["converged_gap"], n["converged"] - b["converged"])
+        worst["psnr_gap"] = min(worst["psnr_gap"], n["psnr"] - b["psnr"])
+        worst["cost_ratio"] = max(worst["cost_ratio"], ratio)
+        worst["converged"] = min(worst["converged"], n["converged"])
+        ok = " ".join(k for k, v in checks.items() if v)
+        lines.append(f"| {name} | {eta:g} | {b['converged']:.2f} → {n['converged']:.2f} | {b['psnr']:.2f} → "
+                     f"{n['psnr']:.2f} | {b['cost']:.0f} → {n['cost']:.0f} ({ratio:.2f}) | {ok} |")
+    lines.append("")
+    lines.append(f"Worst case of {new} against {base}: converged fraction {worst['converged_gap']:+.2f}, PSNR "
+                 f"{worst['psnr_gap']:+.2f} dB, cost ratio {worst['cost_ratio']:.2f}, lowest converged fraction "
+                 f"{worst['converged']:.2f}.")
+    lines.append("Failing a condition: " + ("; ".join(failing) if failing else "none"))
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["mini", "mini-clip", *TINY])
+    p.add_argument("--suite", nargs="+", default=None,
+                   help="held-out suite models, halves (tune, eval, trained) or families (benchmarks/suite.py)")
+    p.add_argument("--crops", type=int, default=16, help="--suite: images per model")
+    p.add_argument("--cap-1e-5", type=int, default=1000, help="--suite: iterations per step at eta < 1e-4")
+    p.add_argument("--scratch", type=Path, default=None, help="--suite: keep the built models here")
     p.add_argument("--spacing", nargs="+", default=["default", "trailing"])
     p.add_argument("--solvers", nargs="+", default=["ddim", *SOLVERS])
     p.add_argument("--eta", nargs="+", type=float, default=[1e-3])
@@ -104,6 +209,10 @@ def main() -> None:
     from preciseinv.models import load_model
 
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    if args.suite:
+        if args.solvers == p.get_default("solvers"):
+            args.solvers = ["adamw", "hybrid"]
+        return run_suite(args, machine)
     print(f"<!-- {date.today()}, {machine}, T = 2, max {args.max_iters} iterations per step -->")
     print("| model | spacing (t) | solver | encoder | η | n | PSNR (dB) | converged | cost / image | s / image |")
     print("|---|---|---|---|---|---|---|---|---|---|")

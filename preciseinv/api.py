@@ -71,10 +71,11 @@ def make_solver(solver, lr: float = 0.1):
     if callable(solver):
         return solver
     rules = {"hybrid": solvers.Hybrid, "adamw": solvers.AdamW, "fixed_point": solvers.FixedPoint,
-             "anderson": solvers.Anderson, "adam": solvers.Adam, "newton": solvers.Newton}
+             "anderson": solvers.Anderson, "adam": solvers.Adam, "newton": solvers.Newton,
+             "newton_krylov": solvers.NewtonKrylov}
     if solver not in rules:
         raise PreciseInvError(f"unknown solver {solver!r}; available: {', '.join(rules)}")
-    return partial(rules[solver], lr=lr) if solver == "adamw" else partial(rules[solver])
+    return partial(rules[solver], lr=lr) if solver in ("adamw", "hybrid") else partial(rules[solver])
 
 
 def make_encoder(encoder):

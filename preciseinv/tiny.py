@@ -52,19 +52,22 @@ def _tiny_vae(**extra):
                          up_block_types=["UpDecoderBlock2D"] * 2, **extra)
 
 
-def _calm(unet):
-    """Scale the output layer down: keeps mu well conditioned, as in a trained model."""
+def _calm(unet, scale: float = 0.1):
+    """Scale the output layer by ``scale``: 0.1 keeps mu well conditioned, as in a trained model; 1.0 leaves the
+    network as initialised (a far harder inversion: the held-out solver suite's ``raw`` models)."""
     with torch.no_grad():
-        unet.conv_out.weight.mul_(0.1)
-        unet.conv_out.bias.mul_(0.1)
+        unet.conv_out.weight.mul_(scale)
+        unet.conv_out.bias.mul_(scale)
     return unet
 
 
-def save_tiny_lcm(folder: Path, seed: int = 0) -> Path:
+def save_tiny_lcm(folder: Path, seed: int = 0, width: int = 1, layers: int = 1,
+                  output_scale: float = 0.1) -> Path:
     """An LCM-distilled-SD-shaped pipeline: the SD UNet with a guidance embedding (time_cond_proj_dim), LCMScheduler."""
     from diffusers import LatentConsistencyModelPipeline, LCMScheduler
 
-    sd = save_tiny_sd(folder, seed=seed, time_cond_proj_dim=256)
+    sd = save_tiny_sd(folder, seed=seed, time_cond_proj_dim=256, width=width, layers=layers,
+                      output_scale=output_scale)
     from diffusers import StableDiffusionPipeline
 
     base = StableDiffusionPipeline.from_pretrained(sd)
@@ -77,21 +80,24 @@ def save_tiny_lcm(folder: Path, seed: int = 0) -> Path:
     return out
 
 
-def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0, time_cond_proj_dim=None) -> Path:
+def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0, time_cond_proj_dim=None,
+                 width: int = 1, layers: int = 1, output_scale: float = 0.1) -> Path:
     """A Stable-Diffusion-1.x-shaped pipeline (16 px latents, 32 px images) saved as a diffusers directory.
 
-    ``prediction_type="v_prediction"`` gives the SD2.x (768-v) flavour."""
+    ``prediction_type="v_prediction"`` gives the SD2.x (768-v) flavour; ``width`` multiplies the UNet's channels and
+    ``layers`` is its layers per block (other sizes of the same family); ``output_scale`` multiplies the output
+    layer (``_calm``)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        block_out_channels=(4 * width, 8 * width), layers_per_block=layers, sample_size=16, in_channels=4, out_channels=4,
         cross_attention_dim=32, norm_num_groups=2, attention_head_dim=2,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         time_cond_proj_dim=time_cond_proj_dim,
     )
-    _calm(unet)
+    _calm(unet, output_scale)
     vae = _tiny_vae()
     tokenizer = clip_tokenizer()
     text_encoder = CLIPTextModel(_text_config(tokenizer)).eval()
@@ -105,21 +111,22 @@ def save_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0, 
     return out
 
 
-def save_tiny_sdxl(folder: Path, seed: int = 0, turbo: bool = False) -> Path:
+def save_tiny_sdxl(folder: Path, seed: int = 0, turbo: bool = False, width: int = 1, layers: int = 1,
+                   output_scale: float = 0.1) -> Path:
     """An SDXL-shaped pipeline: two CLIP encoders (the second with projection), text_time added conditioning,
     a VAE with ``force_upcast``, SDXL's Euler scheduler config (``turbo``: SDXL-Turbo's ancestral Euler with
-    trailing timesteps)."""
+    trailing timesteps); ``width`` and ``layers`` as for ``save_tiny_sd``."""
     from diffusers import (EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline,
                            UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     unet = _calm(UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        cross_attention_dim=64, norm_num_groups=2, attention_head_dim=2, use_linear_projection=True,
+        block_out_channels=(4 * width, 8 * width), layers_per_block=layers, sample_size=16, in_channels=4,
+        out_channels=4, cross_attention_dim=64, norm_num_groups=2, attention_head_dim=2, use_linear_projection=True,
         addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=80,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    ))
+    ), output_scale)
     tokenizer = clip_tokenizer()
     scheduler = (EulerAncestralDiscreteScheduler if turbo else EulerDiscreteScheduler)(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
@@ -149,18 +156,21 @@ def t5_tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def save_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True) -> Path:
+def save_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True, width: int = 1, layers: int = 1,
+                  output_scale: float = 0.1) -> Path:
     """An SD3-shaped pipeline: SD3Transformer2DModel, two CLIP encoders with projection, an optional tiny T5,
-    a flow-matching Euler scheduler (shift 3), a VAE with shift and scaling factors."""
+    a flow-matching Euler scheduler (shift 3), a VAE with shift and scaling factors; ``width`` multiplies the
+    attention heads, ``layers`` is the number of joint blocks."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1,
-                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=layers,
+                                        attention_head_dim=8, num_attention_heads=4 * width,
+                                        caption_projection_dim=32 * width,
                                         joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
     with torch.no_grad():  # small velocity: a well-conditioned mu, as in a trained model
-        transformer.proj_out.weight.mul_(0.1)
+        transformer.proj_out.weight.mul_(output_scale)
     tokenizer = clip_tokenizer()
     clip = lambda: CLIPTextModelWithProjection(_text_config(tokenizer, hidden=16, projection=32)).eval()  # noqa: E731
     t5 = t5_tok = None
@@ -177,19 +187,21 @@ def save_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True) -> Path:
     return out
 
 
-def save_tiny_flux(folder: Path, seed: int = 0, guidance: bool = False) -> Path:
+def save_tiny_flux(folder: Path, seed: int = 0, guidance: bool = False, width: int = 1, layers: int = 1,
+                   output_scale: float = 0.1) -> Path:
     """A FLUX.1-shaped pipeline ([schnell]-shaped; ``guidance=True``: [dev]-shaped, with the guidance embedding):
     FluxTransformer2DModel on 2x2-packed latents, CLIP (pooled) + a tiny T5 (sequence), a VAE without quant convs,
-    a flow-matching Euler scheduler with resolution-dependent shifting."""
+    a flow-matching Euler scheduler with resolution-dependent shifting; ``width`` multiplies the attention heads,
+    ``layers`` is the number of double and of single blocks."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=layers, num_single_layers=layers,
+                                         attention_head_dim=16, num_attention_heads=2 * width, joint_attention_dim=32,
                                          pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=guidance)
     with torch.no_grad():  # small velocity: a well-conditioned mu, as in a trained model
-        transformer.proj_out.weight.mul_(0.1)
+        transformer.proj_out.weight.mul_(output_scale)
     tokenizer, t5_tok = clip_tokenizer(), t5_tokenizer()
     t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_ff=37, d_kv=8, num_layers=1, num_heads=4,
                                  pad_token_id=0, eos_token_id=1)).eval()
@@ -234,14 +246,17 @@ def save_tiny_lora(base: Path, folder: Path, seed: int = 1) -> Path:
     return out
 
 
-def save_tiny_pixel(folder: Path, seed: int = 0, clip_sample: bool = False) -> Path:
-    """A tiny pixel-space DDPMPipeline (16 px)."""
+def save_tiny_pixel(folder: Path, seed: int = 0, clip_sample: bool = False, width: int = 1, layers: int = 1,
+                    output_scale: float = 0.1) -> Path:
+    """A tiny pixel-space DDPMPipeline (16 px); ``width`` multiplies the UNet's channels, ``layers`` is its layers
+    per block."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(seed)
-    unet = _calm(UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
-                             block_out_channels=(8, 16), norm_num_groups=4,
-                             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D")))
+    unet = _calm(UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=layers,
+                             block_out_channels=(8 * width, 16 * width), norm_num_groups=4,
+                             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D")),
+                 output_scale)
     out = folder / "tiny-pixel"
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(clip_sample=clip_sample)).save_pretrained(out, safe_serialization=True)
     return out

@@ -24,14 +24,19 @@ class AdamW(UpdateRule):
         self.weight_decay, self.adam_eps = weight_decay, eps
 
     def initial_state(self, p):
-        return {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}  # (b, P, h, w) first and second moments
+        return {"m": torch.zeros_like(p), "v": torch.zeros_like(p),  # (b, P, h, w) first and second moments
+                "t": torch.zeros(p.shape[0], device=p.device)}  # (b,) steps taken (a sample may start late)
 
     def step(self, p, r, loss, grad, live, it):
-        """One AdamW step at step count ``it + 1`` (every running sample has taken ``it`` steps)."""
+        """One AdamW step per running sample at its own step count (``it + 1`` when every sample started at 0)."""
+        if grad is None:  # in the hybrid: the samples that just switched here have no gradient yet
+            return p
         m, v, mask = self.state["m"], self.state["v"], rows(live, p)
+        t = self.state["t"] + 1  # (b,)
         m_new = self.beta1 * m + (1 - self.beta1) * grad
         v_new = self.beta2 * v + (1 - self.beta2) * grad * grad
-        m_hat = m_new / (1 - self.beta1 ** (it + 1))
-        v_hat = v_new / (1 - self.beta2 ** (it + 1))
-        self.state = {"m": torch.where(mask, m_new, m), "v": torch.where(mask, v_new, v)}
+        m_hat = m_new / rows((1 - self.beta1 ** t.double()).float(), p)  # 1 - 0.999^t in fp64: t = 1 is 1e-3
+        v_hat = v_new / rows((1 - self.beta2 ** t.double()).float(), p)
+        self.state = {"m": torch.where(mask, m_new, m), "v": torch.where(mask, v_new, v),
+                      "t": torch.where(live, t, self.state["t"])}
         return p * (1 - self.lr * self.weight_decay) - self.lr * m_hat / (v_hat.sqrt() + self.adam_eps)

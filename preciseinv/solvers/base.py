@@ -70,6 +70,8 @@ class UpdateRule(ABC):
     returns_best = True
     restarts = False
     phases: tuple = ()  # names of the phases a sample can be in (default: (name,))
+    eta: float | None = None  # the loop's target and cap, set before ``begin``: a rule need not solve further
+    max_iters: int | None = None  # than eta, and may plan with the iterations left
 
     def __init__(self, problem):
         self.problem = problem

@@ -1,6 +1,6 @@
 """``solver=hybrid`` (the default): per sample, the cheapest rule that still makes progress.
 
-Three phases, each sample on its own, always moving forwards:
+Phases (``phases``, in order; each sample on its own, always moving forwards), by default:
 
 1. ``anderson``: Anderson-accelerated fixed-point steps (one network forward each). On random-weight and
    latent models it converges in a handful of steps.
@@ -8,13 +8,17 @@ Three phases, each sample on its own, always moving forwards:
    less than ``stall_ratio`` over ``window`` iterations, or ``patience`` steps in a row were rejected. On trained
    models the path to the solution is not monotone (the noise the network expects has to grow into x_t), which
    Anderson's least-squares mixing resists and momentum follows.
-3. a gradient method (forward + backward): ``adam`` (default; step size following the residual, decayed on a
-   plateau) or ``newton`` (GNRI's Newton-Raphson length, backtracking), when the fixed-point iteration diverges
-   (its residual exceeds ``diverge`` x the best, or turns non-finite) or stalls over ``slow_window`` iterations
-   (it wanders on its way, so it is judged over a longer window).
+3. a gradient method (forward + backward): ``adam`` (step size following the residual, decayed on a plateau),
+   when the fixed-point iteration diverges (its residual exceeds ``diverge`` x the best, or turns non-finite) or
+   stalls over ``slow_window`` iterations (it wanders on its way, so it is judged over a longer window).
+
+Other phases a list may name: ``newton`` (GNRI's Newton-Raphson length), ``newton_krylov`` (forward-only GMRES)
+and ``adamw`` (the paper's AdamW at the preset learning rate ``lr``). With ``budget`` a phase also stalls when,
+at the rate its window measured, it would not reach eta within the iterations left.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
-lost. The manifest records, per sample and step, which phase converged it.
+lost; what it spent in each phase counts against the one cap. The manifest records, per sample and step, which
+phase converged it.
 """
 
 from __future__ import annotations
@@ -22,31 +26,44 @@ from __future__ import annotations
 import torch
 
 from preciseinv.solvers.adam import Adam
+from preciseinv.solvers.adamw import AdamW
 from preciseinv.solvers.anderson import Anderson
 from preciseinv.solvers.base import UpdateRule, rows
 from preciseinv.solvers.fixed_point import FixedPoint
 from preciseinv.solvers.newton import Newton
+from preciseinv.solvers.newton_krylov import NewtonKrylov
+
+
+# the rules a phase may name; each is built with the hybrid's settings it takes
+PHASES = {"anderson": Anderson, "fixed_point": FixedPoint, "newton_krylov": NewtonKrylov, "adam": Adam,
+          "newton": Newton, "adamw": AdamW}
 
 
 class Hybrid(UpdateRule):
     name = "hybrid"
     restarts = True
-    may_use_gradient = True  # its last phase; any sample may reach it
+    may_use_gradient = True  # its last phases; any sample may reach them
 
-    def __init__(self, problem, memory: int = 5, momentum: float = 0.7, gradient: str = "adam",
-                 stall_ratio: float = 0.5, window: int = 8, slow_window: int = 64, patience: int = 3,
-                 diverge: float = 10.0):
+    def __init__(self, problem, phases=("anderson", "fixed_point", "adam"), memory: int = 5,
+                 momentum: float = 0.7, stall_ratio: float = 0.5, window: int = 8, slow_window: int = 64,
+                 patience: int = 3, diverge: float = 10.0, lr: float = 0.1, budget: bool = False):
         super().__init__(problem)
-        if gradient not in ("adam", "newton"):
+        unknown = [name for name in phases if name not in PHASES]
+        if unknown or not phases:
             from preciseinv.errors import PreciseInvError
 
-            raise PreciseInvError(f"solver.gradient must be adam or newton, got {gradient!r}")
-        last = {"adam": Adam, "newton": Newton}[gradient](problem)
-        self.rules = (Anderson(problem, memory=memory), FixedPoint(problem, momentum=momentum), last)
-        self.phases = tuple(rule.name for rule in self.rules)
+            raise PreciseInvError(f"solver.phases: unknown phase(s) {unknown or phases}; each is one of "
+                                  f"{', '.join(PHASES)}")
+        settings = {"anderson": {"memory": memory}, "fixed_point": {"momentum": momentum},
+                    "adamw": {"lr": lr, "returns_best": True}}
+        self.rules = tuple(PHASES[name](problem, **settings.get(name, {})) for name in phases)
+        self.phases = tuple(phases)
+        # per phase: (is Anderson, is the fixed point, uses a gradient); made tensors at sync points only
+        self._kinds = [(isinstance(r, Anderson), isinstance(r, FixedPoint), r.uses_gradient) for r in self.rules]
         self.stall_ratio, self.window, self.slow_window = stall_ratio, window, slow_window
         self.patience, self.diverge = patience, diverge
-        self._switched = 0
+        self.budget = budget
+        self._switched, self._it = 0, 0
 
     def initial_state(self, p):
         b, dev = p.shape[0], p.device
@@ -60,22 +77,33 @@ class Hybrid(UpdateRule):
     def begin(self, p):
         super().begin(p)
         for rule in self.rules:
+            rule.eta = self.eta
             rule.begin(p)
-        self._present = [True, False, False]  # which phases have samples (known to the host: they change at syncs)
+        self._present = [True] + [False] * (len(self.rules) - 1)  # phases with samples (the host knows at syncs)
 
     def phase(self):
         return self.state["phase"]
 
     def needs_grad(self, live=None):
         """At each sync: move on the running samples whose phase stopped paying."""
-        s = self.state
+        s, n = self.state, len(self.rules)
         phase, best = s["phase"], s["best"]
-        window = torch.where(phase == 0, self.window, self.slow_window)
+        kinds = torch.tensor(self._kinds, device=phase.device)[phase]  # (b, 3) each sample's phase's kind
+        anderson, fixed_point = kinds[:, 0], kinds[:, 1]
+        window = torch.where(anderson, self.window, self.slow_window)  # Anderson is judged fast, the others slow
         due = s["count"] >= window
         stalled = due & (best > self.stall_ratio * s["checkpoint"])
-        rejected = (phase == 0) & (self.rules[0].state["rejections"] >= self.patience)
-        diverged = (phase == 1) & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
-        switch = (phase < 2) & (stalled | rejected | diverged) & best.isfinite()
+        if self.budget and self.eta and self.max_iters:  # or: at its rate, it would not reach eta in the iterations left
+            rate = (best / s["checkpoint"]).log() / s["count"].clamp_min(1)  # (b,) log-residual per iteration
+            need = torch.where(rate < 0, (self.eta / best).log() / rate, float("inf"))
+            stalled = stalled | (due & (need > self.max_iters - self._it))
+        rejections = torch.zeros_like(phase)
+        for k, rule in enumerate(self.rules):
+            if isinstance(rule, Anderson):
+                rejections = torch.where(phase == k, rule.state["rejections"], rejections)
+        rejected = anderson & (rejections >= self.patience)
+        diverged = fixed_point & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
+        switch = (phase < n - 1) & (stalled | rejected | diverged) & best.isfinite()
         running = torch.ones_like(switch) if live is None else live  # finished rows and padding stay where they are
         switch = switch & running
         s["phase"] = phase + switch.long()
@@ -83,16 +111,17 @@ class Hybrid(UpdateRule):
         restart = due | switch
         s["checkpoint"] = torch.where(restart, best, s["checkpoint"])
         s["count"] = torch.where(restart, 0, s["count"])
-        per_phase = torch.nn.functional.one_hot(s["phase"], 3).mul(running[:, None]).sum(0)  # (3,) running per phase
+        per_phase = torch.nn.functional.one_hot(s["phase"], n).mul(running[:, None]).sum(0)  # (n,) running per phase
         counts = torch.cat([per_phase, switch.sum()[None]]).tolist()  # one host read
-        self._present = [n > 0 for n in counts[:3]]  # a phase with no running sample takes no step
-        self._switched += counts[3]
-        if counts[3]:  # the next rule starts afresh from each switched sample's best iterate
-            for k in (1, 2):
+        self._present = [c > 0 for c in counts[:n]]  # a phase with no running sample takes no step
+        self._switched += counts[n]
+        if counts[n]:  # the next rule starts afresh from each switched sample's best iterate
+            for k in range(1, n):
                 self.rules[k].seed(switch & (s["phase"] == k), s["best_p"])
-        return s["phase"] == 2
+        return torch.tensor(self._kinds, device=phase.device)[s["phase"], 2]  # the samples in a gradient phase
 
     def step(self, p, r, loss, grad, live, it):
+        self._it = it
         s = self.state
         self.track_best(p, loss, live)
         s["loss"] = torch.where(live, loss, s["loss"])

@@ -47,6 +47,7 @@ class SolverLoop:
     def run(self, problem) -> SolverStats:
         """Solve ``problem`` (a ``NoiseSubproblem``) in place: on return ``problem.eps`` holds eps* of every sample."""
         rule = problem.configure_optimizers()
+        rule.eta, rule.max_iters = self.eta, self.max_iters
         param = problem.eps  # (B, P, h, w), updated in place
         B, device = param.shape[0], param.device
         stats = SolverStats.empty(B, device, ("init",) + tuple(rule.phase_names()))

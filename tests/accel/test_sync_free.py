@@ -11,9 +11,10 @@ import torch
 from preciseinv.accel import SyncAudit
 from preciseinv.methods import NoiseSubproblem
 from preciseinv.models import load_model
-from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, Newton, SolverLoop
+from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, Newton, NewtonKrylov, SolverLoop
 
 RULES = {"adamw": partial(AdamW, lr=0.1), "fixed_point": FixedPoint, "anderson": Anderson, "adam": Adam,
+         "newton_krylov": NewtonKrylov, "hybrid-adamw": partial(Hybrid, phases=("anderson", "adam", "adamw")),
          "newton": Newton, "hybrid": Hybrid}
 
 

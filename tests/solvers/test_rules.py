@@ -9,7 +9,7 @@ from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, Newton
 
 RULES = {"adamw": partial(AdamW, lr=0.05, weight_decay=0.0), "fixed_point": partial(FixedPoint),
          "momentum": partial(FixedPoint, momentum=0.5), "anderson": partial(Anderson), "adam": partial(Adam),
-         "newton": partial(Newton), "hybrid": partial(Hybrid), "hybrid-newton": partial(Hybrid, gradient="newton")}
+         "newton": partial(Newton), "hybrid": partial(Hybrid), "hybrid-newton": partial(Hybrid, phases=("anderson", "fixed_point", "newton"))}
 
 
 @pytest.mark.parametrize("name", list(RULES))

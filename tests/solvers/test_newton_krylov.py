@@ -1,0 +1,38 @@
+"""solver=newton_krylov: GMRES on finite-difference Jacobian-vector products, forward-only."""
+
+from functools import partial
+
+import torch
+
+from preciseinv.solvers import FixedPoint, NewtonKrylov, SolverLoop
+
+
+def test_solves_a_linear_problem_the_fixed_point_cannot(make_subproblem):
+    """A noise estimate mixing every element (far from the frozen-slope model): the plain fixed point diverges,
+    GMRES with a basis as large as the problem solves it to eta, with forward calls only."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    A = torch.randn(32, 32) * 0.5
+
+    def mixing(x, t, cond):
+        return (x.flatten(1) @ A.T).view_as(x)
+
+    plain = SolverLoop(eta=1e-10, max_iters=300).run(
+        make_subproblem(partial(FixedPoint), x0, target, torch.zeros_like(x0), denoiser=mixing))
+    assert not plain.converged.any()
+    problem = make_subproblem(partial(NewtonKrylov, memory=32), x0, target, torch.zeros_like(x0), denoiser=mixing)
+    stats = SolverLoop(eta=1e-10, max_iters=300).run(problem)
+    assert stats.converged.all() and (stats.nfe_backward == 0).all()
+    r = problem.residual(problem.eps.detach(), torch.arange(3))
+    assert r.pow(2).flatten(1).mean(1).max() < 1e-10
+
+
+def test_first_newton_step_is_the_fixed_point_step_on_a_linear_model(linear_problem):
+    """Where the frozen-slope model is exact up to a scale (eps_theta = C x), one Krylov vector spans the
+    solution: a probe, then the step, lands on it up to the finite difference's rounding (fp32: eta = 1e-6 is met
+    at the third evaluation)."""
+    make, exact = linear_problem
+    problem = make(partial(NewtonKrylov))
+    stats = SolverLoop(eta=1e-6, max_iters=10, sync_every=1).run(problem)
+    assert stats.converged.all() and stats.iters.max() <= 2
+    torch.testing.assert_close(problem.eps.detach(), exact, rtol=1e-3, atol=1e-3)
