@@ -25,33 +25,22 @@ from preciseinv.methods import METHODS, InversionResult, PreciseInv
 from preciseinv.metrics import ImageMetrics
 from preciseinv.models.base import DiffusionModel
 from preciseinv.models.loading import ModelSpec, load_model
-
-
-def preset(name: str) -> ModelSpec:
-    """The ``configs/model/<name>.yaml`` preset as a ``ModelSpec``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import MissingConfigException
-    from hydra.utils import instantiate
-
-    from preciseinv.fit import CONFIG_DIR, register_resolvers
-
-    register_resolvers()
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return instantiate(compose("fit", overrides=[f"model={name}", "output_dir=."]).model)
-    except MissingConfigException:
-        known = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("[a-z]*.yaml"))
-        raise PreciseInvError(f"unknown model preset {name!r}; known presets: {', '.join(known)}") from None
+from preciseinv.presets import adopt_family, preset, preset_config
 
 
 def _spec(model: str | os.PathLike | None) -> ModelSpec:
-    """A preset name, or a hub id / directory with the mini preset's defaults."""
+    """A preset name, or a hub id / directory with its family preset's defaults."""
     if model is None:
         return preset("mini")
     name = str(model)
     if "/" not in name and os.sep not in name and not os.path.exists(name):
         return preset(name)
-    return ModelSpec(name=name, path=name)
+    from hydra.utils import instantiate
+
+    node = preset_config("mini")
+    node.path = name
+    adopt_family(node, explicit=set())
+    return instantiate(node)
 
 
 @dataclass
@@ -103,7 +92,8 @@ class Inverter:
                  num_steps: int | None = None, eta: float = 1e-3, max_iters: int = 200, solver="hybrid",
                  lr: float | None = None,
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
-                 precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean"):
+                 precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean",
+                 timesteps: list | None = None):
         spec = model if isinstance(model, ModelSpec) else (_spec(model) if not isinstance(model, DiffusionModel) else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         precision = check_precision(precision, also=tuple(AUTOCAST))
@@ -125,7 +115,7 @@ class Inverter:
             raise PreciseInvError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
         steps = num_steps or (spec.num_steps if spec else 2)
         sampler = sampler or (spec.sampler if spec else None)
-        self.engine = InversionEngine(self.model, method_obj, steps, timestep_spacing,
+        self.engine = InversionEngine(self.model, method_obj, steps, timestep_spacing, timesteps,
                                       guidance_scale=guidance_scale, metrics=ImageMetrics(lpips), sampler=sampler,
                                       encoder=make_encoder(encoder))
         self.precision = precision

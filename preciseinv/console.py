@@ -83,7 +83,8 @@ def failures_line(output_dir, summary: dict) -> str | None:
 def header(cfg, n_images: int | None, n_done: int) -> str:
     """One line: what runs, on what, into where."""
     method, solver = _config_name(cfg.method), _config_name(cfg.get("solver"))
-    model = cfg.model.name + (f" ({cfg.model.path})" if cfg.model.get("path") else "")  # the preset, and what loads
+    path = cfg.model.get("path")
+    model = cfg.model.name + (f" ({path})" if path and path != cfg.model.name else "")  # the preset, and what loads
     parts = [f"model={model}", f"method={method}"]
     if solver and method == "preciseinv":
         parts.append(f"solver={solver}")

@@ -9,20 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from importlib.resources import files
 from pathlib import Path
 
 from preciseinv import console, preemption
 from preciseinv.errors import PreciseInvError
-
-CONFIG_DIR = str(files("preciseinv.configs"))
-
-
-def gpu_or_fp32(precision: str) -> str:
-    """A preset's precision where a GPU is present; 32-true on CPU (Lightning has no fp16 autocast there)."""
-    import torch
-
-    return str(precision) if torch.cuda.is_available() else "32-true"
+from preciseinv.presets import CONFIG_DIR, adopt_family, explicit_keys, register_resolvers
 
 
 def resolve_precision(cfg) -> None:
@@ -44,13 +35,6 @@ def resolve_precision(cfg) -> None:
         cfg.model.dtype = TRUE_HALF[precision]
         precision = "32-true"
     cfg.trainer.precision = precision
-
-
-def register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("gpu_or_fp32"):
-        OmegaConf.register_new_resolver("gpu_or_fp32", gpu_or_fp32)
 
 
 def check_required(cfg) -> None:
@@ -86,6 +70,23 @@ def build(node, **kwargs):
         if cause is not None:
             raise cause from None
         raise
+
+
+def command_line_overrides() -> list[str] | None:
+    """The overrides this Hydra run was given (None outside a Hydra run: a composed config handed to ``run``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return None
+
+
+def resolve_model(cfg) -> None:
+    """``model.path=DIR`` without a preset: the family's preset defaults and the path as the run's name
+    (``preciseinv.presets.adopt_family``); what the command line set stays."""
+    overrides = command_line_overrides()
+    adopt_family(cfg.model, None if overrides is None else explicit_keys(overrides))
 
 
 def _check_wandb(cfg) -> None:
@@ -136,6 +137,7 @@ def run(cfg) -> dict:
         raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
+    resolve_model(cfg)
     resolve_precision(cfg)
     model_spec = build(cfg.model)
     method = build(cfg.method)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -21,15 +20,42 @@ from preciseinv.errors import PreciseInvError
 from preciseinv.fit import CONFIG_DIR, build, check_required
 
 
+def is_latent(spec) -> bool:
+    return str(spec).endswith(".safetensors")
+
+
+def decode_settings(meta: dict) -> dict:
+    """What a latent file's x*_T means: the model, sampler, schedule, method and guidance that regenerate it."""
+    return {"model": meta["model"]["source"], "sampler": meta.get("sampler"), "num_steps": meta["num_steps"],
+            "timesteps": list(meta["schedule"]["timesteps"]), "method": meta.get("method"),
+            "guidance_scale": meta.get("guidance_scale", 1.0)}
+
+
+def file_settings(cfg) -> dict | None:
+    """The settings of the latent-file endpoints (None when both are images); two files inverted under different
+    settings are one line naming each difference: a path between them means nothing to either schedule."""
+    from preciseinv.outputs import load_latent
+
+    found = {name: decode_settings(load_latent(spec)[1]) for name, spec in (("a", cfg.a), ("b", cfg.b))
+             if is_latent(spec) and Path(spec).is_file()}
+    if len(found) == 2 and found["a"] != found["b"]:
+        diff = "; ".join(f"{key} {found['a'][key]} against {found['b'][key]}" for key in found["a"]
+                         if found["a"][key] != found["b"][key])
+        raise PreciseInvError(f"a and b were inverted under different settings ({diff}): interpolate latents made "
+                              "with the same settings, or pass the images")
+    return next(iter(found.values()), None)
+
+
 def endpoint(inverter, spec: str, prompt: str):
     """(x*_T (1, C, h, w), its preprocessed image or None, its step noises, its companion state or None) for an
     image path or a latent file."""
-    if str(spec).endswith(".safetensors"):
+    if is_latent(spec):
         from preciseinv.outputs import load_latent, stored_noises
 
         tensors, meta = load_latent(spec)
         if meta["model"]["source"] != inverter.model.source:
-            warnings.warn(f"{spec} was inverted with {meta['model']['source']}, not {inverter.model.source}")
+            raise PreciseInvError(f"{spec} was inverted with model {meta['model']['source']}, not "
+                                  f"{inverter.model.source}: pass model.path={meta['model']['source']}")
         coupled = getattr(inverter.engine.method, "coupled", False)
         if ("companion" in tensors) != coupled:  # x*_T alone is not what a coupled sampler starts from, nor back
             states = "two coupled states" if "companion" in tensors else "one state"
@@ -56,8 +82,12 @@ def run(cfg) -> dict:
     if cfg.mode not in ("slerp", "lerp"):
         raise PreciseInvError(f"mode must be slerp or lerp, got {cfg.mode!r}")
     out = Path(cfg.output_dir)
-    inverter = Inverter(build(cfg.model), method=build(cfg.method), num_steps=cfg.num_steps, device=cfg.device,
-                        encoder=build(cfg.encoder))
+    stored = file_settings(cfg)  # a latent file's schedule and sampler decode both ends (an image is inverted so)
+    schedule = {"num_steps": cfg.num_steps} if stored is None else \
+        {"num_steps": stored["num_steps"], "timesteps": stored["timesteps"], "sampler": stored["sampler"],
+         "guidance_scale": stored["guidance_scale"]}
+    inverter = Inverter(build(cfg.model), method=build(cfg.method), device=cfg.device, encoder=build(cfg.encoder),
+                        **schedule)
     (a, image_a, noises_a, companion_a), (b, image_b, noises_b, companion_b) = (
         endpoint(inverter, cfg.a, cfg.prompt), endpoint(inverter, cfg.b, cfg.prompt))
     frames = inverter.interpolate(a, b, cfg.frames, cfg.mode, cfg.prompt, noises_a, noises_b,

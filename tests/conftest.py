@@ -80,7 +80,8 @@ def fit_in_process():
     as one line. The command itself (argument parsing, one-line errors, signals, DDP) is tested with subprocesses."""
     from hydra import compose, initialize_config_dir
 
-    from preciseinv.fit import CONFIG_DIR, register_resolvers, run
+    from preciseinv.fit import run
+    from preciseinv.presets import CONFIG_DIR, register_resolvers
 
     def fit(*overrides: str) -> dict:
         register_resolvers()

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from preciseinv.fit import CONFIG_DIR, register_resolvers
+from preciseinv.presets import CONFIG_DIR, register_resolvers
 
 register_resolvers()
 

@@ -118,3 +118,34 @@ def test_coupled_methods_interpolate_both_states_and_refuse_half_of_them(tmp_pat
         with pytest.raises(PreciseInvError, match=f"inverted with method={method} \\(two coupled states\\): "
                                                   f"interpolate it with method={method}"):
             endpoint(plain, str(tmp_path / f"{method}.safetensors"), "")
+
+
+def test_interpolation_decodes_by_the_latent_files_settings(tmp_path):
+    """A latent made with num_steps=4 is decoded with its own 4-step schedule (the default is 2), an image end is
+    inverted under the same settings, and two files of different schedules are one line naming the difference."""
+    import torch
+
+    from preciseinv import Inverter, reconstruct_file
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.interpolate import run
+    from preciseinv.presets import compose
+    from preciseinv.tiny import write_images
+
+    a, b = write_images(tmp_path, ["a.png", "b.png"], size=32)
+    four, two = Inverter("mini", num_steps=4, device="cpu"), Inverter("mini", device="cpu")
+    four.save(tmp_path / "a4.safetensors", four.invert([a]), 0, "a")
+    two.save(tmp_path / "b2.safetensors", two.invert([b]), 0, "b")
+
+    def interpolate(*overrides):
+        return run(compose("interpolate", [*overrides, "frames=3", "device=cpu", f"output_dir={tmp_path / 'out'}"]))
+
+    report = interpolate(f"a={tmp_path / 'a4.safetensors'}", f"b={b}")
+    from preciseinv.datamodules.images import load_image
+
+    first = load_image(tmp_path / "out" / "frames" / "frame_000.png", 32)
+    expected, _ = reconstruct_file(tmp_path / "a4.safetensors", device="cpu")
+    assert (first - expected).abs().max() < 2 / 255 + 1e-4  # the file's own 4-step reconstruction
+    assert report["psnr_b"] > 30  # the image end, inverted with 4 steps too, comes back
+    with pytest.raises(PreciseInvError, match="different settings \\(num_steps 4 against 2; timesteps"):
+        interpolate(f"a={tmp_path / 'a4.safetensors'}", f"b={tmp_path / 'b2.safetensors'}")
+    assert torch.isfinite(first).all()

@@ -94,24 +94,25 @@ def _model_index(path: str, local: bool, revision: str | None) -> dict:
         ) from None
 
 
-def _configs(path: str | os.PathLike | None, revision: str | None):
-    """(model_index.json, config(subfolder) -> its config.json) of a model, without loading any weights."""
+def model_configs(path: str | os.PathLike | None, revision: str | None = None):
+    """(model_index.json, config(subfolder, name="config.json") -> that JSON) of a model, without loading any
+    weights."""
     where, local = _resolve(path)
     index = _model_index(where, local, revision)
 
-    def config(sub: str) -> dict:
+    def config(sub: str, name: str = "config.json") -> dict:
         if local:
-            return json.loads(Path(where, sub, "config.json").read_text())
+            return json.loads(Path(where, sub, name).read_text())
         from huggingface_hub import hf_hub_download
 
-        return json.loads(Path(hf_hub_download(where, f"{sub}/config.json", revision=revision)).read_text())
+        return json.loads(Path(hf_hub_download(where, f"{sub}/{name}", revision=revision)).read_text())
 
     return index, config
 
 
 def native_resolution(path: str | os.PathLike | None = None, revision: str | None = None) -> int:
     """The pixel resolution a model was trained at, read from its configs (no weights are loaded)."""
-    index, config = _configs(path, revision)
+    index, config = model_configs(path, revision)
     denoiser = "transformer" if "transformer" in index else "unet"
     size = config(denoiser).get("sample_size", 128)  # FLUX's transformer has none: its pipeline's default, 128
     size = size[0] if isinstance(size, (list, tuple)) else size
@@ -125,7 +126,7 @@ def size_multiple(path: str | os.PathLike | None = None, revision: str | None = 
     a transformer's patch size; FLUX's 2x2 packing). ``strict``: what they must be a multiple of (a text-conditioned
     UNet matches any latent size itself; a transformer's patches cannot, nor can a pixel DDPM's ``UNet2DModel`` take
     sides that are not a multiple of its downsampling). Read from the configs, no weights loaded."""
-    index, config = _configs(path, revision)
+    index, config = model_configs(path, revision)
     vae = 2 ** (len(config("vae")["block_out_channels"]) - 1) if "vae" in index else 1
     if "transformer" in index:
         patch = 2 if "Flux" in index.get("_class_name", "") else int(config("transformer").get("patch_size", 1))

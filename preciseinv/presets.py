@@ -1,0 +1,122 @@
+"""The config tree every entry point composes from, and the model presets (``configs/model/<name>.yaml``).
+
+A model given by path alone (``model.path=DIR`` with no ``model=`` preset, or ``Inverter("DIR")``) takes the
+inversion defaults of its family's preset, read from the pipeline class in its ``model_index.json``: a local SD1.5
+directory runs as ``sd15`` does (16-mixed on a GPU, lr 0.1), an SDXL one as ``sdxl``, a FLUX.1 [dev] one as
+``flux_dev`` (its guidance input), and so on; the run is named by the path.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from preciseinv.errors import PreciseInvError
+
+CONFIG_DIR = str(files("preciseinv.configs"))
+# what a family preset decides for any model of the family (the rest, path, LoRA and revision, is the model's own)
+FAMILY_KEYS = ("lr", "num_steps", "dtype", "precision", "sampler", "guidance_embedding")
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("gpu_or_fp32"):
+        OmegaConf.register_new_resolver("gpu_or_fp32", gpu_or_fp32)
+
+
+def gpu_or_fp32(precision: str) -> str:
+    """A preset's precision where a GPU is present; 32-true on CPU (Lightning has no fp16 autocast there)."""
+    import torch
+
+    return str(precision) if torch.cuda.is_available() else "32-true"
+
+
+def compose(config_name: str = "fit", overrides: list[str] | tuple = ()):
+    """The composed config (a DictConfig) of ``configs/<config_name>.yaml`` with ``overrides``, outside any
+    Hydra run (the API, reconstruct, the benchmarks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_resolvers()
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app or an outer initialize: use that one
+        return hydra_compose(config_name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+def known_presets() -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("[a-z]*.yaml"))
+
+
+def preset_config(name: str):
+    """The ``model`` node of the preset ``name`` (a DictConfig)."""
+    from hydra.errors import MissingConfigException
+
+    try:
+        return compose("fit", [f"model={name}", "output_dir=."]).model
+    except MissingConfigException:
+        raise PreciseInvError(f"unknown model preset {name!r}; known presets: {', '.join(known_presets())}") from None
+
+
+def preset(name: str):
+    """The preset ``name`` as a ``ModelSpec``."""
+    from hydra.utils import instantiate
+
+    return instantiate(preset_config(name))
+
+
+def family_preset(path, revision: str | None = None) -> str:
+    """The preset whose defaults fit the model at ``path`` (hub id or diffusers directory), from its pipeline
+    class and configs (no weights are read)."""
+    from preciseinv.models.loading import model_configs
+
+    index, config = model_configs(path, revision)
+    pipeline = index.get("_class_name", "")
+    scheduler = config("scheduler", "scheduler_config.json") if "scheduler" in index else {}
+    if pipeline in ("DDPMPipeline", "DDIMPipeline"):
+        return "mini"
+    if pipeline == "StableDiffusionPipeline":
+        return "sd21" if scheduler.get("prediction_type") == "v_prediction" else "sd15"
+    if pipeline == "LatentConsistencyModelPipeline":
+        return "lcm_sd15"
+    if pipeline == "StableDiffusionXLPipeline":
+        return "sdxl_turbo" if scheduler.get("timestep_spacing") == "trailing" else "sdxl"
+    if pipeline == "StableDiffusion3Pipeline":
+        return "sd35_medium" if scheduler.get("use_dynamic_shifting") else "sd3"
+    if pipeline == "FluxPipeline":
+        return "flux_dev" if config("transformer").get("guidance_embeds") else "flux_schnell"
+    raise PreciseInvError(f"model.path {str(path)!r} holds a {pipeline or 'pipeline of no class'}, which preciseinv "
+                          "does not support")
+
+
+def adopt_family(model, explicit: set[str] | None = None) -> str | None:
+    """A ``model`` config node given by path on the mini preset (``model.path=DIR`` without ``model=``) takes its
+    family preset's ``FAMILY_KEYS``, except those in ``explicit`` (the keys the user set; None: those that differ
+    from the mini preset's), and the path as its name. Returns the family preset's name, or None when the node is
+    a preset of its own or the embedded model. Mutates ``model`` in place."""
+    from omegaconf import open_dict
+
+    if model.get("name") != "mini" or not model.get("path"):
+        return None
+    family = family_preset(model.path, model.get("revision"))
+    mini, chosen = preset_config("mini"), preset_config(family)
+    if explicit is None:
+        explicit = {key for key in FAMILY_KEYS if model.get(key) != mini.get(key)}
+    with open_dict(model):
+        for key in FAMILY_KEYS:
+            if key not in explicit:
+                model[key] = chosen.get(key)
+        model.name = str(model.path)
+    return family
+
+
+def explicit_keys(overrides, node: str = "model") -> set[str]:
+    """The keys of ``node`` that command-line overrides set (``model.lr=0.2`` -> {"lr"})."""
+    out = set()
+    for item in overrides:
+        key = str(item).split("=", 1)[0].lstrip("+~")
+        if key.startswith(node + "."):
+            out.add(key[len(node) + 1:].split(".", 1)[0])
+    return out

@@ -1,0 +1,53 @@
+"""A model given by path alone runs with its family preset's defaults and is named by its path."""
+
+import pytest
+
+from preciseinv.presets import adopt_family, explicit_keys, family_preset, preset_config
+
+FAMILIES = {"tiny_sd": "sd15", "tiny_sd_v": "sd21", "tiny_sdxl": "sdxl", "tiny_sdxl_turbo": "sdxl_turbo",
+            "tiny_sd3": "sd3", "tiny_sd35": "sd35_medium", "tiny_flux": "flux_schnell", "tiny_flux_dev": "flux_dev"}
+
+
+@pytest.mark.parametrize("fixture,family", list(FAMILIES.items()))
+def test_each_family_takes_its_presets_defaults(fixture, family, request):
+    path = str(request.getfixturevalue(fixture))
+    assert family_preset(path) == family
+    node = preset_config("mini")
+    node.path = path
+    assert adopt_family(node, explicit=set()) == family
+    chosen = preset_config(family)
+    for key in ("lr", "precision", "dtype", "sampler", "guidance_embedding", "num_steps"):
+        assert node[key] == chosen[key], key
+    assert node.name == path and node.path == path  # the run is named by what it loads
+
+
+def test_lcm_and_pixel_pipelines(tmp_path):
+    from preciseinv.tiny import save_tiny_lcm, save_tiny_pixel
+
+    assert family_preset(save_tiny_lcm(tmp_path / "lcm")) == "lcm_sd15"
+    assert family_preset(save_tiny_pixel(tmp_path / "pixel")) == "mini"
+
+
+def test_what_the_command_line_set_stays(tiny_sdxl):
+    node = preset_config("mini")
+    node.path, node.lr, node.precision = str(tiny_sdxl), 0.3, "32-true"
+    adopt_family(node, explicit=explicit_keys(["model.path=x", "model.lr=0.3", "model.precision=32-true", "seed=1"]))
+    assert node.lr == 0.3 and node.precision == "32-true"  # set by the user, even where equal to mini's
+    assert node.dtype == preset_config("sdxl").dtype
+    node = preset_config("mini")  # outside a Hydra run: what differs from the mini preset counts as set
+    node.path, node.lr = str(tiny_sdxl), 0.3
+    adopt_family(node)
+    assert node.lr == 0.3 and node.precision == preset_config("sdxl").precision
+
+
+def test_presets_and_the_embedded_model_are_left_alone(tiny_sd):
+    node = preset_config("sd15")
+    assert adopt_family(node) is None and node.name == "sd15"
+    node = preset_config("mini")
+    assert adopt_family(node) is None and node.name == "mini"
+
+
+def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
+    summary = fit_in_process(f"model.path={tiny_sd}", "method=ddim", "~logger", f"output_dir={tmp_path}", "lpips=false")
+    assert summary["config"]["model"]["name"] == str(tiny_sd)
+    assert summary["config"]["model"]["precision"] == "16-mixed"  # sd15's (a GPU would run it so)
