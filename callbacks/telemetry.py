@@ -30,10 +30,11 @@ class SolverTelemetry(Callback):
         self.events = 0
 
     def on_predict_start(self, trainer, pl_module) -> None:
-        method = pl_module.engine.method
-        if not (trainer.is_global_zero and trainer.loggers and hasattr(method, "callback")):
+        self._hook = None
+        if not (trainer.is_global_zero and trainer.loggers):
             return
-        method.callback = lambda event: self.record(trainer, event)
+        self._hook = lambda event: self.record(trainer, event)
+        pl_module.engine.hooks.on_sync.append(self._hook)  # the engine's public hook list
         for logger in trainer.loggers:
             define = getattr(getattr(logger, "experiment", None), "define_metric", None)
             if "Wandb" in type(logger).__name__ and define is not None:
@@ -49,6 +50,5 @@ class SolverTelemetry(Callback):
             logger.log_metrics(metrics, step=self.events)
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        method = pl_module.engine.method
-        if hasattr(method, "callback"):
-            method.callback = None
+        if getattr(self, "_hook", None) in pl_module.engine.hooks.on_sync:
+            pl_module.engine.hooks.on_sync.remove(self._hook)

@@ -15,6 +15,7 @@ from preciseinv.errors import PreciseInvError
 from preciseinv.methods.base import InversionResult
 from preciseinv.metrics import ImageMetrics
 from preciseinv.models.base import DiffusionModel, select
+from preciseinv.solvers import LoopHooks
 
 
 @dataclass
@@ -68,6 +69,9 @@ class InversionEngine:
         self.use_size((model.resolution, model.resolution))
         self.guidance_scale = guidance_scale
         self.metrics = metrics
+        # what the solver loops run at their sync points: the Lightning layer adds its stop check, telemetry
+        # subscribes to on_sync (preciseinv.solvers.LoopHooks)
+        self.hooks = LoopHooks()
 
     def use_size(self, size) -> None:
         """Select the sampler for images of pixel size (H, W); ``self.sampler`` is then that one."""
@@ -89,17 +93,18 @@ class InversionEngine:
         conditioning when the caller already has it."""
         images = images.to(self.model.device)
         self.use_size(images.shape[-2:])
-        encoding = self.encoder(self.model, images)
+        encoding = self.encoder(self.model, images, self.hooks)
         x0, self.encoding_stats = encoding.x0.detach().float(), encoding.stats  # (B, C, h, w)
         cond = self.condition(prompts, images.shape[0]) if cond is None else cond
-        result = self.method.invert(self.model.predict, self.sampler, x0, cond)
+        result = self.method.invert(self.model.predict, self.sampler, x0, cond, self.hooks)
         result.retried_fp32 = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
         device_type = x0.device.type
         if torch.is_autocast_enabled(device_type):
             bad = (~result.finite()).nonzero().squeeze(1)
             if bad.numel():  # half precision overflowed for these samples: redo them in fp32
                 with torch.autocast(device_type, enabled=False):
-                    retry = self.method.invert(self.model.predict, self.sampler, x0[bad], select(cond, bad))
+                    retry = self.method.invert(self.model.predict, self.sampler, x0[bad], select(cond, bad),
+                                               self.hooks)
                 result.replace(bad, retry)
                 result.retried_fp32[bad] = True
         return x0, result

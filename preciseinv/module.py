@@ -75,6 +75,7 @@ class InversionModule(LightningModule):
     def on_predict_start(self) -> None:
         self.engine.model.to(self.device)
         preemption.take_over(self.trainer)
+        self.engine.hooks.stop = preemption.check  # a SIGTERM / SIGINT stops the solver at its next sync point
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         preemption.check()  # a safe point: the previous batch is written

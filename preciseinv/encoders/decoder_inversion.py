@@ -57,15 +57,15 @@ class DecoderInversion:
     def describe(self) -> dict:
         return {"name": self.name, "max_iters": self.max_iters, "lr": self.lr, "eta": self.eta}
 
-    def __call__(self, model, images: torch.Tensor) -> Encoding:
+    def __call__(self, model, images: torch.Tensor, hooks=None) -> Encoding:
         if "vae" not in getattr(model, "modules", {}):
             raise PreciseInvError(f"encoder=decoder_inversion needs a latent model; this {model.family} model works "
                                   "in pixel space (there is no decoder to invert): use encoder=mean")
-        parts = [self._chunk(model, images[i:i + self.chunk]) for i in range(0, images.shape[0], self.chunk)]
+        parts = [self._chunk(model, images[i:i + self.chunk], hooks) for i in range(0, images.shape[0], self.chunk)]
         x0 = torch.cat([p.x0 for p in parts])
         return Encoding(x0, {k: torch.cat([p.stats[k] for p in parts]) for k in parts[0].stats})
 
-    def _chunk(self, model, images: torch.Tensor) -> Encoding:
+    def _chunk(self, model, images: torch.Tensor, hooks=None) -> Encoding:
         device_type = images.device.type
         with torch.autocast(device_type, enabled=False):  # fp32: decoders overflow in half precision
             images = images.float()
@@ -75,7 +75,7 @@ class DecoderInversion:
             rule = partial(AdamW, lr=self.lr, weight_decay=0.0, returns_best=True)
             problem = DecoderSubproblem(model, images, z0, rule)
             with torch.enable_grad():
-                stats = self.loop.run(problem)
+                stats = self.loop.run(problem, hooks)
             z = problem.eps.detach()
             with torch.no_grad():
                 decoded = model.decode(z)

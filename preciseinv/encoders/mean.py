@@ -22,5 +22,5 @@ class PosteriorMean:
         return {"name": self.name}
 
     @torch.no_grad()
-    def __call__(self, model, images: torch.Tensor) -> Encoding:
+    def __call__(self, model, images: torch.Tensor, hooks=None) -> Encoding:
         return Encoding(model.encode(images).float())

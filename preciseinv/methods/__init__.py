@@ -1,7 +1,9 @@
 """Inversion methods: PreciseInv (the paper), the baselines (DDIM inversion, ReNoise, EasyInv, GNRI, EDICT, BDIA), and
 the autoencoder ceiling.
 
-Every method has ``invert(denoiser, sampler, x0, cond) -> InversionResult`` and ``describe()``; a method whose
+Every method has ``invert(denoiser, sampler, x0, cond, hooks=None) -> InversionResult`` and ``describe()``
+(``hooks``: the ``LoopHooks`` a method running the solver loop hands it; the one-update methods have none to run);
+a method whose
 reconstruction is not the sampler run from x*_T also has ``sample(denoiser, sampler, latent, cond, noises)`` and
 names it in ``describe()["reconstruction"]`` (the latent file records it; ``reconstruct_file`` honours it).
 """

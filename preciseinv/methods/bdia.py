@@ -46,7 +46,8 @@ class BDIA:
         return {"method": self.name, "eta": self.eta, "gamma": self.gamma, "reconstruction": self.reconstruction}
 
     @torch.no_grad()
-    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
+               hooks=None) -> InversionResult:
         require_exact_sampler(sampler, self.name)
         g, T = self.gamma, sampler.num_steps
         z = [x0.detach().float()]  # z_0 .. z_T, (B, C, h, w) each

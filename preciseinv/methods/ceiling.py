@@ -28,7 +28,8 @@ class Ceiling:
     def describe(self) -> dict:
         return {"method": self.name, "eta": self.eta, "reconstruction": self.reconstruction}
 
-    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
+               hooks=None) -> InversionResult:
         x0 = x0.detach().float()  # (B, C, h, w)
         B, T = x0.shape[0], sampler.num_steps
         zeros = torch.zeros(B, dtype=torch.long, device=x0.device)

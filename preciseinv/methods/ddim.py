@@ -25,7 +25,8 @@ class DDIMInversion:
         return {"method": self.name, "eta": self.eta}
 
     @torch.no_grad()
-    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
+               hooks=None) -> InversionResult:
         x_prev = x0.detach().float()  # (B, C, H, W)
         B = x_prev.shape[0]
         result = InversionResult(latent=x_prev)

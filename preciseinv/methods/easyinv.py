@@ -37,7 +37,8 @@ class EasyInv:
         return (self.inject_start + self.inject_len) * num_steps > i > self.inject_start * num_steps and i > 0
 
     @torch.no_grad()
-    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
+               hooks=None) -> InversionResult:
         x_prev = x0.detach().float()  # (B, C, h, w)
         result = InversionResult(latent=x_prev)
         T = sampler.num_steps

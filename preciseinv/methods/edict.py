@@ -34,7 +34,8 @@ class EDICT:
         return {"method": self.name, "eta": self.eta, "mix": self.mix, "reconstruction": self.reconstruction}
 
     @torch.no_grad()
-    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
+               hooks=None) -> InversionResult:
         require_exact_sampler(sampler, self.name)
         p = self.mix
         x = y = x0.detach().float()  # (B, C, h, w)

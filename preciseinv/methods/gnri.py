@@ -37,7 +37,8 @@ class GNRI:
         return {"method": self.name, "eta": self.eta, "n_iters": self.n_iters, "alpha": self.alpha}
 
     @torch.no_grad()
-    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
+               hooks=None) -> InversionResult:
         x0 = x0.detach().float()  # (B, C, h, w)
         result = InversionResult(latent=x0)
         x_prev = x0

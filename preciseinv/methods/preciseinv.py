@@ -20,7 +20,7 @@ import torch
 from preciseinv.methods.base import InversionResult
 from preciseinv.methods.subproblem import NoiseSubproblem
 from preciseinv.samplers import Denoiser, Sampler
-from preciseinv.solvers import Hybrid, SolverLoop
+from preciseinv.solvers import Hybrid, LoopHooks, SolverLoop
 from preciseinv.solvers.base import uses_network_gradient
 
 
@@ -28,29 +28,22 @@ class PreciseInv:
     name = "preciseinv"
 
     def __init__(self, eta: float = 1e-3, max_iters: int = 200, solver: Callable | None = None,
-                 sync_every: int = 8, callback: Callable[[dict], None] | None = None, buckets: bool | None = None):
+                 sync_every: int = 8, buckets: bool | None = None):
         self.eta, self.max_iters = eta, max_iters
         self.solver = solver or partial(Hybrid)  # solver(problem) -> the update rule bound to that subproblem
         # buckets: pad the working set to a few sizes (None: when the denoiser records CUDA graphs; buckets.py)
-        self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, callback=callback, buckets=buckets)
+        self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, buckets=buckets)
 
     @property
     def network_gradients(self) -> bool:
         """Whether inverting may differentiate the network (the solver's gradient phases): what bounds memory."""
         return uses_network_gradient(self.solver)
 
-    @property
-    def callback(self):
-        return self.loop.callback
-
-    @callback.setter
-    def callback(self, fn) -> None:
-        self.loop.callback = fn
-
     def describe(self) -> dict:
         return {"method": self.name, "eta": self.eta, "max_iters": self.max_iters, "solver": describe_solver(self.solver)}
 
-    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
+               hooks: LoopHooks | None = None) -> InversionResult:
         x0 = x0.detach().float()  # (B, C, H, W)
         result = InversionResult(latent=x0)
         nfe_f = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
@@ -63,7 +56,7 @@ class PreciseInv:
             noise = eps_prev if injects and k > 0 else None  # the z that lands on state k-1: its own eps*
             problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_init, k), cond,
                                       noise=noise, learn_noise=sampler.learn_noise, solver=self.solver)
-            stats = self.loop.run(problem)  # updates problem.eps in place
+            stats = self.loop.run(problem, hooks)  # updates problem.eps in place
             eps_prev, z = problem.split()
             eps_prev = eps_prev.detach()
             result.noises.append(None if z is None else z.detach().clone())

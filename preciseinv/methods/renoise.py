@@ -94,7 +94,8 @@ class ReNoise:
                 "average": self.average, "noise_reg_steps": self.reg["steps"]}
 
     @torch.no_grad()
-    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None) -> InversionResult:
+    def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
+               hooks=None) -> InversionResult:
         x0 = x0.detach().float()  # (B, C, h, w)
         B, dev = x0.shape[0], x0.device
         result = InversionResult(latent=x0)

@@ -12,8 +12,9 @@ from preciseinv.solvers.anderson import Anderson
 from preciseinv.solvers.base import SolverStats, UpdateRule
 from preciseinv.solvers.fixed_point import FixedPoint
 from preciseinv.solvers.hybrid import Hybrid
-from preciseinv.solvers.loop import SolverLoop
+from preciseinv.solvers.loop import LoopHooks, SolverLoop
 from preciseinv.solvers.newton import Newton
 from preciseinv.solvers.newton_krylov import NewtonKrylov
 
-__all__ = ["Adam", "AdamW", "Anderson", "FixedPoint", "Hybrid", "Newton", "NewtonKrylov", "SolverLoop", "SolverStats", "UpdateRule"]
+__all__ = ["Adam", "AdamW", "Anderson", "FixedPoint", "Hybrid", "LoopHooks", "Newton", "NewtonKrylov",
+           "SolverLoop", "SolverStats", "UpdateRule"]

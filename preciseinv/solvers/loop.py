@@ -15,37 +15,43 @@ work is counted, as it is spent). With ``buckets`` (on by default when the denoi
 ``problem.static_shapes``) each part of the working set is padded with finished rows up to one of a few sizes, so
 the recorded graphs are reused (``buckets.py``); the padding's network work is not counted as any sample's. A
 non-finite residual puts the sample back on its best iterate when the rule can restart (the hybrid switches
-method), else stops it unconverged.
+method), else stops it unconverged. ``LoopHooks`` carry what the caller runs at sync points (a stop check, telemetry).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from preciseinv import preemption
 from preciseinv.errors import PreciseInvError
 from preciseinv.solvers.base import SolverStats, rows
 from preciseinv.solvers.buckets import pad_to_buckets
 
-# callback(event): a dict at each sync point (k-diffusion style); see ``SolverLoop._event``
-Callback = Callable[[dict], None]
+
+@dataclass
+class LoopHooks:
+    """What the layers above hand the loop (k-diffusion style, as arguments, never patched in): ``stop()`` is
+    called at every sync point and may raise to end the solve there (the Lightning layer's check for a SIGTERM);
+    each ``on_sync(event)`` gets a dict of the loop's state there (``SolverLoop._event``: telemetry)."""
+
+    stop: Callable[[], None] | None = None
+    on_sync: list[Callable[[dict], None]] = field(default_factory=list)
 
 
 class SolverLoop:
-    def __init__(self, eta: float = 1e-3, max_iters: int = 200, sync_every: int = 8, callback: Callback | None = None,
-                 buckets: bool | None = None):
+    def __init__(self, eta: float = 1e-3, max_iters: int = 200, sync_every: int = 8, buckets: bool | None = None):
         if eta <= 0:
             raise PreciseInvError(f"method.eta must be > 0, got {eta}; the paper uses 1e-2, 1e-3 or 1e-5")
         if max_iters < 0:
             raise PreciseInvError(f"method.max_iters must be >= 0, got {max_iters}")
         self.eta, self.max_iters, self.sync_every = eta, max_iters, max(1, sync_every)
-        self.callback = callback
         self.buckets = buckets  # None: pad to bucket sizes when the problem's network records CUDA graphs
 
-    def run(self, problem) -> SolverStats:
+    def run(self, problem, hooks: LoopHooks | None = None) -> SolverStats:
         """Solve ``problem`` (a ``NoiseSubproblem``) in place: on return ``problem.eps`` holds eps* of every sample."""
+        self._hooks = hooks or LoopHooks()
         rule = problem.configure_optimizers()
         rule.eta, rule.max_iters = self.eta, self.max_iters
         param = problem.eps  # (B, P, h, w), updated in place
@@ -143,11 +149,14 @@ class SolverLoop:
 
     def _sync(self, rule, live, loss, stats, it, problem):
         """The host reads the live and gradient masks once: None to stop now, else (rows to keep, forward-only
-        samples first and gradient samples last; how many need a gradient). A pending SIGTERM / SIGINT stops the
-        run here (``preemption.check``): the batch in flight is dropped, nothing of it has been written."""
-        preemption.check()
-        if self.callback is not None:
-            self.callback(self._event(rule, live, loss, stats, it, problem))
+        samples first and gradient samples last; how many need a gradient). The hooks run here: ``stop`` may end
+        the solve (the batch in flight is dropped, nothing of it has been written), ``on_sync`` gets the event."""
+        if self._hooks.stop is not None:
+            self._hooks.stop()
+        if self._hooks.on_sync:
+            event = self._event(rule, live, loss, stats, it, problem)
+            for hook in self._hooks.on_sync:
+                hook(event)
         return self._partition(rule, live)
 
     def _partition(self, rule, live):

@@ -11,7 +11,8 @@ import torch
 from preciseinv.accel import SyncAudit
 from preciseinv.methods import NoiseSubproblem
 from preciseinv.models import load_model
-from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, Newton, NewtonKrylov, SolverLoop
+from preciseinv.solvers import (Adam, AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, Newton, NewtonKrylov,
+                               SolverLoop)
 
 RULES = {"adamw": partial(AdamW, lr=0.1), "fixed_point": FixedPoint, "anderson": Anderson, "adam": Adam,
          "newton_krylov": NewtonKrylov, "hybrid-adamw": partial(Hybrid, phases=("anderson", "adam", "adamw")),
@@ -51,7 +52,7 @@ def solve(model, sampler, rule, x0, iters, sync_every, audit=None):
                               learn_noise=sampler.learn_noise, solver=rule)
     with audit or contextlib.nullcontext():
         return SolverLoop(eta=1e-30, max_iters=iters, sync_every=sync_every,
-                      callback=lambda event: None).run(problem)
+                      ).run(problem, LoopHooks(on_sync=[lambda event: None]))
 
 
 def setup(path):

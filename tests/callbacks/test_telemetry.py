@@ -7,7 +7,7 @@ import torch
 from preciseinv.callbacks.telemetry import SolverTelemetry, event_metrics
 from preciseinv.methods import PreciseInv
 from preciseinv.samplers import DDIMSampler, build_schedule
-from preciseinv.solvers import Hybrid
+from preciseinv.solvers import Hybrid, LoopHooks
 
 
 class Recorder:
@@ -45,13 +45,13 @@ def test_callback_logs_every_sync_of_a_real_inversion():
 
     class Module:
         class engine:
-            pass
+            hooks = LoopHooks()
 
-    Module.engine.method = method
     telemetry.on_predict_start(Trainer, Module)
-    method.invert(denoiser, sampler, torch.randn(2, 4, 8, 8))
+    assert len(Module.engine.hooks.on_sync) == 1  # subscribed through the engine's public hook list
+    method.invert(denoiser, sampler, torch.randn(2, 4, 8, 8), hooks=Module.engine.hooks)
     telemetry.on_predict_end(Trainer, Module)
-    assert method.callback is None
+    assert Module.engine.hooks.on_sync == []
     steps = [s for s, _ in logger.rows]
     assert steps == sorted(steps) and len(steps) >= 2
     keys = set().union(*(m for _, m in logger.rows))

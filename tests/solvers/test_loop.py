@@ -4,7 +4,7 @@ from functools import partial
 
 import torch
 
-from preciseinv.solvers import AdamW, Anderson, FixedPoint, Hybrid, SolverLoop
+from preciseinv.solvers import AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, SolverLoop
 
 
 def test_each_sample_stops_on_its_own_and_stays_frozen(linear_problem):
@@ -69,7 +69,7 @@ def test_non_finite_residual_stops_adamw_and_restarts_the_hybrid(make_subproblem
 def test_telemetry_callback_reports_every_sync(linear_problem):
     make, _ = linear_problem
     events = []
-    SolverLoop(eta=1e-10, max_iters=30, sync_every=4, callback=events.append).run(make(partial(Hybrid)))
+    SolverLoop(eta=1e-10, max_iters=30, sync_every=4).run(make(partial(Hybrid)), LoopHooks(on_sync=[events.append]))
     assert [e["iteration"] for e in events] == list(range(0, 4 * len(events), 4))
     first = events[0]
     assert first["k"] == 1 and first["batch"] == 3 and first["live"] == 3 and first["converged_fraction"] == 0.0

@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, Newton, SolverLoop
+from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, Newton, SolverLoop
 
 RULES = {"adamw": partial(AdamW, lr=0.05, weight_decay=0.0), "fixed_point": partial(FixedPoint),
          "momentum": partial(FixedPoint, momentum=0.5), "anderson": partial(Anderson), "adam": partial(Adam),
@@ -81,7 +81,7 @@ def test_hybrid_switches_per_sample(linear_with_slopes):
     so that sample alone moves on to the momentum phase, then to the gradient phase, which converges."""
     events = []
     problem = linear_with_slopes(partial(Hybrid), [0.9, -3.0])
-    stats = SolverLoop(eta=1e-5, max_iters=300, sync_every=4, callback=events.append).run(problem)
+    stats = SolverLoop(eta=1e-5, max_iters=300, sync_every=4).run(problem, LoopHooks(on_sync=[events.append]))
     assert stats.converged.all()
     assert stats.phases() == ["anderson", "adam"]
     assert stats.nfe_backward[0] == 0 < stats.nfe_backward[1]  # only the diverging sample paid for gradients
