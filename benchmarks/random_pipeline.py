@@ -1,7 +1,7 @@
 """A full-size Stable Diffusion 1.5-shaped pipeline with random weights, saved as a diffusers directory, so that
 ``python -m preciseinv.fit`` (and ``benchmarks/throughput.py``) can run end to end at SD1.5's real cost on a machine
 with no download: SD1.5's UNet (860 M parameters), VAE (84 M, 512 px images) and CLIP ViT-L text encoder (123 M
-with CLIP's vocabulary size; the local byte-level tokenizer of ``preciseinv.tiny`` uses its first ids), the DDIM
+with CLIP's vocabulary size; the local byte-level tokenizer of ``preciseinv.testing.tiny`` uses its first ids), the DDIM
 schedule of SD.
 
     python benchmarks/random_pipeline.py /tmp/sd15-random            # on the GPU when there is one (faster init)
@@ -32,7 +32,7 @@ def random_sd15(device: str = "cpu", seed: int = 0):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from preciseinv.tiny import _calm, clip_tokenizer
+    from preciseinv.testing.tiny import _calm, clip_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = clip_tokenizer()

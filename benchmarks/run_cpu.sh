@@ -4,7 +4,7 @@
 set -euo pipefail
 threads=${1:-2}
 tmp=$(mktemp -d)
-python -c "from pathlib import Path; from preciseinv.tiny import save_tiny_sd; save_tiny_sd(Path('$tmp'))" >/dev/null 2>&1
+python -c "from pathlib import Path; from preciseinv.testing.tiny import save_tiny_sd; save_tiny_sd(Path('$tmp'))" >/dev/null 2>&1
 echo "## mini"; python benchmarks/speed.py --model mini --batch 1 4 16 --threads "$threads" 2>/dev/null
 echo; echo "## tiny SD (random weights)"; python benchmarks/speed.py --model "$tmp/tiny-sd-epsilon" --batch 1 4 16 --threads "$threads" 2>/dev/null
 echo; echo "## SD1.5-sized UNet, 512 px (random weights)"; python benchmarks/speed.py --model sd15-random --batch 1 --iters 2 --threads "$threads" 2>/dev/null

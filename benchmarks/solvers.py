@@ -44,7 +44,7 @@ PAPER_LR = {"tiny-lcm": 0.05, "tiny-sdxl": 0.05, "tiny-sd3": 0.025}  # the prese
 
 
 def model_path(name: str, scratch: Path) -> str | None:
-    import preciseinv.tiny as tiny
+    import preciseinv.testing.tiny as tiny
 
     if name == "mini":
         return None
@@ -61,7 +61,7 @@ def images(resolution: int, n_random: int) -> torch.Tensor:
     from importlib.resources import files
 
     from preciseinv.datamodules.images import load_image
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     photos = sorted(Path(str(files("preciseinv") / "assets" / "images")).glob("*.png"))
     out = [load_image(p, resolution) for p in photos]
@@ -132,17 +132,32 @@ def run_suite(args, machine: str) -> None:
           f"{args.cap_1e_5} below -->")
     print("| model | half | t | solver | η | PSNR (dB) | converged | cost / image | max residual | s / image |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    def cap(eta):
+        return args.max_iters if eta >= 1e-4 else args.cap_1e_5
+
+    def key(name, solver, eta):
+        return name, solver, eta, cap(eta), args.crops
+
+    done = {}  # rows --out already holds (an interrupted run resumes): not run again, compared with the rest
+    if args.out and args.out.exists():
+        for line in args.out.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["suite"], r["solver"], r["eta"], r["max_iters"], r["n"])] = r
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = args.scratch or Path(tmp)
         for entry in select(args.suite):
+            todo = [(e, s) for e, s in product(args.eta, args.solvers) if key(entry.name, s, e) not in done]
+            rows += [done[key(entry.name, s, e)] for e, s in product(args.eta, args.solvers)
+                     if key(entry.name, s, e) in done]
+            if not todo:
+                continue
             model = load_model(build(entry, scratch), device="cpu")
             batch = crops(args.crops, model.resolution)
             spacing = entry.spacing if entry.spacing != "leading" else None  # the mini models' own is leading
-            for eta, solver in product(args.eta, args.solvers):
-                cap = args.max_iters if eta >= 1e-4 else args.cap_1e_5
+            for eta, solver in todo:
                 row = {"suite": entry.name, "half": entry.half, "family": entry.family,
-                       **run_one(model, entry.name, solver, spacing, eta, cap, args.lr or entry.lr, batch)}
+                       **run_one(model, entry.name, solver, spacing, eta, cap(eta), args.lr or entry.lr, batch)}
                 rows.append(row)
                 ts = ", ".join(str(int(t)) for t in row["timesteps"])
                 print(f"| {entry.name} | {entry.half} | {ts} | {solver} | {eta:g} | {row['psnr']:.2f} | "
@@ -210,7 +225,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=None, help="adamw's lr (default: the family preset's)")
     p.add_argument("--repeat", type=int, default=1, help="runs per row; seconds are their median (timing noise)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=None, help="append one JSON line per row to this file")
+    p.add_argument("--out", type=Path, default=None, help="append one JSON line per row to this file; with --suite, rows it holds are not run again")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from preciseinv.models import load_model

@@ -24,7 +24,7 @@ TUNE_SEEDS, EVAL_SEEDS = (0, 1), (10, 11)
 # initialised (not scaled by 0.1), a far rougher residual than a trained network's: the stress test
 SIZES = {"s": {"width": 1, "layers": 1}, "m": {"width": 2, "layers": 2},
          "raw": {"width": 1, "layers": 1, "output_scale": 1.0}}
-# family -> (builder in preciseinv.tiny, its extra arguments, the preset's (paper's) AdamW lr)
+# family -> (builder in preciseinv.testing.tiny, its extra arguments, the preset's (paper's) AdamW lr)
 FAMILIES = {
     "sd": ("save_tiny_sd", {}, 0.1),
     "sd-v": ("save_tiny_sd", {"prediction_type": "v_prediction"}, 0.1),
@@ -83,7 +83,7 @@ def build(model: SuiteModel, scratch: Path) -> str | None:
         return None
     if model.family == "mini-clip":
         return str(HERE / "assets" / "mini-ddpm-clip")
-    import preciseinv.tiny as tiny
+    import preciseinv.testing.tiny as tiny
 
     folder = scratch / model.name
     builder, kwargs = model.builder

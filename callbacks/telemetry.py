@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import Callback
 
+from preciseinv.callbacks.loggers import logger_kind
+
 
 def event_metrics(event: dict) -> dict[str, float]:
     """Flat metric names for one loop event."""
@@ -37,7 +39,7 @@ class SolverTelemetry(Callback):
         pl_module.engine.hooks.on_sync.append(self._hook)  # the engine's public hook list
         for logger in trainer.loggers:
             define = getattr(getattr(logger, "experiment", None), "define_metric", None)
-            if "Wandb" in type(logger).__name__ and define is not None:
+            if logger_kind(logger) == "wandb" and define is not None:
                 define("solver/iteration")
                 define("solver/*", step_metric="solver/iteration")
 

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from preciseinv.outputs.images import to_uint8
 from preciseinv.outputs.records import complete_length, rank_record_files
 from preciseinv.outputs.summary import cost, finite_mean
+from preciseinv.solvers.base import network_cost
 
 
 def aggregate(records: list[dict]) -> dict[str, float]:
@@ -132,7 +133,7 @@ class InversionProgressBar(TQDMProgressBar):
         inv = out.inversion
         if inv.converged:  # T x (B,): an image converged when every step did
             self._converged += int(torch.stack(inv.converged, 1).all(1).sum())
-        calls = float((inv.nfe_forward + 2 * inv.nfe_backward).float().mean())  # network calls per image
+        calls = float(network_cost(inv.nfe_forward, inv.nfe_backward).float().mean())  # network calls per image
         self.predict_progress_bar.set_postfix(
             {"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}" if psnr is not None else "-",
              "conv": f"{self._converged / self._images:.0%}", "cost": f"{calls:.0f}"}, refresh=False)

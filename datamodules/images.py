@@ -123,4 +123,3 @@ def load_image(path, size: int, crop: str = "center", multiple: int = 8, max_sid
         return to_tensor(fit_square(to_rgb(img), size, crop, multiple, max_side, shape))
 
 
-from preciseinv.outputs.images import png_bytes, save_png, to_uint8  # noqa: E402,F401  (moved; kept importable)

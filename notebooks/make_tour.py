@@ -86,7 +86,7 @@ Invert with the source prompt, regenerate from x*_T with the target prompt under
 negative prompt is the source prompt. The tiny model below has random weights (nothing can be downloaded here), so
 the edit shows the mechanics, not a meaningful picture; with `Inverter("sd15")` the same call edits real photos."""),
     ("code", """import tempfile
-from preciseinv.tiny import save_tiny_sd
+from preciseinv.testing.tiny import save_tiny_sd
 
 tiny = save_tiny_sd(Path(tempfile.mkdtemp()))
 editor = Inverter(str(tiny), device="cpu")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from preciseinv import console, preemption
+from preciseinv.callbacks.loggers import logger_kind
 from preciseinv.errors import PreciseInvError
 from preciseinv.presets import CONFIG_DIR, adopt_family, explicit_keys, register_resolvers
 
@@ -94,7 +95,7 @@ def _check_wandb(cfg) -> None:
     import netrc
 
     node = cfg.get("logger") or {}
-    if "WandbLogger" not in str(node.get("_target_", "")) or node.get("offline", False):
+    if logger_kind(node) != "wandb" or node.get("offline", False):
         return
     if os.environ.get("WANDB_MODE") in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
         return
@@ -115,7 +116,7 @@ def _num_samples(dataset) -> int | None:
 
 def _finish(logger) -> None:
     """Close a W&B run, so that the next run of a --multirun sweep (same process) starts its own."""
-    if logger and "Wandb" in type(logger).__name__:
+    if logger_kind(logger) == "wandb":
         import wandb
 
         wandb.finish()

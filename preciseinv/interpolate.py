@@ -74,7 +74,7 @@ def run(cfg) -> dict:
     from PIL import Image
 
     from preciseinv.api import Inverter
-    from preciseinv.datamodules.images import save_png
+    from preciseinv.outputs.images import save_png
 
     check_required(cfg)
     if cfg.frames < 2:

@@ -10,10 +10,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def _tiny(factory, builder: str, **kwargs) -> Path:
-    """Build a tiny random-weight pipeline with ``preciseinv.tiny.<builder>`` and save it once per session."""
-    import preciseinv.tiny
+    """Build a tiny random-weight pipeline with ``preciseinv.testing.tiny.<builder>`` and save it once per session."""
+    import preciseinv.testing.tiny
 
-    return getattr(preciseinv.tiny, builder)(factory.mktemp("models"), **kwargs)
+    return getattr(preciseinv.testing.tiny, builder)(factory.mktemp("models"), **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,7 @@ def tiny_lcm(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_lora(tiny_sd, tmp_path_factory) -> Path:
-    from preciseinv.tiny import save_tiny_lora
+    from preciseinv.testing.tiny import save_tiny_lora
 
     return save_tiny_lora(tiny_sd, tmp_path_factory.mktemp("models"))
 

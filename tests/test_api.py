@@ -17,7 +17,7 @@ def inverter():
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     folder = tmp_path_factory.mktemp("images")
     write_images(folder, ["a.png"], size=40)

@@ -18,7 +18,7 @@ def cli(module, *args, cwd):
 
 
 def test_batch_edit_writes_edits_grids_and_failure_records(tiny_sd, tmp_path):
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     write_images(tmp_path, ["cat.png", "sub/dog.jpg"], size=40)
     rows = [{"image": "cat.png", "source": "a cat", "target": "a dog"},
@@ -44,7 +44,7 @@ def test_batch_edit_writes_edits_grids_and_failure_records(tiny_sd, tmp_path):
 def test_single_image_edit_and_api_agree(tiny_sd, tmp_path):
     from preciseinv import Inverter
     from preciseinv.datamodules.images import load_image
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     (img,) = write_images(tmp_path, ["photo.png"], size=32)
     out = tmp_path / "out"
@@ -60,7 +60,7 @@ def test_single_image_edit_and_api_agree(tiny_sd, tmp_path):
 def test_interpolation_endpoints_reproduce_the_reconstructions(tmp_path):
     from preciseinv import Inverter
     from preciseinv.datamodules.images import load_image
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     a, b = write_images(tmp_path, ["a.png", "b.png"], size=32)
     inv = Inverter("mini", device="cpu")
@@ -94,7 +94,7 @@ def test_coupled_methods_interpolate_both_states_and_refuse_half_of_them(tmp_pat
     from preciseinv import Inverter
     from preciseinv.errors import PreciseInvError
     from preciseinv.interpolate import endpoint
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     a, b = write_images(tmp_path, ["a.png", "b.png"], size=32)
     plain = Inverter("mini", device="cpu")
@@ -129,7 +129,7 @@ def test_interpolation_decodes_by_the_latent_files_settings(tmp_path):
     from preciseinv.errors import PreciseInvError
     from preciseinv.interpolate import run
     from preciseinv.presets import compose
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     a, b = write_images(tmp_path, ["a.png", "b.png"], size=32)
     four, two = Inverter("mini", num_steps=4, device="cpu"), Inverter("mini", device="cpu")

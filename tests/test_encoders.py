@@ -32,7 +32,7 @@ def test_pixel_models_refuse_with_the_fix():
 @pytest.mark.slow
 def test_fit_with_decoder_inversion_beats_the_ceiling_and_resume_refuses_a_changed_encoder(tiny_sd, tmp_path,
                                                                                           fit_in_process):
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     write_images(tmp_path / "imgs", ["a.png", "b.png"], size=32)
 

@@ -147,7 +147,7 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
     the latent file alone (x*_T, plus the step noises for lcm/ddpm) reproduces the reconstruction, with the
     default solver (the paper's constant-lr AdamW jitters near 1e-3 on these random models at lr 0.1).
     """
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     from preciseinv import reconstruct_file
 
@@ -212,7 +212,7 @@ def test_unknown_preset_lists_the_known_ones(tmp_path):
 
 def test_rerun_resumes_and_refuses_other_settings(tmp_path, fit_in_process):
     from preciseinv.errors import PreciseInvError
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     write_images(tmp_path / "imgs", [f"im{i}.png" for i in range(5)], size=40)
     args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "data.batch_size=2",
@@ -230,7 +230,7 @@ def test_rerun_resumes_and_refuses_other_settings(tmp_path, fit_in_process):
 
 
 def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     write_images(tmp_path / "imgs", [f"d{i}/im{i}.png" for i in range(7)], size=40)  # 7: not divisible by 2
     proc = fit("method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
@@ -263,7 +263,7 @@ def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
 def test_a_torn_manifest_line_is_repaired_on_rerun(tmp_path, fit_in_process):
     """A crash (or a full disk) cut the last record short: the rerun redoes that sample, every line parses and
     every sample is in the manifest once."""
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     write_images(tmp_path / "imgs", [f"im{i}.png" for i in range(4)], size=40)
     args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "~logger",

@@ -66,7 +66,7 @@ def write_piebench(root, sizes=((48, 48), (40, 40))):
 
 @pytest.mark.slow
 def test_piebench_edit_run_reports_background_clip_and_structure(tiny_sd, tmp_path):
-    from preciseinv.tiny import save_tiny_clip, save_tiny_dino
+    from preciseinv.testing.tiny import save_tiny_clip, save_tiny_dino
 
     write_piebench(tmp_path / "pie")
     clip, dino = save_tiny_clip(tmp_path), save_tiny_dino(tmp_path)

@@ -22,7 +22,7 @@ def test_each_family_takes_its_presets_defaults(fixture, family, request):
 
 
 def test_lcm_and_pixel_pipelines(tmp_path):
-    from preciseinv.tiny import save_tiny_lcm, save_tiny_pixel
+    from preciseinv.testing.tiny import save_tiny_lcm, save_tiny_pixel
 
     assert family_preset(save_tiny_lcm(tmp_path / "lcm")) == "lcm_sd15"
     assert family_preset(save_tiny_pixel(tmp_path / "pixel")) == "mini"

@@ -99,7 +99,7 @@ def run_and_kill(args: list[str], out: Path, after_records: int) -> None:
 
 @pytest.mark.parametrize("writer", ["files", "webdataset"])
 def test_kill_9_then_rerun_gives_every_sample_exactly_once(tmp_path, writer):
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     from preciseinv.outputs import load_latent
 
@@ -137,7 +137,7 @@ def test_sigterm_and_sigint_stop_gracefully_and_the_rerun_resumes(tmp_path, fit_
     """SIGTERM stops a run (143), a rerun with other settings is refused, the rerun resumes and is stopped by
     SIGINT (130), and the last rerun finishes: every sample exactly once (writes on the writer thread, as on a
     GPU: a stop first publishes what was queued)."""
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     names = [f"im{i}.png" for i in range(6)]
     write_images(tmp_path / "in", names, size=40)
@@ -179,7 +179,7 @@ def test_a_full_disk_is_one_line_naming_the_folder(tmp_path):
     """Writes past RLIMIT_FSIZE fail with EFBIG, as a full disk fails with ENOSPC: one line, no traceback."""
     import resource
 
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     write_images(tmp_path / "in", [f"im{i}.png" for i in range(2)], size=40)
     out = tmp_path / "out"
@@ -213,7 +213,7 @@ def test_sigterm_to_a_two_process_ddp_run_stops_gracefully(tmp_path):
     """SIGTERM to rank 0 only (``kill <pid>``): it forwards the stop to its child rank, which exits 0 at its next
     safe point (a non-zero child would make Lightning's launcher SIGKILL rank 0); rank 0 waits for it, publishes
     every finished sample of both ranks and exits 143 with the one line; the rerun finishes each exactly once."""
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     names = [f"im{i}.png" for i in range(6)]
     write_images(tmp_path / "in", names, size=40)

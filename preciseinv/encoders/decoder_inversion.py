@@ -21,6 +21,7 @@ from preciseinv.encoders.mean import Encoding
 from preciseinv.errors import PreciseInvError
 from preciseinv.metrics import psnr
 from preciseinv.solvers import AdamW, SolverLoop
+from preciseinv.solvers.base import network_cost
 
 
 class DecoderSubproblem(LightningModule):
@@ -81,4 +82,4 @@ class DecoderInversion:
                 decoded = model.decode(z)
         return Encoding(z, {"roundtrip_psnr": psnr(roundtrip, images), "decoder_psnr": psnr(decoded, images),
                             "decoder_iters": stats.iters,
-                            "decoder_cost": stats.nfe_forward + 2 * stats.nfe_backward})
+                            "decoder_cost": network_cost(stats.nfe_forward, stats.nfe_backward)})

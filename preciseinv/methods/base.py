@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from preciseinv.solvers.base import network_cost
+
 
 @dataclass
 class InversionResult:
@@ -65,7 +67,7 @@ class InversionResult:
         retried = self.retried_fp32.tolist() if self.retried_fp32 is not None else [False] * len(f)
         phase = [[p[i] for p in self.phase] if self.phase else [None] * len(it[i]) for i in range(len(f))]
         return [{"iters": it[i], "residual": res[i], "converged": conv[i], "phase": phase[i], "nfe_forward": f[i],
-                 "nfe_backward": b[i], "cost": f[i] + 2 * b[i], "retried_fp32": retried[i]} for i in range(len(f))]
+                 "nfe_backward": b[i], "cost": network_cost(f[i], b[i]), "retried_fp32": retried[i]} for i in range(len(f))]
 
 
 def record_step(result: InversionResult, sampler, denoiser, x: torch.Tensor, x_prev: torch.Tensor, x0: torch.Tensor,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from preciseinv.outputs.atomic import atomic_write_bytes
 from preciseinv.outputs.records import assemble
+from preciseinv.solvers.base import network_cost
 
 
 def finite_mean(values: list) -> float | None:
@@ -19,7 +20,7 @@ def finite_mean(values: list) -> float | None:
 def cost(record: dict) -> int:
     """A manifest record's network cost: forward + 2 x backward calls (also for records written before the
     ``cost`` field existed)."""
-    return record["nfe_forward"] + 2 * record["nfe_backward"]
+    return network_cost(record["nfe_forward"], record["nfe_backward"])
 
 
 ENCODER_KEYS = ("roundtrip_psnr", "decoder_psnr", "decoder_iters", "decoder_cost")

@@ -37,6 +37,12 @@ class SolverStats:
         return [self.phase_names[i] if i >= 0 else None for i in self.phase.tolist()]
 
 
+def network_cost(forward, backward):
+    """The network work of forward and backward (vector-Jacobian product) calls, in forward-call units: a
+    backward costs about two forwards. Numbers or tensors; the one place this weighting is written."""
+    return forward + 2 * backward
+
+
 def uses_network_gradient(solver) -> bool:
     """Whether a solver (a rule class or its ``functools.partial``) may ask for a network backward: what bounds the
     batch a device fits (``data.batch_size=auto``)."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from preciseinv.solvers.base import network_cost
+
 
 def bucket(n: int) -> int:
     """The smallest bucket size >= n (n >= 1): 2^k or 3 * 2^(k-1)."""
@@ -45,7 +47,7 @@ def plan(n_fwd: int, n_grad: int, n_spare: int, slack: float = 1.5) -> tuple[int
     other forward-only rows, then spare rows. The cheapest plan (a backward costing two forwards) is taken if it
     costs at most ``slack`` times the exact split."""
     sizes = [0] + [n for n in range(1, n_fwd + n_grad + n_spare + 1) if is_bucket(n)]
-    exact, best = n_fwd + 3 * n_grad, None
+    exact, best = network_cost(n_fwd + n_grad, n_grad), None
     for G in sizes:
         if G < n_grad or (G > 0) != (n_grad > 0):  # no gradient part (no backward at all) when nobody needs one
             continue
@@ -53,7 +55,7 @@ def plan(n_fwd: int, n_grad: int, n_spare: int, slack: float = 1.5) -> tuple[int
             total = F + G
             if not n_fwd + n_grad <= total <= n_fwd + n_grad + n_spare or n_grad + max(0, n_fwd - F) > G:
                 continue
-            cost = total + 2 * G
+            cost = network_cost(total, G)
             if best is None or cost < best[0]:
                 best = (cost, F, G)
     return (best[1], best[2]) if best is not None and best[0] <= slack * exact else None

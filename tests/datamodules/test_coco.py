@@ -7,7 +7,7 @@ from preciseinv.errors import PreciseInvError
 
 
 def make_coco(root, n=5):
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     names = [f"{i * 7:012d}.jpg" for i in range(n)]
     write_images(root / "val2017", names, size=40)

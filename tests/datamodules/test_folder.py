@@ -9,7 +9,7 @@ from preciseinv.errors import PreciseInvError
 
 
 def test_recursive_deterministic_listing_and_unique_ids(tmp_path):
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     write_images(tmp_path, ["b.png", "a/x.jpg", "a/x.png", "sub dir/ünï code.png", "z/b.png"])
     (tmp_path / "notes.txt").write_text("not an image")
@@ -20,7 +20,7 @@ def test_recursive_deterministic_listing_and_unique_ids(tmp_path):
 
 
 def test_dataset_yields_model_ready_tensors_and_failure_records(tmp_path):
-    from preciseinv.tiny import write_images
+    from preciseinv.testing.tiny import write_images
 
     write_images(tmp_path, ["good.png"], size=50)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")

@@ -28,7 +28,7 @@ def converged(model, solver, images) -> float:
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_default_converges_at_least_as_often_as_adamw(family, tmp_path):
-    import preciseinv.tiny as tiny
+    import preciseinv.testing.tiny as tiny
 
     builder, kwargs, lr, seed, width = FAMILIES[family]
     path = getattr(tiny, builder)(tmp_path, seed=seed, width=width, **kwargs)
