@@ -94,15 +94,14 @@ def crops(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
 
 def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
             batch: torch.Tensor, encoder: str = "mean") -> dict:
-    from preciseinv.api import make_encoder, make_solver
-    from preciseinv.engine import InversionEngine
-    from preciseinv.methods import METHODS, PreciseInv
-    from preciseinv.metrics import ImageMetrics
+    from preciseinv.builder import build_engine, inverter_config
+    from preciseinv.methods import METHODS
 
     # "ddim", "ceiling", ... are methods (rows for comparison); the other names are PreciseInv's solvers
-    method = METHODS[solver](eta) if solver in METHODS else PreciseInv(eta, max_iters, make_solver(solver, lr))
-    engine = InversionEngine(model, method, 2, timestep_spacing=spacing, metrics=ImageMetrics(False),
-                             encoder=make_encoder(encoder))
+    method, rule = (solver, "hybrid") if solver in METHODS else ("preciseinv", solver)
+    cfg = inverter_config(model, method, rule, encoder, eta=eta, max_iters=max_iters, lr=lr, num_steps=2,
+                          timestep_spacing=spacing, lpips=False)
+    engine = build_engine(cfg, model)
     start = time.perf_counter()
     out = engine.run(batch)
     seconds = (time.perf_counter() - start) / batch.shape[0]

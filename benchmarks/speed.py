@@ -262,12 +262,11 @@ def main() -> None:
             record(kind="iteration", solver=solver, batch=batch, ms_per_image_iteration=sec * 1e3,
                    images_per_second=None, peak_memory_mb=peak, warmup_seconds=round(warmup, 3))
     if isinstance(model, LoadedModel) and not args.no_end_to_end:
-        from preciseinv.engine import InversionEngine
-        from preciseinv.methods import PreciseInv
-        from preciseinv.metrics import ImageMetrics
+        from preciseinv.builder import build_engine, inverter_config
 
-        engine = InversionEngine(model.model, PreciseInv(eta=1e-3, max_iters=200, solver=partial(AdamW, lr=0.1)), 2,
-                                 metrics=ImageMetrics(False))
+        cfg = inverter_config(model.model, solver="adamw", eta=1e-3, max_iters=200, lr=0.1, num_steps=2,
+                              lpips=False)
+        engine = build_engine(cfg, model.model)
         images = torch.rand(max(args.batch), 3, model.resolution, model.resolution, device=device) * 2 - 1
         with autocast(device, compute):
             out = engine.run(images)

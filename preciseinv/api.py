@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,29 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preciseinv.accel.settings import AUTOCAST, TRUE_HALF, autocast, check_precision
-from preciseinv.engine import InversionEngine
+from preciseinv.accel.settings import autocast
+from preciseinv.builder import build_engine, file_config, instantiate, inverter_config
 from preciseinv.errors import PreciseInvError
-from preciseinv.methods import METHODS, InversionResult, PreciseInv
-from preciseinv.metrics import ImageMetrics
+from preciseinv.methods import InversionResult
 from preciseinv.models.base import DiffusionModel
-from preciseinv.models.loading import ModelSpec, load_model
-from preciseinv.presets import adopt_family, preset, preset_config
-
-
-def _spec(model: str | os.PathLike | None) -> ModelSpec:
-    """A preset name, or a hub id / directory with its family preset's defaults."""
-    if model is None:
-        return preset("mini")
-    name = str(model)
-    if "/" not in name and os.sep not in name and not os.path.exists(name):
-        return preset(name)
-    from hydra.utils import instantiate
-
-    node = preset_config("mini")
-    node.path = name
-    adopt_family(node, explicit=set())
-    return instantiate(node)
+from preciseinv.models.loading import ModelSpec
 
 
 @dataclass
@@ -49,34 +31,6 @@ class Inversion:
     x0: torch.Tensor  # (B, C, h, w) the encoded images
     images: torch.Tensor  # (B, 3, H, W) the preprocessed inputs in [-1, 1]
     result: InversionResult
-
-
-def make_solver(solver, lr: float = 0.1):
-    """A solver partial from a name (``configs/solver/<name>.yaml``; ``lr`` for adamw) or a callable as is."""
-    from functools import partial
-
-    from preciseinv import solvers
-
-    if callable(solver):
-        return solver
-    rules = {"hybrid": solvers.Hybrid, "adamw": solvers.AdamW, "fixed_point": solvers.FixedPoint,
-             "anderson": solvers.Anderson, "adam": solvers.Adam, "newton": solvers.Newton,
-             "newton_krylov": solvers.NewtonKrylov}
-    if solver not in rules:
-        raise PreciseInvError(f"unknown solver {solver!r}; available: {', '.join(rules)}")
-    return partial(rules[solver], lr=lr) if solver in ("adamw", "hybrid") else partial(rules[solver])
-
-
-def make_encoder(encoder):
-    """``"mean"`` | ``"decoder_inversion"`` (their config defaults) | an encoder object as is."""
-    from preciseinv.encoders import DecoderInversion, PosteriorMean
-
-    if not isinstance(encoder, str):
-        return encoder
-    encoders = {"mean": PosteriorMean, "decoder_inversion": DecoderInversion}
-    if encoder not in encoders:
-        raise PreciseInvError(f"unknown encoder {encoder!r}; available: {', '.join(encoders)}")
-    return encoders[encoder]()
 
 
 class Inverter:
@@ -94,31 +48,40 @@ class Inverter:
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
                  precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean",
                  timesteps: list | None = None):
-        spec = model if isinstance(model, ModelSpec) else (_spec(model) if not isinstance(model, DiffusionModel) else None)
+        # sugar over the command line's config tree (configs/), built by preciseinv.builder as fit builds it
+        loaded = model if isinstance(model, DiffusionModel) else None
+        cfg = inverter_config(model, method, solver, encoder, num_steps=num_steps, eta=eta, max_iters=max_iters,
+                              lr=lr, timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
+                              precision=precision, lpips=lpips, sampler=sampler, timesteps=timesteps)
+        if loaded is not None and cfg.model.dtype != "float32":
+            raise PreciseInvError(f"precision={precision} loads the weights in half: pass a preset, a path or a "
+                                  "ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
+        parts = {}
+        if not isinstance(method, str):  # a configured method object (PreciseInv, DDIMInversion)
+            parts["method"] = method
+        elif not isinstance(solver, str):  # an update rule's partial in the configured method
+            parts["method"] = instantiate(cfg.method, solver=solver)
+        if not isinstance(encoder, str):
+            parts["encoder"] = encoder
+        self._build(cfg, device, loaded, parts)
+
+    @classmethod
+    def from_config(cls, cfg, device: str | None = None) -> "Inverter":
+        """The Inverter of a composed, prepared config tree (``preciseinv.builder.prepare``): what
+        ``python -m preciseinv.interpolate`` builds from its command line."""
+        inverter = cls.__new__(cls)
+        inverter._build(cfg, device, None, {})
+        return inverter
+
+    def _build(self, cfg, device: str | None, loaded: DiffusionModel | None, parts: dict) -> None:
+        from omegaconf import OmegaConf
+
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        precision = check_precision(precision, also=tuple(AUTOCAST))
-        if precision in TRUE_HALF:  # the weights in half, no autocast; eps* and the solver stay fp32
-            if spec is None:
-                raise PreciseInvError(f"precision={precision} loads the weights in half: pass a preset, a path or a "
-                                      "ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
-            spec = dataclasses.replace(spec, dtype=TRUE_HALF[precision])
-        self.model = model if isinstance(model, DiffusionModel) else spec.load(device)
-        self._spec, self._multiple = spec, None
-        lr = lr if lr is not None else (spec.lr if spec else 0.1)
-        if method == "preciseinv":
-            method_obj = PreciseInv(eta=eta, max_iters=max_iters, solver=make_solver(solver, lr))
-        elif method in METHODS:
-            method_obj = METHODS[method](eta=eta)
-        elif hasattr(method, "invert"):  # a configured method object (PreciseInv, DDIMInversion)
-            method_obj = method
-        else:
-            raise PreciseInvError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-        steps = num_steps or (spec.num_steps if spec else 2)
-        sampler = sampler or (spec.sampler if spec else None)
-        self.engine = InversionEngine(self.model, method_obj, steps, timestep_spacing, timesteps,
-                                      guidance_scale=guidance_scale, metrics=ImageMetrics(lpips), sampler=sampler,
-                                      encoder=make_encoder(encoder))
-        self.precision = precision
+        self._spec = None if loaded is not None else instantiate(cfg.model)
+        self.model = loaded if loaded is not None else self._spec.load(device)
+        self._multiple = None
+        self.engine = build_engine(cfg, self.model, **parts)
+        self.precision = OmegaConf.select(cfg, "trainer.precision", default="32-true")
 
     def load_images(self, images) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] at the model's resolution from a path or PIL image, a list of them, or a tensor
@@ -250,19 +213,14 @@ class Inverter:
 
 def reconstruct_file(path: str | os.PathLike, device: str | None = None,
                      model: DiffusionModel | None = None) -> tuple[torch.Tensor, dict]:
-    """Regenerate the image of a latent file from the file alone: ((3, H, W) in [-1, 1], metadata)."""
+    """Regenerate the image of a latent file from the file alone: ((3, H, W) in [-1, 1], metadata). ``model``: the
+    file's model already loaded (``python -m preciseinv.reconstruct`` loads it once for many files)."""
     from preciseinv.outputs import load_latent, stored_noises
 
     tensors, meta = load_latent(path)
+    cfg = file_config(meta)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = model or load_model(meta["model"]["source"], device=device, lora=meta["model"].get("lora"),
-                                lora_scale=meta["model"].get("lora_scale", 1.0),
-                                dtype=meta["model"].get("dtype", "float32"))
-    if meta["model"].get("guidance_embedding") is not None:
-        model.guidance_embedding = meta["model"]["guidance_embedding"]
-    method = METHODS.get(meta.get("method"), PreciseInv)()  # only its reconstruction is used
-    engine = InversionEngine(model, method, meta["num_steps"], timesteps=meta["schedule"]["timesteps"],
-                             guidance_scale=meta.get("guidance_scale", 1.0), sampler=meta.get("sampler"))
+    engine = build_engine(cfg, model or instantiate(cfg.model).load(device))
     companion = tensors["companion"][None] if "companion" in tensors else None
     image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")],
                                stored_noises(tensors, meta["num_steps"]), companion)[0]

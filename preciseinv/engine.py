@@ -72,6 +72,8 @@ class InversionEngine:
         # what the solver loops run at their sync points: the Lightning layer adds its stop check, telemetry
         # subscribes to on_sync (preciseinv.solvers.LoopHooks)
         self.hooks = LoopHooks()
+        # the config that rebuilds this engine (preciseinv.builder.CONFIG_KEYS), which latent files store
+        self.config: dict | None = None
 
     def use_size(self, size) -> None:
         """Select the sampler for images of pixel size (H, W); ``self.sampler`` is then that one."""
@@ -176,4 +178,5 @@ class InversionEngine:
             "guidance_scale": self.guidance_scale,
             "encoder": self.encoder.describe(),  # which x0 the inversion started from
             **self.method.describe(),
+            **({"config": self.config} if self.config else {}),
         }

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.fit import CONFIG_DIR, build, check_required
+from preciseinv.builder import command_line_overrides, prepare
+from preciseinv.presets import CONFIG_DIR, register_resolvers, run_dir_from_output_dir
 
 
 def is_latent(spec) -> bool:
@@ -76,18 +77,20 @@ def run(cfg) -> dict:
     from preciseinv.api import Inverter
     from preciseinv.outputs.images import save_png
 
-    check_required(cfg)
+    prepare(cfg, command_line_overrides())
     if cfg.frames < 2:
         raise PreciseInvError(f"frames must be at least 2, got {cfg.frames}")
     if cfg.mode not in ("slerp", "lerp"):
         raise PreciseInvError(f"mode must be slerp or lerp, got {cfg.mode!r}")
     out = Path(cfg.output_dir)
     stored = file_settings(cfg)  # a latent file's schedule and sampler decode both ends (an image is inverted so)
-    schedule = {"num_steps": cfg.num_steps} if stored is None else \
-        {"num_steps": stored["num_steps"], "timesteps": stored["timesteps"], "sampler": stored["sampler"],
-         "guidance_scale": stored["guidance_scale"]}
-    inverter = Inverter(build(cfg.model), method=build(cfg.method), device=cfg.device, encoder=build(cfg.encoder),
-                        **schedule)
+    if stored is not None:
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            for key in ("num_steps", "timesteps", "sampler", "guidance_scale"):
+                cfg[key] = stored[key]
+    inverter = Inverter.from_config(cfg, cfg.device)
     (a, image_a, noises_a, companion_a), (b, image_b, noises_b, companion_b) = (
         endpoint(inverter, cfg.a, cfg.prompt), endpoint(inverter, cfg.b, cfg.prompt))
     frames = inverter.interpolate(a, b, cfg.frames, cfg.mode, cfg.prompt, noises_a, noises_b,
@@ -109,6 +112,9 @@ def run(cfg) -> dict:
 
 def main() -> None:
     import hydra
+
+    register_resolvers()
+    sys.argv = run_dir_from_output_dir(sys.argv)
 
     @hydra.main(config_path=CONFIG_DIR, config_name="interpolate", version_base="1.3")
     def _main(cfg) -> None:

@@ -8,6 +8,7 @@ registered children, so DDP never wraps it and no checkpoint holds it. ``Trainer
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 from lightning.pytorch import LightningModule
@@ -15,21 +16,19 @@ from lightning.pytorch import LightningModule
 from preciseinv import preemption
 from preciseinv.datamodules.base import ANNOTATIONS
 from preciseinv.engine import InversionEngine
-from preciseinv.metrics import ImageMetrics
+from preciseinv.models.base import DiffusionModel
 from preciseinv.models.loading import ModelSpec
 
 
 class InversionModule(LightningModule):
-    def __init__(self, model: ModelSpec, method, num_steps: int = 2, timestep_spacing: str | None = None,
-                 guidance_scale: float = 1.0, lpips: bool = True, edit_guidance_scale: float = 7.5,
-                 sampler: str | None = None, timesteps: list | None = None, encoder=None,
-                 edit_eval: dict | None = None):
+    """``model``: the spec loaded per rank in ``setup``; ``engine``: the engine's constructor waiting for that model
+    (the ``engine`` config node, ``_partial_``; ``preciseinv.builder``)."""
+
+    def __init__(self, model: ModelSpec, engine: Callable[[DiffusionModel], InversionEngine],
+                 edit_guidance_scale: float = 7.5, edit_eval: dict | None = None):
         super().__init__()
-        self.model_spec, self.method = model, method
-        self.num_steps, self.timestep_spacing, self.guidance_scale = num_steps, timestep_spacing, guidance_scale
-        self.lpips, self.edit_guidance_scale, self.sampler_name = lpips, edit_guidance_scale, sampler
-        self.timesteps = list(timesteps) if timesteps is not None else None
-        self.encoder = encoder
+        self.model_spec, self.make_engine = model, engine
+        self.edit_guidance_scale = edit_guidance_scale
         self.edit_eval = dict(edit_eval or {})  # {clip: weights, dino: weights} for edits with masks (PIE-Bench)
         self.edit_metrics = None
         self.run_record = None  # run.json, where resolved settings (batch_size=auto) are recorded
@@ -41,9 +40,7 @@ class InversionModule(LightningModule):
             start = time.perf_counter()
             model = self.model_spec.load(device="cpu")
             self.startup["model_load_s"] = round(time.perf_counter() - start, 2)
-            self.engine = InversionEngine(model, self.method, self.num_steps, self.timestep_spacing, self.timesteps,
-                                          guidance_scale=self.guidance_scale, metrics=ImageMetrics(self.lpips),
-                                          sampler=self.sampler_name, encoder=self.encoder)
+            self.engine = self.make_engine(model)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         resolved = {}
         if data is not None and str(getattr(data, "batch_size", "")) == "auto":

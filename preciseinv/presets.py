@@ -25,6 +25,16 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gpu_or_fp32", gpu_or_fp32)
 
 
+def run_dir_from_output_dir(argv: list[str]) -> list[str]:
+    """A command given ``output_dir=DIR`` runs in DIR: Hydra's own record (``.hydra/``) goes there, not into a
+    fresh ``outputs/<date>/<time>/`` of the working directory. Returns ``argv`` with ``hydra.run.dir=DIR`` added
+    (unless it sets its own)."""
+    given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("output_dir=")]
+    if not given or any(arg.startswith(("hydra.run.dir=", "++hydra.run.dir=")) for arg in argv):
+        return argv
+    return [*argv, f"hydra.run.dir={given[-1]}"]
+
+
 def gpu_or_fp32(precision: str) -> str:
     """A preset's precision where a GPU is present; 32-true on CPU (Lightning has no fp16 autocast there)."""
     import torch

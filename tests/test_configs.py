@@ -40,7 +40,7 @@ def test_option_instantiates(group, option, tmp_path):
     if group == "callbacks":
         objs = [instantiate(c) for c in node.values()]
         assert objs
-    elif group == "solver":  # a partial: the method binds it to each subproblem
+    elif node.get("_partial_"):  # a solver (the method binds it to each subproblem), the engine (to a model)
         obj = instantiate(node)
         assert obj.func.__name__ == node._target_.rsplit(".", 1)[1]
     elif group == "writer":

@@ -43,6 +43,12 @@ def manifest(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
+def test_a_run_given_output_dir_keeps_hydras_record_there(default_runs):
+    root = default_runs["preciseinv"].parent  # the working directory of the command
+    assert (default_runs["preciseinv"] / ".hydra" / "overrides.yaml").is_file()
+    assert not (root / "outputs").exists()  # no outputs/<date>/<time>/.hydra/ left in the working directory
+
+
 def test_default_run_shows_the_point_of_the_method(default_runs):
     precise, ddim = summary(default_runs["preciseinv"]), summary(default_runs["ddim"])
     assert precise["n"] == ddim["n"] == 4

@@ -1,0 +1,218 @@
+"""One place that builds a run: a composed config (``configs/``) -> the parts that run it.
+
+``fit``, ``edit``, ``interpolate``, ``reconstruct``, the Python API (``Inverter``, ``reconstruct_file``) and the
+benchmarks all come here. The config tree decides the parts (``engine``: ``configs/engine/default.yaml``, with the
+``method``, its ``solver`` and the ``encoder`` inside; ``module``: the Lightning glue), and the rules that make a
+config runnable are written once: required keys, T >= 1, a model given by path alone (its family preset's
+defaults), the precision rule (half weights without autocast), and constructors' refusals as one line.
+
+    cfg = compose("fit", ["model=sd15", "solver=adamw"])   # or the DictConfig of a Hydra run
+    prepare(cfg)                                           # checks and resolves it, in place
+    engine = build_engine(cfg, model)                      # the one InversionEngine of any entry point
+"""
+
+from __future__ import annotations
+
+from preciseinv.errors import PreciseInvError
+from preciseinv.presets import adopt_family, compose, explicit_keys
+
+__all__ = ["compose", "prepare", "instantiate", "build_engine", "engine_factory", "inverter_config", "file_config",
+           "CONFIG_KEYS"]
+
+# the part of a run's config a latent file stores: what regenerates its image (``file_config`` reads it back)
+CONFIG_KEYS = ("model", "method", "sampler", "num_steps", "timesteps", "timestep_spacing", "guidance_scale")
+
+
+def instantiate(node, **kwargs):
+    """``hydra.utils.instantiate``, letting a ``PreciseInvError`` raised by a constructor through unwrapped, and
+    Lightning's own word on a bad setting (``MisconfigurationException`` or a ``ValueError`` of a Lightning class,
+    e.g. ``trainer.accelerator=gpu`` on a machine without one, ``trainer.strategy=nonsense``) as one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause, target = err.__cause__, str(node.get("_target_", ""))
+        refusals = (MisconfigurationException, ValueError) if target.startswith("lightning.") \
+            else (MisconfigurationException,)
+        while cause is not None and not isinstance(cause, (PreciseInvError, *refusals)):
+            cause = cause.__cause__
+        if isinstance(cause, refusals):
+            what = target.rsplit(".", 1)[-1] or "setting"
+            lines = str(cause).strip().splitlines() or [type(cause).__name__]
+            raise PreciseInvError(f"{what}: {' '.join(line.strip() for line in lines)}") from None
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def command_line_overrides() -> list[str] | None:
+    """The overrides of the Hydra run in progress (None outside one: a composed config handed over)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return None
+
+
+def check_required(cfg) -> None:
+    """Values a config leaves to the command line (``???``, e.g. ``data.root`` of ``data=coco``): one line naming
+    them, where OmegaConf would raise deep inside instantiation."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra."))
+    if missing:
+        raise PreciseInvError(f"{' and '.join(missing)} must be set: add {missing[0]}=<value> to the command")
+
+
+def resolve_precision(cfg, also: tuple[str, ...] = ()) -> str:
+    """``trainer.precision=bf16-true`` / ``16-true`` (or a preset's ``model.precision`` of that kind): the networks'
+    weights in half precision with no autocast, the solver in fp32. Lightning would also make every tensor created
+    in the step half (its default dtype), eps* and the solver state included, which the residual cannot afford at
+    small eta; so the weights' dtype goes to ``model.dtype`` and the run computes in 32-true. Lightning's other
+    precisions (64-true, transformer-engine) are one line. Returns the compute precision (``trainer.precision``)."""
+    from omegaconf import open_dict
+
+    from preciseinv.accel.settings import TRUE_HALF, check_precision
+
+    try:
+        precision = check_precision(cfg.trainer.get("precision"), also)
+    except PreciseInvError as error:
+        raise PreciseInvError(f"trainer.{error}" if not also else str(error)) from None
+    if precision in TRUE_HALF:
+        if cfg.model.dtype not in ("float32", TRUE_HALF[precision]):
+            raise PreciseInvError(f"trainer.precision={precision} stores the weights in {TRUE_HALF[precision]}, "
+                                  f"but model.dtype={cfg.model.dtype}: set one of them")
+        cfg.model.dtype = TRUE_HALF[precision]
+        precision = "32-true"
+    with open_dict(cfg):
+        cfg.trainer.precision = precision
+    return precision
+
+
+def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...] = ()) -> None:
+    """Make a composed config runnable, in place: required keys set, T >= 1, a model given by path alone with its
+    family preset's defaults (``overrides``: what the user set, kept; None: the keys that differ from the mini
+    preset's), and the precision rule (``precisions``: names accepted beside Lightning's)."""
+    check_required(cfg)
+    if cfg.num_steps is None or int(cfg.num_steps) < 1:
+        raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
+    adopt_family(cfg.model, None if overrides is None else explicit_keys(overrides))
+    if "trainer" in cfg:
+        resolve_precision(cfg, precisions)
+
+
+def choice(group: str, name: str) -> str:
+    """The override ``group=name`` once ``configs/<group>/<name>.yaml`` is known to exist; an unknown name is one
+    line listing the known ones."""
+    from pathlib import Path
+
+    from preciseinv.presets import CONFIG_DIR
+
+    known = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("[a-z]*.yaml"))
+    if name not in known:
+        raise PreciseInvError(f"unknown {group} {name!r}; available: {', '.join(known)}")
+    return f"{group}={name}"
+
+
+def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean", precision: str = "32",
+                    lr: float | None = None, eta: float | None = None, max_iters: int | None = None, **keys):
+    """The config tree of the Python API's arguments (``preciseinv.api.Inverter``): the same tree the command line
+    composes, its groups chosen by name (``method``, ``solver``, ``encoder``, ``model`` for a preset name) and its
+    values set (``keys``: top-level ones such as ``num_steps``, ``timesteps``, ``guidance_scale``; None keeps the
+    config's). ``model``: a preset name, a hub id or directory, a ``ModelSpec``, a loaded model (its source is
+    recorded) or None (the embedded model). Objects given for method, solver or encoder leave their group's
+    default in the tree; the caller hands them to ``build_engine``."""
+    import dataclasses
+    import os
+
+    from omegaconf import OmegaConf, open_dict
+
+    from preciseinv.accel.settings import AUTOCAST
+    from preciseinv.models.base import DiffusionModel
+    from preciseinv.models.loading import ModelSpec
+
+    overrides, path = ["output_dir=.", "~logger"], None
+    if isinstance(model, (str, os.PathLike)):
+        name = str(model)
+        if "/" not in name and os.sep not in name and not os.path.exists(name):
+            overrides.append(choice("model", name))
+        else:
+            path = name
+    for group, value in (("method", method), ("solver", solver), ("encoder", encoder)):
+        if isinstance(value, str):
+            overrides.append(choice(group, value))
+    cfg = compose("fit", overrides)
+    with open_dict(cfg):
+        if isinstance(model, ModelSpec):
+            cfg.model = OmegaConf.merge(cfg.model, dataclasses.asdict(model))
+        elif isinstance(model, DiffusionModel) and not str(model.source).startswith("embedded:"):
+            cfg.model.path, cfg.model.name = str(model.source), str(model.source)
+        elif path is not None:
+            cfg.model.path = path
+        if lr is not None:
+            cfg.model.lr = lr
+        for key, value in (("eta", eta), ("max_iters", max_iters)):
+            if value is not None and key in cfg.method:
+                cfg.method[key] = value
+        for key, value in keys.items():
+            if value is not None:
+                cfg[key] = value
+        cfg.trainer.precision = precision
+    prepare(cfg, [] if lr is None else [f"model.lr={lr}"], precisions=tuple(AUTOCAST))
+    return cfg
+
+
+def build_engine(cfg, model, **parts):
+    """The ``InversionEngine`` of ``cfg.engine`` around a loaded ``model``; ``parts`` replace configured ones (a
+    method, encoder or metrics object handed over by the API). Records the config that regenerates its outputs
+    (``CONFIG_KEYS``) on the engine, for the latent files it writes."""
+    from omegaconf import OmegaConf
+
+    engine = instantiate(cfg.engine, **parts)(model)
+    engine.config = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key])
+                     else cfg[key] for key in CONFIG_KEYS if key in cfg}
+    if "method" in parts:  # an object the config did not build: its class is what reconstruction needs
+        engine.config["method"] = {"_target_": f"{type(parts['method']).__module__}.{type(parts['method']).__name__}"}
+    return engine
+
+
+def engine_factory(cfg, **parts):
+    """``model -> build_engine(cfg, model, **parts)``: what the Lightning module calls per rank once it has loaded
+    the model (picklable, for spawned ranks)."""
+    from functools import partial
+
+    return partial(build_engine, cfg, **parts)
+
+
+def file_config(meta: dict):
+    """The composed config that regenerates a latent file's image: the config it stores (``engine.config``), or,
+    for files written before it stored one, its metadata's model, method, sampler and schedule. The schedule is
+    the file's own timesteps (any size shift included)."""
+    from omegaconf import OmegaConf
+
+    model = meta["model"]
+    stored = meta.get("config") or {}
+    cfg = compose("fit", ["output_dir=.", "lpips=false", "~logger"])
+    with_model = stored.get("model") or {"path": model["source"], "name": str(model["source"]),
+                                         "dtype": model.get("dtype", "float32"), "lora": model.get("lora"),
+                                         "lora_scale": model.get("lora_scale", 1.0), "revision": model.get("revision")}
+    OmegaConf.set_struct(cfg, False)
+    cfg.model = OmegaConf.merge(cfg.model, with_model)
+    if model.get("guidance_embedding") is not None:
+        cfg.model.guidance_embedding = model["guidance_embedding"]
+    if stored.get("method"):
+        cfg.method = OmegaConf.create(stored["method"])
+    else:  # the method's own reconstruction (EDICT, BDIA, ceiling ...) or the sampler's
+        from preciseinv.methods import METHODS, PreciseInv
+
+        target = METHODS.get(meta.get("method"), PreciseInv)
+        cfg.method = OmegaConf.create({"_target_": f"{target.__module__}.{target.__name__}"})
+    cfg.num_steps = int(meta["num_steps"])
+    cfg.timesteps = list(meta["schedule"]["timesteps"])
+    cfg.sampler = meta.get("sampler")
+    cfg.guidance_scale = float(meta.get("guidance_scale", 1.0))
+    return cfg
