@@ -18,6 +18,7 @@ from pathlib import Path
 from preciseinv.callbacks.writer import InversionWriter
 from preciseinv.outputs.images import png_bytes
 from preciseinv.outputs import latent_bytes
+from preciseinv.outputs.records import file_digest
 
 
 class ShardWriter(InversionWriter):
@@ -48,7 +49,7 @@ class ShardWriter(InversionWriter):
         if self.save_recon:
             member["png"] = png_bytes(recon)
         self.sink.write(member)
-        return {"shard": self.shard_rel, "key": key, "latent": None, "recon": None}
+        return {"shard": self.shard_rel, "key": key, "latent": None, "recon": None, "files": {}}
 
     def commit(self, record: dict) -> None:
         self.pending.append(record)
@@ -63,9 +64,11 @@ class ShardWriter(InversionWriter):
         with open(self.tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp_path, self._inside(self.shard_rel))
+        final = self._inside(self.shard_rel)
+        entry = {"size": final.stat().st_size, "sha256": file_digest(final)}  # read once, on the writer's thread
         self.sink, self.shard_index = None, self.shard_index + 1
-        for record in self.pending:
-            super().commit(record)
+        for record in self.pending:  # each sample's record lists its shard, with the shard's size and checksum
+            super().commit({**record, "files": {**record.get("files", {}), record["shard"]: entry}})
         self.pending = []
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

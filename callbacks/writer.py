@@ -30,11 +30,12 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from preciseinv.outputs import extra_tensors, save_latent
-from preciseinv.outputs.images import save_png
-from preciseinv.outputs.records import (append_jsonl, finished_ids, rank_files, read_jsonl,  # noqa: F401
+from preciseinv.outputs import atomic_write_bytes, extra_tensors
+from preciseinv.outputs.images import png_bytes
+from preciseinv.outputs.latents import latent_bytes
+from preciseinv.outputs.records import (append_jsonl, file_entry, finished_ids, rank_files, read_jsonl,  # noqa: F401
                                         repair_jsonl)
-from preciseinv.outputs.run_record import record_resolved, steady_rate
+from preciseinv.outputs.run_record import forget_last_run, record_resolved, start_record, steady_rate
 from preciseinv.outputs.summary import ENCODER_KEYS, cost, finite_mean, phase_counts, summarize  # noqa: F401
 from preciseinv.outputs.summary import write_summary
 
@@ -76,6 +77,17 @@ class InversionWriter(BasePredictionWriter):
         if self.background == "auto":  # overlap where the host is free while the device computes
             self.background = trainer.strategy.root_device.type == "cuda"
 
+    def on_predict_start(self, trainer, pl_module) -> None:
+        """run.json, the one file of a run's settings (this callback is its only writer): written once the model is
+        loaded and the batch size resolved, so a run that fails before that leaves none."""
+        if trainer.is_global_zero and self.run_config is not None:
+            resolved = {**getattr(pl_module, "resolved", {}), "startup": dict(getattr(pl_module, "startup", {}))}
+            start_record(self.output_dir / "run.json", self.run_config, resolved)
+
+    def forget_last_run(self) -> None:
+        """A rerun that finds nothing to do: the previous run's ``resolved`` and ``last_run`` are not its own."""
+        forget_last_run(self.output_dir)
+
     def _inside(self, rel: str) -> Path:
         """``output_dir / rel``, refusing any path that would land outside ``output_dir``."""
         path = (self.output_dir / rel).resolve()
@@ -83,22 +95,28 @@ class InversionWriter(BasePredictionWriter):
             raise ValueError(f"refusing to write outside output_dir: {rel!r}")
         return path
 
+    def write_file(self, rel: str, data: bytes, files: dict) -> str:
+        """Write ``output_dir/rel`` atomically and note its size and SHA-256 in ``files`` (the record's)."""
+        atomic_write_bytes(self._inside(rel), data)
+        files[rel] = file_entry(data)
+        return rel
+
     def store(self, sample_id: str, latent, recon, meta: dict, noises: dict | None = None) -> dict:
-        """Write one sample's files (x*_T, and the step noises of lcm/ddpm); return the manifest fields."""
-        latent_rel, recon_rel = f"latents/{sample_id}.safetensors", f"recon/{sample_id}.png"
-        save_latent(self._inside(latent_rel), latent, meta, noises)
-        if self.save_recon:
-            save_png(self._inside(recon_rel), recon)
-        return {"latent": latent_rel, "recon": recon_rel if self.save_recon else None}
+        """Write one sample's files (x*_T, and the step noises of lcm/ddpm); return the manifest fields, with the
+        size and checksum of each file under ``files``."""
+        files = {}
+        latent_rel = self.write_file(f"latents/{sample_id}.safetensors", latent_bytes(latent, meta, noises), files)
+        recon_rel = self.write_file(f"recon/{sample_id}.png", png_bytes(recon), files) if self.save_recon else None
+        return {"latent": latent_rel, "recon": recon_rel, "files": files}
 
     def store_edit(self, sample_id: str, image, recon, edit, target: str) -> dict:
         """The edited image and a grid (input | reconstruction | edit)."""
         import torch
 
-        edit_rel, grid_rel = f"edit/{sample_id}.png", f"grid/{sample_id}.png"
-        save_png(self._inside(edit_rel), edit)
-        save_png(self._inside(grid_rel), torch.cat([image, recon, edit], dim=2))
-        return {"target": target, "edit": edit_rel, "grid": grid_rel}
+        files = {}
+        edit_rel = self.write_file(f"edit/{sample_id}.png", png_bytes(edit), files)
+        grid_rel = self.write_file(f"grid/{sample_id}.png", png_bytes(torch.cat([image, recon, edit], dim=2)), files)
+        return {"target": target, "edit": edit_rel, "grid": grid_rel, "files": files}
 
     def commit(self, record: dict) -> None:
         """Publish the manifest record of a sample whose files are complete (in this rank's record file)."""
@@ -157,7 +175,9 @@ class InversionWriter(BasePredictionWriter):
             if sample.edit is not None:
                 image, edit, target = sample.edit
                 record.update(self.store_edit(sample.id, image, sample.recon, edit, target))
+            files = record.pop("files", {})
             record.update(self.store(sample.id, sample.latent, sample.recon, {**job.meta, **record}, sample.extra))
+            record["files"] = {**files, **record["files"]}
             self.commit(record)
 
     def _raise_failed(self) -> None:

@@ -178,10 +178,11 @@ class InversionDataModule(LightningDataModule, ABC):
 
     def predict_dataloader(self) -> DataLoader:
         self.setup()
-        if self.batch_size == "auto":  # a loader built outside fit (no probe): the CPU default
-            from preciseinv.accel.batch_size import CPU_BATCH
+        if self.batch_size == "auto":  # what the module's probe found (its setup runs before this hook), else
+            from preciseinv.accel.batch_size import CPU_BATCH  # the CPU default (a loader built outside a run)
 
-            self.set_batch_size(CPU_BATCH)
+            module = getattr(getattr(self, "trainer", None), "lightning_module", None)
+            self.set_batch_size(getattr(module, "resolved", {}).get("batch_size", CPU_BATCH))
         workers = min(self.num_workers, os.cpu_count() or 1)
         pin = torch.cuda.is_available()  # page-locked host batches: faster, asynchronous copies to the GPU
         buckets = isinstance(self.dataset, ShapeBuckets)  # each item is already a batch of one shape

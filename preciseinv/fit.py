@@ -56,8 +56,8 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
 
     from preciseinv.models.loading import native_resolution, size_multiple
-    from preciseinv.outputs.records import assemble, finished_ids, remove_merged
-    from preciseinv.outputs.run_record import check_resumable, first_process, forget_last_run
+    from preciseinv.outputs.records import assemble, remove_merged, verify
+    from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
 
     prepare(cfg, command_line_overrides())
@@ -68,10 +68,17 @@ def run(cfg) -> dict:
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
     config = OmegaConf.to_container(cfg, resolve=True)
     check_resumable(output_dir, config)
-    forget_last_run(output_dir)
     if first_process():  # a run that died: its rank files into manifest.jsonl (kept, for the ranks reading them now)
         assemble(output_dir)
-    done = finished_ids(output_dir)  # a rerun into the same output_dir skips finished samples
+    if cfg.get("verify", "size") not in ("size", "full"):
+        raise PreciseInvError(f"verify must be size (stat each finished sample's files) or full (re-read and re-hash "
+                              f"them), got {cfg.verify!r}")
+    # a rerun into the same output_dir skips finished samples whose files are intact; the others are redone
+    done, damaged = verify(output_dir, full=cfg.get("verify") == "full")
+    if damaged and first_process():
+        some, why = next(iter(damaged.items()))
+        print(f"preciseinv: {len(damaged)} finished sample(s) have missing or damaged files ({some}: {why}); "
+              "inverting them again", flush=True)
     sizing = {}
     if cfg.data.get("crop") == "none":  # keep aspect ratios: sides become multiples of what the model needs
         sizing["size_multiple"] = size_multiple(model_spec.path, model_spec.revision)
@@ -84,7 +91,6 @@ def run(cfg) -> dict:
     datamodule = instantiate(cfg.data, resolution=resolution, exclude=done, **sizing)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = instantiate(cfg.module, model=model_spec, engine=engine_factory(cfg))
-    module.run_record = output_dir / "run.json"
     writer = instantiate(cfg.writer, output_dir=str(output_dir))
     writer.run_config = config  # set after instantiate, which would otherwise build the _target_s inside it
     callbacks = [writer] + [instantiate(c) for c in cfg.get("callbacks", {}).values()]
@@ -96,6 +102,7 @@ def run(cfg) -> dict:
         if not first_process():
             return {}
         print(f"all {len(done)} samples in {output_dir} are already inverted")
+        writer.forget_last_run()
         return writer.write_summary()  # rank files stay: ranks launched beside this one may be reading them
     with preemption.graceful():
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)

@@ -1,7 +1,12 @@
 """``python -m preciseinv.manifest DIR``: assemble ``manifest.jsonl`` (and ``failures.jsonl``, ``summary.json``) of
 an output_dir whose run died before doing it itself: every rank's ``records/rank-<k>.jsonl`` merged into the
 manifest, one line per sample (its latest record). Safe to run any number of times; never while a run is writing
-into DIR."""
+into DIR.
+
+``--verify`` checks instead, without a GPU, that every finished sample's files are there and intact (each file
+re-read and re-hashed against the size and SHA-256 its record holds; latent files of older records, which hold
+none, are loaded): it writes ``damaged.jsonl`` ({id, why} per damaged sample) into DIR and exits with status 1 if
+any is damaged. Rerunning the run's command redoes exactly those samples."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m preciseinv.manifest", description=__doc__)
     p.add_argument("output_dir", type=Path)
     p.add_argument("--force", action="store_true", help="assemble even if a run seems to be writing into DIR")
+    p.add_argument("--verify", action="store_true", help="check every finished sample's files; write damaged.jsonl")
     args = p.parse_args(argv)
     out = args.output_dir
     if not ((out / "run.json").is_file() or (out / RECORDS).is_dir() or (out / "manifest.jsonl").is_file()):
@@ -34,10 +40,25 @@ def main(argv: list[str] | None = None) -> int:
               "writing into this output_dir (it assembles the manifest itself when it ends); wait, or pass --force",
               file=sys.stderr)
         return 2
+    if args.verify:
+        return check(out)
     config = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else None
     summary = write_summary(out, config, remove_rank_files=True)
     print(f"{out / 'manifest.jsonl'}: {summary['n']} samples, {summary['n_failed']} failed; summary.json written")
     return 0
+
+
+def check(out: Path) -> int:
+    """``--verify``: damaged.jsonl and one line; status 1 when something is damaged."""
+    from preciseinv.outputs.atomic import atomic_write_bytes
+    from preciseinv.outputs.records import verify
+
+    good, damaged = verify(out, full=True)
+    atomic_write_bytes(out / "damaged.jsonl", "".join(json.dumps({"id": i, "why": why}) + "\n"
+                                                      for i, why in damaged.items()).encode())
+    print(f"{out}: {len(good)} samples intact, {len(damaged)} damaged" +
+          (f" (listed in {out / 'damaged.jsonl'}; rerun the run's command to redo them)" if damaged else ""))
+    return 1 if damaged else 0
 
 
 if __name__ == "__main__":

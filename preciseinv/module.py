@@ -31,7 +31,7 @@ class InversionModule(LightningModule):
         self.edit_guidance_scale = edit_guidance_scale
         self.edit_eval = dict(edit_eval or {})  # {clip: weights, dino: weights} for edits with masks (PIE-Bench)
         self.edit_metrics = None
-        self.run_record = None  # run.json, where resolved settings (batch_size=auto) are recorded
+        self.resolved: dict = {}  # what setup resolved (batch_size from auto): the writer records it in run.json
         self.engine: InversionEngine | None = None
         self.startup: dict[str, float] = {}  # seconds: model load, move to the device, batch probe (run.json)
 
@@ -42,18 +42,13 @@ class InversionModule(LightningModule):
             self.startup["model_load_s"] = round(time.perf_counter() - start, 2)
             self.engine = self.make_engine(model)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        resolved = {}
         if data is not None and str(getattr(data, "batch_size", "")) == "auto":
-            resolved["batch_size"] = self.resolve_batch_size(data)
-        if self.run_record is not None and self._trainer is not None and self.trainer.is_global_zero:
-            from preciseinv.outputs.run_record import record_resolved
-
-            # the batch size from auto, and where a run's first minute goes: one write of run.json
-            record_resolved(self.run_record, {**resolved, "startup": dict(self.startup)})
+            self.resolved["batch_size"] = self.resolve_batch_size(data)
 
     def resolve_batch_size(self, data) -> int:
-        """``data.batch_size=auto``: probe the device once (``preciseinv.accel.batch_size``), agree over ranks, and
-        hand the result to the datamodule; rank 0 says it on the console (``setup`` records it in run.json)."""
+        """``data.batch_size=auto``: probe the device once (``preciseinv.accel.batch_size``) and agree over ranks;
+        the datamodule reads the result from ``resolved`` when Lightning asks it for its loader, and the writer
+        records it in run.json; rank 0 says it on the console."""
         from preciseinv.accel.batch_size import agree, probe
 
         device = self.trainer.strategy.root_device
@@ -63,7 +58,6 @@ class InversionModule(LightningModule):
         start = time.perf_counter()
         n = agree(probe(self.engine, data.resolution, device, str(self.trainer.precision)), self.trainer)
         self.startup["batch_probe_s"] = round(time.perf_counter() - start, 2)
-        data.set_batch_size(n)
         if self.trainer.is_global_zero:
             how = "probed on the GPU" if device.type == "cuda" else "CPU default"
             print(f"preciseinv: data.batch_size=auto -> {n} ({how})", flush=True)

@@ -17,8 +17,10 @@ files, or is redone by the next run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from preciseinv.outputs.atomic import atomic_write_bytes
@@ -74,17 +76,24 @@ def repair_jsonl(path: Path) -> int:
         os.close(fd)
 
 
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """Records of a JSONL file, one at a time (bounded memory on a million lines); torn or unparsable lines are
+    skipped."""
+    if not Path(path).exists():
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Records of a JSONL file; torn or unparsable lines are skipped."""
-    if not Path(path).exists():
-        return []
-    records = []
-    for line in Path(path).read_text(errors="replace").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return list(iter_jsonl(path))
 
 
 def rank_record_files(output_dir: Path) -> list[Path]:
@@ -138,8 +147,71 @@ def remove_merged(output_dir: Path) -> None:
         (Path(output_dir) / RECORDS).rmdir()
 
 
-def finished_ids(output_dir: Path) -> set[str]:
-    """Ids whose record (manifest or a rank file) and latent file (or shard) both exist: what a rerun skips."""
+def file_entry(data: bytes) -> dict:
+    """What a record says of one file it lists: its size and SHA-256, computed from the bytes as they are written."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def listed_files(record: dict) -> dict[str, dict | None]:
+    """The files a record lists (relative paths) with their recorded size and checksum (None: a record of a run
+    that wrote none)."""
+    if "files" in record:
+        return dict(record["files"])
+    return {rel: None for rel in (record.get("shard") or record.get("latent"), record.get("recon"),
+                                  record.get("edit"), record.get("grid")) if rel}
+
+
+def damage(output_dir: Path, record: dict, full: bool = False) -> str | None:
+    """Why a finished sample's files cannot be trusted (``missing recon/x.png``, ``latents/x.safetensors has 100
+    bytes, not 5096``, ``... fails its checksum``), or None. Stat only, unless ``full``: then every file is
+    re-read and re-hashed (same-size corruption), and a latent file of a record without checksums is loaded."""
+    files = listed_files(record)
+    if not (record.get("shard") or record.get("latent")):
+        return "no latent file listed"
+    for rel, entry in files.items():
+        path = Path(output_dir) / rel
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"missing {rel}"
+        if entry is not None and size != entry["size"]:
+            return f"{rel} has {size} bytes, not {entry['size']}"
+        if not full:
+            continue
+        try:
+            if entry is not None and file_digest(path) != entry["sha256"]:
+                return f"{rel} fails its checksum"
+            if entry is None and rel.endswith(".safetensors"):
+                from preciseinv.outputs.latents import load_latent
+
+                load_latent(path)
+        except Exception as err:  # unreadable: permissions, I/O error, not a latent file
+            return f"{rel} is unreadable ({type(err).__name__})"
+    return None
+
+
+def verify(output_dir: Path, full: bool = False) -> tuple[set[str], dict[str, str]]:
+    """(ids whose latest record's files are all there, {id: why not} for the others), streaming the manifest and
+    the rank files: the memory is the ids, not the records."""
     output_dir = Path(output_dir)
-    return {r["id"] for r in latest_records(output_dir)
-            if (output_dir / (r.get("shard") or r.get("latent") or "")).is_file()}
+    status: dict[str, str | None] = {}
+    for path in [output_dir / MANIFEST, *_rank_paths(output_dir, "rank-")]:
+        for record in iter_jsonl(path):
+            if "id" in record:
+                status[record["id"]] = damage(output_dir, record, full)
+    good = {i for i, why in status.items() if why is None}
+    return good, {i: why for i, why in status.items() if why is not None}
+
+
+def finished_ids(output_dir: Path, full: bool = False) -> set[str]:
+    """Ids whose latest record (manifest or a rank file) lists files that are all there with their recorded sizes
+    (``full``: and checksums): what a rerun skips."""
+    return verify(output_dir, full)[0]

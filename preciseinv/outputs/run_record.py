@@ -32,7 +32,8 @@ RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("model
 
 
 def check_resumable(output_dir: Path, config: dict) -> None:
-    """Record the run's settings in ``run.json``; refuse to mix runs with different settings in one folder."""
+    """Refuse to mix runs with different settings in one folder: a ``run.json`` there must hold the same
+    ``RESUME_KEYS`` (the writer callback writes it, at the start of prediction: ``start_record``)."""
     def pick(cfg: dict) -> dict:
         out = {}
         for path in RESUME_KEYS:
@@ -51,8 +52,12 @@ def check_resumable(output_dir: Path, config: dict) -> None:
             hint = " (trainer.precision=bf16-true or 16-true sets model.dtype)" if "model.dtype" in changed else ""
             raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({', '.join(changed)}"
                                   f"){hint}; rerun with the same settings to resume it, or choose another output_dir")
-    elif first_process():
-        atomic_write_bytes(record, json.dumps(config, indent=2).encode())
+
+
+def start_record(path: Path, config: dict, resolved: dict) -> None:
+    """``run.json`` as a run starts predicting: its settings and what it resolved at start (``batch_size`` from
+    auto, the start-up seconds); the previous run's ``resolved`` and ``last_run`` go."""
+    atomic_write_bytes(Path(path), json.dumps({**config, "resolved": dict(resolved)}, indent=2).encode())
 
 
 LAST_RUN_KEYS = ("resolved", "last_run")  # what one run settled at start and measured: not its successors'

@@ -1,6 +1,7 @@
 """The writer thread: files and records written off the calling thread, in batch order, nothing finished lost."""
 
 import shutil
+import hashlib
 import threading
 from types import SimpleNamespace
 
@@ -78,6 +79,10 @@ def test_inline_writes_match_background_writes(tmp_path, batches):
         writer.flush()
         written[background] = read_jsonl(rank_files(out, 0)[0])
         assert set(writer.threads) == ({"preciseinv-writer_0"} if background else {threading.current_thread().name})
+        for record in written[background]:  # each checksum is of the bytes written (safetensors orders the
+            for rel, entry in record.pop("files").items():  # header's metadata keys as it likes: not across writes)
+                assert entry["sha256"] == hashlib.sha256((out / rel).read_bytes()).hexdigest()
+                record[rel] = entry["size"]
     assert written[True] == written[False]
 
 

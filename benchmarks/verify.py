@@ -1,0 +1,69 @@
+"""What resuming costs on a large run: the stat-only check of every finished sample's files (``verify=size``, what
+every rerun does) on a synthetic output folder of N samples (a latent file and a reconstruction each, listed with
+their sizes and checksums in manifest.jsonl), in seconds and peak resident memory.
+
+    python benchmarks/verify.py --records 1000000 --dir /scratch/verify-bench     # builds the folder once
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import time
+from datetime import date
+from pathlib import Path
+
+
+def build(out: Path, n: int) -> None:
+    """N samples: ``latents/<id>.safetensors`` and ``recon/<id>.png``, each a hard link to one of two files (a
+    directory entry and an inode to stat per file, as in a real folder, without writing gigabytes)."""
+    if (out / "manifest.jsonl").is_file() and sum(1 for _ in open(out / "manifest.jsonl")) == n:
+        return
+    for sub in ("latents", "recon"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    latent, png = os.urandom(4200), os.urandom(2500)
+    (out / "latent.bin").write_bytes(latent)
+    (out / "png.bin").write_bytes(png)
+    entries = {ext: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+               for ext, data in (("safetensors", latent), ("png", png))}
+    with open(out / "manifest.jsonl", "w") as manifest:
+        for i in range(n):
+            sid = f"{i:09d}"
+            rel = {"safetensors": f"latents/{sid}.safetensors", "png": f"recon/{sid}.png"}
+            for ext, source in (("safetensors", "latent.bin"), ("png", "png.bin")):
+                if not (out / rel[ext]).exists():
+                    os.link(out / source, out / rel[ext])
+            record = {"id": sid, "source": f"/data/{sid}.jpg", "latent": rel["safetensors"], "recon": rel["png"],
+                      "psnr": 25.0, "converged": [True, True], "residual": [1e-4, 9e-4], "cost": 72,
+                      "files": {rel[ext]: entries[ext] for ext in rel}}
+            manifest.write(json.dumps(record) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--dir", type=Path, required=True, help="the synthetic output folder (built once, reused)")
+    args = p.parse_args()
+    start = time.perf_counter()
+    build(args.dir, args.records)
+    built = time.perf_counter() - start
+    from preciseinv.outputs.records import verify
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    good, damaged = verify(args.dir)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert len(good) == args.records and not damaged
+    print(f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, folder built in {built:.0f} s -->")
+    print("| samples | files | verify=size seconds | peak RSS (MiB) | RSS before (MiB) |")
+    print("|---|---|---|---|---|")
+    print(f"| {args.records} | {2 * args.records} | {seconds:.1f} | {peak:.0f} | {before:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Outputs that prove themselves: records carry each file's size and SHA-256; a rerun redoes the samples whose files
+are missing or of the wrong size (verify=full: also same-size corruption); ``python -m preciseinv.manifest DIR
+--verify`` lists what is damaged without a GPU; records without checksums still resume."""
+
+import hashlib
+import json
+
+import pytest
+
+from preciseinv.manifest import main as manifest_main
+from preciseinv.outputs import load_latent
+from preciseinv.outputs.records import read_jsonl, verify
+
+FAST = ("solver=fixed_point", "method.max_iters=40", "~logger", "lpips=false")
+
+
+@pytest.fixture
+def run(fit_in_process, tmp_path):
+    out = tmp_path / "run"
+
+    def again(*extra):
+        return fit_in_process(*FAST, f"output_dir={out}", *extra)
+
+    again()
+    return out, again
+
+
+def records(out):
+    return {r["id"]: r for r in read_jsonl(out / "manifest.jsonl")}
+
+
+def test_records_carry_each_files_size_and_checksum(run):
+    out, _ = run
+    for record in records(out).values():
+        assert set(record["files"]) == {record["latent"], record["recon"]}
+        for rel, entry in record["files"].items():
+            data = (out / rel).read_bytes()
+            assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_a_rerun_redoes_truncated_and_deleted_files(run, capsys):
+    out, again = run
+    (out / "latents" / "astronaut.safetensors").write_bytes(b"\0" * 100)
+    (out / "recon" / "chelsea.png").unlink()
+    capsys.readouterr()
+    summary = again()
+    said = capsys.readouterr().out
+    assert "2 finished sample(s) have missing or damaged files" in said and "inverting them again" in said
+    assert summary["n"] == 4 and len(read_jsonl(out / "manifest.jsonl")) == 4  # each sample once
+    good, damaged = verify(out, full=True)
+    assert good == {"astronaut", "chelsea", "coffee", "rocket"} and not damaged
+    load_latent(out / "latents" / "astronaut.safetensors")
+
+
+def test_same_size_corruption_needs_verify_full(run, capsys):
+    out, again = run
+    path = out / "latents" / "coffee.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # one flipped byte in the tensor data: same size, different content
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    again()
+    assert "already inverted" in capsys.readouterr().out  # stat only: not seen
+    assert manifest_main([str(out), "--verify"]) == 1
+    assert "1 damaged" in capsys.readouterr().out
+    assert [json.loads(line)["id"] for line in (out / "damaged.jsonl").read_text().splitlines()] == ["coffee"]
+    again("verify=full")
+    assert "1 finished sample(s) have missing or damaged files (coffee: " in capsys.readouterr().out
+    assert manifest_main([str(out), "--verify"]) == 0 and (out / "damaged.jsonl").read_text() == ""
+
+
+def test_records_without_checksums_still_resume(run, capsys):
+    out, again = run
+    legacy = [{k: v for k, v in r.items() if k != "files"} for r in read_jsonl(out / "manifest.jsonl")]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
+    (out / "latents" / "rocket.safetensors").write_bytes(b"not a latent file")  # a foreign file in its place
+    (out / "latents" / "stray.safetensors").write_bytes(b"junk")  # a file no record lists
+    capsys.readouterr()
+    again()
+    assert "already inverted" in capsys.readouterr().out  # stat only: the files exist
+    again("verify=full")  # loads each latent file of a record without checksums: rocket's is redone
+    assert "1 finished sample(s) have missing or damaged files (rocket: " in capsys.readouterr().out
+    load_latent(out / "latents" / "rocket.safetensors")
+
+
+def test_a_bad_verify_value_is_one_line(run):
+    from preciseinv.errors import PreciseInvError
+
+    _, again = run
+    with pytest.raises(PreciseInvError, match="verify must be size"):
+        again("verify=sometimes")
