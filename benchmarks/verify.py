@@ -17,6 +17,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+LINKS = 60_000
+
 
 def build(out: Path, n: int) -> None:
     """N samples: ``latents/<id>.safetensors`` and ``recon/<id>.png``, each a hard link to one of two files (a
@@ -26,17 +28,18 @@ def build(out: Path, n: int) -> None:
     for sub in ("latents", "recon"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     latent, png = os.urandom(4200), os.urandom(2500)
-    (out / "latent.bin").write_bytes(latent)
-    (out / "png.bin").write_bytes(png)
     entries = {ext: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                for ext, data in (("safetensors", latent), ("png", png))}
     with open(out / "manifest.jsonl", "w") as manifest:
         for i in range(n):
             sid = f"{i:09d}"
             rel = {"safetensors": f"latents/{sid}.safetensors", "png": f"recon/{sid}.png"}
-            for ext, source in (("safetensors", "latent.bin"), ("png", "png.bin")):
+            for ext, data in (("safetensors", latent), ("png", png)):
+                source = out / f"{ext}-{i // LINKS}.bin"  # a filesystem caps the links to one inode (ext4: 65000)
+                if not source.exists():
+                    source.write_bytes(data)
                 if not (out / rel[ext]).exists():
-                    os.link(out / source, out / rel[ext])
+                    os.link(source, out / rel[ext])
             record = {"id": sid, "source": f"/data/{sid}.jpg", "latent": rel["safetensors"], "recon": rel["png"],
                       "psnr": 25.0, "converged": [True, True], "residual": [1e-4, 9e-4], "cost": 72,
                       "files": {rel[ext]: entries[ext] for ext in rel}}
