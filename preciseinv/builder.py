@@ -34,15 +34,20 @@ def instantiate(node, **kwargs):
     try:
         return hydra_instantiate(node, **kwargs)
     except InstantiationException as err:
-        cause, target = err.__cause__, str(node.get("_target_", ""))
+        first, target = err.__cause__, str(node.get("_target_", ""))
         refusals = (MisconfigurationException, ValueError) if target.startswith("lightning.") \
             else (MisconfigurationException,)
+        cause = first
         while cause is not None and not isinstance(cause, (PreciseInvError, *refusals)):
             cause = cause.__cause__
         if isinstance(cause, refusals):
             what = target.rsplit(".", 1)[-1] or "setting"
             lines = str(cause).strip().splitlines() or [type(cause).__name__]
             raise PreciseInvError(f"{what}: {' '.join(line.strip() for line in lines)}") from None
+        if cause is None and isinstance(first, (TypeError, ValueError)) and target.startswith("preciseinv."):
+            key = node._get_full_key(None) if hasattr(node, "_get_full_key") else ""  # e.g. method.eta=abc
+            raise PreciseInvError(f"{key or target}: {first} (a value of the wrong type? check the "
+                                  f"{key + '.' if key else ''}* values given on the command line)") from None
         if cause is not None:
             raise cause from None
         raise

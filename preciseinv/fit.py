@@ -15,7 +15,7 @@ from preciseinv import console, preemption
 from preciseinv.builder import command_line_overrides, engine_factory, instantiate, prepare
 from preciseinv.callbacks.loggers import logger_kind
 from preciseinv.errors import PreciseInvError
-from preciseinv.presets import CONFIG_DIR, register_resolvers, run_dir_from_output_dir
+from preciseinv.presets import CONFIG_DIR, check_command_line, register_resolvers, run_dir_from_output_dir
 
 
 def _check_wandb(cfg) -> None:
@@ -139,6 +139,11 @@ def main(config_name: str = "fit") -> None:
     import hydra
 
     register_resolvers()
+    try:
+        check_command_line(config_name, sys.argv[1:])
+    except PreciseInvError as err:
+        print(f"preciseinv: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
     sys.argv = run_dir_from_output_dir(sys.argv)
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")

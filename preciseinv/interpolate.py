@@ -18,7 +18,7 @@ import torch
 
 from preciseinv.errors import PreciseInvError
 from preciseinv.builder import command_line_overrides, prepare
-from preciseinv.presets import CONFIG_DIR, register_resolvers, run_dir_from_output_dir
+from preciseinv.presets import CONFIG_DIR, check_command_line, register_resolvers, run_dir_from_output_dir
 
 
 def is_latent(spec) -> bool:
@@ -114,6 +114,11 @@ def main() -> None:
     import hydra
 
     register_resolvers()
+    try:
+        check_command_line("interpolate", sys.argv[1:])
+    except PreciseInvError as err:
+        print(f"preciseinv: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
     sys.argv = run_dir_from_output_dir(sys.argv)
 
     @hydra.main(config_path=CONFIG_DIR, config_name="interpolate", version_base="1.3")

@@ -8,6 +8,7 @@ directory runs as ``sd15`` does (16-mixed on a GPU, lr 0.1), an SDXL one as ``sd
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -23,6 +24,40 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("gpu_or_fp32"):
         OmegaConf.register_new_resolver("gpu_or_fp32", gpu_or_fp32)
+
+
+def check_command_line(config_name: str, argv: list[str]) -> None:
+    """Compose the command's config once before Hydra does, so that a misspelled key or option, a bad override or an
+    ``output_dir`` that is a file is one line (``PreciseInvError``) rather than Hydra's multi-line report. Flags
+    (``--help``, ``-m``, ...) and ``hydra.*`` overrides are Hydra's own and left to it."""
+    import os
+
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(arg.startswith("-") for arg in argv):
+        return
+    for arg in argv:
+        if arg.startswith("output_dir=") and os.path.exists(arg.split("=", 1)[1]) \
+                and not os.path.isdir(arg.split("=", 1)[1]):
+            raise PreciseInvError(f"output_dir {arg.split('=', 1)[1]!r} is a file, not a folder: choose another "
+                                  "output_dir")
+    overrides = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]
+    try:
+        compose(config_name, [*overrides, *([] if any(a.startswith("output_dir=") for a in overrides)
+                                            else ["output_dir=."])])
+    except (HydraException, OmegaConfBaseException) as err:
+        text = " ".join(line.strip() for line in f"{err}\n{err.__cause__ or ''}".splitlines() if line.strip())
+        unknown_key = re.search(r"Could not override '([^']+)'", text)
+        unknown_option = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+        if unknown_key and "not in struct" in text:
+            raise PreciseInvError(f"{unknown_key.group(1)} is not a setting (misspelled? `python -m preciseinv.fit "
+                                  "--cfg job` prints every key; +key=value adds a new one)") from None
+        if unknown_option:
+            group, name = unknown_option.groups()
+            options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("[a-z]*.yaml"))
+            raise PreciseInvError(f"{group}={name} is not an option; {group} is one of {', '.join(options)}") from None
+        raise PreciseInvError(text or type(err).__name__) from None
 
 
 def run_dir_from_output_dir(argv: list[str]) -> list[str]:

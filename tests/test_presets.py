@@ -1,5 +1,7 @@
 """A model given by path alone runs with its family preset's defaults and is named by its path."""
 
+import re
+
 import pytest
 
 from preciseinv.presets import adopt_family, explicit_keys, family_preset, preset_config
@@ -51,3 +53,29 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     summary = fit_in_process(f"model.path={tiny_sd}", "method=ddim", "~logger", f"output_dir={tmp_path}", "lpips=false")
     assert summary["config"]["model"]["name"] == str(tiny_sd)
     assert summary["config"]["model"]["precision"] == "16-mixed"  # sd15's (a GPU would run it so)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["method.etaa=1"], "method.etaa is not a setting (misspelled?"),
+    (["solver=adamm"], "solver=adamm is not an option; solver is one of adam, adamw,"),
+    (["data=cocoa"], "data=cocoa is not an option; data is one of coco,"),
+    (["output_dir=FILE"], "is a file, not a folder"),
+])
+def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import check_command_line
+
+    (tmp_path / "f").write_text("x")
+    argv = [a.replace("FILE", str(tmp_path / "f")) for a in argv]
+    with pytest.raises(PreciseInvError, match=re.escape(message)) as error:
+        check_command_line("fit", argv)
+    assert "\n" not in str(error.value)
+    check_command_line("fit", ["solver=adamw", "method.eta=1e-5", "-m"])  # valid, and flags are Hydra's
+
+
+def test_a_wrongly_typed_value_is_one_line(fit_in_process, tmp_path):
+    from preciseinv.errors import PreciseInvError
+
+    with pytest.raises(PreciseInvError, match="method: .* check the method.\\* values") as error:
+        fit_in_process("method.eta=abc", "~logger", f"output_dir={tmp_path}")
+    assert "\n" not in str(error.value)
