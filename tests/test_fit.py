@@ -232,7 +232,7 @@ def test_rerun_resumes_and_refuses_other_settings(tmp_path, fit_in_process):
     assert sorted(r["id"] for r in records) == [f"im{i}" for i in range(5)]  # each exactly once
     assert records[0] == first[records[0]["id"]]  # finished samples were not redone
     assert summary(tmp_path / "out")["n"] == 5
-    with pytest.raises(PreciseInvError, match=r"holds a run with other settings \(method\)"):
+    with pytest.raises(PreciseInvError, match=r"holds a run with other settings \(method\._target_=preciseinv\.methods\.DDIMInversion there, preciseinv\.methods\.PreciseInv now"):
         fit_in_process(*args[1:])  # method=preciseinv into the same folder
 
 

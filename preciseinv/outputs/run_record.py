@@ -31,6 +31,23 @@ RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("model
                ("data", "prompt"))
 
 
+def short(value, limit: int = 60) -> str:
+    """A setting's value for a one-line message (a method's config node: its class and the values that differ are
+    what matter; long ones are cut)."""
+    text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def differences(key: str, before, now):
+    """(dotted key, value there, value now) of each leaf that differs (a whole value where the shapes differ)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for k in sorted(set(before) | set(now), key=str):
+            if before.get(k) != now.get(k):
+                yield from differences(f"{key}.{k}", before.get(k), now.get(k))
+    else:
+        yield key, before, now
+
+
 def check_resumable(output_dir: Path, config: dict) -> None:
     """Refuse to mix runs with different settings in one folder: a ``run.json`` there must hold the same
     ``RESUME_KEYS`` (the writer callback writes it, at the start of prediction: ``start_record``)."""
@@ -50,8 +67,11 @@ def check_resumable(output_dir: Path, config: dict) -> None:
         changed = [k for k in now if before.get(k) != now[k]]
         if changed:
             hint = " (trainer.precision=bf16-true or 16-true sets model.dtype)" if "model.dtype" in changed else ""
-            raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({', '.join(changed)}"
-                                  f"){hint}; rerun with the same settings to resume it, or choose another output_dir")
+            diffs = [f"{k}={short(b)} there, {short(a)} now" for key in changed
+                     for k, b, a in differences(key, before.get(key), now[key])]
+            what = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+            raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({what}){hint}; "
+                                  "rerun with the same settings to resume it, or choose another output_dir")
 
 
 def start_record(path: Path, config: dict, resolved: dict) -> None:
