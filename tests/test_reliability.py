@@ -167,7 +167,7 @@ def test_sigterm_and_sigint_stop_gracefully_and_the_rerun_resumes(tmp_path, fit_
     n = stop(signal.SIGTERM, 143, 0)
     assert 1 <= n < 6
     # resuming needs the same settings (in process: the command's one line is tested in tests/test_fit.py)
-    with pytest.raises(PreciseInvError, match=r"other settings \(method\)"):
+    with pytest.raises(PreciseInvError, match=r"other settings \(method\.max_iters=50 there, 5 now\)"):
         fit_in_process(*args[:-3], "method.max_iters=5", *args[-2:])
     assert n < stop(signal.SIGINT, 130, n) < 6  # the rerun resumed (it published more), then Ctrl-C stopped it
     proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)

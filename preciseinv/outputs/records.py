@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from preciseinv.outputs.atomic import atomic_write_bytes
+from preciseinv.outputs.atomic import atomic_write, atomic_write_bytes
 
 MANIFEST, FAILURES, RECORDS = "manifest.jsonl", "failures.jsonl", "records"
 
@@ -121,21 +121,60 @@ def latest_records(output_dir: Path, failures: bool = False) -> list[dict]:
     return list(latest.values())
 
 
-def assemble(output_dir: Path, remove_rank_files: bool = False) -> tuple[list[dict], list[dict]]:
-    """Write ``manifest.jsonl`` and ``failures.jsonl`` from the union of the existing ones and the rank files
-    (atomically; a failure record is dropped once its sample has a manifest record); optionally remove the rank
-    files afterwards. Returns (records, failures)."""
+def _index(paths: list[Path]) -> dict[str, tuple[int, int]]:
+    """id -> (file, byte offset) of its latest record, in the order ids first appeared; read line by line, so the
+    memory is the ids, not the records."""
+    latest: dict[str, tuple[int, int]] = {}
+    for i, path in enumerate(paths):
+        if not path.exists():
+            continue
+        with open(path, "rb") as f:
+            offset = 0
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    record = None
+                if isinstance(record, dict) and "id" in record:
+                    latest[record["id"]] = (i, offset)  # a dict keeps a key where it was first inserted
+                offset += len(line)
+    return latest
+
+
+def _records_at(paths: list[Path], index: dict[str, tuple[int, int]]) -> Iterator[dict]:
+    """The records an ``_index`` points at, one at a time."""
+    files = [open(path, "rb") if path.exists() else None for path in paths]
+    try:
+        for i, offset in index.values():
+            files[i].seek(offset)
+            yield json.loads(files[i].readline())
+    finally:
+        for f in files:
+            if f is not None:
+                f.close()
+
+
+def assemble(output_dir: Path, remove_rank_files: bool = False, on_record=None) -> tuple[int, list[dict]]:
+    """Write ``manifest.jsonl`` (each id's latest record, in the order ids first appeared) and ``failures.jsonl``
+    from the union of the existing ones and the rank files, each atomically, streaming: the memory is the ids, not
+    the records (a failure record is dropped once its sample has a manifest record). ``on_record`` sees each
+    manifest record as it is written (the summary's means). Optionally removes the rank files afterwards. Returns
+    (the number of manifest records, the failure records)."""
     output_dir = Path(output_dir)
-    records, failures = latest_records(output_dir), latest_records(output_dir, failures=True)
-    done = {r["id"] for r in records}
-    failures = [f for f in failures if f["id"] not in done]
-    for name, rows in ((MANIFEST, records), (FAILURES, failures)):
-        path = output_dir / name
-        if rows or path.exists():
-            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    paths = [output_dir / MANIFEST, *_rank_paths(output_dir, "rank-")]
+    index = _index(paths)
+    if index or paths[0].exists():
+        with atomic_write(paths[0]) as tmp, open(tmp, "w") as out:
+            for record in _records_at(paths, index):
+                out.write(json.dumps(record) + "\n")
+                if on_record is not None:
+                    on_record(record)
+    failures = [f for f in latest_records(output_dir, failures=True) if f["id"] not in index]
+    if failures or (output_dir / FAILURES).exists():
+        atomic_write_bytes(output_dir / FAILURES, "".join(json.dumps(r) + "\n" for r in failures).encode())
     if remove_rank_files:
         remove_merged(output_dir)
-    return records, failures
+    return len(index), failures
 
 
 def remove_merged(output_dir: Path) -> None:

@@ -37,37 +37,77 @@ def phase_counts(records: list[dict]) -> dict[str, int]:
     return counts
 
 
+class Summary:
+    """The means of ``summary.json``, accumulated one manifest record at a time (a million records need no list)."""
+
+    MEANS = {"psnr_mean": "psnr", "ssim_mean": "ssim", "lpips_mean": "lpips", "latent_mse_mean": "latent_mse",
+             "seconds_per_image": "seconds"}
+
+    def __init__(self):
+        self.n, self.sums, self.counts, self.seen = 0, {}, {}, set()
+        self.lpips_missing, self.peak, self.phases = False, None, {}
+
+    def _add(self, key: str, value) -> None:
+        if value is not None and math.isfinite(value):
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def add(self, r: dict) -> None:
+        self.n += 1
+        for key in self.MEANS.values():
+            self._add(key, r.get(key))
+        self.lpips_missing |= r.get("lpips") is None
+        if r.get("peak_memory_mb") is not None:
+            self.peak = max(self.peak or r["peak_memory_mb"], r["peak_memory_mb"])
+        self._add("converged", float(all(r["converged"])))
+        self._add("nfe_forward", r["nfe_forward"])
+        self._add("nfe_backward", r["nfe_backward"])
+        self._add("cost", cost(r))
+        for phase in r.get("phase") or []:
+            self.phases[phase or "unconverged"] = self.phases.get(phase or "unconverged", 0) + 1
+        for key in (*ENCODER_KEYS, *EDIT_KEYS):
+            if key in r:
+                self.seen.add(key)
+                self._add(key, r[key])
+
+    def mean(self, key: str) -> float | None:
+        return self.sums[key] / self.counts[key] if self.counts.get(key) else None
+
+    def result(self, n_failed: int, config: dict | None = None) -> dict:
+        return {
+            "n": self.n,
+            "n_failed": n_failed,
+            **{name: (None if name == "lpips_mean" and self.lpips_missing else self.mean(key))
+               for name, key in self.MEANS.items() if name != "seconds_per_image"},
+            "seconds_per_image": self.mean("seconds"),
+            "peak_memory_mb": self.peak,
+            "converged_fraction": self.mean("converged"),
+            "nfe_forward_mean": self.mean("nfe_forward"),
+            "nfe_backward_mean": self.mean("nfe_backward"),
+            "cost_mean": self.mean("cost"),
+            "phases": dict(self.phases),
+            # encoder=decoder_inversion: the VAE round trip's PSNR, that of D(z*), and what finding z* cost
+            **{f"{k}_mean": self.mean(k) for k in ENCODER_KEYS if k in self.seen},
+            # PIE-Bench edits: background preservation outside the mask, CLIP similarity, structure distance
+            **{f"{k}_mean": self.mean(k) for k in EDIT_KEYS if k in self.seen},
+            "config": config,
+        }
+
+
 def summarize(records: list[dict], failures: list[dict], config: dict | None = None) -> dict:
     """The ``summary.json`` of a manifest (the last record of each id counts)."""
     latest = {r["id"]: r for r in records}
-    rs = list(latest.values())
-    lpips = [r.get("lpips") for r in rs]
-    return {
-        "n": len(rs),
-        "n_failed": len({f["id"] for f in failures} - set(latest)),
-        "psnr_mean": finite_mean([r["psnr"] for r in rs]),
-        "ssim_mean": finite_mean([r["ssim"] for r in rs]),
-        "lpips_mean": None if any(v is None for v in lpips) else finite_mean(lpips),
-        "latent_mse_mean": finite_mean([r.get("latent_mse") for r in rs]),
-        "seconds_per_image": finite_mean([r["seconds"] for r in rs]),
-        "peak_memory_mb": max((r["peak_memory_mb"] for r in rs if r.get("peak_memory_mb") is not None), default=None),
-        "converged_fraction": finite_mean([float(all(r["converged"])) for r in rs]),
-        "nfe_forward_mean": finite_mean([r["nfe_forward"] for r in rs]),
-        "nfe_backward_mean": finite_mean([r["nfe_backward"] for r in rs]),
-        "cost_mean": finite_mean([cost(r) for r in rs]),
-        "phases": phase_counts(rs),
-        # encoder=decoder_inversion: the VAE round trip's PSNR, that of D(z*), and what finding z* cost
-        **{f"{k}_mean": finite_mean([r.get(k) for r in rs]) for k in ENCODER_KEYS if any(k in r for r in rs)},
-        # PIE-Bench edits: background preservation outside the mask, CLIP similarity, structure distance
-        **{f"{k}_mean": finite_mean([r.get(k) for r in rs]) for k in EDIT_KEYS if any(k in r for r in rs)},
-        "config": config,
-    }
+    summary = Summary()
+    for r in latest.values():
+        summary.add(r)
+    return summary.result(len({f["id"] for f in failures} - set(latest)), config)
 
 
 def write_summary(output_dir: Path, config: dict | None = None, remove_rank_files: bool = False) -> dict:
     """Assemble the manifest (``records.assemble``) and write ``summary.json`` over it: this run's samples and
     earlier runs' alike."""
-    records, failures = assemble(output_dir, remove_rank_files)
-    summary = summarize(records, failures, config)
+    accumulator = Summary()
+    _, failures = assemble(output_dir, remove_rank_files, accumulator.add)
+    summary = accumulator.result(len({f["id"] for f in failures}), config)
     atomic_write_bytes(Path(output_dir) / "summary.json", json.dumps(summary, indent=2).encode())
     return summary

@@ -34,14 +34,16 @@ def test_assemble_merges_ranks_keeps_the_latest_record_and_is_idempotent(tmp_pat
     append_jsonl(rank_files(tmp_path, 1)[1], {"id": "bad", "source": "x", "reason": "unreadable"})
     append_jsonl(rank_files(tmp_path, 0)[1], {"id": "s2", "source": "y", "reason": "transient"})  # later succeeded
     (tmp_path / "records" / "rank-notes.jsonl").write_text("not a rank file\n")
-    records, failures = assemble(tmp_path)
-    assert [(r["id"], r["psnr"]) for r in records] == [("s0", 20.0), ("s1", 30.0), ("s2", 30.0)]
+    seen = []
+    n, failures = assemble(tmp_path, on_record=seen.append)
+    records = read_jsonl(tmp_path / "manifest.jsonl")
+    assert n == 3 and [(r["id"], r["psnr"]) for r in records] == [("s0", 20.0), ("s1", 30.0), ("s2", 30.0)]
     assert [f["id"] for f in failures] == ["bad"]
-    assert read_jsonl(tmp_path / "manifest.jsonl") == records
+    assert seen == records  # the summary sees each merged record once, as written
     assert (tmp_path / "records" / "rank-1.jsonl").exists()  # kept: other ranks may be reading them
-    assert assemble(tmp_path, remove_rank_files=True) == (records, failures)
+    assert assemble(tmp_path, remove_rank_files=True) == (3, failures)
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["rank-notes.jsonl"]  # not ours: kept
-    assert assemble(tmp_path) == (records, failures)
+    assert assemble(tmp_path) == (3, failures) and read_jsonl(tmp_path / "manifest.jsonl") == records
     (tmp_path / "records" / "rank-notes.jsonl").unlink()
     append_jsonl(rank_files(tmp_path, 0)[0], rec(3))
     assemble(tmp_path, remove_rank_files=True)
