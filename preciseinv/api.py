@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preciseinv.accel.settings import autocast
+from preciseinv.accel.settings import TRUE_HALF, autocast
 from preciseinv.builder import build_engine, file_config, instantiate, inverter_config
 from preciseinv.errors import PreciseInvError
 from preciseinv.methods import InversionResult
@@ -53,13 +53,13 @@ class Inverter:
         cfg = inverter_config(model, method, solver, encoder, num_steps=num_steps, eta=eta, max_iters=max_iters,
                               lr=lr, timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
                               precision=precision, lpips=lpips, sampler=sampler, timesteps=timesteps)
-        if loaded is not None and cfg.model.dtype != "float32":
+        if loaded is not None and str(precision) in TRUE_HALF:
             raise PreciseInvError(f"precision={precision} loads the weights in half: pass a preset, a path or a "
                                   "ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
         parts = {}
         if not isinstance(method, str):  # a configured method object (PreciseInv, DDIMInversion)
             parts["method"] = method
-        elif not isinstance(solver, str):  # an update rule's partial in the configured method
+        elif not isinstance(solver, str) and "solver" in cfg.method:  # an update rule's partial in the method
             parts["method"] = instantiate(cfg.method, solver=solver)
         if not isinstance(encoder, str):
             parts["encoder"] = encoder

@@ -14,7 +14,7 @@ defaults), the precision rule (half weights without autocast), and constructors'
 from __future__ import annotations
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.presets import adopt_family, compose, explicit_keys
+from preciseinv.presets import FAMILY_KEYS, adopt_family, compose, explicit_keys
 
 __all__ = ["compose", "prepare", "instantiate", "build_engine", "engine_factory", "inverter_config", "file_config",
            "CONFIG_KEYS"]
@@ -140,7 +140,7 @@ def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean",
     from preciseinv.models.base import DiffusionModel
     from preciseinv.models.loading import ModelSpec
 
-    overrides, path = ["output_dir=.", "~logger"], None
+    overrides, path, explicit = ["output_dir=.", "~logger"], None, []
     if isinstance(model, (str, os.PathLike)):
         name = str(model)
         if "/" not in name and os.sep not in name and not os.path.exists(name):
@@ -152,14 +152,22 @@ def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean",
             overrides.append(choice(group, value))
     cfg = compose("fit", overrides)
     with open_dict(cfg):
-        if isinstance(model, ModelSpec):
+        if isinstance(model, ModelSpec):  # used as given: none of its settings is replaced by a family preset's
             cfg.model = OmegaConf.merge(cfg.model, dataclasses.asdict(model))
-        elif isinstance(model, DiffusionModel) and not str(model.source).startswith("embedded:"):
-            cfg.model.path, cfg.model.name = str(model.source), str(model.source)
+            explicit += [f"model.{key}=" for key in FAMILY_KEYS]
+        elif isinstance(model, DiffusionModel):  # recorded as it is loaded (what a latent file must reload)
+            info = model.describe()
+            if not str(model.source).startswith("embedded:"):
+                cfg.model.path, cfg.model.name = str(model.source), str(model.source)
+            cfg.model.dtype = info.get("dtype", "float32")
+            for key in ("lora", "lora_scale", "guidance_embedding"):
+                if info.get(key) is not None:
+                    cfg.model[key] = info[key]
         elif path is not None:
             cfg.model.path = path
         if lr is not None:
             cfg.model.lr = lr
+            explicit.append(f"model.lr={lr}")
         for key, value in (("eta", eta), ("max_iters", max_iters)):
             if value is not None and key in cfg.method:
                 cfg.method[key] = value
@@ -167,7 +175,7 @@ def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean",
             if value is not None:
                 cfg[key] = value
         cfg.trainer.precision = precision
-    prepare(cfg, [] if lr is None else [f"model.lr={lr}"], precisions=tuple(AUTOCAST))
+    prepare(cfg, explicit, precisions=tuple(AUTOCAST))
     return cfg
 
 
@@ -209,6 +217,8 @@ def file_config(meta: dict):
     cfg.model = OmegaConf.merge(cfg.model, with_model)
     if model.get("guidance_embedding") is not None:
         cfg.model.guidance_embedding = model["guidance_embedding"]
+    # how fast the writing run went is not what regenerates the image: this machine's defaults
+    cfg.model.update(compile=False, compile_scope="full", channels_last=False, cudnn_benchmark=False)
     if stored.get("method"):
         cfg.method = OmegaConf.create(stored["method"])
     else:  # the method's own reconstruction (EDICT, BDIA, ceiling ...) or the sampler's

@@ -104,6 +104,7 @@ def run(cfg) -> dict:
         print(f"all {len(done)} samples in {output_dir} are already inverted")
         writer.forget_last_run()
         return writer.write_summary()  # rank files stay: ranks launched beside this one may be reading them
+    preemption.announce_dead_rank()  # a rank killed outright: the last line says that a rerun resumes
     with preemption.graceful():
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
         if first_process():
@@ -113,6 +114,11 @@ def run(cfg) -> dict:
                 trainer.predict(module, datamodule=datamodule, return_predictions=False)
             except BaseException as err:  # under a stop request, whatever broke (a worker, a collective) is the stop
                 signum = preemption.requested()
+                dead = preemption.dead_ranks(trainer)
+                if signum is None and dead and not isinstance(err, preemption.Interrupted):  # a collective broke
+                    rank, status = dead[0]
+                    raise PreciseInvError(f"rank {rank} of this run died (exit status {status}: killed, or out of "
+                                          f"memory); {preemption.RESUME_HINT}") from None
                 if signum is None or isinstance(err, preemption.Interrupted):
                     raise
                 raise preemption.Interrupted(signum) from err

@@ -14,6 +14,7 @@ Lightning's SLURM environment, which requeues the job; the SIGTERM that follows 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 
@@ -84,6 +85,18 @@ def child_processes(trainer) -> list:
     return list(getattr(launcher, "procs", None) or []) if type(launcher).__name__ == "_SubprocessScriptLauncher" else []
 
 
+def dead_ranks(trainer) -> list[tuple[int, int]]:
+    """(rank, exit status) of each DDP rank this process started that has died with a non-zero status."""
+    dead = []
+    for rank, proc in enumerate(child_processes(trainer), start=1):
+        if proc.poll() not in (None, 0):
+            dead.append((rank, proc.returncode))
+    return dead
+
+
+RESUME_HINT = "every finished sample is kept: rerun the same command to resume"
+
+
 @contextlib.contextmanager
 def graceful():
     """Handle SIGTERM and SIGINT as stop requests for the duration; restore the previous handlers after."""
@@ -112,3 +125,26 @@ def ignore_in_worker(worker_id: int) -> None:
     worker killed by a signal would make the loader raise at an arbitrary point)."""
     for s in (*SIGNALS, signal.SIGUSR1):
         signal.signal(s, signal.SIG_IGN)
+
+
+class _DeadRank(logging.Handler):
+    """Lightning's launcher says a child rank died ("... Forcefully terminating all other processes") and then
+    SIGKILLs every process, itself included, so nothing of ours runs after it: this handler adds, right after that
+    line, the one the user needs."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Forcefully terminating" in record.getMessage():
+            import sys
+
+            sys.stderr.write(f"{record.getMessage()}\npreciseinv: a process of this run died (killed, or out of "
+                             f"memory); {RESUME_HINT}\n")
+            sys.stderr.flush()
+
+
+def announce_dead_rank() -> None:
+    """Install ``_DeadRank`` on the launcher's logger (once), at INFO whatever the console's quiet mode does."""
+    log = logging.getLogger("lightning.fabric.strategies.launchers.subprocess_script")
+    if not any(isinstance(h, _DeadRank) for h in log.handlers):
+        log.addHandler(_DeadRank())
+        log.setLevel(logging.INFO)
+        log.propagate = False  # its line is written by the handler, once

@@ -35,8 +35,8 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    if any(arg.startswith("-") for arg in argv):
-        return
+    if any(arg.startswith("-") or arg.lstrip("+~").startswith("hydra.") for arg in argv):
+        return  # Hydra's own flags and settings (multirun, search paths): Hydra judges the command line
     for arg in argv:
         if arg.startswith("output_dir=") and os.path.exists(arg.split("=", 1)[1]) \
                 and not os.path.isdir(arg.split("=", 1)[1]):
@@ -51,8 +51,8 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
         unknown_key = re.search(r"Could not override '([^']+)'", text)
         unknown_option = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
         if unknown_key and "not in struct" in text:
-            raise PreciseInvError(f"{unknown_key.group(1)} is not a setting (misspelled? `python -m preciseinv.fit "
-                                  "--cfg job` prints every key; +key=value adds a new one)") from None
+            raise PreciseInvError(f"{unknown_key.group(1)} is not a setting (misspelled? `--cfg job` after the "
+                                  "command prints every key; +key=value adds a new one)") from None
         if unknown_option:
             group, name = unknown_option.groups()
             options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("[a-z]*.yaml"))
@@ -65,8 +65,9 @@ def run_dir_from_output_dir(argv: list[str]) -> list[str]:
     fresh ``outputs/<date>/<time>/`` of the working directory. Returns ``argv`` with ``hydra.run.dir=DIR`` added
     (unless it sets its own)."""
     given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("output_dir=")]
-    if not given or any(arg.startswith(("hydra.run.dir=", "++hydra.run.dir=")) for arg in argv):
-        return argv
+    if not given or "," in given[-1] or any(arg in ("-m", "--multirun") or arg.startswith(
+            ("hydra.run.dir=", "++hydra.run.dir=", "hydra.mode=")) for arg in argv):
+        return argv  # a sweep runs in Hydra's sweep folders
     return [*argv, f"hydra.run.dir={given[-1]}"]
 
 

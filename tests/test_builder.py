@@ -93,3 +93,43 @@ def test_layers_import_only_what_is_below_them():
     for folder in ("preciseinv", "benchmarks", "callbacks", "datamodules"):
         for path in (ROOT / folder).rglob("*.py"):
             assert "InversionEngine(" not in path.read_text(), path
+
+
+def test_a_model_spec_is_used_as_given(tiny_sd):
+    from preciseinv.models.loading import ModelSpec
+
+    cfg = inverter_config(ModelSpec(name="mine", path=str(tiny_sd), num_steps=4, sampler="ddpm", lr=0.05))
+    assert (cfg.model.num_steps, cfg.model.sampler, cfg.model.lr, cfg.num_steps) == (4, "ddpm", 0.05, 4)
+    plain = inverter_config(ModelSpec(path=str(tiny_sd), num_steps=4, sampler="ddpm", lr=0.05))  # name left "mini"
+    assert (plain.model.num_steps, plain.model.sampler, plain.model.lr) == (4, "ddpm", 0.05)
+
+
+def test_interpolate_takes_the_presets_sampler():
+    from preciseinv.presets import compose
+
+    cfg = compose("interpolate", ["model=lcm_sd15", "a=x.png", "b=y.png", "output_dir=."])
+    assert cfg.engine.sampler == "lcm"
+
+
+def test_a_method_without_a_solver_ignores_a_solver_rule():
+    from functools import partial
+
+    from preciseinv.solvers import AdamW
+
+    inverter = Inverter("mini", method="ddim", solver=partial(AdamW, lr=0.1), device="cpu")
+    assert type(inverter.engine.method).__name__ == "DDIMInversion"
+
+
+def test_a_file_is_rebuilt_without_the_writing_runs_speed_settings(fit_run):
+    _, meta = load_latent(fit_run / "latents" / f"{PHOTOS[0].stem}.safetensors")
+    meta["config"]["model"].update(compile="reduce-overhead", channels_last=True)
+    cfg = file_config(meta)
+    assert cfg.model.compile is False and cfg.model.channels_last is False
+
+
+def test_a_sweep_of_output_dirs_runs_in_hydras_sweep_folders():
+    from preciseinv.presets import run_dir_from_output_dir
+
+    assert run_dir_from_output_dir(["output_dir=/a"]) == ["output_dir=/a", "hydra.run.dir=/a"]
+    for argv in (["output_dir=/a,/b"], ["-m", "output_dir=/a"], ["hydra.mode=MULTIRUN", "output_dir=/a"]):
+        assert run_dir_from_output_dir(argv) == argv

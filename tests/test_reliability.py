@@ -199,6 +199,39 @@ def test_a_full_disk_is_one_line_naming_the_folder(tmp_path):
     assert not list(out.rglob("*.tmp"))  # the failed write left nothing half-written
 
 
+def test_sigkill_of_one_ddp_rank_ends_the_run_and_the_rerun_resumes(tmp_path):
+    """kill -9 of the child rank of a 2-process DDP run: Lightning's launcher ends the run (exit 137, its own
+    "Forcefully terminating" line), the last line says that a rerun resumes, and the rerun finishes every sample
+    exactly once."""
+    from preciseinv.testing.tiny import write_images
+
+    names = [f"im{i}.png" for i in range(6)]
+    write_images(tmp_path / "in", names, size=40)
+    out = tmp_path / "out"
+    args = ["data=folder", f"data.root={tmp_path / 'in'}", "data.batch_size=1", "data.num_workers=0",
+            "method.eta=1e-9", "method.max_iters=60", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.strategy=ddp", "~logger", f"output_dir={out}"]
+    proc = subprocess.Popen(fit_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(published(out)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before a rank could be killed"
+    children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "preciseinv.fit"], capture_output=True,
+                              text=True).stdout.split()
+    assert children, "no child rank found"
+    os.kill(int(children[0]), signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    # rank 0 sees it first either at its next collective (one line, exit 2) or through Lightning's launcher, which
+    # says "Forcefully terminating" and SIGKILLs the run (a shell shows 137): the last line is the same
+    assert proc.returncode in (2, -signal.SIGKILL), stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert lines[-1].endswith("every finished sample is kept: rerun the same command to resume"), lines[-3:]
+    assert "Traceback" not in stderr
+    proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["id"] for r in manifest(out)) == [n[:-4] for n in names]  # each exactly once
+
+
 def test_verbose_shows_lightnings_lines_once(tmp_path):
     """verbose=true brings back what the console hides (tests/test_fit.py checks the quiet default): Lightning's
     device lines, once (not twice through Hydra), and the summary as JSON."""

@@ -208,7 +208,7 @@ def listed_files(record: dict) -> dict[str, dict | None]:
                                   record.get("edit"), record.get("grid")) if rel}
 
 
-def damage(output_dir: Path, record: dict, full: bool = False) -> str | None:
+def damage(output_dir: Path, record: dict, full: bool = False, digests: dict | None = None) -> str | None:
     """Why a finished sample's files cannot be trusted (``missing recon/x.png``, ``latents/x.safetensors has 100
     bytes, not 5096``, ``... fails its checksum``), or None. Stat only, unless ``full``: then every file is
     re-read and re-hashed (same-size corruption), and a latent file of a record without checksums is loaded."""
@@ -226,7 +226,10 @@ def damage(output_dir: Path, record: dict, full: bool = False) -> str | None:
         if not full:
             continue
         try:
-            if entry is not None and file_digest(path) != entry["sha256"]:
+            digests = {} if digests is None else digests  # a shard holds many samples: hashed once per check
+            if rel not in digests:
+                digests[rel] = file_digest(path)
+            if entry is not None and digests[rel] != entry["sha256"]:
                 return f"{rel} fails its checksum"
             if entry is None and rel.endswith(".safetensors"):
                 from preciseinv.outputs.latents import load_latent
@@ -242,10 +245,11 @@ def verify(output_dir: Path, full: bool = False) -> tuple[set[str], dict[str, st
     the rank files: the memory is the ids, not the records."""
     output_dir = Path(output_dir)
     status: dict[str, str | None] = {}
+    digests: dict[str, str] = {}
     for path in [output_dir / MANIFEST, *_rank_paths(output_dir, "rank-")]:
         for record in iter_jsonl(path):
             if "id" in record:
-                status[record["id"]] = damage(output_dir, record, full)
+                status[record["id"]] = damage(output_dir, record, full, digests)
     good = {i for i, why in status.items() if why is None}
     return good, {i: why for i, why in status.items() if why is not None}
 
