@@ -199,10 +199,9 @@ def test_a_full_disk_is_one_line_naming_the_folder(tmp_path):
     assert not list(out.rglob("*.tmp"))  # the failed write left nothing half-written
 
 
-def test_sigkill_of_one_ddp_rank_ends_the_run_and_the_rerun_resumes(tmp_path):
-    """kill -9 of the child rank of a 2-process DDP run: Lightning's launcher ends the run (exit 137, its own
-    "Forcefully terminating" line), the last line says that a rerun resumes, and the rerun finishes every sample
-    exactly once."""
+def ddp_run_with_two_published(tmp_path):
+    """A 2-process DDP run of 6 images (one per batch, slow enough to interrupt), once 2 samples are published:
+    (image names, output_dir, its command-line arguments, the running process)."""
     from preciseinv.testing.tiny import write_images
 
     names = [f"im{i}.png" for i in range(6)]
@@ -215,6 +214,14 @@ def test_sigkill_of_one_ddp_rank_ends_the_run_and_the_rerun_resumes(tmp_path):
     deadline = time.time() + 300
     while len(published(out)) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    return names, out, args, proc
+
+
+def test_sigkill_of_one_ddp_rank_ends_the_run_and_the_rerun_resumes(tmp_path):
+    """kill -9 of the child rank of a 2-process DDP run: the run ends (rank 0 at its next collective, exit 2, or
+    Lightning's launcher with its "Forcefully terminating" line, exit 137), the last line says that a rerun
+    resumes, and the rerun finishes every sample exactly once."""
+    names, out, args, proc = ddp_run_with_two_published(tmp_path)
     assert proc.poll() is None, "the run finished before a rank could be killed"
     children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "preciseinv.fit"], capture_output=True,
                               text=True).stdout.split()
@@ -246,18 +253,7 @@ def test_sigterm_to_a_two_process_ddp_run_stops_gracefully(tmp_path):
     """SIGTERM to rank 0 only (``kill <pid>``): it forwards the stop to its child rank, which exits 0 at its next
     safe point (a non-zero child would make Lightning's launcher SIGKILL rank 0); rank 0 waits for it, publishes
     every finished sample of both ranks and exits 143 with the one line; the rerun finishes each exactly once."""
-    from preciseinv.testing.tiny import write_images
-
-    names = [f"im{i}.png" for i in range(6)]
-    write_images(tmp_path / "in", names, size=40)
-    out = tmp_path / "out"
-    args = ["data=folder", f"data.root={tmp_path / 'in'}", "data.batch_size=1", "data.num_workers=0",
-            "method.eta=1e-9", "method.max_iters=60", "trainer.accelerator=cpu", "trainer.devices=2",
-            "trainer.strategy=ddp", "~logger", f"output_dir={out}"]
-    proc = subprocess.Popen(fit_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while len(published(out)) < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    names, out, args, proc = ddp_run_with_two_published(tmp_path)
     assert proc.poll() is None, "the run finished before it could be stopped"
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
