@@ -199,6 +199,43 @@ def test_a_full_disk_is_one_line_naming_the_folder(tmp_path):
     assert not list(out.rglob("*.tmp"))  # the failed write left nothing half-written
 
 
+def read_only(folder: Path, cmd: list[str]) -> list[str]:
+    """``cmd`` run with ``folder`` truly read-only: a non-root user gets it by its mode (EACCES); root, whom modes do
+    not stop, in a mount namespace where it is bound read-only (EROFS). Skips where neither is possible."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return cmd
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && ! touch "$0/probe"',
+                            str(folder)], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("root without mount namespaces: no way to make a folder read-only here")
+    return ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(folder), *cmd]
+
+
+def test_a_read_only_records_folder_is_one_line_and_the_rerun_resumes(tmp_path):
+    """A rerun that cannot write its record file: one line naming output_dir, exit 2, the finished samples kept;
+    writable again, the next rerun finishes every sample exactly once."""
+    from preciseinv.testing.tiny import write_images
+
+    write_images(tmp_path / "in", ["im0.png", "im1.png"], size=40)
+    out = tmp_path / "out"
+    args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'in'}", "data.num_workers=0", "~logger",
+            f"output_dir={out}"]
+    assert subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, timeout=600).returncode == 0
+    write_images(tmp_path / "in", ["im2.png", "im3.png"], size=40)
+    proc = subprocess.run(read_only(out / "records", fit_cmd(*args)), env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("preciseinv: error: cannot write in output_dir") and "make it writable" in last
+    assert {r["id"] for r in manifest(out)} == {"im0", "im1"}  # what was finished is kept
+    (out / "records").chmod(0o755)
+    assert subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, timeout=600).returncode == 0
+    assert sorted(r["id"] for r in manifest(out)) == ["im0", "im1", "im2", "im3"]
+
+
 def ddp_run_with_two_published(tmp_path):
     """A 2-process DDP run of 6 images (one per batch, slow enough to interrupt), once 2 samples are published:
     (image names, output_dir, its command-line arguments, the running process)."""
