@@ -8,10 +8,44 @@ import contextlib
 import errno
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def fail(message) -> None:
+    """The end of a command that cannot go on: one line on stderr, exit status 2."""
+    print(f"preciseinv: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def command_line(config_name: str) -> None:
+    """What a command does before Hydra sees ``sys.argv``: ``--help`` prints the groups, their options and the
+    settings people change most; a mistake is one line and exit 2; ``output_dir=DIR`` becomes Hydra's run folder."""
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import check_command_line, help_text, register_resolvers, run_dir_from_output_dir
+
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        print(help_text(config_name))
+        raise SystemExit(0)
+    register_resolvers()
+    try:
+        check_command_line(config_name, sys.argv[1:])
+    except PreciseInvError as err:
+        fail(err)
+    sys.argv = run_dir_from_output_dir(sys.argv)
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Ctrl-C before the run has its own handlers (imports, model load): one line and exit 130, no traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("preciseinv: interrupted; finished samples are kept: rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 # Lightning's informational lines that ask nothing of the user (hardware summary, tips, rank bookkeeping)
@@ -126,6 +160,11 @@ def summary_table(summary: dict, pace: dict | None = None) -> str:
             ("s/image", _fmt(summary.get("seconds_per_image"), ".3f")),
             ("peak MB", _fmt(summary.get("peak_memory_mb"), ".0f")),
             ("img/s", _fmt((pace or {}).get("steady_images_per_second"), ".2f"))]
+    return table(cols)
+
+
+def table(cols: list[tuple[str, str]]) -> str:
+    """(heading, value) pairs as two aligned lines."""
     widths = [max(len(k), len(v)) for k, v in cols]
     return "\n".join("  ".join(text.ljust(w) for text, w in zip(row, widths)).rstrip()
                      for row in ([k for k, _ in cols], [v for _, v in cols]))

@@ -15,7 +15,7 @@ from preciseinv import console, preemption
 from preciseinv.builder import command_line_overrides, engine_factory, instantiate, prepare
 from preciseinv.callbacks.loggers import logger_kind
 from preciseinv.errors import PreciseInvError
-from preciseinv.presets import CONFIG_DIR, check_command_line, register_resolvers, run_dir_from_output_dir
+from preciseinv.presets import CONFIG_DIR
 
 
 def _check_wandb(cfg) -> None:
@@ -55,7 +55,7 @@ def run(cfg) -> dict:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
-    from preciseinv.models.loading import native_resolution, size_multiple
+    from preciseinv.models.loading import native_resolution, size_multiple, text_conditioned
     from preciseinv.outputs.records import assemble, remove_merged, verify
     from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
@@ -65,6 +65,9 @@ def run(cfg) -> dict:
     output_dir = Path(cfg.output_dir)
     model_spec = instantiate(cfg.model)
     instantiate(cfg.method)  # a bad method or solver setting fails here, before data and model load
+    if "edit_guidance_scale" in cfg and not text_conditioned(model_spec.path, model_spec.revision):  # the edit command
+        raise PreciseInvError(f"model {cfg.model.name} takes no text prompt, so it cannot edit by prompt: choose a "
+                              "text-conditioned model (model=sd15, sdxl, ... or model.path=DIR)")
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
     config = OmegaConf.to_container(cfg, resolve=True)
     check_resumable(output_dir, config)
@@ -127,7 +130,7 @@ def run(cfg) -> dict:
                 stop.exit_status = 0
                 raise
             preemption.wait_for(preemption.child_processes(trainer), seconds=120)  # their last records
-            summary = write_summary(output_dir, config)  # publish what is finished
+            summary = write_summary(output_dir, config, complete=False)  # publish what is finished
             left = _num_samples(datamodule.dataset)
             total = None if left is None else len(done) + left
             stop.message = (f"interrupted after {summary['n']}" + (f" of {total}" if total is not None else "")
@@ -144,13 +147,7 @@ def run(cfg) -> dict:
 def main(config_name: str = "fit") -> None:
     import hydra
 
-    register_resolvers()
-    try:
-        check_command_line(config_name, sys.argv[1:])
-    except PreciseInvError as err:
-        print(f"preciseinv: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
-    sys.argv = run_dir_from_output_dir(sys.argv)
+    console.command_line(config_name)
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg) -> None:
@@ -158,8 +155,7 @@ def main(config_name: str = "fit") -> None:
             with console.quiet(bool(cfg.get("verbose", False))):
                 summary = run(cfg)
         except PreciseInvError as err:
-            print(f"preciseinv: error: {err}", file=sys.stderr)
-            raise SystemExit(2)
+            console.fail(err)
         except preemption.Interrupted as stop:
             if getattr(stop, "message", None):
                 print(f"preciseinv: {stop.message}", file=sys.stderr)
@@ -168,8 +164,7 @@ def main(config_name: str = "fit") -> None:
             line = console.disk_error(err, cfg.output_dir)
             if line is None:
                 raise
-            print(f"preciseinv: error: {line}", file=sys.stderr)
-            raise SystemExit(2)
+            console.fail(line)
         if summary:
             if cfg.get("verbose", False):
                 print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
@@ -184,7 +179,8 @@ def main(config_name: str = "fit") -> None:
             if hint:
                 print(hint)
 
-    _main()
+    with console.interruptible():
+        _main()
 
 
 if __name__ == "__main__":

@@ -5,20 +5,20 @@ points on the slerp (default) or lerp path between the two x*_T. Writes ``frames
 and ``interpolation.gif`` under ``output_dir``. Slerp keeps the latents' norm (a Gaussian's typical shell), which
 is why the paper uses it; lerp shrinks the middle frames' norm by up to 1/sqrt(2). With the lcm and ddpm
 samplers each step's injected noise map travels the same path between the two inversions' maps, and with
-method=edict / bdia the second (companion) state does, so both ends are still exact reconstructions.
+method=edict / bdia / belm the second (companion) state does, so both ends are still exact reconstructions.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from preciseinv.errors import PreciseInvError
+from preciseinv import console
 from preciseinv.builder import command_line_overrides, prepare
-from preciseinv.presets import CONFIG_DIR, check_command_line, register_resolvers, run_dir_from_output_dir
+from preciseinv.errors import PreciseInvError
+from preciseinv.presets import CONFIG_DIR
 
 
 def is_latent(spec) -> bool:
@@ -113,23 +113,21 @@ def run(cfg) -> dict:
 def main() -> None:
     import hydra
 
-    register_resolvers()
-    try:
-        check_command_line("interpolate", sys.argv[1:])
-    except PreciseInvError as err:
-        print(f"preciseinv: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
-    sys.argv = run_dir_from_output_dir(sys.argv)
+    console.command_line("interpolate")
 
     @hydra.main(config_path=CONFIG_DIR, config_name="interpolate", version_base="1.3")
     def _main(cfg) -> None:
         try:
-            print(json.dumps(run(cfg), indent=2))
+            report = run(cfg)
         except PreciseInvError as err:
-            print(f"preciseinv: error: {err}", file=sys.stderr)
-            raise SystemExit(2)
+            console.fail(err)
+        print(console.table([("frames", str(report["frames"])), ("mode", report["mode"]),
+                             ("PSNR a", console._fmt(report.get("psnr_a"), ".2f")),
+                             ("PSNR b", console._fmt(report.get("psnr_b"), ".2f"))]))
+        print(f"outputs in {report['output_dir']}: strip.png, interpolation.gif, frames/, interpolation.json")
 
-    _main()
+    with console.interruptible():
+        _main()
 
 
 if __name__ == "__main__":

@@ -26,10 +26,107 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gpu_or_fp32", gpu_or_fp32)
 
 
+# the settings people change most, one example each (``--help``): fit's, and what edit and interpolate need first
+COMMON = (("data=folder data.root=DIR", "your images (any size; data=coco data.root=DIR for COCO)"),
+          ("model=sd15", "the model: a preset, or model.path=DIR / a hub id (its family's defaults)"),
+          ("method=ddim", "the inversion method (preciseinv: the paper's, solved per timestep)"),
+          ("solver=adamw", "how preciseinv solves each step (hybrid: the default)"),
+          ("method.eta=1e-5", "the residual below which a step counts as solved"),
+          ("num_steps=4", "T, the number of sampler steps"),
+          ("output_dir=DIR", "where outputs go; the same command again resumes there"),
+          ("trainer.devices=8", "GPUs (DDP shards the dataset)"),
+          ("data.batch_size=4", "images per batch (auto: the largest that fits)"),
+          ("~logger", "no W&B (logger=csv or tensorboard for other loggers)"))
+FIRST = {"edit": (("image=IMG source=TEXT target=TEXT", "one edit (a text-conditioned model)"),
+                  ("pairs=FILE.jsonl", "many: rows of image, source, target")),
+         "interpolate": (("a=IMG b=IMG", "the two images (or latent files)"),
+                         ("frames=8 mode=slerp", "how many frames, slerp or lerp"))}
+
+
+def help_text(config_name: str) -> str:
+    """``python -m preciseinv.<command> --help``: the config groups with their options and defaults, and the
+    settings people change most."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        choices = hydra_compose(config_name, ["output_dir=."], return_hydra_config=True).hydra.runtime.choices
+    order = ("model", "data", "method", "solver", "encoder", "logger", "writer", "trainer", "experiment")
+    defaults = dict(sorted(((group, choice) for group, choice in choices.items() if not group.startswith("hydra/")),
+                           key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+    width = max(map(len, defaults)) + 2
+    lines = [f"usage: python -m preciseinv.{config_name} [group=option] [key=value] ...   (-m: a sweep of the "
+             "comma-separated values)", "", "groups (default first):"]
+    for group, choice in defaults.items():
+        options = _options(group)
+        ordered = [choice] + [o for o in options if o != choice] if choice in options else options
+        lines.append(f"  {group.ljust(width)}{', '.join(ordered) if ordered else '-'}"
+                     + ("  (none by default)" if choice is None else ""))
+    lines += ["", "settings people change most:"]
+    common = [(example, what) for example, what in COMMON if config_name != "interpolate"  # one pair, no dataset
+              or example.split("=")[0] in ("model", "method", "solver", "num_steps", "method.eta", "output_dir")]
+    lines += [f"  {example.ljust(36)}{what}" for example, what in (*FIRST.get(config_name, ()), *common)]
+    lines += ["", f"every key and its value: python -m preciseinv.{config_name} --cfg job   "
+              "(Hydra's own flags: --hydra-help)"]
+    return "\n".join(lines)
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("[a-z]*.yaml"))
+
+
+def _did_you_mean(name: str, candidates, then: str) -> str:
+    """"did you mean X? " + ``then`` for the closest of ``candidates`` to a misspelled ``name``, else ``then``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? {then}" if close else then
+
+
+def _dotted_keys(node, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    keys = []
+    for key in node.keys() if isinstance(node, DictConfig) else ():
+        keys.append(prefix + str(key))
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            keys += _dotted_keys(child, f"{prefix}{key}.")
+    return keys
+
+
+def _check_types(config_name: str, overrides: list[str], cfg) -> None:
+    """A number or a true/false setting given a value of another type: one line naming the key and what it takes
+    (rather than a TypeError from inside the constructor). The defaults are composed only when a value could be one:
+    a string or a boolean."""
+    from omegaconf import OmegaConf
+
+    def value(node, key):
+        try:
+            return OmegaConf.select(node, key, default=None, throw_on_missing=False)
+        except Exception:  # an interpolation that needs a Hydra run: not a plain value
+            return None
+
+    groups = [a for a in overrides if "." not in a.split("=", 1)[0] and Path(
+        CONFIG_DIR, a.split("=", 1)[0].lstrip("+~")).is_dir()]
+    given = {a.split("=", 1)[0].lstrip("+~"): a for a in overrides if "=" in a and a not in groups}
+    suspects = {key: arg for key, arg in given.items() if isinstance(value(cfg, key), (str, bool))}
+    if not suspects:
+        return
+    base = compose(config_name, [*groups, "output_dir=."])
+    for key, arg in suspects.items():
+        default, new = value(base, key), value(cfg, key)
+        if isinstance(default, bool) and not isinstance(new, bool):
+            raise PreciseInvError(f"{arg}: {key} takes true or false")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(new, (int, float)):
+            raise PreciseInvError(f"{arg}: {key} takes a number (default {default})")
+
+
 def check_command_line(config_name: str, argv: list[str]) -> None:
-    """Compose the command's config once before Hydra does, so that a misspelled key or option, a bad override or an
-    ``output_dir`` that is a file is one line (``PreciseInvError``) rather than Hydra's multi-line report. Flags
-    (``--help``, ``-m``, ...) and ``hydra.*`` overrides are Hydra's own and left to it."""
+    """Compose the command's config once before Hydra does, so that a misspelled key or option, a value of the wrong
+    type, a bad override or an ``output_dir`` that is a file is one line (``PreciseInvError``, with the nearest valid
+    name where there is one) rather than Hydra's multi-line report. Flags (``-m``, ``--cfg``, ...) and ``hydra.*``
+    overrides are Hydra's own and left to it."""
     import os
 
     from hydra.errors import HydraException
@@ -42,22 +139,27 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
                 and not os.path.isdir(arg.split("=", 1)[1]):
             raise PreciseInvError(f"output_dir {arg.split('=', 1)[1]!r} is a file, not a folder: choose another "
                                   "output_dir")
-    overrides = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]
+    overrides = [*argv, *([] if any(a.startswith("output_dir=") for a in argv) else ["output_dir=."])]
     try:
-        compose(config_name, [*overrides, *([] if any(a.startswith("output_dir=") for a in overrides)
-                                            else ["output_dir=."])])
+        cfg = compose(config_name, overrides)
     except (HydraException, OmegaConfBaseException) as err:
         text = " ".join(line.strip() for line in f"{err}\n{err.__cause__ or ''}".splitlines() if line.strip())
         unknown_key = re.search(r"Could not override '([^']+)'", text)
         unknown_option = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
         if unknown_key and "not in struct" in text:
-            raise PreciseInvError(f"{unknown_key.group(1)} is not a setting (misspelled? `--cfg job` after the "
-                                  "command prints every key; +key=value adds a new one)") from None
+            key = unknown_key.group(1)
+            known = _dotted_keys(compose(config_name, ["output_dir=."])) + [
+                p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and not p.name.startswith("_")]
+            hint = _did_you_mean(key, known, "`--cfg job` after the command prints every key; +key=value adds a "
+                                             "new one")
+            raise PreciseInvError(f"{key} is not a setting; {hint}") from None
         if unknown_option:
             group, name = unknown_option.groups()
-            options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("[a-z]*.yaml"))
-            raise PreciseInvError(f"{group}={name} is not an option; {group} is one of {', '.join(options)}") from None
+            options = _options(group)
+            hint = _did_you_mean(name, options, f"{group} is one of {', '.join(options)}")
+            raise PreciseInvError(f"{group}={name} is not an option; {hint}") from None
         raise PreciseInvError(text or type(err).__name__) from None
+    _check_types(config_name, argv, cfg)
 
 
 def run_dir_from_output_dir(argv: list[str]) -> list[str]:
@@ -93,7 +195,7 @@ def compose(config_name: str = "fit", overrides: list[str] | tuple = ()):
 
 
 def known_presets() -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("[a-z]*.yaml"))
+    return _options("model")
 
 
 def preset_config(name: str):

@@ -78,6 +78,9 @@ def test_interpolation_endpoints_reproduce_the_reconstructions(tmp_path):
         assert (load_image(path, 32) - expected).abs().max() < 2 / 255 + 1e-4
     report = json.loads((out / "interpolation.json").read_text())
     assert report["psnr_a"] > 30
+    heading, values = proc.stdout.strip().splitlines()[-3:-1]  # a table like fit's, then where the outputs are
+    assert heading.split() == ["frames", "mode", "PSNR", "a", "PSNR", "b"]
+    assert values.split()[:3] == ["5", "slerp", f"{report['psnr_a']:.2f}"] and str(out) in proc.stdout
 
 
 def test_interpolation_bad_endpoint_is_one_line(tmp_path):
@@ -87,8 +90,8 @@ def test_interpolation_bad_endpoint_is_one_line(tmp_path):
 
 
 def test_coupled_methods_interpolate_both_states_and_refuse_half_of_them(tmp_path):
-    """EDICT and BDIA reconstruct from x*_T and a companion state: both travel the path, so each end is the exact
-    reconstruction; x*_T alone, or a file of the other kind, is one line naming the method to use."""
+    """EDICT, BDIA and BELM reconstruct from x*_T and a companion state: both travel the path, so each end is the
+    exact reconstruction; x*_T alone, or a file of the other kind, is one line naming the method to use."""
     import torch
 
     from preciseinv import Inverter
@@ -99,7 +102,7 @@ def test_coupled_methods_interpolate_both_states_and_refuse_half_of_them(tmp_pat
     a, b = write_images(tmp_path, ["a.png", "b.png"], size=32)
     plain = Inverter("mini", device="cpu")
     plain.save(tmp_path / "plain.safetensors", plain.invert([a]), 0, "a")
-    for method in ("edict", "bdia"):
+    for method in ("edict", "bdia", "belm"):
         inv = Inverter("mini", method=method, device="cpu")
         res = inv.invert([a, b])
         inv.save(tmp_path / f"{method}.safetensors", res, 1, "b")
@@ -149,3 +152,21 @@ def test_interpolation_decodes_by_the_latent_files_settings(tmp_path):
     with pytest.raises(PreciseInvError, match="different settings \\(num_steps 4 against 2; timesteps"):
         interpolate(f"a={tmp_path / 'a4.safetensors'}", f"b={tmp_path / 'b2.safetensors'}")
     assert torch.isfinite(first).all()
+
+
+def test_edit_with_an_unconditional_model_is_one_line_and_writes_nothing(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.fit import run
+    from preciseinv.presets import CONFIG_DIR, register_resolvers
+    from preciseinv.testing.tiny import write_images
+
+    image, = write_images(tmp_path, ["cat.png"], size=32)
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("edit", [f"image={image}", "source=a cat", "target=a dog", "~logger",
+                               f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(PreciseInvError, match="model mini takes no text prompt, so it cannot edit by prompt"):
+        run(cfg)
+    assert not (tmp_path / "out").exists()

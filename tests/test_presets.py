@@ -56,9 +56,16 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["method.etaa=1"], "method.etaa is not a setting (misspelled?"),
-    (["solver=adamm"], "solver=adamm is not an option; solver is one of adam, adamw,"),
-    (["data=cocoa"], "data=cocoa is not an option; data is one of coco,"),
+    (["method.etaa=1"], "method.etaa is not a setting; did you mean method.eta?"),
+    (["solvr=adamw"], "solvr is not a setting; did you mean solver?"),
+    (["data.rot=x"], "data.rot is not a setting; did you mean data.root?"),
+    (["solver=adamm"], "solver=adamm is not an option; did you mean adam? solver is one of adam, adamw,"),
+    (["data=cocoa"], "data=cocoa is not an option; did you mean coco? data is one of coco,"),
+    (["model=sd1.5"], "model=sd1.5 is not an option; did you mean sd15? model is one of flux_dev,"),
+    (["method.eta=abc"], "method.eta=abc: method.eta takes a number (default 0.001)"),
+    (["method=ddim", "method.eta=abc"], "method.eta=abc: method.eta takes a number"),
+    (["lpips=maybe"], "lpips=maybe: lpips takes true or false"),
+    (["num_steps=two"], "num_steps=two: num_steps takes a number"),
     (["output_dir=FILE"], "is a file, not a folder"),
 ])
 def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
@@ -71,6 +78,19 @@ def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
         check_command_line("fit", argv)
     assert "\n" not in str(error.value)
     check_command_line("fit", ["solver=adamw", "method.eta=1e-5", "-m"])  # valid, and flags are Hydra's
+    check_command_line("fit", ["method.eta=1e-5", "method.max_iters=50", "lpips=false", "data.batch_size=4"])
+    assert "_spec" not in str(error.value)
+
+
+def test_help_lists_groups_options_and_common_settings():
+    from preciseinv.presets import COMMON, help_text
+
+    text = help_text("fit")
+    assert re.search(r"\n  solver +hybrid, adam, adamw,", text)  # the default first
+    assert "model" in text and "sd15" in text and "_spec" not in text
+    assert all(example in text for example, _ in COMMON) and len(COMMON) == 10
+    assert "preciseinv.edit" in help_text("edit").splitlines()[0] and "source=TEXT" in help_text("edit")
+    assert "a=IMG b=IMG" in help_text("interpolate") and "trainer.devices" not in help_text("interpolate")
 
 
 def test_a_wrongly_typed_value_is_one_line(fit_in_process, tmp_path):

@@ -302,3 +302,17 @@ def test_sigterm_to_a_two_process_ddp_run_stops_gracefully(tmp_path):
     proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(r["id"] for r in manifest(out)) == [n[:-4] for n in names]
+
+
+def test_help_and_an_early_ctrl_c(tmp_path):
+    """--help is the command's own page (exit 0); Ctrl-C while the run is still starting is one line, exit 130."""
+    proc = subprocess.run(fit_cmd("--help"), env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m preciseinv.fit")
+    assert "solver" in proc.stdout and "Powered by Hydra" not in proc.stdout
+    start = subprocess.Popen(fit_cmd("~logger", f"output_dir={tmp_path / 'out'}"), env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # importing torch and Lightning
+    start.send_signal(signal.SIGINT)
+    _, stderr = start.communicate(timeout=300)
+    assert start.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("preciseinv: interrupted")

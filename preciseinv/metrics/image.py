@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
+import os
+import sys
 
 import torch
 
@@ -35,12 +36,12 @@ def _load_lpips(net: str):
 
         if net == "alex" and weights_path().is_file():
             return LPIPSAlex.from_file()
-        if not _LPIPS_WARNED:
-            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            warnings.warn(f"LPIPS unavailable ({type(err).__name__}: {reason}) and no converted weights at "
-                          f"{weights_path()} (python -m preciseinv.metrics.lpips); reporting lpips as null",
-                          stacklevel=3)
-            _LPIPS_WARNED = True
+        if not _LPIPS_WARNED and int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:  # once a run
+            print(f"preciseinv: LPIPS is off (null in the outputs): convert its weights to {weights_path()} once, "
+                  "offline (`python -m preciseinv.metrics.lpips` prints the two commands), or install torchvision "
+                  f"built for your torch; lpips=false hides this ({type(err).__name__})",
+                  file=sys.stderr, flush=True)
+        _LPIPS_WARNED = True
         return None
 
 

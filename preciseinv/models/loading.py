@@ -79,14 +79,49 @@ def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:
     return path, False
 
 
+def _hub_unreachable() -> str | None:
+    """The hub's host when a direct connection to it fails within seconds (no network, no DNS), else None; None as
+    well when the hub is off by choice (``HF_HUB_OFFLINE=1``) or reached through a proxy, which this does not probe.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                                                                    "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+        return None
+    except OSError:
+        return url.hostname
+
+
 def _model_index(path: str, local: bool, revision: str | None) -> dict:
     if local:
         return json.loads(Path(path, "model_index.json").read_text())
+    host = _hub_unreachable()
+    if host:  # fail now, not after a minute of the hub client's retries
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(path, "model_index.json", revision=revision), str)
+        raise PreciseInvError(f"{host} cannot be reached to fetch {path!r}: "
+                              + ("it is in your cache: set HF_HUB_OFFLINE=1 to use it, " if cached else
+                                 "on a machine without internet set HF_HUB_OFFLINE=1 and use a cached model, ")
+                              + "or give model.path=<a local diffusers directory>")
     try:
         from huggingface_hub import hf_hub_download
 
         return json.loads(Path(hf_hub_download(path, "model_index.json", revision=revision)).read_text())
     except Exception as err:  # offline, unknown repo, gated repo: one message with the fix
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise PreciseInvError(f"hub model {path!r} is not in the local cache and HF_HUB_OFFLINE=1 keeps the hub "
+                                  "off: download it where there is internet, or give model.path=<a local diffusers "
+                                  "directory>") from None
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise PreciseInvError(
             f"could not fetch hub model {path!r} ({type(err).__name__}: {reason}); check the id and your network "
@@ -108,6 +143,12 @@ def model_configs(path: str | os.PathLike | None, revision: str | None = None):
         return json.loads(Path(hf_hub_download(where, f"{sub}/{name}", revision=revision)).read_text())
 
     return index, config
+
+
+def text_conditioned(path: str | os.PathLike | None = None, revision: str | None = None) -> bool:
+    """Whether the model takes a text prompt (its pipeline has a text encoder), without loading any weights."""
+    index, _ = model_configs(path, revision)
+    return "text_encoder" in index
 
 
 def native_resolution(path: str | os.PathLike | None = None, revision: str | None = None) -> int:

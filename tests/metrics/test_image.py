@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from preciseinv.metrics import ImageMetrics, psnr
@@ -33,3 +34,19 @@ def test_metrics_per_image_and_lpips_is_null_without_weights(monkeypatch, tmp_pa
     noisy = metrics((x + 0.3 * torch.randn_like(x)).clamp(-1, 1), x)
     assert (noisy["ssim"] < 0.9).all() and (noisy["psnr"] < out["psnr"]).all()
     assert out["lpips"] is None and noisy["lpips"] is None
+
+
+def test_lpips_without_weights_is_one_line_once(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from preciseinv.metrics import image
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchmetrics' LPIPS loads here")
+    monkeypatch.setenv("PRECISEINV_LPIPS_WEIGHTS", str(tmp_path / "none.safetensors"))
+    monkeypatch.setattr(image, "_LPIPS_WARNED", False)
+    assert image.ImageMetrics()(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))["lpips"] is None
+    image.ImageMetrics()  # a second instance in the same run: no second notice
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("preciseinv: LPIPS is off")
+    assert str(tmp_path / "none.safetensors") in lines[0] and "python -m preciseinv.metrics.lpips" in lines[0]

@@ -44,8 +44,21 @@ def test_missing_paths_are_clear_errors(path, match):
         load_model(path)
 
 
-def test_unreachable_hub_id_is_a_clear_error():
-    with pytest.raises(PreciseInvError, match="could not fetch hub model 'nobody/nothing'.*model.path"):
+def test_hub_ids_without_the_hub_fail_at_once_naming_both_ways_out(monkeypatch):
+    """HF_HUB_OFFLINE=1 and an id not in the cache; the hub unreachable (a closed local port) without it: one line
+    each, in seconds, not after the hub client's retries."""
+    from huggingface_hub import constants
+
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PreciseInvError, match="'nobody/nothing' is not in the local cache and HF_HUB_OFFLINE=1.*"
+                                              "model.path="):
+        load_model("nobody/nothing")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(PreciseInvError, match="127.0.0.1 cannot be reached to fetch 'nobody/nothing': on a machine "
+                                              "without internet set HF_HUB_OFFLINE=1.*model.path="):
         load_model("nobody/nothing")
 
 
