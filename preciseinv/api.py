@@ -156,7 +156,7 @@ class Inverter:
                     noises: list[torch.Tensor | None] | None = None,
                     companion: torch.Tensor | None = None) -> torch.Tensor:
         """``noises``: the inversion's step noises (``Inversion.result.noises``), needed by lcm and ddpm;
-        ``companion``: the second state of method=edict / bdia (``Inversion.result.companion``)."""
+        ``companion``: the second state of method=edict / bdia / belm (``Inversion.result.companion``)."""
         with autocast(self.model.device, self.precision):
             return self.engine.reconstruct(latents, prompts, noises, companion)
 
@@ -176,8 +176,8 @@ class Inverter:
         """Decode ``frames`` points on the slerp (or lerp) path between two x*_T: (frames, 3, H, W) in [-1, 1].
 
         With lcm/ddpm each step's noise map travels the same path between the two inversions' maps; with
-        method=edict / bdia (two coupled states) the companion state travels beside x*_T, so both ends are still
-        exact reconstructions."""
+        method=edict / bdia / belm (two coupled states) the companion state travels beside x*_T, so both ends are
+        still exact reconstructions."""
         from preciseinv.interpolation import path
 
         def one(t: torch.Tensor) -> torch.Tensor:

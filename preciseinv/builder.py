@@ -4,7 +4,8 @@
 benchmarks all come here. The config tree decides the parts (``engine``: ``configs/engine/default.yaml``, with the
 ``method``, its ``solver`` and the ``encoder`` inside; ``module``: the Lightning glue), and the rules that make a
 config runnable are written once: required keys, T >= 1, a model given by path alone (its family preset's
-defaults), the precision rule (half weights without autocast), and constructors' refusals as one line.
+defaults), an exact method only on a deterministic sampler, the precision rule (half weights without autocast), and
+constructors' refusals as one line.
 
     cfg = compose("fit", ["model=sd15", "solver=adamw"])   # or the DictConfig of a Hydra run
     prepare(cfg)                                           # checks and resolves it, in place
@@ -101,13 +102,32 @@ def resolve_precision(cfg, also: tuple[str, ...] = ()) -> str:
 def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...] = ()) -> None:
     """Make a composed config runnable, in place: required keys set, T >= 1, a model given by path alone with its
     family preset's defaults (``overrides``: what the user set, kept; None: the keys that differ from the mini
-    preset's), and the precision rule (``precisions``: names accepted beside Lightning's)."""
+    preset's), an exact method's sampler deterministic, and the precision rule (``precisions``: names accepted
+    beside Lightning's)."""
     check_required(cfg)
     if cfg.num_steps is None or int(cfg.num_steps) < 1:
         raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
     adopt_family(cfg.model, None if overrides is None else explicit_keys(overrides))
+    check_exact_sampler(cfg)
     if "trainer" in cfg:
         resolve_precision(cfg, precisions)
+
+
+def check_exact_sampler(cfg) -> None:
+    """A coupled exact method (EDICT, BDIA, BELM) with a sampler that injects noise: one line, before anything is
+    loaded (a model's own sampler, chosen once it is loaded, is checked when the method runs)."""
+    from omegaconf import OmegaConf
+
+    from preciseinv.methods import METHODS
+    from preciseinv.methods.base import exact_refusal
+    from preciseinv.samplers import DDPMSampler, LCMSampler
+
+    coupled = {f"preciseinv.methods.{cls.__name__}": cls.name for cls in METHODS.values()
+               if getattr(cls, "coupled", False)}
+    method = coupled.get(OmegaConf.select(cfg, "method._target_"))
+    sampler = OmegaConf.select(cfg, "sampler")
+    if method and sampler in (DDPMSampler.name, LCMSampler.name):
+        raise exact_refusal(method, sampler)
 
 
 def choice(group: str, name: str) -> str:

@@ -126,7 +126,7 @@ class InversionEngine:
     def reconstruct(self, latent: torch.Tensor, prompts: list[str] | None = None,
                     noises: list[torch.Tensor | None] | None = None,
                     companion: torch.Tensor | None = None) -> torch.Tensor:
-        """Run the sampler from x*_T (replaying ``noises`` for lcm/ddpm; EDICT and BDIA also need their
+        """Run the sampler from x*_T (replaying ``noises`` for lcm/ddpm; EDICT, BDIA and BELM also need their
         ``companion`` state) and decode: (B, 3, H, W) in [-1, 1]."""
         latent = latent.to(self.model.device).float()
         self.use_latent_size(latent)

@@ -78,7 +78,7 @@ def test_paper_experiments_hold_the_protocols():
             assert not cfg.data.use_captions and cfg.guidance_scale == 1.0
             params = cfg.hydra.sweeper.params
             assert params.num_steps == "2,4" and params["method.eta"] == "1e-2,1e-5"
-            exact = {"edict", "bdia"} if name != "lcm_sd15" else set()  # they need a deterministic sampler
+            exact = {"edict", "bdia", "belm"} if name != "lcm_sd15" else set()  # they need a deterministic sampler
             assert set(params.method.split(",")) == {"ddim", "renoise", "easyinv", "gnri", "ceiling",
                                                      "preciseinv"} | exact
             assert set(params.solver.split(",")) == {"adamw", "hybrid"}

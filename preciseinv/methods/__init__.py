@@ -1,5 +1,5 @@
-"""Inversion methods: PreciseInv (the paper), the baselines (DDIM inversion, ReNoise, EasyInv, GNRI, EDICT, BDIA), and
-the autoencoder ceiling.
+"""Inversion methods: PreciseInv (the paper), the baselines (DDIM inversion, ReNoise, EasyInv, GNRI, EDICT, BDIA,
+BELM), and the autoencoder ceiling.
 
 Every method has ``invert(denoiser, sampler, x0, cond, hooks=None) -> InversionResult`` and ``describe()``
 (``hooks``: the ``LoopHooks`` a method running the solver loop hands it; the one-update methods have none to run);
@@ -10,6 +10,7 @@ names it in ``describe()["reconstruction"]`` (the latent file records it; ``reco
 
 from preciseinv.methods.base import InversionResult
 from preciseinv.methods.bdia import BDIA
+from preciseinv.methods.belm import BELM
 from preciseinv.methods.ceiling import Ceiling
 from preciseinv.methods.ddim import DDIMInversion
 from preciseinv.methods.easyinv import EasyInv
@@ -20,6 +21,6 @@ from preciseinv.methods.renoise import ReNoise
 from preciseinv.methods.subproblem import NoiseSubproblem
 
 METHODS = {"preciseinv": PreciseInv, "ddim": DDIMInversion, "renoise": ReNoise, "easyinv": EasyInv,
-           "gnri": GNRI, "edict": EDICT, "bdia": BDIA, "ceiling": Ceiling}
+           "gnri": GNRI, "edict": EDICT, "bdia": BDIA, "belm": BELM, "ceiling": Ceiling}
 
-__all__ = ["BDIA", "EDICT", "GNRI", "METHODS", "Ceiling", "DDIMInversion", "EasyInv", "InversionResult", "NoiseSubproblem", "PreciseInv", "ReNoise"]
+__all__ = ["BDIA", "BELM", "EDICT", "GNRI", "METHODS", "Ceiling", "DDIMInversion", "EasyInv", "InversionResult", "NoiseSubproblem", "PreciseInv", "ReNoise"]

@@ -23,8 +23,9 @@ class InversionResult:
     phase: list[list[str | None]] = field(default_factory=list)  # T x B: the solver phase that converged it
     noises: list[torch.Tensor | None] = field(default_factory=list)  # T x (B, C, h, w) z injected from step k
     retried_fp32: torch.Tensor | None = None  # (B,) bool: redone in fp32 after a non-finite half-precision run
-    companion: torch.Tensor | None = None  # (B, C, h, w) the second state coupled samplers reconstruct from
-    #                                        (EDICT's y_T, BDIA's x_{T-1}); stored beside x*_T as ``companion``
+    companion: torch.Tensor | None = None  # (B, C, h, w) the second state coupled samplers reconstruct from (EDICT's
+    #                                        y_T, BDIA's and BELM's x_{T-1}); stored beside x*_T as ``companion``
+    unclipped: bool = False  # the sampler clips x0_hat and the method ran its step without that clipping
 
     def add_step(self, stats) -> None:
         """Append one step's ``SolverStats``."""
@@ -67,7 +68,8 @@ class InversionResult:
         retried = self.retried_fp32.tolist() if self.retried_fp32 is not None else [False] * len(f)
         phase = [[p[i] for p in self.phase] if self.phase else [None] * len(it[i]) for i in range(len(f))]
         return [{"iters": it[i], "residual": res[i], "converged": conv[i], "phase": phase[i], "nfe_forward": f[i],
-                 "nfe_backward": b[i], "cost": network_cost(f[i], b[i]), "retried_fp32": retried[i]} for i in range(len(f))]
+                 "nfe_backward": b[i], "cost": network_cost(f[i], b[i]), "retried_fp32": retried[i],
+                 "unclipped": self.unclipped} for i in range(len(f))]
 
 
 def record_step(result: InversionResult, sampler, denoiser, x: torch.Tensor, x_prev: torch.Tensor, x0: torch.Tensor,
@@ -85,14 +87,22 @@ def record_step(result: InversionResult, sampler, denoiser, x: torch.Tensor, x_p
     result.phase.append(["init" if c else None for c in (residual < eta).tolist()])
 
 
-def require_exact_sampler(sampler, method: str) -> None:
-    """Coupled exact-inversion samplers need a deterministic step that they can undo exactly."""
+def exact_refusal(method: str, sampler: str):
+    """The one line that refuses a coupled exact method on a sampler that injects noise."""
     from preciseinv.errors import PreciseInvError
 
-    if sampler.injects_noise or getattr(sampler, "clip_sample", None) is not None:
-        raise PreciseInvError(f"method={method} needs a deterministic, unclipped sampler (ddim without clip_sample, "
-                              f"or euler), not sampler={sampler.name}"
-                              f"{' with clip_sample' if getattr(sampler, 'clip_sample', None) is not None else ''}")
+    return PreciseInvError(f"method={method} needs a deterministic sampler (ddim or euler): sampler={sampler} "
+                           "injects noise at every step, which an exact inversion cannot undo")
+
+
+def exact_sampler(sampler, method: str):
+    """(the sampler a coupled exact method runs, whether it drops the sampler's x0 clipping): deterministic, and
+    unclipped as the methods are defined: EDICT undoes each affine step exactly (a clipped x0_hat cannot be undone),
+    BDIA's and BELM's relations are linear in the network's noise estimate."""
+    if sampler.injects_noise:
+        raise exact_refusal(method, sampler.name)
+    unclipped = sampler.unclipped()
+    return unclipped, unclipped is not sampler
 
 
 def estimate(sampler, denoiser, x: torch.Tensor, k: int, cond) -> torch.Tensor:

@@ -9,7 +9,8 @@ to t_{i-1} minus z_i and D+(z_i) the inversion update from z_i up to t_{i+1} min
 
 so sampling from the pair (z_T, z_{T-1}) returns z_0 to float precision; z_{T-1} is the latent file's
 ``companion``. gamma = 0.5 by default (the value the BDIA-DDIM implementations use for few steps; gamma -> 0 is
-plain DDIM and not invertible). One network call per step. Needs a deterministic, unclipped sampler.
+plain DDIM and not invertible). One network call per step. Needs a deterministic sampler; where it clips
+x0_hat, D- and D+ run without that clipping, as the paper defines them, and the record says ``unclipped``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.methods.base import InversionResult, estimate, record_step, require_exact_sampler
+from preciseinv.methods.base import InversionResult, estimate, exact_sampler, record_step
 from preciseinv.samplers import Denoiser, Sampler
 
 
@@ -48,10 +49,10 @@ class BDIA:
     @torch.no_grad()
     def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
                hooks=None) -> InversionResult:
-        require_exact_sampler(sampler, self.name)
+        sampler, unclipped = exact_sampler(sampler, self.name)
         g, T = self.gamma, sampler.num_steps
         z = [x0.detach().float()]  # z_0 .. z_T, (B, C, h, w) each
-        result = InversionResult(latent=z[0])
+        result = InversionResult(latent=z[0], unclipped=unclipped)
         z.append(sampler.invert_step(denoiser, z[0], 0, cond))  # z_1: the plain inversion step
         record_step(result, sampler, denoiser, z[1], z[0], x0, 0, cond, self.eta)
         for i in range(1, T):
@@ -67,6 +68,7 @@ class BDIA:
     def sample(self, denoiser: Denoiser, sampler: Sampler, latent: torch.Tensor, cond=None, noises=None,
                companion=None) -> torch.Tensor:
         """BDIA's sampling from the pair (z_T, z_{T-1})."""
+        sampler, _ = exact_sampler(sampler, self.name)
         T, g = sampler.num_steps, self.gamma
         if T == 1:
             return sampler.step_from(estimate(sampler, denoiser, latent.float(), 0, cond), 0, latent.float())

@@ -8,7 +8,9 @@ Denoising step k, with s_k the sampler's step for a fixed noise estimate and e(.
 
 Inversion runs the same algebra backwards (``invert_from`` undoes ``step_from`` exactly for a fixed estimate),
 so sampling from (x_T, y_T) returns x0 to float precision, at two network calls per step each way. x_T is the
-latent, y_T its ``companion`` in the latent file. Needs a deterministic, unclipped sampler (ddim, euler).
+latent, y_T its ``companion`` in the latent file. Needs a deterministic sampler (ddim, euler); where it clips
+x0_hat, the coupled steps run without that clipping (exact inversion needs the affine step) and the record says
+``unclipped``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-from preciseinv.methods.base import InversionResult, estimate, record_step, require_exact_sampler
+from preciseinv.methods.base import InversionResult, estimate, exact_sampler, record_step
 from preciseinv.samplers import Denoiser, Sampler
 
 
@@ -36,10 +38,10 @@ class EDICT:
     @torch.no_grad()
     def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
                hooks=None) -> InversionResult:
-        require_exact_sampler(sampler, self.name)
+        sampler, unclipped = exact_sampler(sampler, self.name)
         p = self.mix
         x = y = x0.detach().float()  # (B, C, h, w)
-        result = InversionResult(latent=x)
+        result = InversionResult(latent=x, unclipped=unclipped)
         for k in range(sampler.num_steps):
             y_mid = (y - (1 - p) * x) / p
             x_mid = (x - (1 - p) * y_mid) / p
@@ -60,6 +62,7 @@ class EDICT:
 
         if companion is None:
             raise PreciseInvError("method=edict reconstructs from two states: the latent file's `companion` is missing")
+        sampler, _ = exact_sampler(sampler, self.name)
         p = self.mix
         x, y = latent.float(), companion.float()
         for k in reversed(range(sampler.num_steps)):

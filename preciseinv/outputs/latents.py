@@ -1,9 +1,9 @@
 """Latent files: ``latents/<id>.safetensors`` hold x*_T and everything needed to reproduce the reconstruction.
 
 Tensors: ``latent`` (C, h, w) fp32, ``noise_<k>`` (C, h, w) for the lcm/ddpm step noises, and ``companion``
-(C, h, w) for the coupled samplers of method=edict / bdia.  Metadata (safetensors string map): ``format`` = "preciseinv-latent/1" and
-``preciseinv`` = JSON of the engine's metadata (model, scheduler config, timesteps, sampler, method, eta, ...)
-plus the sample's ``id``, ``source`` and ``prompt``.
+(C, h, w) for the coupled samplers of method=edict / bdia / belm.  Metadata (safetensors string map):
+``format`` = "preciseinv-latent/1" and ``preciseinv`` = JSON of the engine's metadata (model, scheduler config,
+timesteps, sampler, method, eta, ...) plus the sample's ``id``, ``source`` and ``prompt``.
 """
 
 from __future__ import annotations

@@ -70,6 +70,10 @@ class BaseSampler(ABC):
         """d mu / d z: how the noise injected by step k moves its output (0 for deterministic samplers)."""
         return 0.0
 
+    def unclipped(self) -> "BaseSampler":
+        """This sampler without x0 clipping: itself where it clips nothing."""
+        return self
+
     def gains(self, k: int) -> tuple[float, float, float]:
         """(frozen_slope, state_gain, noise_gain) of step k, computed once: the solver reads them every iteration."""
         if k not in self._gains:

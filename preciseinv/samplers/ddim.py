@@ -48,6 +48,15 @@ class DDIMSampler(BaseSampler):
         self.prediction_type = prediction_type
         self.clip_sample = clip_sample  # diffusers' clip_sample_range when the config clips x0_hat, else None
 
+    def unclipped(self) -> "DDIMSampler":
+        """This sampler without x0 clipping (the exact methods' affine update)."""
+        return self if self.clip_sample is None else type(self)(self.schedule, self.prediction_type)
+
+    def levels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha, sigma) of the states 0..T (0: the output), float64 (T+1,) each: state k is alpha x0 + sigma eps."""
+        abar = torch.cat([self.schedule.alphas_prev[:1], self.schedule.alphas])  # (T+1,)
+        return abar.sqrt(), (1 - abar).sqrt()
+
     def _alpha(self, k: int, prev: bool, like: torch.Tensor) -> torch.Tensor:
         return self._at(self.schedule.alphas_prev if prev else self.schedule.alphas, k, like)
 

@@ -58,6 +58,11 @@ class EulerFlowSampler(BaseSampler):
     def _sigma(self, k: int, prev: bool, like: torch.Tensor) -> torch.Tensor:
         return self._at(self.schedule.sigmas_prev if prev else self.schedule.sigmas, k, like)
 
+    def levels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha, sigma) of the states 0..T (0: the output), float64 (T+1,) each: state k is alpha x0 + sigma eps."""
+        s = torch.cat([self.schedule.sigmas_prev[:1], self.schedule.sigmas])  # (T+1,)
+        return 1 - s, s
+
     def step(self, model_output: torch.Tensor, k: int, sample: torch.Tensor, noise=None) -> torch.Tensor:
         return sample.float() + (self._sigma(k, True, sample) - self._sigma(k, False, sample)) * model_output.float()
 
