@@ -7,7 +7,7 @@ Layout under ``output_dir`` (the contract itself lives in ``preciseinv.outputs``
     records/rank-<k>.jsonl     during a run: this rank's manifest records (failures-rank-<k>.jsonl: failures)
     manifest.jsonl             one JSON object per inverted sample, assembled by rank 0 from the rank files
     failures.jsonl             one per sample that could not be read
-    summary.json               means over the manifest, plus the resolved config
+    summary.json               means over the manifest, the resolved config, whether the run reached its end
 
 Every file appears atomically; a sample's record is appended to its rank's file (one ``write`` + fsync) only
 after its latent file is complete.
@@ -48,7 +48,7 @@ class Sample:
     record: dict  # the manifest fields known before its files are written
     latent: object  # (C, h, w) x*_T
     recon: object  # (3, H, W) in [-1, 1]
-    extra: dict  # step noises (lcm/ddpm), companion (edict/bdia)
+    extra: dict  # step noises (lcm/ddpm), companion (edict/bdia/belm)
     edit: tuple | None = None  # (image, edit, target prompt) for prompt edits
 
 
@@ -204,9 +204,10 @@ class InversionWriter(BasePredictionWriter):
         self.flush(raise_errors=False)
 
     def write_summary(self, remove_rank_files: bool = False) -> dict:
-        """Assemble ``manifest.jsonl`` from the rank files and write ``summary.json`` over it (rank 0, at the end;
-        ``fit.run`` removes the merged rank files once every callback has read them: ``records.remove_merged``)."""
-        return write_summary(self.output_dir, self.run_config, remove_rank_files)
+        """Assemble ``manifest.jsonl`` from the rank files and write ``summary.json`` over it (rank 0, at the end:
+        ``complete``; ``fit.run`` removes the merged rank files once every callback has read them:
+        ``records.remove_merged``)."""
+        return write_summary(self.output_dir, self.run_config, remove_rank_files, complete=True)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self.flush()

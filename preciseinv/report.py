@@ -1,39 +1,53 @@
 """``python -m preciseinv.report DIR``: the paper's tables and plots from every run folder under DIR.
 
-A run folder is any folder (any depth) holding ``summary.json`` and ``manifest.jsonl`` (what ``fit`` writes, one
-per run of a ``--multirun`` sweep). Writes into DIR:
+A run folder is any folder (any depth) holding ``summary.json``, ``manifest.jsonl`` or ``run.json`` (what ``fit``
+writes, one per run of a ``--multirun`` sweep). Writes into DIR:
 
-- ``report.md``: one row per run (method, model, T, eta, solver, n, PSNR / SSIM / LPIPS as means with 95 %
-  intervals, seconds per image, network cost, peak memory, converged fraction), and the folders skipped;
-- ``report.csv``: one row per run, with summary.json's column names (``method``, ``psnr_mean``, ...);
-- ``per_image.csv``: every sample of every run;
-- ``psnr_vs_seconds.png`` (one point per run: the Pareto view), ``psnr_vs_eta.png`` and ``grid.png`` (the same few
-  images across runs), when matplotlib is installed.
+- ``report.md``: one row per finished run (method, model, T, eta, solver, n, PSNR / SSIM / LPIPS as means with
+  95 % intervals, seconds per image, network cost, peak memory, converged fraction); below it the unfinished runs
+  (interrupted, killed, still running: images done, of how many when known) and the folders skipped;
+- ``report.csv``: one row per finished run, with summary.json's column names (``method``, ``psnr_mean``, ...);
+- ``per_image.csv``: every sample of every finished run;
+- ``psnr_vs_seconds.png`` (one point per run: the Pareto view), ``psnr_vs_eta.png`` and ``grid.png`` (the inputs,
+  then the same images as each run reconstructed them). Each method has one colour in every plot.
 
-A folder whose summary or manifest cannot be read is listed and skipped, never a crash.
+Exact methods (reconstruction equal to the input by construction, PSNR at its 120 dB cap) read ``exact``, and
+columns that do not apply to a method are blank: eta and solver without a solver, converged for the exact
+methods. A folder whose files cannot be read is listed and skipped, never a crash; no run folder at all is one
+line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import sys
-import warnings
+import zlib
 from pathlib import Path
 
-from preciseinv.callbacks.writer import cost
-from preciseinv.outputs.summary import EDIT_KEYS
+from preciseinv.errors import PreciseInvError
+from preciseinv.outputs.records import latest_records, rank_record_files, read_jsonl
+from preciseinv.outputs.summary import EDIT_KEYS, cost
 
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom (beyond: the normal 1.96)
 _T95 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 METRICS = ("psnr", "ssim", "lpips")
 EDIT_METRICS = EDIT_KEYS  # PIE-Bench edits: background preservation, CLIP similarity, structure distance
-COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "n", "psnr_mean", "psnr_ci95", "ssim_mean",
-           "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image", "cost_mean", "peak_memory_mb",
+COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "n", "exact", "psnr_mean", "psnr_ci95",
+           "ssim_mean", "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image", "cost_mean", "peak_memory_mb",
            "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed",
            *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
+RUN_FILES = ("summary.json", "manifest.jsonl", "run.json")
+PSNR_CAP = 120.0  # metrics.image.psnr floors the MSE at 1e-12: a reconstruction equal to its input reads 120 dB
+EXACT_METHODS = ("edict", "bdia", "belm", "ceiling")  # exact by construction (ceiling: on pixel models)
+TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+METHOD_COLOURS = {"preciseinv": "#d62728", "ddim": "#1f77b4", "renoise": "#ff7f0e", "easyinv": "#2ca02c",
+                  "gnri": "#9467bd", "edict": "#8c564b", "bdia": "#e377c2", "belm": "#17becf", "ceiling": "#7f7f7f"}
+MARKERS = "osD^vP*Xph"  # the runs of one method, in table order
+CELL_INCHES, DPI = 1.6, 120  # grid.png: one image per cell
 
 
 def mean_ci95(values: list) -> tuple[float | None, float | None]:
@@ -49,38 +63,73 @@ def mean_ci95(values: list) -> tuple[float | None, float | None]:
     return mean, t * sd / math.sqrt(len(xs))
 
 
+def method_colour(method: str | None) -> str:
+    """The colour of a method in every plot: fixed for the known methods, from a checksum of the name otherwise."""
+    return METHOD_COLOURS.get(method) or TAB10[zlib.crc32(str(method).encode()) % len(TAB10)]
+
+
 def _name(target: str | None) -> str | None:
-    """``preciseinv.solvers.Hybrid`` -> ``hybrid``; ``preciseinv.methods.DDIMInversion`` -> ``ddim``."""
+    """The name a run was given on the command line: ``preciseinv.methods.DDIMInversion`` -> ``ddim`` (its key in
+    METHODS), ``preciseinv.solvers.FixedPoint`` -> ``fixed_point`` (its module, which names its config)."""
     if not target:
         return None
     from preciseinv.methods import METHODS
 
-    cls = target.rsplit(".", 1)[-1]
+    module, cls = target.rsplit(".", 1)
     for key, method in METHODS.items():
         if method.__name__ == cls:
             return key
-    return cls.lower()
+    try:
+        return getattr(importlib.import_module(module), cls).__module__.rsplit(".", 1)[-1]
+    except (ImportError, AttributeError):  # a class of another version of the package
+        return cls.lower()
+
+
+def _json(path: Path) -> dict | None:
+    """A JSON file's object; None when the file is not there. Raises ValueError when it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path.name} unreadable ({type(err).__name__})") from None
+
+
+def finished(folder: Path, summary: dict | None, done: int, limit: int | None) -> bool | None:
+    """Whether the run reached its end: summary.json's ``complete``, unless a later run published more samples and
+    died (or is running). Summaries written before they said: run.json's ``last_run`` (written at the end), rank
+    files left behind (merged and removed at the end) or fewer samples than ``data.limit`` tell; else None."""
+    if summary is None or done > summary["n"]:
+        return False
+    if "complete" in summary:
+        return summary["complete"]
+    if limit and summary["n"] + summary.get("n_failed", 0) < limit:
+        return False
+    if "last_run" in (_json(folder / "run.json") or {}):
+        return True
+    return False if rank_record_files(folder) else None
 
 
 def read_run(folder: Path) -> dict:
-    """One run: its report row and its per-image records. Raises ValueError when the folder is unusable."""
-    try:
-        summary = json.loads((folder / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"summary.json unreadable ({type(err).__name__})") from None
-    records = []
-    for line in (folder / "manifest.jsonl").read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn line
+    """One run: its per-image records, ``complete`` (True, False, or None: not known), the images ``done`` of
+    ``total`` (None: not known), and its report row (the metrics only for a run not known to be unfinished).
+    Raises ValueError when the folder is unusable."""
+    summary = _json(folder / "summary.json")
+    config = (summary or {}).get("config") or _json(folder / "run.json") or {}
+    method = config.get("method") or {}
+    solver = _name((method.get("solver") or {}).get("_target_"))
+    row = {"run": "", "method": _name(method.get("_target_")), "model": (config.get("model") or {}).get("name"),
+           "num_steps": config.get("num_steps"), "eta": method.get("eta") if solver else None, "solver": solver}
+    records = read_jsonl(folder / "manifest.jsonl")
+    done = len(latest_records(folder)) if rank_record_files(folder) else len(records)  # what a run that died published
+    limit = (config.get("data") or {}).get("limit")
+    run = {"row": row, "records": records, "folder": folder, "config": config, "done": done, "total": limit,
+           "complete": finished(folder, summary, done, limit)}
+    if run["complete"] is False:
+        return run
     if not records:
         raise ValueError("manifest.jsonl has no records")
-    config = summary.get("config") or {}
-    method = config.get("method") or {}
-    row = {"run": "", "method": _name(method.get("_target_")), "model": (config.get("model") or {}).get("name"),
-           "num_steps": config.get("num_steps"), "eta": method.get("eta"),
-           "solver": _name((method.get("solver") or {}).get("_target_")), "n": len(records)}
+    row["n"] = len(records)
     for key in (*METRICS, *EDIT_METRICS):
         row[f"{key}_mean"], row[f"{key}_ci95"] = mean_ci95([r.get(key) for r in records])
     for key in ("seconds_per_image", "cost_mean", "peak_memory_mb", "converged_fraction", "nfe_forward_mean",
@@ -88,30 +137,36 @@ def read_run(folder: Path) -> dict:
         row[key] = summary.get(key)
     if row["cost_mean"] is None:  # runs written before the cost column existed
         row["cost_mean"], _ = mean_ci95([cost(r) for r in records])
-    return {"row": row, "records": records, "folder": folder}
+    row["exact"] = row["psnr_mean"] is not None and row["psnr_mean"] >= PSNR_CAP - 1e-3
+    if row["method"] in EXACT_METHODS:
+        row["converged_fraction"] = None  # the plain sampler's residual: says nothing of an exact reconstruction
+    return run
 
 
-def find_runs(root: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
-    runs, skipped = [], []
-    for summary in sorted(root.rglob("summary.json")):
-        folder = summary.parent
-        if not (folder / "manifest.jsonl").is_file():
-            skipped.append((folder, "no manifest.jsonl"))
-            continue
+def find_runs(root: Path) -> tuple[list[dict], list[dict], list[tuple[Path, str]]]:
+    """(finished runs, unfinished runs, skipped folders with why) under ``root``. Runs not known to have finished
+    (written before summary.json said) count as finished."""
+    runs, unfinished, skipped = [], [], []
+    for folder in sorted({path.parent for path in root.rglob("*") if path.name in RUN_FILES}):
         try:
             run = read_run(folder)
         except ValueError as err:
             skipped.append((folder, str(err)))
             continue
         run["row"]["run"] = str(folder.relative_to(root)) or "."
-        runs.append(run)
-    for manifest in sorted(root.rglob("manifest.jsonl")):  # a run that died before its summary
-        if not (manifest.parent / "summary.json").exists():
-            skipped.append((manifest.parent, "no summary.json (run unfinished? python -m preciseinv.fit again)"))
-    return runs, skipped
+        (unfinished if run["complete"] is False else runs).append(run)
+    return _ordered(runs), unfinished, skipped
+
+
+def _ordered(runs: list[dict]) -> list[dict]:
+    """Table order: model, method, T, the tightest eta last, solver."""
+    return sorted(runs, key=lambda run: (str(run["row"]["model"]), str(run["row"]["method"]),
+                                         run["row"]["num_steps"] or 0, -(run["row"]["eta"] or 0),
+                                         str(run["row"]["solver"])))
 
 
 def _fmt(value, digits: int = 2) -> str:
+    """A value of an applicable column ("–": not measured)."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -123,19 +178,33 @@ def _pm(mean, ci, digits: int) -> str:
     return "–" if mean is None else f"{mean:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci is not None else "")
 
 
-def markdown(runs: list[dict], skipped: list) -> str:
+def table_row(r: dict) -> str:
+    """One run as a row of the main table; blank where a column does not apply to its method."""
+    cells = [r["method"], r["model"], r["num_steps"], _fmt(r["eta"]) if r["solver"] else "", r["solver"] or "",
+             r["n"], "exact" if r["exact"] else _pm(r["psnr_mean"], r["psnr_ci95"], 2),
+             _pm(r["ssim_mean"], r["ssim_ci95"], 3), _pm(r["lpips_mean"], r["lpips_ci95"], 3),
+             _fmt(r["seconds_per_image"], 3), _fmt(r["cost_mean"], 0), _fmt(r["peak_memory_mb"], 0),
+             "" if r["method"] in EXACT_METHODS else _fmt(r["converged_fraction"]), r["run"]]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _progress(run: dict) -> str:
+    """``3 of 5000`` images done (``3`` where the dataset's size is not recorded)."""
+    return f"{run['done']} of {run['total']}" if run["total"] else str(run["done"])
+
+
+def markdown(runs: list[dict], unfinished: list[dict], skipped: list) -> str:
     lines = ["| method | model | T | η | solver | n | PSNR (dB) | SSIM | LPIPS | s / image | cost | peak MB | "
              "converged | run |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for run in sorted(runs, key=lambda r: (str(r["row"]["model"]), str(r["row"]["method"]), r["row"]["num_steps"] or 0,
-                                           -(r["row"]["eta"] or 0))):
-        r = run["row"]
-        lines.append(f"| {r['method']} | {r['model']} | {r['num_steps']} | {_fmt(r['eta'])} | {r['solver'] or '–'} | "
-                     f"{r['n']} | {_pm(r['psnr_mean'], r['psnr_ci95'], 2)} | {_pm(r['ssim_mean'], r['ssim_ci95'], 3)} | "
-                     f"{_pm(r['lpips_mean'], r['lpips_ci95'], 3)} | {_fmt(r['seconds_per_image'], 3)} | "
-                     f"{_fmt(r['cost_mean'], 0)} | {_fmt(r['peak_memory_mb'], 0)} | {_fmt(r['converged_fraction'])} | "
-                     f"{r['run']} |")
-    text = "# Report\n\nMeans over the images of each run with 95 % intervals (Student t). `cost`: network " \
-           "forward + 2 × backward calls per image.\n\n" + "\n".join(lines) + "\n"
+    lines += [table_row(run["row"]) for run in runs]
+    text = ("# Report\n\nMeans over the images of each finished run with 95 % intervals (Student t). `cost`: network "
+            "forward + 2 × backward calls per image. `exact`: the reconstruction is the input by construction (PSNR "
+            "at its 120 dB cap). Blank: does not apply to the method (η and solver without a solver, converged for "
+            "exact methods); –: not measured. The plots leave the exact runs out.\n\n" + "\n".join(lines) + "\n")
+    unknown = [run["row"]["run"] for run in runs if run["complete"] is None]
+    if unknown:
+        text += ("\nNot known to have finished (written before summary.json said): "
+                 + ", ".join(f"`{name}`" for name in unknown) + ".\n")
     edits = [run["row"] for run in runs if run["row"]["bg_psnr_mean"] is not None]
     if edits:  # PIE-Bench edit runs
         text += ("\n## Editing (PIE-Bench)\n\nBackground preservation outside the edit mask, CLIP similarity of the edit "
@@ -148,6 +217,11 @@ def markdown(runs: list[dict], skipped: list) -> str:
                      f"{_pm(r['bg_ssim_mean'], r['bg_ssim_ci95'], 3)} | {_pm(r['clip_whole_mean'], r['clip_whole_ci95'], 2)} | "
                      f"{_pm(r['clip_edited_mean'], r['clip_edited_ci95'], 2)} | {_fmt(r['structure_distance_mean'], 4)} | "
                      f"{r['run']} |\n")
+    if unfinished:
+        text += ("\n## Unfinished\n\nInterrupted, killed or still running: left out of the tables and plots (rerun the "
+                 "same command to resume).\n\n"
+                 + "\n".join(f"- `{run['row']['run']}`" + (f" ({label(run['row'])})" if run["row"]["method"] else "")
+                             + f": images done: {_progress(run)}" for run in unfinished) + "\n")
     if skipped:
         text += "\n## Skipped\n\n" + "\n".join(f"- `{folder}`: {why}" for folder, why in skipped) + "\n"
     return text
@@ -172,90 +246,138 @@ def per_image_rows(runs: list[dict]) -> list[dict]:
     return out
 
 
-def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
-    """The Pareto view, PSNR against eta, and a grid of the same images across runs (matplotlib needed)."""
-    try:
-        import matplotlib
+def label(r: dict, with_model: bool = False, with_eta: bool = True, sep: str = " ") -> str:
+    """A run's name in the plots: method/solver, T, η where it applies (the model where runs differ in it)."""
+    parts = [f"{r['method']}{'/' + r['solver'] if r['solver'] else ''}", f"T={r['num_steps']}"]
+    parts += [f"η={_fmt(r['eta'])}"] if r["solver"] and with_eta else []
+    return sep.join(parts + ([str(r["model"])] if with_model else []))
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed: no plots (pip install matplotlib)")
-        return []
+
+def _styles(rows: list[dict]) -> list[dict]:
+    """Per row: its method's colour and a marker of its own among that method's rows."""
+    seen: dict = {}
+    styles = []
+    for r in rows:
+        seen[r["method"]] = seen.get(r["method"], -1) + 1
+        styles.append({"color": method_colour(r["method"]), "marker": MARKERS[seen[r["method"]] % len(MARKERS)]})
+    return styles
+
+
+def _save(fig, ax, path: Path, plt) -> Path:
+    """Legend beside the axes, the figure cut to what it holds: no label covers a point or leaves the figure."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
+    """The Pareto view and PSNR against eta (exact runs, at the 120 dB cap, left out), and the grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     written = []
-    label = lambda r: f"{r['method']}{'/' + r['solver'] if r['solver'] else ''} T={r['num_steps']}"  # noqa: E731
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for run in runs:
-        r = run["row"]
-        if r["psnr_mean"] is not None and r["seconds_per_image"] is not None:
-            ax.scatter(r["seconds_per_image"], r["psnr_mean"])
-            ax.annotate(f"{label(r)} η={_fmt(r['eta'])}", (r["seconds_per_image"], r["psnr_mean"]), fontsize=7)
-    ax.set_xscale("log"), ax.set_xlabel("seconds per image"), ax.set_ylabel("PSNR (dB)")
-    fig.tight_layout(), fig.savefig(root / "psnr_vs_seconds.png", dpi=120), plt.close(fig)
-    written.append(root / "psnr_vs_seconds.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    groups: dict[str, list] = {}
-    for run in runs:
-        r = run["row"]
-        if r["eta"] is not None and r["psnr_mean"] is not None:
-            groups.setdefault(f"{label(r)} {r['model']}", []).append((r["eta"], r["psnr_mean"]))
-    for name, pts in groups.items():
-        ax.plot(*zip(*sorted(pts)), "o-", label=name)
-    ax.set_xscale("log"), ax.invert_xaxis(), ax.set_xlabel("η"), ax.set_ylabel("PSNR (dB)")
+    rows = [run["row"] for run in runs if run["row"]["psnr_mean"] is not None and not run["row"]["exact"]]
+    several_models = len({r["model"] for r in rows}) > 1
+    timed = [r for r in rows if r["seconds_per_image"]]
+    if timed:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r, style in zip(timed, _styles(timed)):
+            ax.scatter(r["seconds_per_image"], r["psnr_mean"], label=label(r, several_models), **style)
+        ax.set_xscale("log"), ax.set_xlabel("seconds per image"), ax.set_ylabel("PSNR (dB)")
+        written.append(_save(fig, ax, root / "psnr_vs_seconds.png", plt))
+    groups: dict[tuple, list] = {}  # the runs that differ in eta alone
+    for r in rows:
+        if r["solver"]:
+            groups.setdefault((r["method"], r["solver"], r["num_steps"], r["model"]), []).append(r)
     if groups:
-        ax.legend(fontsize=7)
-    fig.tight_layout(), fig.savefig(root / "psnr_vs_eta.png", dpi=120), plt.close(fig)
-    written.append(root / "psnr_vs_eta.png")
+        fig, ax = plt.subplots(figsize=(6, 4))
+        firsts = [members[0] for members in groups.values()]
+        for first, members, style in zip(firsts, groups.values(), _styles(firsts)):
+            ax.plot(*zip(*sorted((r["eta"], r["psnr_mean"]) for r in members)),
+                    label=label(first, several_models, with_eta=False), **style)
+        ax.set_xscale("log"), ax.invert_xaxis(), ax.set_xlabel("η"), ax.set_ylabel("PSNR (dB)")
+        written.append(_save(fig, ax, root / "psnr_vs_eta.png", plt))
     grid = _grid(root, runs, grid_images, plt)
     return written + ([grid] if grid else [])
 
 
+def _input(run: dict, record: dict, size: tuple[int, int]):
+    """The input image of a record, cut to the reconstruction's size as the run's ``data.crop`` did; None when its
+    source is not a file that can be read here."""
+    from PIL import Image, ImageOps
+
+    from preciseinv.datamodules.images import to_rgb
+
+    try:
+        with Image.open(record.get("source") or "") as img:
+            img = to_rgb(img)
+    except OSError:
+        return None
+    if (run["config"].get("data") or {}).get("crop") == "stretch":
+        return img.resize(size, Image.Resampling.LANCZOS)
+    return ImageOps.fit(img, size, Image.Resampling.LANCZOS)
+
+
 def _grid(root: Path, runs: list[dict], n: int, plt) -> Path | None:
-    """Rows: runs; columns: the first ``n`` ids every run has a reconstruction of."""
+    """First row the inputs, then one row per run; columns: the first ``n`` ids every run has a reconstruction of."""
     from PIL import Image
 
     with_recon = [run for run in runs if any(rec.get("recon") for rec in run["records"])]
     if not with_recon:
         return None
-    common = set.intersection(*({rec["id"] for rec in run["records"] if rec.get("recon")} for run in with_recon))
-    ids = sorted(common)[:n]
+    recons = [{rec["id"]: rec for rec in run["records"] if rec.get("recon")} for run in with_recon]
+    ids = sorted(set.intersection(*(set(by_id) for by_id in recons)))[:n]
     if not ids:
         return None
-    fig, axes = plt.subplots(len(with_recon), len(ids), figsize=(1.6 * len(ids), 1.6 * len(with_recon)),
-                             squeeze=False)
-    for i, run in enumerate(with_recon):
-        recs = {rec["id"]: rec for rec in run["records"]}
-        for j, sample_id in enumerate(ids):
-            ax = axes[i][j]
-            ax.imshow(Image.open(run["folder"] / recs[sample_id]["recon"]).convert("RGB"))
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title(sample_id, fontsize=7)
-            if j == 0:
-                ax.set_ylabel(run["row"]["run"], fontsize=6)
-    fig.tight_layout(), fig.savefig(root / "grid.png", dpi=120), plt.close(fig)
+    fig, axes = plt.subplots(len(with_recon) + 1, len(ids), squeeze=False,
+                             figsize=(CELL_INCHES * len(ids), CELL_INCHES * (len(with_recon) + 1)))
+    for j, sample_id in enumerate(ids):
+        images = [Image.open(run["folder"] / by_id[sample_id]["recon"]).convert("RGB")
+                  for run, by_id in zip(with_recon, recons)]
+        for i, image in enumerate([_input(with_recon[0], recons[0][sample_id], images[0].size), *images]):
+            if image is None:
+                axes[i][j].text(0.5, 0.5, "input not found", ha="center", va="center", fontsize=6)
+            else:
+                axes[i][j].imshow(image)
+        axes[0][j].set_title(sample_id, fontsize=7)
+    several_models = len({run["row"]["model"] for run in with_recon}) > 1
+    axes[0][0].set_ylabel("input", fontsize=6)
+    for i, run in enumerate(with_recon, start=1):
+        axes[i][0].set_ylabel(label(run["row"], several_models, sep="\n"), fontsize=6,
+                              color=method_colour(run["row"]["method"]))
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(root / "grid.png", dpi=DPI)  # no tight bbox: every cell keeps its size
+    plt.close(fig)
     return root / "grid.png"
 
 
 def report(root: str | Path) -> dict:
-    """Write the report files into ``root``; return {"runs": n, "skipped": [...], "files": [...]}."""
+    """Write the report files into ``root``; return {"runs": n, "unfinished": [(run, progress)], "skipped":
+    [(folder, why)], "files": [...]}. Raises PreciseInvError when ``root`` holds no run folder."""
     root = Path(root)
     if not root.is_dir():
-        from preciseinv.errors import PreciseInvError
-
         raise PreciseInvError(f"{str(root)!r} is not a folder; give the folder that holds the run folders")
-    runs, skipped = find_runs(root)
-    (root / "report.md").write_text(markdown(runs, skipped))
+    runs, unfinished, skipped = find_runs(root)
+    if not (runs or unfinished or skipped):
+        raise PreciseInvError(f"no runs in {str(root)!r} (no summary.json, manifest.jsonl or run.json at any depth); "
+                              "give the output_dir of a fit run, or the folder of a --multirun sweep")
+    (root / "report.md").write_text(markdown(runs, unfinished, skipped))
     write_csv(root / "report.csv", [run["row"] for run in runs], COLUMNS)
     write_csv(root / "per_image.csv", per_image_rows(runs),
               ("run", "method", "id", "psnr", "ssim", "lpips", "latent_mse", "nfe_forward", "nfe_backward", "cost",
                "seconds", "converged", "recon"))
     files = [root / "report.md", root / "report.csv", root / "per_image.csv"] + (plots(root, runs) if runs else [])
-    return {"runs": len(runs), "skipped": [(str(f), why) for f, why in skipped], "files": [str(f) for f in files]}
+    return {"runs": len(runs), "unfinished": [(run["row"]["run"], _progress(run)) for run in unfinished],
+            "skipped": [(str(f), why) for f, why in skipped], "files": [str(f) for f in files]}
 
 
 def main(argv: list[str] | None = None) -> None:
-    from preciseinv.errors import PreciseInvError
+    from preciseinv.console import fail
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
@@ -264,9 +386,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         out = report(args[0])
     except PreciseInvError as err:
-        print(f"preciseinv: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
-    print(f"{out['runs']} runs, {len(out['skipped'])} skipped; wrote {', '.join(Path(f).name for f in out['files'])}")
+        fail(err)
+    print(f"{out['runs']} runs, {len(out['skipped'])} skipped, {len(out['unfinished'])} unfinished; "
+          f"wrote {', '.join(Path(f).name for f in out['files'])}")
+    for run, progress in out["unfinished"]:
+        print(f"  unfinished {run}: images done: {progress}")
     for folder, why in out["skipped"]:
         print(f"  skipped {folder}: {why}")
 

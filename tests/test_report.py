@@ -1,33 +1,47 @@
-"""python -m preciseinv.report: run folders in, the paper-style table, CSVs and plots out; bad folders skipped."""
+"""python -m preciseinv.report: run folders in, the paper-style table, CSVs and plots out; unfinished runs listed
+apart, bad folders skipped."""
 
 import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from preciseinv import report as report_module
 from preciseinv.callbacks.writer import summarize
-from preciseinv.report import mean_ci95, report
+from preciseinv.report import CELL_INCHES, DPI, METHOD_COLOURS, TAB10, mean_ci95, method_colour, report
+
+TARGETS = {"preciseinv": "PreciseInv", "ddim": "DDIMInversion", "belm": "BELM"}
 
 
 def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3,
-             edit: dict | None = None) -> None:
+             edit: dict | None = None, complete: bool | None = True) -> None:
     """A run folder as fit (or edit, with ``edit`` metrics per record) writes it: manifest records and the summary
-    computed from them."""
+    computed from them (``complete=None``: a summary written before it said whether the run finished)."""
     folder.mkdir(parents=True)
     records = [{"id": f"im{i}", "psnr": p, "ssim": 0.9, "lpips": None, "latent_mse": 1e-4, "seconds": 0.5,
                 "converged": [True, True], "nfe_forward": 10, "nfe_backward": 2, "phase": ["init", "anderson"],
                 "peak_memory_mb": 100.0, **(edit or {})} for i, p in enumerate(psnrs)]
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    target = {"preciseinv": "preciseinv.methods.PreciseInv", "ddim": "preciseinv.methods.DDIMInversion"}[method]
     config = {"model": {"name": "mini"}, "num_steps": 2,
-              "method": {"_target_": target, "eta": eta,
+              "method": {"_target_": f"preciseinv.methods.{TARGETS[method]}", "eta": eta,
                          **({"solver": {"_target_": f"preciseinv.solvers.{solver}"}} if solver else {})}}
-    (folder / "summary.json").write_text(json.dumps(summarize(records, [], config)))
+    summary = summarize(records, [], config, complete=bool(complete))
+    if complete is None:
+        del summary["complete"]
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def md_rows(root: Path) -> dict[str, list[str]]:
+    """report.md's main table: run -> its cells."""
+    lines = (root / "report.md").read_text().split("\n\n")[2].splitlines()[2:]
+    return {cells[-1]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
 
 
 def test_mean_and_95_percent_interval():
@@ -44,9 +58,9 @@ def test_report_rows_files_and_skipped_folders(tmp_path):
     (tmp_path / "broken" / "summary.json").write_text("{not json")
     (tmp_path / "broken" / "manifest.jsonl").write_text("")
     (tmp_path / "unfinished").mkdir()
-    (tmp_path / "unfinished" / "manifest.jsonl").write_text('{"id": "x"}\n')
+    (tmp_path / "unfinished" / "manifest.jsonl").write_text('{"id": "x"}\n')  # died before its summary
     out = report(tmp_path)
-    assert out["runs"] == 3 and len(out["skipped"]) == 2
+    assert out["runs"] == 3 and len(out["skipped"]) == 1 and out["unfinished"] == [("unfinished", "1")]
     rows = {r["run"]: r for r in csv.DictReader(open(tmp_path / "report.csv"))}
     assert set(rows) == {"sweep/method=preciseinv", "sweep/method=ddim", "deep/er/eta=1e-5"}
     precise = rows["sweep/method=preciseinv"]
@@ -55,7 +69,8 @@ def test_report_rows_files_and_skipped_folders(tmp_path):
     assert rows["sweep/method=ddim"]["method"] == "ddim" and rows["sweep/method=ddim"]["solver"] == ""
     assert len(list(csv.DictReader(open(tmp_path / "per_image.csv")))) == 7
     text = (tmp_path / "report.md").read_text()
-    assert "32.00 ± " in text and "## Skipped" in text and "broken" in text and "unfinished" in text
+    assert "32.00 ± " in text and "## Skipped" in text and "broken" in text
+    assert "## Unfinished" in text and "- `unfinished`: images done: 1" in text
     for name in ("psnr_vs_seconds.png", "psnr_vs_eta.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "## Editing" not in text and precise["bg_psnr_mean"] == ""
@@ -93,3 +108,125 @@ def test_multirun_sweep_then_report(tmp_path):
     assert set(psnr) == {"ddim", "ceiling", "renoise"} and psnr["ceiling"] >= 100
     assert psnr["ddim"] + 5 < psnr["renoise"] < 37.0  # 12.2 and 22.5 dB measured; PreciseInv: 37.3
     assert (sweep / "grid.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory, fit_in_process):
+    """Three tiny runs of the embedded model on the four bundled photos, as a sweep folder: DDIM inversion and the
+    ceiling (exact on this pixel model) to their end, PreciseInv stopped by a Ctrl-C after its first image."""
+    from preciseinv import preemption
+    from preciseinv.callbacks.writer import InversionWriter
+
+    sweep = tmp_path_factory.mktemp("sweep")
+    for method in ("ddim", "ceiling"):
+        fit_in_process(f"method={method}", "~logger", "lpips=false", f"output_dir={sweep / method}")
+    write = InversionWriter.write_on_batch_end
+
+    def write_then_ctrl_c(self, *args, **kwargs):
+        write(self, *args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # the run stops at the start of its next batch
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(preemption.Interrupted):
+        patch.setattr(InversionWriter, "write_on_batch_end", write_then_ctrl_c)
+        fit_in_process("solver=fixed_point", "method.max_iters=40", "data.batch_size=1", "~logger", "lpips=false",
+                       f"output_dir={sweep / 'preciseinv'}")
+    return sweep
+
+
+def test_summary_says_whether_the_run_finished(real_runs):
+    summary = {m: json.loads((real_runs / m / "summary.json").read_text()) for m in ("ddim", "ceiling", "preciseinv")}
+    assert summary["ddim"]["complete"] is True and summary["ddim"]["n"] == 4
+    assert summary["ceiling"]["complete"] is True
+    assert summary["preciseinv"]["complete"] is False and summary["preciseinv"]["n"] == 1
+
+
+def test_an_interrupted_run_is_listed_below_the_tables_not_in_them(real_runs):
+    out = report(real_runs)
+    assert out["runs"] == 2 and out["unfinished"] == [("preciseinv", "1")] and not out["skipped"]
+    assert {r["run"] for r in csv.DictReader(open(real_runs / "report.csv"))} == {"ddim", "ceiling"}
+    assert {r["run"] for r in csv.DictReader(open(real_runs / "per_image.csv"))} == {"ddim", "ceiling"}
+    assert set(md_rows(real_runs)) == {"ddim", "ceiling"}
+    unfinished = (real_runs / "report.md").read_text().split("## Unfinished")[1]
+    assert "- `preciseinv` (preciseinv/fixed_point T=2 η=0.001): images done: 1" in unfinished
+
+
+def test_an_exact_method_reads_exact_with_blank_columns_that_do_not_apply(real_runs, tmp_path):
+    """The ceiling on the pixel model (a real run) and BELM (exact by construction): PSNR `exact`, no η, solver or
+    converged fraction; DDIM inversion keeps its measured PSNR and converged fraction."""
+    report(real_runs)
+    cells = md_rows(real_runs)  # method model T η solver n PSNR SSIM LPIPS s/image cost peak converged run
+    assert cells["ceiling"][:7] == ["ceiling", "mini", "2", "", "", "4", "exact"] and cells["ceiling"][12] == ""
+    assert cells["ddim"][3:5] == ["", ""] and "±" in cells["ddim"][6] and cells["ddim"][12] == "0.00"
+    ceiling = next(r for r in csv.DictReader(open(real_runs / "report.csv")) if r["method"] == "ceiling")
+    assert ceiling["exact"] == "True" and ceiling["converged_fraction"] == ceiling["eta"] == ""
+    fake_run(tmp_path / "belm", "belm", [120.0, 120.0], solver=None)
+    report(tmp_path)
+    assert md_rows(tmp_path)["belm"][:7] == ["belm", "mini", "2", "", "", "2", "exact"]
+    assert md_rows(tmp_path)["belm"][12] == "" and "120.00" not in (tmp_path / "report.md").read_text()
+
+
+def test_grid_has_the_inputs_as_its_first_row(real_runs):
+    import numpy as np
+
+    report(real_runs)
+    grid = Image.open(real_runs / "grid.png")  # 4 images; rows: the inputs, ddim, ceiling
+    assert grid.size == (round(4 * CELL_INCHES * DPI), round(3 * CELL_INCHES * DPI))
+    top = np.asarray(grid.convert("RGB"))[: grid.height // 3].astype(int)
+    assert (top.sum(-1) < 700).mean() > 0.5  # the four photos, not "input not found" on white
+
+
+def test_a_method_has_one_colour_in_every_plot(tmp_path, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    assert method_colour("preciseinv") == METHOD_COLOURS["preciseinv"]
+    assert len(set(METHOD_COLOURS.values())) == len(METHOD_COLOURS)  # no two known methods alike
+    assert method_colour("newmethod") == method_colour("newmethod") in TAB10  # by the name alone
+    fake_run(tmp_path / "hybrid-3", "preciseinv", [30.0, 31.0], eta=1e-3)
+    fake_run(tmp_path / "hybrid-5", "preciseinv", [40.0, 41.0], eta=1e-5)
+    fake_run(tmp_path / "adamw-5", "preciseinv", [35.0, 36.0], solver="AdamW", eta=1e-5)
+    fake_run(tmp_path / "ddim", "ddim", [12.0, 13.0], solver=None)
+    drawn: dict[str, dict[str, set]] = {}  # plot -> method -> colours
+    save = report_module._save
+
+    def spy(fig, ax, path, plt):
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            colour = handle.get_color() if hasattr(handle, "get_marker") else handle.get_facecolor()[0]
+            drawn.setdefault(path.name, {}).setdefault(text.split("/")[0].split()[0], set()).add(to_hex(colour))
+        return save(fig, ax, path, plt)
+
+    monkeypatch.setattr(report_module, "_save", spy)
+    report(tmp_path)
+    assert drawn["psnr_vs_seconds.png"] == {"preciseinv": {METHOD_COLOURS["preciseinv"]},
+                                            "ddim": {METHOD_COLOURS["ddim"]}}
+    assert drawn["psnr_vs_eta.png"] == {"preciseinv": {METHOD_COLOURS["preciseinv"]}}  # ddim has no η to vary
+
+
+def test_runs_written_before_summary_said_are_judged_from_their_files(tmp_path):
+    """No ``complete`` key: run.json's last_run (written at the end) makes a run finished, rank files left behind
+    make it unfinished, nothing either way leaves it in the table as not known; a run killed before its summary is
+    unfinished with what it published."""
+    fake_run(tmp_path / "ended", "ddim", [12.0, 13.0], solver=None, complete=None)
+    (tmp_path / "ended" / "run.json").write_text(json.dumps({"last_run": {"images": 2}}))
+    fake_run(tmp_path / "stopped", "ddim", [12.0], solver=None, complete=None)
+    (tmp_path / "stopped" / "records").mkdir()
+    (tmp_path / "stopped" / "records" / "rank-0.jsonl").write_text('{"id": "im0"}\n')
+    fake_run(tmp_path / "older", "ddim", [12.0, 13.0], solver=None, complete=None)
+    (tmp_path / "killed" / "records").mkdir(parents=True)
+    (tmp_path / "killed" / "run.json").write_text(json.dumps({"method": {"_target_": "preciseinv.methods.PreciseInv"}}))
+    (tmp_path / "killed" / "records" / "rank-0.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
+    out = report(tmp_path)
+    assert set(md_rows(tmp_path)) == {"ended", "older"}
+    assert sorted(out["unfinished"]) == [("killed", "2"), ("stopped", "1")]
+    text = (tmp_path / "report.md").read_text()
+    assert "Not known to have finished (written before summary.json said): `older`." in text
+
+
+def test_a_folder_without_runs_is_one_line_and_exit_2(tmp_path, capsys):
+    from preciseinv.report import main
+
+    with pytest.raises(SystemExit) as exit_status:
+        main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_status.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"preciseinv: error: no runs in {str(tmp_path)!r}")
+    assert not (tmp_path / "report.md").exists()

@@ -1,4 +1,5 @@
-"""``summary.json``: means over the assembled manifest, the run's cost and the solver phases."""
+"""``summary.json``: means over the assembled manifest, the run's cost and the solver phases, and whether the run
+reached its end (``complete``)."""
 
 from __future__ import annotations
 
@@ -73,10 +74,11 @@ class Summary:
     def mean(self, key: str) -> float | None:
         return self.sums[key] / self.counts[key] if self.counts.get(key) else None
 
-    def result(self, n_failed: int, config: dict | None = None) -> dict:
+    def result(self, n_failed: int, config: dict | None = None, complete: bool = False) -> dict:
         return {
             "n": self.n,
             "n_failed": n_failed,
+            "complete": complete,  # the run reached its end; false: stopped, or assembled after it died
             **{name: (None if name == "lpips_mean" and self.lpips_missing else self.mean(key))
                for name, key in self.MEANS.items() if name != "seconds_per_image"},
             "seconds_per_image": self.mean("seconds"),
@@ -94,20 +96,22 @@ class Summary:
         }
 
 
-def summarize(records: list[dict], failures: list[dict], config: dict | None = None) -> dict:
+def summarize(records: list[dict], failures: list[dict], config: dict | None = None, complete: bool = False) -> dict:
     """The ``summary.json`` of a manifest (the last record of each id counts)."""
     latest = {r["id"]: r for r in records}
     summary = Summary()
     for r in latest.values():
         summary.add(r)
-    return summary.result(len({f["id"] for f in failures} - set(latest)), config)
+    return summary.result(len({f["id"] for f in failures} - set(latest)), config, complete)
 
 
-def write_summary(output_dir: Path, config: dict | None = None, remove_rank_files: bool = False) -> dict:
+def write_summary(output_dir: Path, config: dict | None = None, remove_rank_files: bool = False,
+                  complete: bool = False) -> dict:
     """Assemble the manifest (``records.assemble``) and write ``summary.json`` over it: this run's samples and
-    earlier runs' alike."""
+    earlier runs' alike. ``complete``: written at the run's end (by its writer; a stopped run, or one that died and
+    was assembled by ``python -m preciseinv.manifest``, is not)."""
     accumulator = Summary()
     _, failures = assemble(output_dir, remove_rank_files, accumulator.add)
-    summary = accumulator.result(len({f["id"] for f in failures}), config)
+    summary = accumulator.result(len({f["id"] for f in failures}), config, complete)
     atomic_write_bytes(Path(output_dir) / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
