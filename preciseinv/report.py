@@ -272,7 +272,8 @@ def _save(fig, ax, path: Path, plt) -> Path:
 
 
 def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
-    """The Pareto view and PSNR against eta (exact runs, at the 120 dB cap, left out), and the grid."""
+    """The Pareto view, PSNR against eta (exact runs, at the 120 dB cap, left out), cost per image against images
+    seen, and the grid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -300,6 +301,17 @@ def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
                     label=label(first, several_models, with_eta=False), **style)
         ax.set_xscale("log"), ax.invert_xaxis(), ax.set_xlabel("η"), ax.set_ylabel("PSNR (dB)")
         written.append(_save(fig, ax, root / "psnr_vs_eta.png", plt))
+    costed = [run for run in runs if run["row"]["solver"] and len(run["records"]) > 1]
+    if costed:  # what each image costs as a run goes on (a learned warm start makes later images cheaper)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for run, style in zip(costed, _styles([run["row"] for run in costed])):
+            costs = [float(cost(r) or 0) for r in run["records"]]  # in the order the images were inverted
+            window = max(1, len(costs) // 20)
+            smooth = [sum(costs[i - window:i]) / window for i in range(window, len(costs) + 1)]
+            ax.plot(range(window, len(costs) + 1), smooth, color=style["color"],
+                    label=label(run["row"], several_models))
+        ax.set_xlabel("images seen"), ax.set_ylabel("cost per image (moving mean)")
+        written.append(_save(fig, ax, root / "cost_vs_images.png", plt))
     grid = _grid(root, runs, grid_images, plt)
     return written + ([grid] if grid else [])
 

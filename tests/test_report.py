@@ -71,7 +71,7 @@ def test_report_rows_files_and_skipped_folders(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "32.00 ± " in text and "## Skipped" in text and "broken" in text
     assert "## Unfinished" in text and "- `unfinished`: images done: 1" in text
-    for name in ("psnr_vs_seconds.png", "psnr_vs_eta.png"):
+    for name in ("psnr_vs_seconds.png", "psnr_vs_eta.png", "cost_vs_images.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "## Editing" not in text and precise["bg_psnr_mean"] == ""
 
@@ -199,6 +199,7 @@ def test_a_method_has_one_colour_in_every_plot(tmp_path, monkeypatch):
     assert drawn["psnr_vs_seconds.png"] == {"preciseinv": {METHOD_COLOURS["preciseinv"]},
                                             "ddim": {METHOD_COLOURS["ddim"]}}
     assert drawn["psnr_vs_eta.png"] == {"preciseinv": {METHOD_COLOURS["preciseinv"]}}  # ddim has no η to vary
+    assert drawn["cost_vs_images.png"] == {"preciseinv": {METHOD_COLOURS["preciseinv"]}}  # ddim's cost is fixed
 
 
 def test_runs_written_before_summary_said_are_judged_from_their_files(tmp_path):
