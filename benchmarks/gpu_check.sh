@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement and GPU-only test in one call (sized for one device call of up to ten minutes on one
+# Every GPU measurement and GPU-only test in one call (sized for one run of up to ten minutes on one
 # H100/H200; the steps run in order of importance, and each one's rows are kept as soon as it ends):
 #   - the GPU-only tests (tests/accel: CUDA's sync debug mode raises on any host sync in the inner iteration);
 #   - `speed` steps: benchmarks/speed.py, the engine's ms per image-iteration for SD1.5 (512 px), SDXL (1024 px) and
@@ -11,11 +11,11 @@
 #   - `fit` steps: benchmarks/throughput.py, images per second of `python -m preciseinv.fit` end to end
 #     (data.batch_size=auto probed on the GPU, loader, VAE, solver, writer thread or inline writes): one size, one
 #     run's steady rate (its first batch, and so its start-up, left out); two sizes, the marginal rate of two runs.
-# Each measurement is appended to benchmarks/results.jsonl and copied to $OUT (when the device tool provides one)
+# Each measurement is appended to benchmarks/results.jsonl and copied to $OUT (when $OUT names a folder)
 # after every step. STEPS lists "speed|model|batches|speed.py flags", "pipe|sd15|folder|" and
 # "fit|model|images [images]|fit overrides" lines. On a CPU, try it small:
 #   STEPS="speed|mini|1|" PRECISION=fp32 ITERS=1 GPU_TESTS=0 bash benchmarks/gpu_check.sh
-# On a device call of 560 s: DEADLINE=530 bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/log
+# Under a time limit of 560 s: DEADLINE=530 bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/log
 set -uo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
@@ -49,14 +49,14 @@ speed|mini|1 64|--solver adamw fixed_point --compile reduce-overhead --compile-s
 fit|mini|576|model.compile=reduce-overhead"
 steps=${STEPS-$default_steps}
 
-save() {  # the rows so far, where the device tool collects files
+save() {  # the rows so far, into $OUT (a folder the caller collects)
   if [ -n "${OUT:-}" ] && [ -d "${OUT}" ] && [ -f "$results" ] \
      && [ "$(realpath "$results")" != "$(realpath "$OUT")/$(basename "$results")" ]; then
     cp "$results" "$OUT/"
   fi
 }
 
-# On the device machine the image has torch, lightning and transformers but not diffusers or hydra: wheels carried
+# A GPU machine without network that has torch, lightning and transformers but not diffusers or hydra: wheels carried
 # in .whl/ (ignored by git; see docs/benchmarks.md) and this checkout are installed into a private folder first.
 if ! "$py" -c "import diffusers, hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   site=${SITE:-/tmp/preciseinv-site}
@@ -100,7 +100,7 @@ if [ "${GPU_TESTS:-1}" = 1 ]; then
     echo "(no pytest here: GPU-only tests not run)"
   fi
 fi
-# DEADLINE (seconds from the script's start, e.g. a little under the device call's limit): no step starts after
+# DEADLINE (seconds from the script's start, e.g. a little under the run's time limit): no step starts after
 # it, and a step is cut at it, so the script ends by itself with its log whole instead of being killed mid-step.
 limit() {  # a step's timeout: its own, or what is left before the deadline
   local left=$(( ${DEADLINE:-1000000} - SECONDS ))

@@ -2,16 +2,17 @@
 split once by seed into a tuning half and an evaluation half.
 
 Solvers are tuned on the tuning half only; claims ("never worse than adamw", "converges on every family") are made
-from the evaluation half. The evaluation seeds (10, 11) were first built after the default solver was fixed.
+from the evaluation half. The evaluation seeds (10, 11) played no part in choosing the default solver.
 
     from suite import SUITE, build
     [m.name for m in SUITE if m.half == "eval"]
 
 Families: SD with epsilon and v prediction, LCM, SDXL, SD3, FLUX (random weights, latent space), and pixel DDPMs
 with and without ``clip_sample``; sizes ``s`` (the test models' widths, one layer per block), ``m`` (twice the
-width, two layers per block) and ``raw`` (size ``s`` with the output layer left as initialised: the stress test). The trained pixel DDPMs (``mini``, ``mini-clip``) at leading and trailing spacing
-are listed apart (``half == "trained"``): the solvers were developed on them before this split existed, so they
-count as tuning data, and their own targets are reported beside the evaluation half.
+width, two layers per block) and ``raw`` (size ``s`` with the output layer left as initialised: the stress test).
+The trained pixel DDPMs (``mini``, ``mini-clip``) at leading and trailing spacing are listed apart
+(``half == "trained"``): the solvers were developed on them, so they count as tuning data, and their own targets are
+reported beside the evaluation half.
 """
 
 from __future__ import annotations

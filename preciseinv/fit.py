@@ -85,7 +85,7 @@ def run(cfg) -> dict:
     sizing = {}
     if cfg.data.get("crop") == "none":  # keep aspect ratios: sides become multiples of what the model needs
         sizing["size_multiple"] = size_multiple(model_spec.path, model_spec.revision)
-    else:  # a square side the model cannot take: one line now, not a shape error deep in the network
+    else:  # a square side the model cannot take: one line naming the sizes it takes
         need = size_multiple(model_spec.path, model_spec.revision, strict=True)
         if int(resolution) % need:
             low, high = int(resolution) // need * need, (int(resolution) // need + 1) * need

@@ -4,8 +4,8 @@ manifest, one line per sample (its latest record). Safe to run any number of tim
 into DIR.
 
 ``--verify`` checks instead, without a GPU, that every finished sample's files are there and intact (each file
-re-read and re-hashed against the size and SHA-256 its record holds; latent files of older records, which hold
-none, are loaded): it writes ``damaged.jsonl`` ({id, why} per damaged sample) into DIR and exits with status 1 if
+re-read and re-hashed against the size and SHA-256 its record holds; latent files of records without
+checksums are loaded): it writes ``damaged.jsonl`` ({id, why} per damaged sample) into DIR and exits with status 1 if
 any is damaged. Rerunning the run's command redoes exactly those samples."""
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def test_solver_benchmark_prints_its_table(tmp_path):
 
 
 def test_gpu_check_runs_small_on_a_cpu(tmp_path):
-    """benchmarks/gpu_check.sh is what a lent GPU runs; here it runs its smallest form and appends its rows."""
+    """benchmarks/gpu_check.sh is what a GPU machine runs; here it runs its smallest form and appends its rows."""
     import json
     import os
 
@@ -55,7 +55,7 @@ def test_gpu_check_runs_small_on_a_cpu(tmp_path):
 
 
 def test_gpu_check_starts_no_step_past_its_deadline(tmp_path):
-    """DEADLINE: the script ends by itself (its log whole) rather than being killed by the device call's limit."""
+    """DEADLINE: the script ends by itself (its log whole) rather than being killed at its time limit."""
     import os
 
     env = {**os.environ, "PYTHON": sys.executable, "GPU_TESTS": "0", "DEADLINE": "10",

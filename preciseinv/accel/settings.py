@@ -4,7 +4,7 @@
   loses nothing the residual can see at the paper's eta; the network runs under the preset's autocast anyway);
 - ``channels_last`` memory format for a convolutional denoiser (UNets; cuDNN's bf16/fp16 kernels are NHWC);
 - ``compile``: ``torch.compile`` of the denoiser's forward in place (the adapter keeps its module, so ``.config``,
-  ``.dtype`` and ``.to`` work as before), with the batch dimension dynamic from the first call and every other
+  ``.dtype`` and ``.to`` work as on the uncompiled module), with the batch dimension dynamic from the first call and every other
   size static (``batch_dynamic``): the shrinking working set reuses one graph per grad mode and batch range (a batch
   of one has graphs of its own, and a network that branches on its batch, such as diffusers' resampling blocks at
   64 rows, splits the range there). Left to itself, dynamo would compile a static graph first and recompile a
