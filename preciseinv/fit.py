@@ -130,9 +130,9 @@ def run(cfg) -> dict:
                 stop.exit_status = 0
                 raise
             preemption.wait_for(preemption.child_processes(trainer), seconds=120)  # their last records
-            summary = write_summary(output_dir, config, complete=False)  # publish what is finished
             left = _num_samples(datamodule.dataset)
             total = None if left is None else len(done) + left
+            summary = write_summary(output_dir, config, complete=False, total=total)  # publish what is finished
             stop.message = (f"interrupted after {summary['n']}" + (f" of {total}" if total is not None else "")
                             + " samples; rerun the same command to resume")
             raise

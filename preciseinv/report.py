@@ -123,7 +123,8 @@ def read_run(folder: Path) -> dict:
     records = read_jsonl(folder / "manifest.jsonl")
     done = len(latest_records(folder)) if rank_record_files(folder) else len(records)  # what a run that died published
     limit = (config.get("data") or {}).get("limit")
-    run = {"row": row, "records": records, "folder": folder, "config": config, "done": done, "total": limit,
+    run = {"row": row, "records": records, "folder": folder, "config": config, "done": done,
+           "total": (summary or {}).get("n_total", limit),
            "complete": finished(folder, summary, done, limit)}
     if run["complete"] is False:
         return run

@@ -138,16 +138,17 @@ def test_summary_says_whether_the_run_finished(real_runs):
     assert summary["ddim"]["complete"] is True and summary["ddim"]["n"] == 4
     assert summary["ceiling"]["complete"] is True
     assert summary["preciseinv"]["complete"] is False and summary["preciseinv"]["n"] == 1
+    assert summary["preciseinv"]["n_total"] == 4 and "n_total" not in summary["ddim"]
 
 
 def test_an_interrupted_run_is_listed_below_the_tables_not_in_them(real_runs):
     out = report(real_runs)
-    assert out["runs"] == 2 and out["unfinished"] == [("preciseinv", "1")] and not out["skipped"]
+    assert out["runs"] == 2 and out["unfinished"] == [("preciseinv", "1 of 4")] and not out["skipped"]
     assert {r["run"] for r in csv.DictReader(open(real_runs / "report.csv"))} == {"ddim", "ceiling"}
     assert {r["run"] for r in csv.DictReader(open(real_runs / "per_image.csv"))} == {"ddim", "ceiling"}
     assert set(md_rows(real_runs)) == {"ddim", "ceiling"}
     unfinished = (real_runs / "report.md").read_text().split("## Unfinished")[1]
-    assert "- `preciseinv` (preciseinv/fixed_point T=2 η=0.001): images done: 1" in unfinished
+    assert "- `preciseinv` (preciseinv/fixed_point T=2 η=0.001): images done: 1 of 4" in unfinished
 
 
 def test_an_exact_method_reads_exact_with_blank_columns_that_do_not_apply(real_runs, tmp_path):

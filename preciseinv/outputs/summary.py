@@ -106,12 +106,14 @@ def summarize(records: list[dict], failures: list[dict], config: dict | None = N
 
 
 def write_summary(output_dir: Path, config: dict | None = None, remove_rank_files: bool = False,
-                  complete: bool = False) -> dict:
+                  complete: bool = False, total: int | None = None) -> dict:
     """Assemble the manifest (``records.assemble``) and write ``summary.json`` over it: this run's samples and
     earlier runs' alike. ``complete``: written at the run's end (by its writer; a stopped run, or one that died and
     was assembled by ``python -m preciseinv.manifest``, is not)."""
     accumulator = Summary()
     _, failures = assemble(output_dir, remove_rank_files, accumulator.add)
     summary = accumulator.result(len({f["id"] for f in failures}), config, complete)
+    if total is not None:  # a stopped run: how many samples its dataset holds
+        summary["n_total"] = total
     atomic_write_bytes(Path(output_dir) / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
