@@ -158,6 +158,13 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
             options = _options(group)
             hint = _did_you_mean(name, options, f"{group} is one of {', '.join(options)}")
             raise PreciseInvError(f"{group}={name} is not an option; {hint}") from None
+        unparsed = re.search(r"(mismatched|extraneous|no viable|token recognition|Ambiguous value)", text)
+        if unparsed:  # a value with characters of Hydra's override grammar: quoting it is the fix
+            arg = next((a for a in argv if re.search(r"=.*[=,\[\]{}()'\"\\ ]", a)), None)
+            if arg:
+                key, value = arg.split("=", 1)
+                raise PreciseInvError(f"{arg}: Hydra reads = , [ ] {{ }} ( ) and quotes in a value as syntax: quote "
+                                      f"the value, as in \"{key}='{value}'\"") from None
         raise PreciseInvError(text or type(err).__name__) from None
     _check_types(config_name, argv, cfg)
 

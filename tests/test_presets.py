@@ -67,6 +67,10 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["lpips=maybe"], "lpips=maybe: lpips takes true or false"),
     (["num_steps=two"], "num_steps=two: num_steps takes a number"),
     (["output_dir=FILE"], "is a file, not a folder"),
+    (["output_dir=runs/method=ddim,num_steps=2"], "output_dir=runs/method=ddim,num_steps=2: Hydra reads = , [ ] { } ( ) "
+                                                  "and quotes in a value as syntax: quote the value, as in "
+                                                  "\"output_dir='runs/method=ddim,num_steps=2'\""),
+    (["data.prompt=a cat, a dog"], "quote the value, as in \"data.prompt='a cat, a dog'\""),
 ])
 def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     from preciseinv.errors import PreciseInvError
