@@ -1,6 +1,6 @@
 """Reading an image file into the model's square input, whatever its mode, orientation or size.
 
-Policy (documented in the README): EXIF orientation is applied; every mode becomes RGB (16-bit is rescaled,
+Policy (documented in docs/configuration.md): EXIF orientation is applied; every mode becomes RGB (16-bit is rescaled,
 alpha is composited on white, CMYK and palette are converted); then, with ``crop="center"`` (default), the short
 side is resized to the model's resolution with Lanczos filtering and the center square is cropped, with
 ``crop="stretch"`` the whole image is resized to the square (aspect ratio not kept, nothing cut off), and with

@@ -39,12 +39,14 @@ def command_line(config_name: str) -> None:
 
 
 @contextlib.contextmanager
-def interruptible():
-    """Ctrl-C before the run has its own handlers (imports, model load): one line and exit 130, no traceback."""
+def interruptible(resumable: bool = True):
+    """Ctrl-C before the run has its own handlers (imports, model load): one line and exit 130, no traceback.
+    ``resumable``: a command that resumes into its output_dir (fit, edit) says so."""
     try:
         yield
     except KeyboardInterrupt:
-        print("preciseinv: interrupted; finished samples are kept: rerun the same command to resume", file=sys.stderr)
+        print("preciseinv: interrupted" + ("; finished samples are kept: rerun the same command to resume"
+                                           if resumable else ""), file=sys.stderr)
         raise SystemExit(130) from None
 
 
@@ -145,7 +147,7 @@ def _config_name(node) -> str | None:
         return target.rsplit(".", 1)[-1].lower()
 
 
-def _fmt(value, spec: str) -> str:
+def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -153,13 +155,13 @@ def summary_table(summary: dict, pace: dict | None = None) -> str:
     """The summary as a two-line table; ``pace``: run.json ``last_run`` (this run's steady images per second, all
     ranks, its first batch left out; "-" for a run of one batch a rank)."""
     cols = [("images", str(summary.get("n"))), ("failed", str(summary.get("n_failed"))),
-            ("PSNR", _fmt(summary.get("psnr_mean"), ".2f")), ("SSIM", _fmt(summary.get("ssim_mean"), ".4f")),
-            ("LPIPS", _fmt(summary.get("lpips_mean"), ".4f")),
-            ("converged", _fmt(summary.get("converged_fraction"), ".0%")),
-            ("cost/image", _fmt(summary.get("cost_mean"), ".0f")),
-            ("s/image", _fmt(summary.get("seconds_per_image"), ".3f")),
-            ("peak MB", _fmt(summary.get("peak_memory_mb"), ".0f")),
-            ("img/s", _fmt((pace or {}).get("steady_images_per_second"), ".2f"))]
+            ("PSNR", fmt(summary.get("psnr_mean"), ".2f")), ("SSIM", fmt(summary.get("ssim_mean"), ".4f")),
+            ("LPIPS", fmt(summary.get("lpips_mean"), ".4f")),
+            ("converged", fmt(summary.get("converged_fraction"), ".0%")),
+            ("cost/image", fmt(summary.get("cost_mean"), ".0f")),
+            ("s/image", fmt(summary.get("seconds_per_image"), ".3f")),
+            ("peak MB", fmt(summary.get("peak_memory_mb"), ".0f")),
+            ("img/s", fmt((pace or {}).get("steady_images_per_second"), ".2f"))]
     return table(cols)
 
 

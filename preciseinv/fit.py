@@ -145,6 +145,11 @@ def run(cfg) -> dict:
 
 
 def main(config_name: str = "fit") -> None:
+    with console.interruptible():  # Ctrl-C from the first import on: one line
+        _command(config_name)
+
+
+def _command(config_name: str) -> None:
     import hydra
 
     console.command_line(config_name)
@@ -179,8 +184,7 @@ def main(config_name: str = "fit") -> None:
             if hint:
                 print(hint)
 
-    with console.interruptible():
-        _main()
+    _main()
 
 
 if __name__ == "__main__":

@@ -111,6 +111,11 @@ def run(cfg) -> dict:
 
 
 def main() -> None:
+    with console.interruptible(resumable=False):  # Ctrl-C from the first import on: one line
+        _command()
+
+
+def _command() -> None:
     import hydra
 
     console.command_line("interpolate")
@@ -122,12 +127,11 @@ def main() -> None:
         except PreciseInvError as err:
             console.fail(err)
         print(console.table([("frames", str(report["frames"])), ("mode", report["mode"]),
-                             ("PSNR a", console._fmt(report.get("psnr_a"), ".2f")),
-                             ("PSNR b", console._fmt(report.get("psnr_b"), ".2f"))]))
+                             ("PSNR a", console.fmt(report.get("psnr_a"), ".2f")),
+                             ("PSNR b", console.fmt(report.get("psnr_b"), ".2f"))]))
         print(f"outputs in {report['output_dir']}: strip.png, interpolation.gif, frames/, interpolation.json")
 
-    with console.interruptible():
-        _main()
+    _main()
 
 
 if __name__ == "__main__":

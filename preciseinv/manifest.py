@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from preciseinv.outputs.records import RECORDS
+from preciseinv.outputs.records import RECORDS, rank_record_files
 from preciseinv.outputs.summary import write_summary
 
 LIVE_SECONDS = 120  # a rank file written this recently belongs to a run that is still going
@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify:
         return check(out)
     config = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else None
-    summary = write_summary(out, config, remove_rank_files=True)
+    before = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    # a run that died left rank files: not complete; without any, nothing changes what the last summary said
+    complete = bool(before.get("complete")) and not rank_record_files(out)
+    summary = write_summary(out, config, remove_rank_files=True, complete=complete, total=before.get("n_total"))
     print(f"{out / 'manifest.jsonl'}: {summary['n']} samples, {summary['n_failed']} failed; summary.json written")
     return 0
 

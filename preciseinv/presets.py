@@ -33,7 +33,7 @@ COMMON = (("data=folder data.root=DIR", "your images (any size; data=coco data.r
           ("solver=adamw", "how preciseinv solves each step (hybrid: the default)"),
           ("method.eta=1e-5", "the residual below which a step counts as solved"),
           ("num_steps=4", "T, the number of sampler steps"),
-          ("output_dir=DIR", "where outputs go; the same command again resumes there"),
+          ("output_dir=DIR", "where outputs go"),
           ("trainer.devices=8", "GPUs (DDP shards the dataset)"),
           ("data.batch_size=4", "images per batch (auto: the largest that fits)"),
           ("~logger", "no W&B (logger=csv or tensorboard for other loggers)"))
@@ -63,8 +63,12 @@ def help_text(config_name: str) -> str:
         lines.append(f"  {group.ljust(width)}{', '.join(ordered) if ordered else '-'}"
                      + ("  (none by default)" if choice is None else ""))
     lines += ["", "settings people change most:"]
-    common = [(example, what) for example, what in COMMON if config_name != "interpolate"  # one pair, no dataset
-              or example.split("=")[0] in ("model", "method", "solver", "num_steps", "method.eta", "output_dir")]
+    if config_name == "interpolate":  # one pair of images: no dataset, devices or logger
+        common = [(e, w) for e, w in COMMON if e.split("=")[0] in ("model", "method", "solver", "num_steps",
+                                                                   "method.eta", "output_dir")]
+    else:  # fit and edit resume into their output_dir; edit reads its images from image= or pairs=
+        common = [(e, w + ("; the same command again resumes there" if e.startswith("output_dir") else ""))
+                  for e, w in COMMON if config_name == "fit" or not e.startswith("data=")]
     lines += [f"  {example.ljust(36)}{what}" for example, what in (*FIRST.get(config_name, ()), *common)]
     lines += ["", f"every key and its value: python -m preciseinv.{config_name} --cfg job   "
               "(Hydra's own flags: --hydra-help)"]
@@ -95,10 +99,33 @@ def _dotted_keys(node, prefix: str = "") -> list[str]:
     return keys
 
 
+def _group_choices(argv: list[str]) -> list[str]:
+    """The ``group=option`` arguments of a command line (``method=edict``)."""
+    return [a for a in argv if "=" in a and "." not in a.split("=", 1)[0] and Path(
+        CONFIG_DIR, a.split("=", 1)[0].lstrip("+~")).is_dir()]
+
+
+def _takes_text(cfg, key: str) -> bool:
+    """Whether the constructor a key belongs to takes a string there too (``model.compile``: true, false or a
+    mode such as reduce-overhead), read from its signature."""
+    import inspect
+
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    try:
+        annotation = inspect.signature(get_class(str(node["_target_"]))).parameters[name].annotation
+    except Exception:  # no _target_, not importable, no such parameter: nothing says so
+        return False
+    return "str" in str(annotation)
+
+
 def _check_types(config_name: str, overrides: list[str], cfg) -> None:
     """A number or a true/false setting given a value of another type: one line naming the key and what it takes
-    (rather than a TypeError from inside the constructor). The defaults are composed only when a value could be one:
-    a string or a boolean."""
+    (rather than a TypeError from inside the constructor), unless its constructor takes a string there too. The
+    defaults are composed only when a value could be one: a string or a boolean."""
     from omegaconf import OmegaConf
 
     def value(node, key):
@@ -107,8 +134,7 @@ def _check_types(config_name: str, overrides: list[str], cfg) -> None:
         except Exception:  # an interpolation that needs a Hydra run: not a plain value
             return None
 
-    groups = [a for a in overrides if "." not in a.split("=", 1)[0] and Path(
-        CONFIG_DIR, a.split("=", 1)[0].lstrip("+~")).is_dir()]
+    groups = _group_choices(overrides)
     given = {a.split("=", 1)[0].lstrip("+~"): a for a in overrides if "=" in a and a not in groups}
     suspects = {key: arg for key, arg in given.items() if isinstance(value(cfg, key), (str, bool))}
     if not suspects:
@@ -116,10 +142,36 @@ def _check_types(config_name: str, overrides: list[str], cfg) -> None:
     base = compose(config_name, [*groups, "output_dir=."])
     for key, arg in suspects.items():
         default, new = value(base, key), value(cfg, key)
+        if isinstance(new, str) and _takes_text(base, key):
+            continue
         if isinstance(default, bool) and not isinstance(new, bool):
             raise PreciseInvError(f"{arg}: {key} takes true or false")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(new, (int, float)):
             raise PreciseInvError(f"{arg}: {key} takes a number (default {default})")
+
+
+def _unparsable(argv: list[str]) -> str | None:
+    """The one line for the first argument Hydra's override grammar cannot read (None: every one parses): a value
+    with a comma is a sweep, a list or a string; other characters of the grammar want the value quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        quoted = f'{key}="{value}"' if "'" in value else f"{key}='{value}'"
+        try:
+            override = parser.parse_overrides([arg])[0]
+        except Exception:  # noqa: PERF203  (a few arguments)
+            return (f"{arg}: Hydra reads characters such as = , [ ] {{ }} ( ) ~ # and quotes in a value as syntax: "
+                    f"quote the value, {quoted}, as one shell argument")
+        if override.is_sweep_override():  # a sweep without -m
+            return (f"{arg}: a comma makes a sweep (add -m), [{value}] a list, and {quoted} (quoted, one shell "
+                    "argument) a single value")
+    return None
+
+
+def _unquoted(value: str) -> str:
+    return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
 
 
 def check_command_line(config_name: str, argv: list[str]) -> None:
@@ -135,10 +187,9 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     if any(arg.startswith("-") or arg.lstrip("+~").startswith("hydra.") for arg in argv):
         return  # Hydra's own flags and settings (multirun, search paths): Hydra judges the command line
     for arg in argv:
-        if arg.startswith("output_dir=") and os.path.exists(arg.split("=", 1)[1]) \
-                and not os.path.isdir(arg.split("=", 1)[1]):
-            raise PreciseInvError(f"output_dir {arg.split('=', 1)[1]!r} is a file, not a folder: choose another "
-                                  "output_dir")
+        path = _unquoted(arg.split("=", 1)[1]) if arg.startswith("output_dir=") else None
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise PreciseInvError(f"output_dir {path!r} is a file, not a folder: choose another output_dir")
     overrides = [*argv, *([] if any(a.startswith("output_dir=") for a in argv) else ["output_dir=."])]
     try:
         cfg = compose(config_name, overrides)
@@ -148,7 +199,7 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
         unknown_option = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
         if unknown_key and "not in struct" in text:
             key = unknown_key.group(1)
-            known = _dotted_keys(compose(config_name, ["output_dir=."])) + [
+            known = _dotted_keys(compose(config_name, [*_group_choices(argv), "output_dir=."])) + [
                 p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and not p.name.startswith("_")]
             hint = _did_you_mean(key, known, "`--cfg job` after the command prints every key; +key=value adds a "
                                              "new one")
@@ -158,13 +209,9 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
             options = _options(group)
             hint = _did_you_mean(name, options, f"{group} is one of {', '.join(options)}")
             raise PreciseInvError(f"{group}={name} is not an option; {hint}") from None
-        unparsed = re.search(r"(mismatched|extraneous|no viable|token recognition|Ambiguous value)", text)
-        if unparsed:  # a value with characters of Hydra's override grammar: quoting it is the fix
-            arg = next((a for a in argv if re.search(r"=.*[=,\[\]{}()'\"\\ ]", a)), None)
-            if arg:
-                key, value = arg.split("=", 1)
-                raise PreciseInvError(f"{arg}: Hydra reads = , [ ] {{ }} ( ) and quotes in a value as syntax: quote "
-                                      f"the value, as in \"{key}='{value}'\"") from None
+        bad = _unparsable(argv)
+        if bad:
+            raise PreciseInvError(bad) from None
         raise PreciseInvError(text or type(err).__name__) from None
     _check_types(config_name, argv, cfg)
 
@@ -174,8 +221,9 @@ def run_dir_from_output_dir(argv: list[str]) -> list[str]:
     fresh ``outputs/<date>/<time>/`` of the working directory. Returns ``argv`` with ``hydra.run.dir=DIR`` added
     (unless it sets its own)."""
     given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("output_dir=")]
-    if not given or "," in given[-1] or any(arg in ("-m", "--multirun") or arg.startswith(
-            ("hydra.run.dir=", "++hydra.run.dir=", "hydra.mode=")) for arg in argv):
+    sweep = any(arg in ("-m", "--multirun") for arg in argv) or (
+        given and "," in given[-1] and _unquoted(given[-1]) == given[-1])  # a quoted value is one folder
+    if not given or sweep or any(arg.startswith(("hydra.run.dir=", "++hydra.run.dir=", "hydra.mode=")) for arg in argv):
         return argv  # a sweep runs in Hydra's sweep folders
     return [*argv, f"hydra.run.dir={given[-1]}"]
 

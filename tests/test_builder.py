@@ -131,5 +131,7 @@ def test_a_sweep_of_output_dirs_runs_in_hydras_sweep_folders():
     from preciseinv.presets import run_dir_from_output_dir
 
     assert run_dir_from_output_dir(["output_dir=/a"]) == ["output_dir=/a", "hydra.run.dir=/a"]
+    quoted = "output_dir='runs/method=ddim,num_steps=2'"  # one folder named like a sweep's
+    assert run_dir_from_output_dir([quoted]) == [quoted, "hydra.run.dir='runs/method=ddim,num_steps=2'"]
     for argv in (["output_dir=/a,/b"], ["-m", "output_dir=/a"], ["hydra.mode=MULTIRUN", "output_dir=/a"]):
         assert run_dir_from_output_dir(argv) == argv

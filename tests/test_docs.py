@@ -25,9 +25,10 @@ def test_every_relative_link_resolves():
 
 def test_no_development_history_in_the_project():
     """Issue numbers and work periods belong in git log, not in the files."""
-    pattern = re.compile(r"\b(session \d+|issue #?\d+|round \d+)\b|(?<![\w/])#\d{2,3}\b", re.IGNORECASE)
-    files = [*PAGES, *ROOT.glob("configs/**/*.yaml"), *ROOT.glob("preciseinv/**/*.py"), *ROOT.glob("benchmarks/*.py"),
-             *ROOT.glob("benchmarks/*.sh")]
+    pattern = re.compile(r"\b(session \d+|issue #?\d+|round \d+)\b|(?<![\w/&])#\d{2,5}\b", re.IGNORECASE)
+    files = [*PAGES, *ROOT.glob("configs/**/*.yaml"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("benchmarks/*.sh"),
+             *(path for folder in ("preciseinv", "callbacks", "datamodules", "tests", "notebooks")
+               for path in ROOT.glob(f"{folder}/**/*.py")), *ROOT.glob("notebooks/*.ipynb")]
     found = [f"{path.relative_to(ROOT)}:{n}" for path in files
              for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found

@@ -96,8 +96,8 @@ def test_true_half_precision_is_half_weights_and_an_fp32_solver(default_runs, tm
 
 
 def test_paper_solver_is_unchanged_and_the_default_beats_it(default_runs):
-    """solver=adamw reproduces the figures the paper's recipe gave before the solver rework (README, 2026-11-26:
-    32.62 dB, 604 network calls per image); the default solver is better and cheaper at the same cap."""
+    """solver=adamw reproduces the paper's recipe's figures on the default run (32.62 dB, 604 network calls per
+    image, docs/benchmarks.md); the default solver is better and cheaper at the same cap."""
     adamw, precise = summary(default_runs["adamw"]), summary(default_runs["preciseinv"])
     assert abs(adamw["psnr_mean"] - 32.62) < 0.05 and adamw["cost_mean"] == 604
     assert adamw["config"]["method"]["solver"]["_target_"] == "preciseinv.solvers.AdamW"

@@ -67,10 +67,15 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["lpips=maybe"], "lpips=maybe: lpips takes true or false"),
     (["num_steps=two"], "num_steps=two: num_steps takes a number"),
     (["output_dir=FILE"], "is a file, not a folder"),
-    (["output_dir=runs/method=ddim,num_steps=2"], "output_dir=runs/method=ddim,num_steps=2: Hydra reads = , [ ] { } ( ) "
-                                                  "and quotes in a value as syntax: quote the value, as in "
-                                                  "\"output_dir='runs/method=ddim,num_steps=2'\""),
-    (["data.prompt=a cat, a dog"], "quote the value, as in \"data.prompt='a cat, a dog'\""),
+    (["output_dir=runs/method=ddim,num_steps=2"], "output_dir=runs/method=ddim,num_steps=2: Hydra reads characters "
+                                                  "such as = , [ ] { } ( ) ~ # and quotes in a value as syntax: quote "
+                                                  "the value, output_dir='runs/method=ddim,num_steps=2', as one"),
+    (["source=a cat", "target=a dog, smiling"], "target=a dog, smiling: a comma makes a sweep (add -m), [a dog, "
+                                                "smiling] a list, and target='a dog, smiling' (quoted"),
+    (["timesteps=[1,501]", "method=ddim,edict"], "method=ddim,edict: a comma makes a sweep (add -m)"),
+    (["data.root=~/photos"], "quote the value, data.root='~/photos', as one shell argument"),
+    (["data.root=it's"], "quote the value, data.root=\"it's\", as one shell argument"),
+    (["method=edict", "method.mxi=3"], "method.mxi is not a setting; did you mean method.mix?"),
 ])
 def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     from preciseinv.errors import PreciseInvError
@@ -83,6 +88,9 @@ def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     assert "\n" not in str(error.value)
     check_command_line("fit", ["solver=adamw", "method.eta=1e-5", "-m"])  # valid, and flags are Hydra's
     check_command_line("fit", ["method.eta=1e-5", "method.max_iters=50", "lpips=false", "data.batch_size=4"])
+    check_command_line("fit", ["model.compile=reduce-overhead", "data.batch_size=auto", "trainer.devices=auto",
+                               "timesteps=[1,501]", "data.root=/x y", "data.prompt=a cat", "+trainer.deterministic=true",
+                               "output_dir='runs/method=ddim,num_steps=2'", "trainer.precision=bf16-mixed"])
     assert "_spec" not in str(error.value)
 
 
@@ -95,6 +103,8 @@ def test_help_lists_groups_options_and_common_settings():
     assert all(example in text for example, _ in COMMON) and len(COMMON) == 10
     assert "preciseinv.edit" in help_text("edit").splitlines()[0] and "source=TEXT" in help_text("edit")
     assert "a=IMG b=IMG" in help_text("interpolate") and "trainer.devices" not in help_text("interpolate")
+    assert "resumes there" in text and "resumes there" not in help_text("interpolate")
+    assert "data=folder" not in help_text("edit")  # edit reads image= or pairs=
 
 
 def test_a_wrongly_typed_value_is_one_line(fit_in_process, tmp_path):

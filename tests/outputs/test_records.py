@@ -78,6 +78,7 @@ def test_manifest_command_assembles_a_dead_run(tmp_path):
     assert sorted(r["id"] for r in read_jsonl(tmp_path / "manifest.jsonl")) == [f"s{i}" for i in range(6)]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["n"] == 6 and summary["psnr_mean"] == 21.0 and summary["config"]["method"]["name"] == "preciseinv"
+    assert summary["complete"] is False  # a run that died
     assert not list((tmp_path / "records").glob("*.jsonl"))
     assert write_summary(tmp_path)["n"] == 6  # again: nothing changes
 
@@ -98,3 +99,15 @@ def test_the_tracker_starts_after_whole_lines_so_a_cut_torn_tail_loses_nothing(t
     append_jsonl(path, rec(2))  # the new run's first record cuts the torn tail
     append_jsonl(path, rec(3))
     assert [r["id"] for r in tracker._new_records()] == ["s2", "s3"]
+
+
+def test_manifest_on_a_finished_run_keeps_it_finished(tmp_path):
+    """Assembling a folder whose run ended (nothing left in records/) changes nothing the report reads."""
+    from preciseinv.manifest import main
+
+    for i in range(3):
+        append_jsonl(rank_files(tmp_path, 0)[0], rec(i, 30.0))
+    write_summary(tmp_path, {"method": {"name": "preciseinv"}}, remove_rank_files=True, complete=True)
+    assert main([str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["complete"] is True and summary["n"] == 3
