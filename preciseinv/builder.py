@@ -114,20 +114,28 @@ def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...]
 
 
 def check_exact_sampler(cfg) -> None:
-    """A coupled exact method (EDICT, BDIA, BELM) with a sampler that injects noise: one line, before anything is
-    loaded (a model's own sampler, chosen once it is loaded, is checked when the method runs)."""
+    """A coupled exact method (EDICT, BDIA, BELM) with a sampler that injects noise, with fewer steps than its
+    relation needs, or (BELM) from the pure-noise top of a flow schedule: one line, before anything is loaded (a
+    model's own sampler, chosen once it is loaded, is checked when the method runs)."""
     from omegaconf import OmegaConf
 
     from preciseinv.methods import METHODS
     from preciseinv.methods.base import exact_refusal
-    from preciseinv.samplers import DDPMSampler, LCMSampler
+    from preciseinv.samplers import DDPMSampler, EulerFlowSampler, LCMSampler
 
-    coupled = {f"preciseinv.methods.{cls.__name__}": cls.name for cls in METHODS.values()
-               if getattr(cls, "coupled", False)}
+    coupled = {f"preciseinv.methods.{cls.__name__}": cls for cls in METHODS.values() if getattr(cls, "coupled", False)}
     method = coupled.get(OmegaConf.select(cfg, "method._target_"))
+    if method is None:
+        return
     sampler = OmegaConf.select(cfg, "sampler")
-    if method and sampler in (DDPMSampler.name, LCMSampler.name):
-        raise exact_refusal(method, sampler)
+    if sampler in (DDPMSampler.name, LCMSampler.name):
+        raise exact_refusal(method.name, sampler)
+    if int(cfg.num_steps) < getattr(method, "min_steps", 1):
+        raise PreciseInvError(f"method={method.name} needs num_steps >= {method.min_steps}: with one step its "
+                              "relation is a plain DDIM step, not exact")
+    if method.name == "belm" and sampler == EulerFlowSampler.name and not OmegaConf.select(cfg, "timesteps"):
+        raise PreciseInvError("method=belm cannot invert the pure-noise top of a flow schedule (sigma = 1): give "
+                              "timesteps= strictly below it")
 
 
 def choice(group: str, name: str) -> str:

@@ -58,6 +58,7 @@ class BELM:
     network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "belm"
     coupled = True  # reconstructs from two states: x*_T and its companion
+    min_steps = 2  # with one step the relation is a plain DDIM step
 
     def __init__(self, eta: float = 1e-3):
         self.eta = eta

@@ -60,6 +60,16 @@ def test_noise_injecting_samplers_are_refused_as_the_config_is_read(name, sample
     prepare(compose("fit", [f"sampler={sampler}", "output_dir=."]))  # the other methods handle the noise
 
 
+def test_settings_a_coupled_relation_cannot_invert_are_refused_as_the_config_is_read():
+    for name in ("bdia", "belm"):
+        with pytest.raises(PreciseInvError, match=f"method={name} needs num_steps >= 2"):
+            prepare(compose("fit", [f"method={name}", "num_steps=1", "output_dir=."]))
+    prepare(compose("fit", ["method=edict", "num_steps=1", "output_dir=."]))  # EDICT's mixing is exact at T = 1
+    with pytest.raises(PreciseInvError, match="method=belm cannot invert the pure-noise top of a flow schedule"):
+        prepare(compose("fit", ["method=belm", "model=sd3", "output_dir=."]))
+    prepare(compose("fit", ["method=belm", "model=sd3", "timesteps=[100,500]", "output_dir=."]))
+
+
 @pytest.mark.parametrize("name", ["edict", "bdia", "belm"])
 def test_latent_files_carry_the_companion_and_reconstruct_exactly(name, tmp_path):
     inv = Inverter("mini", method=name, device="cpu")
