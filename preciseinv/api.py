@@ -40,6 +40,9 @@ class Inverter:
     ``"fixed_point"``, ``"anderson"``, ``"adam"``, ``"newton"``, or a ``functools.partial`` of an update rule.
     ``encoder``: ``"mean"`` (the VAE posterior mean) or ``"decoder_inversion"`` (x0 = the latent the decoder maps
     closest to the image; latent models only).
+    ``init``: where each step's solver starts: ``"ddim"`` (the paper's DDIM-inversion step), the folder
+    ``python -m preciseinv.learn_init`` wrote (a learned start, kept per sample where it is the better one), or a
+    start object (``preciseinv.inits.DDIMStart()``, ``LearnedStart(folder)``).
     """
 
     def __init__(self, model: DiffusionModel | ModelSpec | str | os.PathLike | None = None, method="preciseinv",
@@ -47,20 +50,23 @@ class Inverter:
                  lr: float | None = None,
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
                  precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean",
-                 timesteps: list | None = None):
+                 timesteps: list | None = None, init="ddim"):
         # sugar over the command line's config tree (configs/), built by preciseinv.builder as fit builds it
         loaded = model if isinstance(model, DiffusionModel) else None
         cfg = inverter_config(model, method, solver, encoder, num_steps=num_steps, eta=eta, max_iters=max_iters,
                               lr=lr, timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
-                              precision=precision, lpips=lpips, sampler=sampler, timesteps=timesteps)
+                              precision=precision, lpips=lpips, sampler=sampler, timesteps=timesteps, init=init)
         if loaded is not None and str(precision) in TRUE_HALF:
             raise PreciseInvError(f"precision={precision} loads the weights in half: pass a preset, a path or a "
                                   "ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
         parts = {}
+        # an update rule's partial, a start object: built into the configured method
+        given = {key: value for key, value in (("solver", solver), ("init", init))
+                 if not isinstance(value, (str, os.PathLike)) and key in cfg.method}
         if not isinstance(method, str):  # a configured method object (PreciseInv, DDIMInversion)
             parts["method"] = method
-        elif not isinstance(solver, str) and "solver" in cfg.method:  # an update rule's partial in the method
-            parts["method"] = instantiate(cfg.method, solver=solver)
+        elif given:
+            parts["method"] = instantiate(cfg.method, **given)
         if not isinstance(encoder, str):
             parts["encoder"] = encoder
         self._build(cfg, device, loaded, parts)

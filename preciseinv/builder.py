@@ -152,13 +152,15 @@ def choice(group: str, name: str) -> str:
 
 
 def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean", precision: str = "32",
-                    lr: float | None = None, eta: float | None = None, max_iters: int | None = None, **keys):
+                    lr: float | None = None, eta: float | None = None, max_iters: int | None = None,
+                    init="ddim", **keys):
     """The config tree of the Python API's arguments (``preciseinv.api.Inverter``): the same tree the command line
-    composes, its groups chosen by name (``method``, ``solver``, ``encoder``, ``model`` for a preset name) and its
-    values set (``keys``: top-level ones such as ``num_steps``, ``timesteps``, ``guidance_scale``; None keeps the
-    config's). ``model``: a preset name, a hub id or directory, a ``ModelSpec``, a loaded model (its source is
-    recorded) or None (the embedded model). Objects given for method, solver or encoder leave their group's
-    default in the tree; the caller hands them to ``build_engine``."""
+    composes, its groups chosen by name (``method``, ``solver``, ``encoder``, ``init``, ``model`` for a preset
+    name) and its values set (``keys``: top-level ones such as ``num_steps``, ``timesteps``, ``guidance_scale``; None
+    keeps the config's). ``model``: a preset name, a hub id or directory, a ``ModelSpec``, a loaded model (its
+    source is recorded) or None (the embedded model). ``init``: ``"ddim"``, or the folder ``learn_init`` wrote
+    (init=learned with that path). Objects given for method, solver, init or encoder leave their group's default
+    in the tree; the caller hands them to ``build_engine``."""
     import dataclasses
     import os
 
@@ -178,8 +180,16 @@ def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean",
     for group, value in (("method", method), ("solver", solver), ("encoder", encoder)):
         if isinstance(value, str):
             overrides.append(choice(group, value))
+    learned = isinstance(init, (str, os.PathLike)) and os.path.isdir(init)
+    if init == "learned" and not learned:
+        raise PreciseInvError("init='learned' needs the predictor: pass init=<the folder python -m "
+                              "preciseinv.learn_init wrote>")
+    if isinstance(init, (str, os.PathLike)):
+        overrides.append("init=learned" if learned else choice("init", str(init)))
     cfg = compose("fit", overrides)
     with open_dict(cfg):
+        if learned:
+            cfg.init.path = str(init)
         if isinstance(model, ModelSpec):  # used as given: none of its settings is replaced by a family preset's
             cfg.model = OmegaConf.merge(cfg.model, dataclasses.asdict(model))
             explicit += [f"model.{key}=" for key in FAMILY_KEYS]
@@ -214,6 +224,9 @@ def build_engine(cfg, model, **parts):
     from omegaconf import OmegaConf
 
     engine = instantiate(cfg.engine, **parts)(model)
+    check = getattr(getattr(engine.method, "init", None), "check", None)
+    if check is not None:  # a learned start trained for another model, schedule or sampler: one line, before inverting
+        check(engine.model, engine.sampler)
     engine.config = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key])
                      else cfg[key] for key in CONFIG_KEYS if key in cfg}
     if "method" in parts:  # an object the config did not build: its class is what reconstruction needs
@@ -249,6 +262,7 @@ def file_config(meta: dict):
     cfg.model.update(compile=False, compile_scope="full", channels_last=False, cudnn_benchmark=False)
     if stored.get("method"):
         cfg.method = OmegaConf.create(stored["method"])
+        cfg.method.pop("init", None)  # where the solver started is not what regenerates the image
     else:  # the method's own reconstruction (EDICT, BDIA, ceiling ...) or the sampler's
         from preciseinv.methods import METHODS, PreciseInv
 

@@ -124,6 +124,9 @@ def header(cfg, n_images: int | None, n_done: int) -> str:
     parts = [f"model={model}", f"method={method}"]
     if solver and method == "preciseinv":
         parts.append(f"solver={solver}")
+    init = _config_name(cfg.get("init"))
+    if init and init != "ddim" and method == "preciseinv":  # the paper's start goes without saying
+        parts.append(f"init={init}")
     parts += [f"sampler={cfg.get('sampler') or 'auto'}", f"T={cfg.num_steps}"]
     if cfg.method.get("eta") is not None:
         parts.append(f"eta={cfg.method.eta:g}")

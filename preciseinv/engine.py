@@ -99,6 +99,7 @@ class InversionEngine:
         x0, self.encoding_stats = encoding.x0.detach().float(), encoding.stats  # (B, C, h, w)
         cond = self.condition(prompts, images.shape[0]) if cond is None else cond
         result = self.method.invert(self.model.predict, self.sampler, x0, cond, self.hooks)
+        result.x0 = x0  # kept in latent files: with the states, what a learned start trains on
         result.retried_fp32 = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
         device_type = x0.device.type
         if torch.is_autocast_enabled(device_type):

@@ -40,7 +40,9 @@ COMMON = (("data=folder data.root=DIR", "your images (any size; data=coco data.r
 FIRST = {"edit": (("image=IMG source=TEXT target=TEXT", "one edit (a text-conditioned model)"),
                   ("pairs=FILE.jsonl", "many: rows of image, source, target")),
          "interpolate": (("a=IMG b=IMG", "the two images (or latent files)"),
-                         ("frames=8 mode=slerp", "how many frames, slerp or lerp"))}
+                         ("frames=8 mode=slerp", "how many frames, slerp or lerp")),
+         "learn_init": (("runs=[DIR,...]", "output_dirs of fit runs of one model to learn from"),
+                        ("trainer.max_epochs=60", "the most epochs (early stopping may end it sooner)"))}
 
 
 def help_text(config_name: str) -> str:
@@ -66,6 +68,10 @@ def help_text(config_name: str) -> str:
     if config_name == "interpolate":  # one pair of images: no dataset, devices or logger
         common = [(e, w) for e, w in COMMON if e.split("=")[0] in ("model", "method", "solver", "num_steps",
                                                                    "method.eta", "output_dir")]
+    elif config_name == "learn_init":  # it learns from fit runs: no dataset, model or method of its own
+        resumes = "; the same command again resumes a killed training"
+        common = [(e, w + (resumes if e.startswith("output_dir") else "")) for e, w in COMMON
+                  if e.split("=")[0] in ("output_dir", "trainer.devices", "~logger")]
     else:  # fit and edit resume into their output_dir; edit reads its images from image= or pairs=
         common = [(e, w + ("; the same command again resumes there" if e.startswith("output_dir") else ""))
                   for e, w in COMMON if config_name == "fit" or not e.startswith("data=")]

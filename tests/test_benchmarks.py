@@ -128,3 +128,15 @@ def test_compile_time_runs_each_scope_in_a_fresh_process(tmp_path):
     assert row["kind"] == "compile" and row["model"] == "mini" and row["compile"] is False
     assert row["batch"] == 3 and row["shrunk_batch"] == 2 and row["graphs"] == 0
     assert row["gradient_first_s"] > 0 and row["forward_steady_s"] > 0 and row["compile_seconds"] >= 0
+
+
+def test_learned_start_benchmark_prints_its_table(tmp_path):
+    import json
+
+    out = run("benchmarks/learn_init.py", "--models", "mini", "--train", "12", "--test", "2", "--out",
+              str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"))
+    rows = [line for line in out.splitlines() if line.startswith("| mini |")]
+    assert len(rows) == 2 and "| ddim |" in rows[0] and "| learned |" in rows[1]
+    assert [json.loads(line)["init"] for line in (tmp_path / "rows.jsonl").read_text().splitlines()] == ["ddim",
+                                                                                                        "learned"]
+    assert "mini: cost ratio" in out

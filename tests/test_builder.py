@@ -87,7 +87,7 @@ def _imports(folder: str) -> str:
 def test_layers_import_only_what_is_below_them():
     for folder in ("samplers", "solvers", "models"):
         assert "lightning" not in _imports(folder), folder
-    for folder in ("samplers", "solvers", "models", "methods", "encoders"):
+    for folder in ("samplers", "solvers", "models", "methods", "encoders", "inits"):
         assert "preemption" not in _imports(folder), folder
     # the engine is built in one place: its config node, through preciseinv.builder
     for folder in ("preciseinv", "benchmarks", "callbacks", "datamodules"):

@@ -28,12 +28,21 @@ def test_option_instantiates(group, option, tmp_path):
     extra = {("data", "folder"): [f"data.root={tmp_path}"], ("data", "coco"): [f"data.root={tmp_path}"],
              ("data", "webdataset"): [f"data.urls='{tmp_path}/s-{{0..1}}.tar'"],
              ("data", "piebench"): [f"data.root={tmp_path}"]}.get((group, option), [])
+    if (group, option) == ("init", "learned"):  # a trained predictor's folder (here an untrained one)
+        from preciseinv.testing.tiny import save_tiny_predictor
+
+        from preciseinv.inits.learned import identity
+
+        trained_for = identity({"source": "embedded:mini-ddpm"}, "ddim", [0, 500], [3, 32, 32])
+        extra = [f"init.path={save_tiny_predictor(tmp_path / 'predictor', trained_for)}"]
     if group == "experiment":  # global overrides plus a sweep: see test_paper_experiments_hold_the_protocols
         cfg = composed(f"experiment={option}", "data.root=/data/coco")
         assert cfg.data._target_.endswith("CocoDataModule") and cfg.guidance_scale == 1.0
         return
     if (group, option) == ("data", "edit_pairs"):  # filled from the edit command's top-level keys
         cfg = composed(f"image={tmp_path}/x.png", "source=a", "target=b", name="edit")
+    elif group == "predictor":  # learn_init's group
+        cfg = composed(f"predictor={option}", f"runs=[{tmp_path}]", name="learn_init")
     else:
         cfg = composed(f"{group}={option}", *extra)
     node = cfg[group]

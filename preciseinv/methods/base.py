@@ -26,6 +26,9 @@ class InversionResult:
     companion: torch.Tensor | None = None  # (B, C, h, w) the second state coupled samplers reconstruct from (EDICT's
     #                                        y_T, BDIA's and BELM's x_{T-1}); stored beside x*_T as ``companion``
     unclipped: bool = False  # the sampler clips x0_hat and the method ran its step without that clipping
+    x0: torch.Tensor | None = None  # (B, C, h, w) the clean state inverted from (the engine sets it)
+    states: list[torch.Tensor] = field(default_factory=list)  # T - 1 x (B, C, h, w): x*_1 .. x*_{T-1} (preciseinv)
+    init: list[list[str]] = field(default_factory=list)  # T x B: the start each step's solver took (preciseinv)
 
     def add_step(self, stats) -> None:
         """Append one step's ``SolverStats``."""
@@ -56,6 +59,11 @@ class InversionResult:
         for mine, theirs in zip(self.noises, other.noises):
             if mine is not None:
                 mine[idx] = theirs
+        for mine, theirs in zip(self.states, other.states):
+            mine[idx] = theirs
+        for k in range(len(self.init)):
+            for j, i in enumerate(idx.tolist()):
+                self.init[k][i] = other.init[k][j]
         self.nfe_forward[idx] += other.nfe_forward  # the failed attempt's work was spent too
         self.nfe_backward[idx] += other.nfe_backward
 
@@ -67,9 +75,10 @@ class InversionResult:
         f, b = self.nfe_forward.tolist(), self.nfe_backward.tolist()
         retried = self.retried_fp32.tolist() if self.retried_fp32 is not None else [False] * len(f)
         phase = [[p[i] for p in self.phase] if self.phase else [None] * len(it[i]) for i in range(len(f))]
+        init = [{"init": [starts[i] for starts in self.init]} if self.init else {} for i in range(len(f))]
         return [{"iters": it[i], "residual": res[i], "converged": conv[i], "phase": phase[i], "nfe_forward": f[i],
                  "nfe_backward": b[i], "cost": network_cost(f[i], b[i]), "retried_fp32": retried[i],
-                 "unclipped": self.unclipped} for i in range(len(f))]
+                 "unclipped": self.unclipped, **init[i]} for i in range(len(f))]
 
 
 def record_step(result: InversionResult, sampler, denoiser, x: torch.Tensor, x_prev: torch.Tensor, x0: torch.Tensor,

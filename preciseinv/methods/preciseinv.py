@@ -7,7 +7,9 @@
         x*_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps*_t
     return x*_T
 
-The solver is pluggable (``solver=`` in the config): ``adamw`` is the paper's recipe, ``hybrid`` the default.
+The solver is pluggable (``solver=`` in the config): ``adamw`` is the paper's recipe, ``hybrid`` the default. So
+is the start (``init=``): ``ddim`` is the paper's one DDIM-inversion step, ``learned`` a predictor trained on
+finished inversions (``preciseinv.inits``). The result keeps x*_1 .. x*_{T-1} and which start each step took.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from preciseinv.inits import DDIMStart
 from preciseinv.methods.base import InversionResult
 from preciseinv.methods.subproblem import NoiseSubproblem
 from preciseinv.samplers import Denoiser, Sampler
@@ -28,9 +31,10 @@ class PreciseInv:
     name = "preciseinv"
 
     def __init__(self, eta: float = 1e-3, max_iters: int = 200, solver: Callable | None = None,
-                 sync_every: int = 8, buckets: bool | None = None):
+                 sync_every: int = 8, buckets: bool | None = None, init=None):
         self.eta, self.max_iters = eta, max_iters
         self.solver = solver or partial(Hybrid)  # solver(problem) -> the update rule bound to that subproblem
+        self.init = init or DDIMStart()  # where each step's solver starts (preciseinv.inits)
         # buckets: pad the working set to a few sizes (None: when the denoiser records CUDA graphs; buckets.py)
         self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, buckets=buckets)
 
@@ -51,10 +55,9 @@ class PreciseInv:
         x_prev, eps_prev = x0, None
         injects = sampler.injects_noise
         for k in range(sampler.num_steps):
-            with torch.no_grad():
-                x_init = sampler.invert_step(denoiser, x_prev, k, cond)  # (B, C, H, W)
             noise = eps_prev if injects and k > 0 else None  # the z that lands on state k-1: its own eps*
-            problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_init, k), cond,
+            start = self.init(denoiser, sampler, x0, x_prev, k, cond, noise)  # x (B, C, H, W), its network calls
+            problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, start.x, k), cond,
                                       noise=noise, learn_noise=sampler.learn_noise, solver=self.solver)
             stats = self.loop.run(problem, hooks)  # updates problem.eps in place
             eps_prev, z = problem.split()
@@ -62,8 +65,11 @@ class PreciseInv:
             result.noises.append(None if z is None else z.detach().clone())
             with torch.no_grad():
                 x_prev = problem.state()
+            if k < sampler.num_steps - 1:
+                result.states.append(x_prev)  # x*_{k+1}: with x0, what a predictor of the starts learns from
             result.add_step(stats)
-            nfe_f += stats.nfe_forward + 1  # + the initialising inversion step
+            result.init.append(start.taken)
+            nfe_f += stats.nfe_forward + start.calls  # + the start's own network calls
             nfe_b += stats.nfe_backward
         result.latent, result.nfe_forward, result.nfe_backward = x_prev, nfe_f, nfe_b
         return result

@@ -53,3 +53,21 @@ def export_demo_images(out_dir: Path, size: int = 128) -> list[Path]:
         img.save(path)
         paths.append(path)
     return paths
+
+
+def export_crops(out_dir: Path, n: int, seed: int) -> list[Path]:
+    """Write ``n`` random 32-px crops of the training images as PNGs, drawn as the mini model's training draws them
+    (``train.RandomCrops``; another seed, other crops): images to learn a start from, or to test one on."""
+    from PIL import Image
+
+    from preciseinv.mini.train import RandomCrops
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    crops = RandomCrops(seed=seed).sample(n)  # (n, 3, 32, 32) in [-1, 1]
+    paths = []
+    for i, crop in enumerate(crops):
+        pixels = ((crop.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # (32, 32, 3)
+        path = out_dir / f"crop-{seed}-{i:05d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths

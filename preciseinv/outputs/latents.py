@@ -1,7 +1,10 @@
 """Latent files: ``latents/<id>.safetensors`` hold x*_T and everything needed to reproduce the reconstruction.
 
-Tensors: ``latent`` (C, h, w) fp32, ``noise_<k>`` (C, h, w) for the lcm/ddpm step noises, and ``companion``
-(C, h, w) for the coupled samplers of method=edict / bdia / belm.  Metadata (safetensors string map):
+Tensors: ``latent`` (C, h, w) fp32, ``noise_<k>`` (C, h, w) for the lcm/ddpm step noises, ``companion``
+(C, h, w) for the coupled samplers of method=edict / bdia / belm, ``x0`` (C, h, w), the clean state the run
+inverted from, and for method=preciseinv ``state_<k>`` (C, h, w), the intermediate solutions x*_k for
+k = 1 .. T-1 (x*_T is ``latent``): with x0 they give every step's solution, what ``python -m preciseinv.learn_init``
+learns from. Files written before ``x0`` and the states were kept still load.  Metadata (safetensors string map):
 ``format`` = "preciseinv-latent/1" and ``preciseinv`` = JSON of the engine's metadata (model, scheduler config,
 timesteps, sampler, method, eta, ...) plus the sample's ``id``, ``source`` and ``prompt``.
 """
@@ -26,10 +29,14 @@ def noise_maps(noises: list[torch.Tensor | None], index: int) -> dict[str, torch
 
 def extra_tensors(result, index: int) -> dict[str, torch.Tensor]:
     """What a latent file stores beside x*_T for sample ``index`` of an ``InversionResult``: the step noises
-    (``noise_<k>``) and, for coupled samplers, the ``companion`` state."""
+    (``noise_<k>``), for coupled samplers the ``companion`` state, ``x0`` and the intermediate states
+    (``state_<k>``, x*_k for k = 1 .. T-1)."""
     extra = noise_maps(result.noises, index)
     if result.companion is not None:
         extra["companion"] = result.companion[index]
+    if result.x0 is not None:
+        extra["x0"] = result.x0[index]
+    extra.update({f"state_{k}": state[index] for k, state in enumerate(result.states, start=1)})
     return extra
 
 

@@ -58,6 +58,8 @@ def check_resumable(output_dir: Path, config: dict) -> None:
             for key in path:
                 node = node.get(key) if isinstance(node, dict) else None
             out[".".join(path)] = node
+        if isinstance(out["method"], dict):  # where each step's solver starts (init=) does not change what a latent
+            out["method"] = {k: v for k, v in out["method"].items() if k != "init"}  # means: a rerun may switch it
         return out
 
     record = output_dir / "run.json"

@@ -309,3 +309,21 @@ def save_tiny_dino(folder: Path, seed: int = 0) -> Path:
     out = folder / "tiny-dino"
     model.save_pretrained(out)
     return out
+
+
+def save_tiny_predictor(folder: Path, identity: dict, output_scale: float = 0.0, seed: int = 0) -> Path:
+    """An untrained start predictor (``init=learned init.path=<folder>``) for the model ``identity`` names
+    (``preciseinv.inits.learned.identity``): with ``output_scale`` 0 it predicts the DDIM start itself, with a
+    small one a random correction, better than the DDIM start for some samples and worse for others."""
+    from preciseinv.inits.predictor import SmallUNet, save_predictor
+
+    torch.manual_seed(seed)
+    C, h, w = identity["state_shape"]
+    network = {"_target_": "preciseinv.inits.predictor.SmallUNet", "in_channels": 2 * C, "out_channels": C,
+               "state_size": [h, w], "width": 8, "mults": [1], "groups": 4}
+    net = SmallUNet(**{k: v for k, v in network.items() if k != "_target_"})
+    if output_scale:
+        torch.nn.init.normal_(net.out[-1].weight, std=output_scale)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_predictor(folder, net, {"identity": identity, "network": network, "trained": {}})
+    return folder

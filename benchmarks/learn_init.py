@@ -1,0 +1,135 @@
+"""A learned start against the paper's DDIM start, on the trained pixel DDPMs (docs/learned_init.md).
+
+    python benchmarks/learn_init.py                                  # mini and mini-clip, 192 + 32 crops
+    python benchmarks/learn_init.py --models mini --train 64 --test 8 --out /tmp/li --jsonl ''
+
+Per model: invert ``--train`` random 32-px crops of the mini model's training images (``preciseinv.mini``; not the
+four bundled photos) with ``python -m preciseinv.fit`` (T = ``--num-steps``, 2 by default; eta = 1e-3; the default
+solver); learn a start from that run with ``python -m preciseinv.learn_init`` at its defaults (wall time
+recorded); then invert other images, ``--test`` crops drawn with another seed plus the four bundled photos, once with init=ddim and once with
+init=learned, and compare converged fraction, mean PSNR and mean network cost per image (forward + 2 x backward
+calls, the start's own included). Every step is a command a user would run; a rerun with the same ``--out``
+resumes (fit and learn_init skip what is finished). Prints a Markdown table and the targets; appends one JSON
+line per row to ``--jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).parent
+MODELS = {"mini": None, "mini-clip": str(HERE / "assets" / "mini-ddpm-clip")}
+TRAIN_SEED, TEST_SEED = 1000, 2000  # crops the two sides draw (the mini models' own training used seed 0)
+
+
+def command(module: str, *args: str) -> float:
+    """Run ``python -m preciseinv.<module> args`` (offline, no logger); its wall time in seconds."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", f"preciseinv.{module}", *args], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise SystemExit(f"python -m preciseinv.{module} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def images(out: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
+    """The training crops and the held-out set (other crops and the bundled photos), as folders of PNGs."""
+    from importlib.resources import files
+
+    from preciseinv.mini.images import export_crops
+
+    train, test = out / "images-train", out / "images-test"
+    if not train.is_dir():
+        export_crops(train, n_train, TRAIN_SEED)
+    if not test.is_dir():
+        export_crops(test, n_test, TEST_SEED)
+        for photo in Path(str(files("preciseinv") / "assets" / "images")).glob("*.png"):
+            shutil.copy(photo, test / photo.name)
+    return train, test
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta: float, T: int) -> list[dict]:
+    common = ["~logger", "lpips=false", f"num_steps={T}", f"method.eta={eta}", "data=folder", "data.batch_size=16"]
+    if path:
+        common.append(f"model.path={path}")
+    run = out / name / "fit-train"
+    command("fit", *common, f"data.root={train}", f"output_dir={run}")
+    predictor = out / name / "learn_init"
+    done = (predictor / "predictor.json").is_file()
+    seconds = command("learn_init", f"runs=[{run}]", f"output_dir={predictor}")
+    info = json.loads((predictor / "predictor.json").read_text())
+    seconds = info["trained"]["seconds"] if done else seconds  # a resumed benchmark keeps the first measurement
+    rows = []
+    for init in ("ddim", "learned"):
+        extra = [] if init == "ddim" else ["init=learned", f"init.path={predictor}"]
+        target = out / name / f"fit-test-{init}"
+        command("fit", *common, f"data.root={test}", f"output_dir={target}", *extra)
+        s = summary(target)
+        rows.append({"kind": "learned_init", "model": name, "init": init, "num_steps": T, "eta": eta,
+                     "train_images": info["trained"]["images"], "n": s["n"],
+                     "converged_fraction": s["converged_fraction"], "psnr_mean": s["psnr_mean"],
+                     "cost_mean": s["cost_mean"], "seconds_per_image": s.get("seconds_per_image"),
+                     "learn_init_seconds": seconds, "val_residual": info["trained"]["best_val_residual"],
+                     "val_residual_ddim": (info["trained"].get("last") or {}).get("val/residual_ddim")})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--train", type=int, default=192, help="crops inverted to learn from")
+    p.add_argument("--test", type=int, default=32, help="other crops inverted with each start (+ the 4 photos)")
+    p.add_argument("--eta", type=float, default=1e-3)
+    p.add_argument("--num-steps", type=int, default=2, help="T")
+    p.add_argument("--out", type=Path, default=None, help="keep the runs here (a rerun resumes); default: a temp dir")
+    p.add_argument("--jsonl", default=str(HERE / "results.jsonl"), help="append one JSON line per row ('' : none)")
+    args = p.parse_args()
+    import torch
+
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        train, test = images(out, args.train, args.test)
+        print(f"<!-- {date.today()}, {machine}, T = {args.num_steps}, eta = {args.eta:g}, {args.train} training crops, "
+              f"{args.test} held-out crops + 4 photos -->")
+        print("| model | init | images | converged | PSNR (dB) | cost / image | s / image | learn_init (s) |")
+        print("|---|---|---|---|---|---|---|---|")
+        results = []
+        for name in args.models:
+            rows = measure(name, MODELS[name], out, train, test, args.eta, args.num_steps)
+            for r in rows:
+                print(f"| {name} | {r['init']} | {r['n']} | {r['converged_fraction']:.2f} | {r['psnr_mean']:.2f} | "
+                      f"{r['cost_mean']:.1f} | {r['seconds_per_image']:.3f} | "
+                      f"{r['learn_init_seconds']:.0f} |", flush=True)
+                if args.jsonl:
+                    with open(args.jsonl, "a") as f:
+                        f.write(json.dumps({"kind": r["kind"], "date": str(date.today()), "machine": machine, **r})
+                                + "\n")
+            results.append(rows)
+    print()
+    for ddim, learned in results:
+        checks = {"cost <= 1/2": learned["cost_mean"] <= ddim["cost_mean"] / 2,
+                  "converged >=": learned["converged_fraction"] >= ddim["converged_fraction"],
+                  "PSNR >= -0.2 dB": learned["psnr_mean"] >= ddim["psnr_mean"] - 0.2,
+                  "learn_init <= 600 s": learned["learn_init_seconds"] <= 600}
+        print(f"{ddim['model']}: cost ratio {learned['cost_mean'] / ddim['cost_mean']:.2f}; "
+              + ", ".join(f"{k}: {'met' if ok else 'not met'}" for k, ok in checks.items()))
+
+
+if __name__ == "__main__":
+    main()

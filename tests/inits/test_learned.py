@@ -1,0 +1,90 @@
+"""init=learned on the mini DDPM: the safeguard keeps the better start per sample, its calls are counted, and a
+predictor trained for another model, schedule or state shape is refused in one line before anything inverts."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from preciseinv.api import Inverter
+from preciseinv.errors import PreciseInvError
+from preciseinv.inits import LearnedStart
+from preciseinv.inits.learned import identity
+from preciseinv.methods import PreciseInv
+from preciseinv.mini.train import RandomCrops
+from preciseinv.models import load_model
+from preciseinv.testing.tiny import save_tiny_predictor
+
+CLIP = Path(__file__).resolve().parents[2] / "benchmarks" / "assets" / "mini-ddpm-clip"
+
+
+@pytest.fixture(scope="module")
+def mini():
+    model = load_model(None)
+    return model, model.sampler(2), RandomCrops(seed=3).sample(8)  # (8, 3, 32, 32) unseen crops
+
+
+def predictor(folder, model, sampler, scale):
+    return save_tiny_predictor(folder, identity(model.describe(), sampler.name, sampler.schedule.timesteps,
+                                                (3, 32, 32)), output_scale=scale)
+
+
+def residual(model, sampler, x, x_prev, k):
+    with torch.no_grad():
+        return (sampler.denoise(model.predict, x, k) - x_prev).pow(2).flatten(1).mean(1)
+
+
+def test_each_sample_starts_from_the_lower_residual(mini, tmp_path):
+    model, sampler, x0 = mini
+    start = LearnedStart(predictor(tmp_path / "p", model, sampler, 0.003))  # random: better for some, worse for others
+    start.check(model, sampler)
+    x_prev = x0  # the state below step 1 (any state will do)
+    chosen = start(model.predict, sampler, x0, x_prev, 1)
+    ddim = sampler.invert_step(model.predict, x_prev, 1)
+    r_chosen, r_ddim = residual(model, sampler, chosen.x, x_prev, 1), residual(model, sampler, ddim, x_prev, 1)
+    assert set(chosen.taken) == {"learned", "ddim"}  # the case is a mixed one
+    assert (r_chosen <= r_ddim).all()
+    for i, taken in enumerate(chosen.taken):
+        assert (r_chosen[i] < r_ddim[i]) if taken == "learned" else torch.equal(chosen.x[i], ddim[i])
+    assert chosen.calls.tolist() == [3] * 8  # the DDIM step and both residuals
+
+
+def test_the_starts_calls_are_counted_and_recorded(mini, tmp_path):
+    model, sampler, x0 = mini
+    method = PreciseInv(eta=1e-3, max_iters=5, init=LearnedStart(predictor(tmp_path / "p", model, sampler, 0.003)))
+    plain = PreciseInv(eta=1e-3, max_iters=5)
+    result, base = method.invert(model.predict, sampler, x0[:4]), plain.invert(model.predict, sampler, x0[:4])
+    rows = result.per_sample()
+    assert all(len(r["init"]) == 2 and set(r["init"]) <= {"learned", "ddim"} for r in rows)
+    # the start's three calls a step (the DDIM start's one, two residuals) are counted in nfe_forward and cost
+    for r, b, it, it_base in zip(rows, base.per_sample(), torch.stack(result.iters, 1), torch.stack(base.iters, 1)):
+        assert r["nfe_forward"] >= 2 * 3 + int(it.sum()) + 2 and b["nfe_forward"] >= 2 * 1 + int(it_base.sum()) + 2
+        assert r["cost"] == r["nfe_forward"] + 2 * r["nfe_backward"]
+
+
+def test_a_predictor_for_another_model_is_refused_in_one_line(mini, tmp_path):
+    model, sampler, x0 = mini
+    folder = predictor(tmp_path / "p", model, sampler, 0.0)
+    clip = load_model(str(CLIP))
+    with pytest.raises(PreciseInvError, match=r"trained for another model or schedule \(source embedded:mini-ddpm "
+                                              r"there, .*mini-ddpm-clip now\)") as err:
+        LearnedStart(folder).check(clip, clip.sampler(2))
+    assert "\n" not in str(err.value)
+    with pytest.raises(PreciseInvError, match="timesteps"):  # another schedule
+        LearnedStart(folder).check(model, model.sampler(2, timestep_spacing="trailing"))
+    with pytest.raises(PreciseInvError, match="sampler ddim there, ddpm now"):
+        LearnedStart(folder).check(model, model.sampler(2, name="ddpm"))
+    with pytest.raises(PreciseInvError, match=r"state_shape \[3, 32, 32\] there, \[3, 64, 64\] now"):
+        LearnedStart(folder)(model.predict, sampler, torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), 0)
+
+
+def test_the_api_takes_a_learned_start_and_refuses_one_for_another_model(mini, tmp_path):
+    model, sampler, x0 = mini
+    folder = predictor(tmp_path / "p", model, sampler, 0.0)
+    inv = Inverter("mini", init=folder, max_iters=3, device="cpu")
+    assert isinstance(inv.engine.method.init, LearnedStart)
+    assert inv.invert(x0[:2]).result.init[1] == ["ddim", "ddim"]  # untrained: the prediction is the DDIM start
+    with pytest.raises(PreciseInvError, match="trained for another model"):  # when the engine is built
+        Inverter(str(CLIP), init=folder, device="cpu")
+    with pytest.raises(PreciseInvError, match="init='learned' needs the predictor"):
+        Inverter("mini", init="learned", device="cpu")

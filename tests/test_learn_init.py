@@ -1,0 +1,174 @@
+"""``python -m preciseinv.learn_init`` end to end on the mini DDPM: real fit runs of 32-px crops, real files, a
+real Lightning training; then fit with init=learned."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from preciseinv.datamodules.images import load_image
+from preciseinv.datamodules.inversions import scan_runs
+from preciseinv.errors import PreciseInvError
+from preciseinv.inits import LearnedStart
+from preciseinv.inits.predictor import predicted_state
+from preciseinv.mini.images import export_crops
+from preciseinv.outputs import load_latent, save_latent
+
+CLIP = Path(__file__).resolve().parents[1] / "benchmarks" / "assets" / "mini-ddpm-clip"
+QUICK = ["trainer.max_epochs=20", "data.batch_size=8", "trainer.enable_progress_bar=false"]
+
+
+def learn(*overrides: str) -> dict:
+    """``learn_init.run`` on the composed config, in this process (the command after its argument parsing)."""
+    from preciseinv.learn_init import run
+    from preciseinv.presets import compose
+
+    return run(compose("learn_init", list(overrides)))
+
+
+def command(module: str, *args: str, **kwargs):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.Popen([sys.executable, "-m", f"preciseinv.{module}", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fit_in_process):
+    """A fit of 48 training crops, a predictor learned from it, and 8 other crops."""
+    root = tmp_path_factory.mktemp("learn_init")
+    export_crops(root / "train", 48, seed=101)
+    export_crops(root / "other", 8, seed=102)
+    fit_in_process("data=folder", f"data.root={root / 'train'}", f"output_dir={root / 'run'}", "~logger",
+                   "lpips=false", "data.batch_size=16")
+    info = learn(f"runs=[{root / 'run'}]", f"output_dir={root / 'predictor'}", *QUICK)
+    return root, info
+
+
+def test_latent_files_keep_x0_and_the_states(trained):
+    root, _ = trained
+    tensors, meta = load_latent(next((root / "run" / "latents").glob("*.safetensors")))
+    assert set(tensors) == {"latent", "x0", "state_1"} and meta["init"] == ["ddim", "ddim"]
+    record = json.loads((root / "run" / "manifest.jsonl").read_text().splitlines()[0])
+    assert record["init"] == ["ddim", "ddim"]
+
+
+def test_the_learned_start_lowers_the_residual_on_other_images(trained):
+    from preciseinv.api import Inverter
+
+    root, info = trained
+    assert set(os.listdir(root / "predictor")) >= {"predictor.safetensors", "predictor.json", "config.yaml"}
+    assert info["identity"]["source"] == "embedded:mini-ddpm" and info["identity"]["state_shape"] == [3, 32, 32]
+    assert info["trained"]["best_val_residual"] < info["trained"]["last"]["val/residual_ddim"]
+    inv = Inverter("mini", device="cpu")  # x*_1 of the other images: step 1's input
+    images = torch.stack([load_image(p, 32) for p in sorted((root / "other").glob("*.png"))])
+    result = inv.invert(images).result
+    x0, x_prev = result.x0, result.states[0]
+    start, sampler, model = LearnedStart(root / "predictor"), inv.engine.sampler, inv.model
+    with torch.no_grad():
+        x_ddim = sampler.invert_step(model.predict, x_prev, 1)
+        x_pred = predicted_state(start.net, sampler, 1, x_prev, x_ddim, sampler.noise(x0, x_ddim, 1))
+        r_pred, r_ddim = ((sampler.denoise(model.predict, x, 1) - x_prev).pow(2).flatten(1).mean(1)
+                          for x in (x_pred, x_ddim))
+    assert r_pred.mean() < r_ddim.mean() and int((r_pred < r_ddim).sum()) >= 5
+
+
+def test_fit_with_the_learned_start_records_it_and_counts_its_calls(trained, fit_in_process, tmp_path):
+    root, _ = trained
+    common = ["data=folder", f"data.root={root / 'other'}", "~logger", "lpips=false", "data.batch_size=8"]
+    learned = fit_in_process(*common, f"output_dir={tmp_path / 'learned'}", "init=learned",
+                             f"init.path={root / 'predictor'}")
+    assert learned["n"] == 8
+    records = [json.loads(line) for line in (tmp_path / "learned" / "manifest.jsonl").read_text().splitlines()]
+    # t_1 = 0: every training inversion's DDIM start met eta there, so it was not learned and keeps that start
+    assert json.loads((root / "predictor" / "predictor.json").read_text())["steps"] == [1]
+    assert all(r["init"][0] == "ddim" and r["init"][1] in ("learned", "ddim") for r in records)
+    assert any(r["init"][1] == "learned" for r in records)
+    assert all(r["nfe_forward"] >= 1 + 3 + sum(r["iters"]) + 2 for r in records)  # the learned step's start: 3 calls
+    # a latent file regenerates its image without the predictor (where the solver started is not needed)
+    from preciseinv.api import reconstruct_file
+
+    moved = tmp_path / "moved"
+    (root / "predictor").rename(moved)
+    try:
+        image, meta = reconstruct_file(tmp_path / "learned" / "latents" / f"{records[0]['id']}.safetensors",
+                                       device="cpu")
+    finally:
+        moved.rename(root / "predictor")
+    assert image.shape == (3, 32, 32) and meta["init"] == records[0]["init"]
+    # the same folder may resume with the other start: init does not change what a latent means
+    again = fit_in_process(*common, f"output_dir={tmp_path / 'learned'}", "init=ddim")
+    assert again["n"] == 8
+
+
+def test_a_predictor_for_another_model_is_refused_before_inverting(trained, fit_in_process, tmp_path):
+    root, _ = trained
+    with pytest.raises(PreciseInvError, match="trained for another model or schedule") as err:
+        fit_in_process("data=folder", f"data.root={root / 'other'}", f"output_dir={tmp_path / 'clip'}", "~logger",
+                       "lpips=false", f"model.path={CLIP}", "init=learned", f"init.path={root / 'predictor'}")
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "clip").glob("latents/*"))
+
+
+def test_older_files_and_other_methods_are_skipped_with_one_line(trained, tmp_path):
+    root, _ = trained
+    run = tmp_path / "run"
+    (run / "latents").mkdir(parents=True)
+    files = sorted((root / "run" / "latents").glob("*.safetensors"))[:5]
+    for i, path in enumerate(files):
+        tensors, meta = load_latent(path)
+        if i < 3:  # as written before latent files kept x0 and the states
+            save_latent(run / "latents" / path.name, tensors["latent"], meta)
+        else:
+            save_latent(run / "latents" / path.name, tensors["latent"], meta,
+                        {k: v for k, v in tensors.items() if k != "latent"})
+    scan = scan_runs([run])
+    assert len(scan.files) == 2
+    line = scan.skipped_line()
+    assert "\n" not in line and "skipped 3 latent file(s)" in line and "written before" in line
+
+
+def test_mistakes_are_one_line(trained, fit_in_process, tmp_path):
+    root, _ = trained
+    with pytest.raises(PreciseInvError, match="no runs given"):
+        learn("runs=[]", f"output_dir={tmp_path / 'a'}")
+    with pytest.raises(PreciseInvError, match="is not the output_dir of a fit run"):
+        learn(f"runs=[{tmp_path / 'nothing'}]", f"output_dir={tmp_path / 'b'}")
+    export_crops(tmp_path / "two", 2, seed=103)
+    fit_in_process("data=folder", f"data.root={tmp_path / 'two'}", f"output_dir={tmp_path / 'clip'}", "~logger",
+                   "lpips=false", f"model.path={CLIP}")
+    proc = command("learn_init", f"runs=[{root / 'run'},{tmp_path / 'clip'}]", f"output_dir={tmp_path / 'c'}")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and err.strip().count("\n") == 0, err
+    assert "runs mix models or schedules" in err and "mini-ddpm-clip" in err
+
+
+def test_a_killed_training_resumes_when_the_command_is_rerun(trained, tmp_path):
+    root, _ = trained
+    out = tmp_path / "predictor"
+    args = [f"runs=[{root / 'run'}]", f"output_dir={out}", "trainer.max_epochs=8", "data.batch_size=8",
+            "callbacks.early_stopping.patience=100", "trainer.enable_progress_bar=false"]
+    proc = command("learn_init", *args)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the checkpoint is renamed into place whole; let the next epoch start
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "predictor.json").exists()
+    epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    rerun = command("learn_init", *args)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-2000:]
+    info = json.loads((out / "predictor.json").read_text())
+    assert info["trained"]["epochs"] == 8
+    logged = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
+    header = logged[0].split(",")
+    epochs = [int(float(row.split(",")[header.index("epoch")])) for row in logged[1:]]
+    assert min(epochs) >= epoch + 1  # it went on from the checkpoint, not from the start
