@@ -6,8 +6,9 @@
 Per model: invert ``--train`` random 32-px crops of the mini model's training images (``preciseinv.mini``; not the
 four bundled photos) with ``python -m preciseinv.fit`` (T = ``--num-steps``, 2 by default; eta = 1e-3; the default
 solver); learn a start from that run with ``python -m preciseinv.learn_init`` at its defaults (wall time
-recorded); then invert other images, ``--test`` crops drawn with another seed plus the four bundled photos, once with init=ddim and once with
-init=learned, and compare converged fraction, mean PSNR and mean network cost per image (forward + 2 x backward
+recorded); then invert other images, ``--test`` crops drawn with another seed plus the four bundled photos, with
+init=ddim, with init=learned (the steps learn_init's judge kept) and with init=learned init.steps=all (every
+trained step), and compare converged fraction, mean PSNR and mean network cost per image (forward + 2 x backward
 calls, the start's own included). Every step is a command a user would run; a rerun with the same ``--out``
 resumes (fit and learn_init skip what is finished). Prints a Markdown table and the targets; appends one JSON
 line per row to ``--jsonl``.
@@ -75,9 +76,10 @@ def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta
     info = json.loads((predictor / "predictor.json").read_text())
     seconds = info["trained"]["seconds"] if done else seconds  # a resumed benchmark keeps the first measurement
     rows = []
-    for init in ("ddim", "learned"):
-        extra = [] if init == "ddim" else ["init=learned", f"init.path={predictor}"]
-        target = out / name / f"fit-test-{init}"
+    starts = {"ddim": [], "learned": ["init=learned", f"init.path={predictor}"],  # the steps the judge kept
+              "learned, every step": ["init=learned", f"init.path={predictor}", "init.steps=all"]}
+    for init, extra in starts.items():
+        target = out / name / f"fit-test-{init.replace(', ', '-').replace(' ', '-')}"
         command("fit", *common, f"data.root={test}", f"output_dir={target}", *extra)
         s = summary(target)
         rows.append({"kind": "learned_init", "model": name, "init": init, "num_steps": T, "eta": eta,
@@ -85,7 +87,8 @@ def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta
                      "converged_fraction": s["converged_fraction"], "psnr_mean": s["psnr_mean"],
                      "cost_mean": s["cost_mean"], "seconds_per_image": s.get("seconds_per_image"),
                      "learn_init_seconds": seconds, "val_residual": info["trained"]["best_val_residual"],
-                     "val_residual_ddim": (info["trained"].get("last") or {}).get("val/residual_ddim")})
+                     "val_residual_ddim": (info["trained"].get("last") or {}).get("val/residual_ddim"),
+                     "learned_steps": [k + 1 for k in info["steps"]], "judged": info.get("judged")})
     return rows
 
 
@@ -107,22 +110,31 @@ def main() -> None:
         train, test = images(out, args.train, args.test)
         print(f"<!-- {date.today()}, {machine}, T = {args.num_steps}, eta = {args.eta:g}, {args.train} training crops, "
               f"{args.test} held-out crops + 4 photos -->")
-        print("| model | init | images | converged | PSNR (dB) | cost / image | s / image | learn_init (s) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| model | init | images | converged | PSNR (dB) | cost / image | s / image | learn_init (s) | "
+              "learned steps |")
+        print("|---|---|---|---|---|---|---|---|---|")
         results = []
         for name in args.models:
             rows = measure(name, MODELS[name], out, train, test, args.eta, args.num_steps)
             for r in rows:
                 print(f"| {name} | {r['init']} | {r['n']} | {r['converged_fraction']:.2f} | {r['psnr_mean']:.2f} | "
                       f"{r['cost_mean']:.1f} | {r['seconds_per_image']:.3f} | "
-                      f"{r['learn_init_seconds']:.0f} |", flush=True)
+                      f"{r['learn_init_seconds']:.0f} | "
+                      f"{', '.join(map(str, r['learned_steps'])) or 'none' if r['init'] == 'learned' else ''} |",
+                      flush=True)
                 if args.jsonl:
                     with open(args.jsonl, "a") as f:
                         f.write(json.dumps({"kind": r["kind"], "date": str(date.today()), "machine": machine, **r})
                                 + "\n")
             results.append(rows)
     print()
-    for ddim, learned in results:
+    for name, rows in zip(args.models, results):
+        for k, judged in (rows[0]["judged"] or {}).items():
+            print(f"{name}: step {int(k) + 1}, held-out solves in learn_init: cost {judged['ddim']['cost']:.1f} from "
+                  f"the DDIM start, {judged['learned']['cost']:.1f} from the learned one; converged "
+                  f"{judged['ddim']['converged']:.0%} vs {judged['learned']['converged']:.0%}: "
+                  f"{'learned' if judged['kept'] else 'DDIM'} start kept")
+    for ddim, learned, _ in results:
         checks = {"cost <= 1/2": learned["cost_mean"] <= ddim["cost_mean"] / 2,
                   "converged >=": learned["converged_fraction"] >= ddim["converged_fraction"],
                   "PSNR >= -0.2 dB": learned["psnr_mean"] >= ddim["psnr_mean"] - 0.2,

@@ -8,9 +8,10 @@ of other methods, are skipped (one line says how many); files of more than one m
 shape are refused in one line.
 
 The DDIM start of every pair (one network call) and its residual (one more) are computed once, in
-``prepare_data``; steps the DDIM start already solves (residual below the run's eta) are left out, and the rest
-cached in ``<output_dir>/pairs.pt``, which every rank, every epoch and a resumed training read. The pairs are split
-by image into training and validation (``val_fraction``, seeded).
+``prepare_data``, and cached in ``<output_dir>/pairs.pt``, which every rank, every epoch and a resumed training
+read. Steps the DDIM start already solves (residual below the run's eta) teach nothing: training and validation
+use the others (``hard``). The pairs are split by image into training and validation (``val_fraction``, seeded);
+every pair of a validation image, solved by the DDIM start or not, is what ``preciseinv.inits.judge`` solves.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from preciseinv.errors import PreciseInvError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class Scan:
@@ -126,8 +127,6 @@ class Pairs(Dataset):
     def __getitem__(self, i: int) -> dict:
         j = int(self.rows[i])
         item = {key: self.cache[key][j] for key in ("x0", "x_prev", "eps_ddim", "r_ddim", "k")}  # (C, h, w) or ()
-        if "noise" in self.cache:
-            item["noise"] = self.cache["noise"][j]
         item["prompt"] = self.cache["prompts"][int(self.cache["image"][j])]
         return item
 
@@ -143,7 +142,7 @@ class InversionPairsDataModule(LightningDataModule):
         self.val_fraction, self.batch_size, self.num_workers, self.seed = val_fraction, batch_size, num_workers, seed
         self.device = device  # where the DDIM starts are computed (None: cuda when available)
         self.pairs: dict | None = None
-        self.train_rows = self.val_rows = None
+        self.train_rows = self.val_rows = self.held_out_rows = None
 
     def _fingerprint(self) -> list:
         return [CACHE_VERSION, [(str(p), p.stat().st_size) for p in self.scan.files]]
@@ -163,18 +162,19 @@ class InversionPairsDataModule(LightningDataModule):
         if self.pairs is not None:
             return
         self.pairs = torch.load(self.cache_path, mmap=True)
-        images = self.pairs["image"]  # (N,) which image each pair belongs to
-        if len(images.unique()) < 2:
+        images, hard = self.pairs["image"], self.pairs["hard"]  # (N,) which image each pair belongs to; (N,) bool
+        if len(images[hard].unique()) < 2:
             raise PreciseInvError("learn_init needs the inversions of at least two images with a step the DDIM start "
                                   "does not solve (one is held out for validation): invert more images first")
-        val = split_images([int(i) for i in images.unique()], self.val_fraction, self.seed)
+        val = split_images([int(i) for i in images[hard].unique()], self.val_fraction, self.seed)
         is_val = torch.tensor([int(i) in val for i in images], dtype=torch.bool)
-        self.train_rows, self.val_rows = (~is_val).nonzero().squeeze(1), is_val.nonzero().squeeze(1)
+        self.train_rows, self.val_rows = (hard & ~is_val).nonzero().squeeze(1), (hard & is_val).nonzero().squeeze(1)
+        self.held_out_rows = is_val.nonzero().squeeze(1)  # every pair of the validation images: what the judge solves
 
     @property
     def steps(self) -> list[int]:
-        """The steps k (0 = t_1) that have pairs: where some DDIM start did not meet eta."""
-        return sorted(int(k) for k in self.pairs["k"].unique())
+        """The steps k (0 = t_1) that have training pairs: where some DDIM start did not meet eta."""
+        return sorted(int(k) for k in self.pairs["k"][self.pairs["hard"]].unique())
 
     @property
     def counts(self) -> dict:
@@ -196,22 +196,22 @@ class InversionPairsDataModule(LightningDataModule):
 def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> dict:
     """Every step of the scanned files that its DDIM start does not already solve (residual >= the run's eta), as
     tensors, each (N, ...): x0, the state below (``x_prev``), the DDIM start's noise and residual, the step's index
-    ``k``, the image it belongs to (an index into ``images`` and ``prompts``) and, for samplers
-    that inject noise, the step's noise (zeros at k = 0, which takes none)."""
+    ``k``, the image it belongs to (an index into ``images`` and ``prompts``) and whether the DDIM start leaves it
+    unsolved (``hard``: the pairs trained on)."""
     from preciseinv.builder import build_engine, file_config, instantiate
-    from preciseinv.outputs.latents import load_latent, stored_noises
+    from preciseinv.inits.base import injected_noise
+    from preciseinv.outputs.latents import load_latent
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = file_config(scan.meta)
     engine = build_engine(cfg, instantiate(cfg.model).load(device))
     sampler, model = engine.sampler, engine.model
-    x0, x_prev, k, image, noise, eta = [], [], [], [], [], []
+    x0, x_prev, k, image, eta = [], [], [], [], []
     images, prompts = [], []
     for path in scan.files:
         tensors, meta = load_latent(path)
         T = int(meta["num_steps"])
         states = [tensors["x0"]] + [tensors[f"state_{j}"] for j in range(1, T)]  # x*_0 .. x*_{T-1}
-        noises = stored_noises(tensors, T)
         images.append(image_key(path))
         prompts.append(meta.get("prompt", ""))
         for j in range(T):
@@ -220,10 +220,7 @@ def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> 
             k.append(j)
             image.append(len(images) - 1)
             eta.append(float(meta.get("eta", 0.0)))
-            if sampler.injects_noise:
-                noise.append(torch.zeros_like(tensors["x0"]) if noises[j] is None else noises[j][0])
     x0, x_prev = torch.stack(x0), torch.stack(x_prev)  # (N, C, h, w)
-    noise = torch.stack(noise) if noise else None  # (N, C, h, w) lcm, ddpm
     k, image, eta = torch.tensor(k), torch.tensor(image), torch.tensor(eta)  # (N,)
     eps_ddim, r_ddim = torch.empty_like(x0), torch.empty(len(k))
     for lo in range(0, len(k), batch_size):
@@ -231,17 +228,13 @@ def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> 
             idx = lo + (k[lo:lo + batch_size] == step).nonzero().squeeze(1)
             a, b = x0[idx].to(device), x_prev[idx].to(device)  # (b, C, h, w)
             cond = engine.condition([prompts[int(i)] for i in image[idx]], len(idx))
-            z = noise[idx].to(device) if noise is not None and step > 0 else None
+            z = injected_noise(sampler, a, b, step)  # (b, C, h, w) lcm, ddpm; else None
             x_ddim = sampler.invert_step(model.predict, b, step, cond)
             eps_ddim[idx] = sampler.noise(a, x_ddim, step).cpu()
             r_ddim[idx] = (sampler.denoise(model.predict, x_ddim, step, cond, z) - b).pow(2).flatten(1).mean(1).cpu()
-    keep = ~(r_ddim < eta)  # (N,) a step its DDIM start already solves teaches nothing (and takes that start)
-    if not keep.any():
+    hard = ~(r_ddim < eta)  # (N,) a step its DDIM start already solves teaches nothing (but the judge counts it)
+    if not hard.any():
         raise PreciseInvError(f"the DDIM start already solves every step of the {len(scan.files)} inversion(s) in "
                               "these runs: init=ddim is as good as a learned start can be")
-    pairs = {"x0": x0[keep], "x_prev": x_prev[keep], "eps_ddim": eps_ddim[keep], "r_ddim": r_ddim[keep],
-             "k": k[keep], "image": image[keep], "images": images, "prompts": prompts,
-             "solved_by_ddim": int((~keep).sum())}
-    if noise is not None:
-        pairs["noise"] = noise[keep]
-    return pairs
+    return {"x0": x0, "x_prev": x_prev, "eps_ddim": eps_ddim, "r_ddim": r_ddim, "k": k, "image": image, "hard": hard,
+            "images": images, "prompts": prompts, "solved_by_ddim": int((~hard).sum())}

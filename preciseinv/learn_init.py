@@ -103,9 +103,20 @@ def run(cfg) -> dict:
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    # of the trained steps (the others' DDIM starts all met eta), those whose held-out solves the prediction made
+    # cheaper: what init=learned starts from (init.steps=all: every trained step)
+    from preciseinv.inits import LearnedStart
+    from preciseinv.inits.judge import judge_steps
+
+    trained_steps, engine = datamodule.steps, module.engine
+    learned = LearnedStart(output_dir, net=net, info={"identity": scan.identity, "steps": trained_steps})
+    judged = judge_steps(engine.method, engine, learned, trained_steps, datamodule.pairs, datamodule.held_out_rows,
+                         batch_size=datamodule.batch_size)
     info = {"identity": scan.identity,
             "network": network,
-            "steps": datamodule.steps,  # the others' DDIM starts all met eta: they keep the DDIM start
+            "steps": [k for k in trained_steps if judged.get(k, {}).get("kept")],
+            "trained_steps": trained_steps,
+            "judged": {str(k): v for k, v in judged.items()},
             "trained": {"runs": runs, **datamodule.counts, "epochs": trainer.current_epoch,
                         "best_val_residual": float(checkpoint.best_model_score) if checkpoint and
                         checkpoint.best_model_score is not None else None, "last": metrics,
@@ -116,20 +127,28 @@ def run(cfg) -> dict:
 
 
 def summary_table(info: dict) -> str:
-    """What the training reached, as a two-line table: the held-out residual of the predicted start (best epoch)
-    against the DDIM start's."""
+    """What the training reached, as a table: the held-out residual of the predicted start (best epoch) against the
+    DDIM start's, and per trained step the held-out solves from each start and which was kept."""
     trained, last = info["trained"], info["trained"].get("last") or {}
 
     def sci(value) -> str:
         return "-" if value is None else f"{value:.3e}"
 
     better = last.get("val/learned_better")
-    return console.table([("images", str(trained["images"])), ("val images", str(trained["val_images"])),
-                          ("pairs", str(trained["train_pairs"] + trained["val_pairs"])),
-                          ("epochs", str(trained["epochs"])), ("val residual", sci(trained["best_val_residual"])),
-                          ("DDIM start's", sci(last.get("val/residual_ddim"))),
-                          ("learned better", "-" if better is None else f"{better:.0%}"),
-                          ("seconds", f"{trained['seconds']:.0f}")])
+    rows = [("images", str(trained["images"])), ("val images", str(trained["val_images"])),
+            ("pairs", str(trained["train_pairs"] + trained["val_pairs"])), ("epochs", str(trained["epochs"])),
+            ("val residual", sci(trained["best_val_residual"])), ("DDIM start's", sci(last.get("val/residual_ddim"))),
+            ("learned better", "-" if better is None else f"{better:.0%}")]
+    for k, judged in (info.get("judged") or {}).items():  # the held-out solves from each start
+        if not judged["pairs"]:
+            rows.append((f"step {int(k) + 1} val solves", "no held-out pairs: DDIM start kept"))
+            continue
+        ddim, learned = judged["ddim"], judged["learned"]
+        rows.append((f"step {int(k) + 1} val solves", f"cost {ddim['cost']:.1f} -> {learned['cost']:.1f}, converged "
+                     f"{ddim['converged']:.0%} -> {learned['converged']:.0%}: "
+                     f"{'learned start kept' if judged['kept'] else 'DDIM start kept'}"))
+    rows.append(("learned steps", ", ".join(str(k + 1) for k in info["steps"]) or "none: init=learned is init=ddim"))
+    return console.table(rows + [("seconds", f"{trained['seconds']:.0f}")])
 
 
 def main() -> None:

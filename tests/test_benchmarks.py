@@ -136,7 +136,7 @@ def test_learned_start_benchmark_prints_its_table(tmp_path):
     out = run("benchmarks/learn_init.py", "--models", "mini", "--train", "12", "--test", "2", "--out",
               str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"))
     rows = [line for line in out.splitlines() if line.startswith("| mini |")]
-    assert len(rows) == 2 and "| ddim |" in rows[0] and "| learned |" in rows[1]
-    assert [json.loads(line)["init"] for line in (tmp_path / "rows.jsonl").read_text().splitlines()] == ["ddim",
-                                                                                                        "learned"]
-    assert "mini: cost ratio" in out
+    assert len(rows) == 3 and "| ddim |" in rows[0] and "| learned |" in rows[1] and "| learned, every step |" in rows[2]
+    inits = [json.loads(line)["init"] for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert inits == ["ddim", "learned", "learned, every step"]
+    assert "mini: cost ratio" in out and "mini: step 2, held-out solves in learn_init: cost" in out

@@ -82,11 +82,11 @@ def test_fit_with_the_learned_start_records_it_and_counts_its_calls(trained, fit
     root, _ = trained
     common = ["data=folder", f"data.root={root / 'other'}", "~logger", "lpips=false", "data.batch_size=8"]
     learned = fit_in_process(*common, f"output_dir={tmp_path / 'learned'}", "init=learned",
-                             f"init.path={root / 'predictor'}")
+                             f"init.path={root / 'predictor'}", "init.steps=all")  # whatever the judge kept
     assert learned["n"] == 8
     records = [json.loads(line) for line in (tmp_path / "learned" / "manifest.jsonl").read_text().splitlines()]
     # t_1 = 0: every training inversion's DDIM start met eta there, so it was not learned and keeps that start
-    assert json.loads((root / "predictor" / "predictor.json").read_text())["steps"] == [1]
+    assert json.loads((root / "predictor" / "predictor.json").read_text())["trained_steps"] == [1]
     assert all(r["init"][0] == "ddim" and r["init"][1] in ("learned", "ddim") for r in records)
     assert any(r["init"][1] == "learned" for r in records)
     assert all(r["nfe_forward"] >= 1 + 3 + sum(r["iters"]) + 2 for r in records)  # the learned step's start: 3 calls
@@ -104,6 +104,32 @@ def test_fit_with_the_learned_start_records_it_and_counts_its_calls(trained, fit
     # the same folder may resume with the other start: init does not change what a latent means
     again = fit_in_process(*common, f"output_dir={tmp_path / 'learned'}", "init=ddim")
     assert again["n"] == 8
+
+
+def test_the_judge_keeps_a_step_only_where_the_held_out_solves_got_cheaper(trained):
+    from preciseinv.api import Inverter
+    from preciseinv.inits import Start
+    from preciseinv.inits.judge import judge_steps
+
+    root, _ = trained
+    pairs = torch.load(root / "predictor" / "pairs.pt")
+    rows = (pairs["k"] == 1).nonzero().squeeze(1)[:8]  # eight images' second steps
+    engine = Inverter("mini", device="cpu").engine
+    method, sampler = engine.method, engine.sampler
+
+    def oracle(denoiser, sampler, x0, x_prev, k, cond=None, noise=None):  # the solution itself, at 3 calls
+        problem, _ = method.solve(denoiser, sampler, x0, x_prev, k, sampler.invert_step(denoiser, x_prev, k))
+        return Start(problem.state().detach(), torch.full((len(x0),), 3), ["learned"] * len(x0))
+
+    def far(denoiser, sampler, x0, x_prev, k, cond=None, noise=None):  # the DDIM start pushed away, at 1 call
+        x = sampler.invert_step(denoiser, x_prev, k)
+        return Start(x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)),
+                     torch.ones(len(x0), dtype=torch.long), ["learned"] * len(x0))
+
+    good, bad = (judge_steps(method, engine, start, [1], pairs, rows)[1] for start in (oracle, far))
+    assert good["pairs"] == 8 and good["kept"] and good["learned"]["cost"] < 10 < good["ddim"]["cost"]
+    assert not bad["kept"] and bad["learned"]["cost"] > bad["ddim"]["cost"]
+    assert good["ddim"] == bad["ddim"]  # the DDIM start's solves are the same both times
 
 
 def test_a_predictor_for_another_model_is_refused_before_inverting(trained, fit_in_process, tmp_path):
@@ -164,11 +190,44 @@ def test_a_killed_training_resumes_when_the_command_is_rerun(trained, tmp_path):
     assert proc.returncode == -signal.SIGKILL and not (out / "predictor.json").exists()
     epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
     rerun = command("learn_init", *args)
-    _, err = rerun.communicate(timeout=600)
+    shown, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err[-2000:]
     info = json.loads((out / "predictor.json").read_text())
     assert info["trained"]["epochs"] == 8
+    # init=learned starts from the prediction only at the steps where the held-out solves from it were cheaper
+    judged = info["judged"]["1"]
+    assert judged["kept"] == (judged["learned"]["cost"] < judged["ddim"]["cost"]
+                              and judged["learned"]["converged"] >= judged["ddim"]["converged"])
+    assert info["steps"] == ([1] if judged["kept"] else [])
+    assert "step 2 val solves" in shown and "learned steps" in shown
     logged = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
     header = logged[0].split(",")
     epochs = [int(float(row.split(",")[header.index("epoch")])) for row in logged[1:]]
     assert min(epochs) >= epoch + 1  # it went on from the checkpoint, not from the start
+
+
+def test_a_noise_injecting_samplers_step_is_solved_as_the_run_solved_it(fit_in_process, tmp_path):
+    """What learn_init trains on and judges by is the run's own subproblem: with sampler=ddpm (whose step adds
+    noise z, started from the state below's eps* and solved with it), solving a stored step again from its DDIM
+    start takes the iterations the run took."""
+    from preciseinv.datamodules.inversions import build_pairs
+    from preciseinv.inits.base import injected_noise
+    from preciseinv.api import Inverter
+
+    export_crops(tmp_path / "images", 8, seed=104)
+    fit_in_process("data=folder", f"data.root={tmp_path / 'images'}", f"output_dir={tmp_path / 'run'}", "~logger",
+                   "lpips=false", "sampler=ddpm", "data.batch_size=8")
+    scan = scan_runs([tmp_path / "run"])
+    pairs = build_pairs(scan, "cpu")
+    records = {json.loads(line)["id"]: json.loads(line) for line in
+               (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()}
+    engine = Inverter("mini", sampler="ddpm", device="cpu").engine
+    sampler, denoiser = engine.sampler, engine.model.predict
+    rows = (pairs["k"] == 1).nonzero().squeeze(1)
+    x0, x_prev = pairs["x0"][rows], pairs["x_prev"][rows]
+    _, stats = engine.method.solve(denoiser, sampler, x0, x_prev, 1, sampler.state(x0, pairs["eps_ddim"][rows], 1),
+                                   None, injected_noise(sampler, x0, x_prev, 1))
+    ran = [records[pairs["images"][int(i)].split("::")[1]]["iters"][1] for i in pairs["image"][rows]]
+    assert sampler.injects_noise and sampler.learn_noise
+    # (starting z at the stored, solved noise instead: 5 iterations off over these 8)
+    assert sum(abs(a - b) for a, b in zip(stats.iters.tolist(), ran)) <= 2, (stats.iters.tolist(), ran)

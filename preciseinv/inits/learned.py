@@ -9,7 +9,8 @@ Per sample and step (x*_{k-1} the state below, x0 the clean state):
 
 The three calls are counted in the sample's ``nfe_forward`` and ``cost``; the manifest records per step which
 start was taken. A step the predictor was not trained on (every training inversion's DDIM start already met eta
-there) takes the DDIM start alone, at its one call. A predictor is tied to the model it was trained for: its
+there), or where ``learn_init``'s judge found the held-out solves from it no cheaper (``preciseinv.inits.judge``;
+``steps="all"`` overrides that), takes the DDIM start alone, at its one call. A predictor is tied to the model it was trained for: its
 source, state shape (C, h, w), timesteps and sampler are checked before anything is inverted, and another is
 refused in one line.
 """
@@ -66,11 +67,22 @@ def mismatches(trained: dict, now: dict) -> list[str]:
 class LearnedStart:
     name = "learned"
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, steps: str = "kept", net: torch.nn.Module | None = None,
+                 info: dict | None = None):
+        """The predictor ``learn_init`` wrote in ``path``; or, while it trains, ``net`` and its ``info`` (the
+        identity it serves and the ``steps`` it predicts) in memory. ``steps``: ``kept``, the steps where
+        ``learn_init`` measured cheaper held-out solves from the prediction (``preciseinv.inits.judge``), or
+        ``all``, every step it was trained on."""
+        if steps not in ("kept", "all"):
+            raise PreciseInvError(f"init.steps={steps} is not one of kept, all")
         self.path = Path(path).expanduser()
-        self.net, self.info = load_predictor(self.path)  # a folder that holds none: one line, before any model loads
+        if net is None:  # a folder that holds none: one line, before any model loads
+            net, info = load_predictor(self.path)
+        self.net, self.info = net, info
         self.trained = self.info["identity"]
-        self.steps = set(self.info.get("steps", range(len(self.trained["timesteps"]))))  # the steps it has learned
+        every = range(len(self.trained["timesteps"]))
+        chosen = self.info.get("trained_steps", self.info.get("steps")) if steps == "all" else self.info.get("steps")
+        self.steps = set(every if chosen is None else chosen)  # the steps it starts from (0 = t_1)
 
     def check(self, model, sampler: Sampler) -> None:
         """Refuse, in one line, a predictor trained for another model, sampler or schedule (the engine's builder

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from preciseinv.inits.base import injected_noise
 from preciseinv.inits.predictor import predicted_state
 
 
@@ -56,7 +57,7 @@ class StartPredictorModule(LightningModule):
             x0, x_prev, eps_ddim = batch["x0"][idx], batch["x_prev"][idx], batch["eps_ddim"][idx]  # (b, C, h, w)
             x = predicted_state(self.net, sampler, step, x_prev, sampler.state(x0, eps_ddim, step), eps_ddim)
             cond = self.engine.condition([batch["prompt"][i] for i in idx.tolist()], len(idx))
-            z = batch["noise"][idx] if "noise" in batch and step > 0 else None
+            z = injected_noise(sampler, x0, x_prev, step)  # (b, C, h, w) lcm, ddpm; else None
             out = sampler.denoise(model.predict, x, step, cond, z)
             r = r.index_copy(0, idx, (out - x_prev).pow(2).flatten(1).mean(1))
         return r

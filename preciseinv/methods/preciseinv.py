@@ -57,9 +57,7 @@ class PreciseInv:
         for k in range(sampler.num_steps):
             noise = eps_prev if injects and k > 0 else None  # the z that lands on state k-1: its own eps*
             start = self.init(denoiser, sampler, x0, x_prev, k, cond, noise)  # x (B, C, H, W), its network calls
-            problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, start.x, k), cond,
-                                      noise=noise, learn_noise=sampler.learn_noise, solver=self.solver)
-            stats = self.loop.run(problem, hooks)  # updates problem.eps in place
+            problem, stats = self.solve(denoiser, sampler, x0, x_prev, k, start.x, cond, noise, hooks)
             eps_prev, z = problem.split()
             eps_prev = eps_prev.detach()
             result.noises.append(None if z is None else z.detach().clone())
@@ -73,6 +71,15 @@ class PreciseInv:
             nfe_b += stats.nfe_backward
         result.latent, result.nfe_forward, result.nfe_backward = x_prev, nfe_f, nfe_b
         return result
+
+    def solve(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, x_prev: torch.Tensor, k: int,
+              x_start: torch.Tensor, cond: Any = None, noise: torch.Tensor | None = None,
+              hooks: LoopHooks | None = None):
+        """Step k's subproblem, mu(x*_k) = x*_{k-1} (``x_prev``, (B, C, H, W)), solved from the state ``x_start``
+        (B, C, H, W): (the subproblem, its eps in place; the per-sample ``SolverStats``)."""
+        problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_start, k), cond,
+                                  noise=noise, learn_noise=sampler.learn_noise, solver=self.solver)
+        return problem, self.loop.run(problem, hooks)
 
 
 def describe_solver(solver) -> dict:

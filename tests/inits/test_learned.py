@@ -88,3 +88,18 @@ def test_the_api_takes_a_learned_start_and_refuses_one_for_another_model(mini, t
         Inverter(str(CLIP), init=folder, device="cpu")
     with pytest.raises(PreciseInvError, match="init='learned' needs the predictor"):
         Inverter("mini", init="learned", device="cpu")
+
+
+def test_by_default_only_the_steps_the_judge_kept_start_from_the_prediction(mini, tmp_path):
+    import json
+
+    model, sampler, x0 = mini
+    folder = predictor(tmp_path / "p", model, sampler, 0.003)
+    info = json.loads((folder / "predictor.json").read_text())
+    (folder / "predictor.json").write_text(json.dumps({**info, "steps": [], "trained_steps": [1]}))
+    kept, every = LearnedStart(folder), LearnedStart(folder, steps="all")
+    assert kept.steps == set() and every.steps == {1}
+    assert kept(model.predict, sampler, x0, x0, 1).calls.tolist() == [1] * 8  # the DDIM start alone
+    assert every(model.predict, sampler, x0, x0, 1).calls.tolist() == [3] * 8
+    with pytest.raises(PreciseInvError, match="init.steps=some is not one of kept, all"):
+        LearnedStart(folder, steps="some")

@@ -1,0 +1,64 @@
+"""Which steps a learned start is kept for: judged by the solves it saves on held-out images, not by its residual.
+
+A lower starting residual is not a shorter solve (docs/learned_init.md: on the mini DDPM the residual-trained start
+leaves a 4x lower residual and lengthens the solves). So after training, ``learn_init`` solves each learned step of
+the validation pairs twice with the runs' own method (eta, cap, solver), once from the DDIM start and once from the
+learned start behind its safeguard, and keeps the prediction for step k only where
+
+    mean cost(learned) < mean cost(DDIM)   and   converged(learned) >= converged(DDIM)
+
+each cost counting the start's own network calls (1 for the DDIM start, 3 for the learned one) plus the solve's
+(``network_cost``). A step not kept takes the DDIM start at its one call, so ``init=learned`` is no dearer than
+``init=ddim`` on the held-out images wherever the judge said no.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from preciseinv.inits.base import Start, injected_noise
+from preciseinv.solvers.base import network_cost
+
+
+def _outcome(method, denoiser, sampler, k: int, start: Start, x0, x_prev, cond, noise) -> tuple[torch.Tensor, ...]:
+    """(cost (b,), converged (b,)) of step k solved from ``start``."""
+    _, stats = method.solve(denoiser, sampler, x0, x_prev, k, start.x, cond, noise)
+    return start.calls.cpu() + network_cost(stats.nfe_forward, stats.nfe_backward).cpu(), stats.converged.cpu()
+
+
+def judge_steps(method, engine, start: Callable[..., Start], steps, pairs: dict, rows: torch.Tensor,
+                batch_size: int = 64) -> dict[int, dict]:
+    """Per step k of ``steps``: the held-out solves of ``pairs`` (``datamodules.inversions.build_pairs``; ``rows``:
+    every pair of the validation images, those the DDIM start solves included) from the DDIM start and from
+    ``start``, ``{"pairs", "ddim": {"cost", "converged"}, "learned": {...}, "kept"}`` (mean cost per pair in
+    forward-call units, converged fraction). A step without held-out pairs is not kept (``{"pairs": 0, "kept":
+    False}``)."""
+    sampler, denoiser, device = engine.sampler, engine.model.predict, engine.model.device
+    out = {}
+    for k in sorted(steps):
+        idx = rows[pairs["k"][rows] == k]  # (n,) this step's held-out pairs
+        if not len(idx):
+            out[k] = {"pairs": 0, "kept": False}
+            continue
+        tally = {"ddim": ([], []), "learned": ([], [])}
+        for lo in range(0, len(idx), batch_size):
+            part = idx[lo:lo + batch_size]
+            x0, x_prev = pairs["x0"][part].to(device), pairs["x_prev"][part].to(device)  # (b, C, h, w)
+            cond = engine.condition([pairs["prompts"][int(i)] for i in pairs["image"][part]], len(part))
+            noise = injected_noise(sampler, x0, x_prev, k)  # (b, C, h, w) lcm, ddpm, as invert gives it; else None
+            x_ddim = sampler.state(x0, pairs["eps_ddim"][part].to(device), k)  # (b, C, h, w) as cached
+            ddim = Start(x_ddim, torch.ones(len(part), dtype=torch.long), ["ddim"] * len(part))
+            learned = start(denoiser, sampler, x0, x_prev, k, cond, noise)
+            for name, begin in (("ddim", ddim), ("learned", learned)):
+                cost, converged = _outcome(method, denoiser, sampler, k, begin, x0, x_prev, cond, noise)
+                tally[name][0].append(cost.float())
+                tally[name][1].append(converged.float())
+        cost = {name: float(torch.cat(c).mean()) for name, (c, _) in tally.items()}
+        converged = {name: int(torch.cat(v).sum()) for name, (_, v) in tally.items()}  # counts: compared exactly
+        kept = cost["learned"] < cost["ddim"] and converged["learned"] >= converged["ddim"]
+        out[k] = {"pairs": len(idx), **{name: {"cost": round(cost[name], 2), "converged": round(converged[name] /
+                                                                                                 len(idx), 4)}
+                                        for name in tally}, "kept": kept}
+    return out
