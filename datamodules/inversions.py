@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from preciseinv.errors import PreciseInvError
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 class Scan:
@@ -181,7 +181,8 @@ class InversionPairsDataModule(LightningDataModule):
         """Images and pairs on each side of the split, and the steps left out because their DDIM start solves them."""
         val = set(int(self.pairs["image"][i]) for i in self.val_rows)
         return {"images": len(self.pairs["images"]), "val_images": len(val), "train_pairs": len(self.train_rows),
-                "val_pairs": len(self.val_rows), "solved_by_ddim": int(self.pairs["solved_by_ddim"])}
+                "val_pairs": len(self.val_rows), "solved_by_ddim": int(self.pairs["solved_by_ddim"]),
+                "above_unsolved": int(self.pairs.get("above_unsolved", 0))}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(Pairs(self.pairs, self.train_rows), batch_size=self.batch_size, shuffle=True,
@@ -197,7 +198,8 @@ def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> 
     """Every step of the scanned files that its DDIM start does not already solve (residual >= the run's eta), as
     tensors, each (N, ...): x0, the state below (``x_prev``), the DDIM start's noise and residual, the step's index
     ``k``, the image it belongs to (an index into ``images`` and ``prompts``) and whether the DDIM start leaves it
-    unsolved (``hard``: the pairs trained on)."""
+    unsolved (``hard``: the pairs trained on). A step above one the run left unsolved (residual >= eta) is left
+    out: the state below it is not a solution, and can be far from any (``above_unsolved`` counts them)."""
     from preciseinv.builder import build_engine, file_config, instantiate
     from preciseinv.inits.base import injected_noise
     from preciseinv.outputs.latents import load_latent
@@ -207,14 +209,18 @@ def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> 
     engine = build_engine(cfg, instantiate(cfg.model).load(device))
     sampler, model = engine.sampler, engine.model
     x0, x_prev, k, image, eta = [], [], [], [], []
-    images, prompts = [], []
+    images, prompts, unsolved = [], [], 0
     for path in scan.files:
         tensors, meta = load_latent(path)
         T = int(meta["num_steps"])
         states = [tensors["x0"]] + [tensors[f"state_{j}"] for j in range(1, T)]  # x*_0 .. x*_{T-1}
         images.append(image_key(path))
         prompts.append(meta.get("prompt", ""))
+        residuals = meta.get("residual") or [0.0] * T  # per step, what the run's solver reached
         for j in range(T):
+            if j > 0 and not residuals[j - 1] < float(meta.get("eta", 0.0)):  # the state below is no solution:
+                unsolved += 1  # not a state a run inverts from (and an unsolved step can leave it far off)
+                continue
             x0.append(tensors["x0"])
             x_prev.append(states[j])
             k.append(j)
@@ -237,4 +243,4 @@ def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> 
         raise PreciseInvError(f"the DDIM start already solves every step of the {len(scan.files)} inversion(s) in "
                               "these runs: init=ddim is as good as a learned start can be")
     return {"x0": x0, "x_prev": x_prev, "eps_ddim": eps_ddim, "r_ddim": r_ddim, "k": k, "image": image, "hard": hard,
-            "images": images, "prompts": prompts, "solved_by_ddim": int((~hard).sum())}
+            "images": images, "prompts": prompts, "solved_by_ddim": int((~hard).sum()), "above_unsolved": unsolved}

@@ -147,6 +147,8 @@ def summary_table(info: dict) -> str:
         rows.append((f"step {int(k) + 1} val solves", f"cost {ddim['cost']:.1f} -> {learned['cost']:.1f}, converged "
                      f"{ddim['converged']:.0%} -> {learned['converged']:.0%}: "
                      f"{'learned start kept' if judged['kept'] else 'DDIM start kept'}"))
+    if trained.get("above_unsolved"):
+        rows.append(("left out", f"{trained['above_unsolved']} steps above one the run left unsolved"))
     rows.append(("learned steps", ", ".join(str(k + 1) for k in info["steps"]) or "none: init=learned is init=ddim"))
     return console.table(rows + [("seconds", f"{trained['seconds']:.0f}")])
 

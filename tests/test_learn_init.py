@@ -159,6 +159,23 @@ def test_older_files_and_other_methods_are_skipped_with_one_line(trained, tmp_pa
     assert "\n" not in line and "skipped 3 latent file(s)" in line and "written before" in line
 
 
+def test_a_step_above_an_unsolved_one_is_not_learned_from(trained, tmp_path):
+    from preciseinv.datamodules.inversions import build_pairs
+
+    root, _ = trained
+    run = tmp_path / "run"
+    (run / "latents").mkdir(parents=True)
+    for i, path in enumerate(sorted((root / "run" / "latents").glob("*.safetensors"))[:3]):
+        tensors, meta = load_latent(path)
+        if i == 0:  # its first step stopped above eta: x*_1 is no solution
+            meta = {**meta, "residual": [10 * meta["eta"], *meta["residual"][1:]]}
+        save_latent(run / "latents" / path.name, tensors["latent"], meta,
+                    {k: v for k, v in tensors.items() if k != "latent"})
+    pairs = build_pairs(scan_runs([run]), "cpu")
+    assert pairs["above_unsolved"] == 1 and len(pairs["k"]) == 5  # 3 images x 2 steps, less the one
+    assert (pairs["k"][pairs["image"] == 0] == 0).all()
+
+
 def test_mistakes_are_one_line(trained, fit_in_process, tmp_path):
     root, _ = trained
     with pytest.raises(PreciseInvError, match="no runs given"):
