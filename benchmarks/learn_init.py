@@ -132,7 +132,8 @@ def main() -> None:
         for k, judged in (rows[0]["judged"] or {}).items():
             print(f"{name}: step {int(k) + 1}, held-out solves in learn_init: cost {judged['ddim']['cost']:.1f} from "
                   f"the DDIM start, {judged['learned']['cost']:.1f} from the learned one; converged "
-                  f"{judged['ddim']['converged']:.0%} vs {judged['learned']['converged']:.0%}: "
+                  f"{judged['ddim']['converged']:.0%} vs {judged['learned']['converged']:.0%}; saving per image "
+                  f"{judged['saved']:.1f}, less 2 s.e. {judged['saved_low']:.1f}: "
                   f"{'learned' if judged['kept'] else 'DDIM'} start kept")
     for ddim, learned, _ in results:
         checks = {"cost <= 1/2": learned["cost_mean"] <= ddim["cost_mean"] / 2,

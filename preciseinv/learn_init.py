@@ -145,7 +145,8 @@ def summary_table(info: dict) -> str:
             continue
         ddim, learned = judged["ddim"], judged["learned"]
         rows.append((f"step {int(k) + 1} val solves", f"cost {ddim['cost']:.1f} -> {learned['cost']:.1f}, converged "
-                     f"{ddim['converged']:.0%} -> {learned['converged']:.0%}: "
+                     f"{ddim['converged']:.0%} -> {learned['converged']:.0%}, saves {judged['saved']:.1f} "
+                     f"(less 2 s.e.: {judged['saved_low']:.1f}): "
                      f"{'learned start kept' if judged['kept'] else 'DDIM start kept'}"))
     if trained.get("above_unsolved"):
         rows.append(("left out", f"{trained['above_unsolved']} steps above one the run left unsolved"))

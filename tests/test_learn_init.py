@@ -128,7 +128,7 @@ def test_the_judge_keeps_a_step_only_where_the_held_out_solves_got_cheaper(train
 
     good, bad = (judge_steps(method, engine, start, [1], pairs, rows)[1] for start in (oracle, far))
     assert good["pairs"] == 8 and good["kept"] and good["learned"]["cost"] < 10 < good["ddim"]["cost"]
-    assert not bad["kept"] and bad["learned"]["cost"] > bad["ddim"]["cost"]
+    assert not bad["kept"] and bad["learned"]["cost"] > bad["ddim"]["cost"] and bad["saved_low"] < bad["saved"] < 0
     assert good["ddim"] == bad["ddim"]  # the DDIM start's solves are the same both times
 
 
@@ -213,8 +213,9 @@ def test_a_killed_training_resumes_when_the_command_is_rerun(trained, tmp_path):
     assert info["trained"]["epochs"] == 8
     # init=learned starts from the prediction only at the steps where the held-out solves from it were cheaper
     judged = info["judged"]["1"]
-    assert judged["kept"] == (judged["learned"]["cost"] < judged["ddim"]["cost"]
-                              and judged["learned"]["converged"] >= judged["ddim"]["converged"])
+    assert judged["kept"] == (judged["saved_low"] > 0 and judged["learned"]["converged"] >= judged["ddim"]["converged"])
+    assert judged["saved_low"] <= judged["saved"] and abs(judged["saved"] - (judged["ddim"]["cost"] -
+                                                                            judged["learned"]["cost"])) < 0.02
     assert info["steps"] == ([1] if judged["kept"] else [])
     assert "step 2 val solves" in shown and "learned steps" in shown
     logged = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()

@@ -103,3 +103,13 @@ def test_by_default_only_the_steps_the_judge_kept_start_from_the_prediction(mini
     assert every(model.predict, sampler, x0, x0, 1).calls.tolist() == [3] * 8
     with pytest.raises(PreciseInvError, match="init.steps=some is not one of kept, all"):
         LearnedStart(folder, steps="some")
+
+
+def test_a_saving_is_kept_only_when_clear_of_the_pair_to_pair_spread():
+    from preciseinv.inits.judge import paired_saving
+
+    ddim = torch.tensor([50.0, 60.0, 40.0, 55.0])
+    assert paired_saving(ddim, ddim - 10)[1] == pytest.approx(10)  # the same saving on every pair: kept
+    saved, low = paired_saving(ddim, ddim + torch.tensor([-30.0, 25.0, -20.0, 21.0]))  # saves 1 on average
+    assert saved == pytest.approx(1.0) and low < 0  # but within the spread: not kept
+    assert paired_saving(ddim[:1], ddim[:1] - 10)[1] == float("-inf")  # one pair tells nothing
