@@ -70,13 +70,13 @@ def run(cfg) -> dict:
     start = time.perf_counter()
     output_dir = Path(cfg.output_dir)
     runs = [str(run) for run in (cfg.runs if OmegaConf.is_config(cfg.runs) else [cfg.runs])]  # runs=DIR: one
-    scan = scan_runs(runs)
-    if first_process() and scan.skipped_line():
-        print(scan.skipped_line(), flush=True)
-    if (output_dir / INFO).is_file():  # a finished training: nothing to resume
+    if (output_dir / INFO).is_file():  # a finished training: nothing to resume (and no latent file to read)
         if first_process():
             print(f"a predictor is already trained in {output_dir} (init=learned init.path={output_dir})")
         return json.loads((output_dir / INFO).read_text())
+    scan = scan_runs(runs)
+    if first_process() and scan.skipped_line():
+        print(scan.skipped_line(), flush=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     check_resumable(output_dir, config)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -51,9 +51,10 @@ class InversionResult:
                              (self.converged, other.converged)):
             for k in range(len(mine)):
                 mine[k][idx] = theirs[k]
-        for k in range(len(self.phase)):
-            for j, i in enumerate(idx.tolist()):
-                self.phase[k][i] = other.phase[k][j]
+        for mine, theirs in ((self.phase, other.phase), (self.init, other.init)):  # per step, lists of B names
+            for k in range(len(mine)):
+                for j, i in enumerate(idx.tolist()):
+                    mine[k][i] = theirs[k][j]
         if self.companion is not None:
             self.companion[idx] = other.companion
         for mine, theirs in zip(self.noises, other.noises):
@@ -61,9 +62,6 @@ class InversionResult:
                 mine[idx] = theirs
         for mine, theirs in zip(self.states, other.states):
             mine[idx] = theirs
-        for k in range(len(self.init)):
-            for j, i in enumerate(idx.tolist()):
-                self.init[k][i] = other.init[k][j]
         self.nfe_forward[idx] += other.nfe_forward  # the failed attempt's work was spent too
         self.nfe_backward[idx] += other.nfe_backward
 
