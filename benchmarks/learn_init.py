@@ -44,17 +44,18 @@ def command(module: str, *args: str) -> float:
     return time.perf_counter() - start
 
 
-def images(out: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
+def images(out: Path, n_train: int, n_test: int, test_seed: int = TEST_SEED) -> tuple[Path, Path]:
     """The training crops and the held-out set (other crops and the bundled photos), as folders of PNGs."""
     from importlib.resources import files
 
     from preciseinv.mini.images import export_crops
 
-    train, test = out / "images-train", out / "images-test"
+    suffix = "" if test_seed == TEST_SEED else f"-{test_seed}"  # other held-out images beside the same training
+    train, test = out / "images-train", out / f"images-test{suffix}"
     if not train.is_dir():
         export_crops(train, n_train, TRAIN_SEED)
     if not test.is_dir():
-        export_crops(test, n_test, TEST_SEED)
+        export_crops(test, n_test, test_seed)
         for photo in Path(str(files("preciseinv") / "assets" / "images")).glob("*.png"):
             shutil.copy(photo, test / photo.name)
     return train, test
@@ -79,7 +80,7 @@ def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta
     starts = {"ddim": [], "learned": ["init=learned", f"init.path={predictor}"],  # the steps the judge kept
               "learned, every step": ["init=learned", f"init.path={predictor}", "init.steps=all"]}
     for init, extra in starts.items():
-        target = out / name / f"fit-test-{init.replace(', ', '-').replace(' ', '-')}"
+        target = out / name / f"fit-{test.name.replace('images-', '')}-{init.replace(', ', '-').replace(' ', '-')}"
         command("fit", *common, f"data.root={test}", f"output_dir={target}", *extra)
         s = summary(target)
         rows.append({"kind": "learned_init", "model": name, "init": init, "num_steps": T, "eta": eta,
@@ -97,6 +98,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--train", type=int, default=192, help="crops inverted to learn from")
     p.add_argument("--test", type=int, default=32, help="other crops inverted with each start (+ the 4 photos)")
+    p.add_argument("--test-seed", type=int, default=TEST_SEED,
+                   help="the held-out crops' seed: another one tests a trained predictor on images nobody has seen")
     p.add_argument("--eta", type=float, default=1e-3)
     p.add_argument("--num-steps", type=int, default=2, help="T")
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (a rerun resumes); default: a temp dir")
@@ -107,9 +110,9 @@ def main() -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
-        train, test = images(out, args.train, args.test)
+        train, test = images(out, args.train, args.test, args.test_seed)
         print(f"<!-- {date.today()}, {machine}, T = {args.num_steps}, eta = {args.eta:g}, {args.train} training crops, "
-              f"{args.test} held-out crops + 4 photos -->")
+              f"{args.test} held-out crops (seed {args.test_seed}) + 4 photos -->")
         print("| model | init | images | converged | PSNR (dB) | cost / image | s / image | learn_init (s) | "
               "learned steps |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -124,7 +127,8 @@ def main() -> None:
                       flush=True)
                 if args.jsonl:
                     with open(args.jsonl, "a") as f:
-                        f.write(json.dumps({"kind": r["kind"], "date": str(date.today()), "machine": machine, **r})
+                        f.write(json.dumps({"kind": r["kind"], "date": str(date.today()), "machine": machine,
+                                            "test_seed": args.test_seed, **r})
                                 + "\n")
             results.append(rows)
     print()
