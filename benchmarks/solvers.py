@@ -127,21 +127,21 @@ def run_suite(args, machine: str) -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    print(f"<!-- {date.today()}, {machine}, T = 2, {args.crops} crops, cap {args.max_iters} at eta >= 1e-4 and "
-          f"{args.cap_1e_5} below -->")
+    print(f"<!-- {date.today()}, {machine}, T = 2, {args.crops} crops (seed {args.crop_seed}), cap {args.max_iters} "
+          f"at eta >= 1e-4 and {args.cap_1e_5} below -->")
     print("| model | half | t | solver | η | PSNR (dB) | converged | cost / image | max residual | s / image |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     def cap(eta):
         return args.max_iters if eta >= 1e-4 else args.cap_1e_5
 
     def key(name, solver, eta):
-        return name, solver, eta, cap(eta), args.crops
+        return name, solver, eta, cap(eta), args.crops, args.crop_seed
 
     done = {}  # rows --out already holds (an interrupted run resumes): not run again, compared with the rest
     if args.out and args.out.exists():
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
-            done[(r["suite"], r["solver"], r["eta"], r["max_iters"], r["n"])] = r
+            done[(r["suite"], r["solver"], r["eta"], r["max_iters"], r["n"], r.get("crop_seed", 0))] = r
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = args.scratch or Path(tmp)
@@ -152,10 +152,10 @@ def run_suite(args, machine: str) -> None:
             if not todo:
                 continue
             model = load_model(build(entry, scratch), device="cpu")
-            batch = crops(args.crops, model.resolution)
+            batch = crops(args.crops, model.resolution, args.crop_seed)
             spacing = entry.spacing if entry.spacing != "leading" else None  # the mini models' own is leading
             for eta, solver in todo:
-                row = {"suite": entry.name, "half": entry.half, "family": entry.family,
+                row = {"suite": entry.name, "half": entry.half, "family": entry.family, "crop_seed": args.crop_seed,
                        **run_one(model, entry.name, solver, spacing, eta, cap(eta), args.lr or entry.lr, batch)}
                 rows.append(row)
                 ts = ", ".join(str(int(t)) for t in row["timesteps"])
@@ -213,6 +213,8 @@ def main() -> None:
     p.add_argument("--suite", nargs="+", default=None,
                    help="held-out suite models, halves (tune, eval, trained) or families (benchmarks/suite.py)")
     p.add_argument("--crops", type=int, default=16, help="--suite: images per model")
+    p.add_argument("--crop-seed", type=int, default=0,
+                   help="--suite: the crops' seed (0: the evaluation images; tune the trained models on another)")
     p.add_argument("--cap-1e-5", type=int, default=1000, help="--suite: iterations per step at eta < 1e-4")
     p.add_argument("--scratch", type=Path, default=None, help="--suite: keep the built models here")
     p.add_argument("--spacing", nargs="+", default=["default", "trailing"])

@@ -12,8 +12,9 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
    when the fixed-point iteration diverges (its residual exceeds ``diverge`` x the best, or turns non-finite) or
    stalls over ``slow_window`` iterations (it wanders on its way, so it is judged over a longer window).
 
-Other phases a list may name: ``newton`` (GNRI's Newton-Raphson length), ``newton_krylov`` (forward-only GMRES)
-and ``adamw`` (the paper's AdamW at the preset learning rate ``lr``). With ``budget`` a phase also stalls when,
+Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``newton``
+(GNRI's Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the
+preset learning rate ``lr``). With ``budget`` a phase also stalls when,
 at the rate its window measured, it would not reach eta within the iterations left.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
@@ -32,11 +33,12 @@ from preciseinv.solvers.base import UpdateRule, rows
 from preciseinv.solvers.fixed_point import FixedPoint
 from preciseinv.solvers.newton import Newton
 from preciseinv.solvers.newton_krylov import NewtonKrylov
+from preciseinv.solvers.spectral import Spectral
 
 
 # the rules a phase may name; each is built with the hybrid's settings it takes
 PHASES = {"anderson": Anderson, "fixed_point": FixedPoint, "newton_krylov": NewtonKrylov, "adam": Adam,
-          "newton": Newton, "adamw": AdamW}
+          "newton": Newton, "adamw": AdamW, "spectral": Spectral}
 
 
 class Hybrid(UpdateRule):

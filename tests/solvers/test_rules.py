@@ -5,10 +5,10 @@ from functools import partial
 import pytest
 import torch
 
-from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, Newton, SolverLoop
+from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, Newton, SolverLoop, Spectral
 
 RULES = {"adamw": partial(AdamW, lr=0.05, weight_decay=0.0), "fixed_point": partial(FixedPoint),
-         "momentum": partial(FixedPoint, momentum=0.5), "anderson": partial(Anderson), "adam": partial(Adam),
+         "momentum": partial(FixedPoint, momentum=0.5), "anderson": partial(Anderson), "spectral": partial(Spectral), "adam": partial(Adam),
          "newton": partial(Newton), "hybrid": partial(Hybrid), "hybrid-newton": partial(Hybrid, phases=("anderson", "fixed_point", "newton"))}
 
 
@@ -59,6 +59,17 @@ def test_anderson_beats_the_plain_iteration_where_the_slope_is_off(linear_with_s
             for name, rule in (("plain", partial(FixedPoint)), ("anderson", partial(Anderson)))}
     assert runs["anderson"].converged.all() and runs["plain"].converged.all()
     assert (runs["anderson"].iters * 5 < runs["plain"].iters).all()
+
+
+def test_spectral_step_measures_the_slope_the_frozen_one_misses(linear_with_slopes):
+    """d mu / d x = 0.2 and 3 x the frozen slope: the plain map contracts by 0.8 per step (sample 0) and diverges
+    (sample 1); the secant pair of the first step gives alpha = 1 / m exactly, which lands on the solution."""
+    plain = SolverLoop(eta=1e-10, max_iters=500).run(linear_with_slopes(partial(FixedPoint), [0.2]))
+    problem = linear_with_slopes(partial(Spectral), [0.2, 3.0])
+    rule = bound(problem)
+    stats = SolverLoop(eta=1e-10, max_iters=500).run(problem)
+    assert stats.converged.all() and (stats.iters <= 4).all() and plain.iters[0] > 50
+    torch.testing.assert_close(rule.state["alpha"], torch.tensor([5.0, 1 / 3]), rtol=1e-3, atol=0)
 
 
 def test_anderson_safeguard_backtracks_where_the_map_diverges(linear_with_slopes):

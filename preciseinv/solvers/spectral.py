@@ -1,0 +1,46 @@
+"""``solver=spectral``: the fixed-point step with a per-sample length from the last two iterates (Barzilai-Borwein;
+the spectral residual method of La Cruz & Raydan for nonlinear systems), forward-only.
+
+With g(p) = -newton_step(r(p)) (the frozen-slope fixed-point step, reversed), the plain iteration is p <- p - g.
+On a trained model at a high timestep most of the Jacobian's spectrum lies far below the frozen slope, so that
+step is too short in most directions. The secant pair s = p_k - p_{k-1}, y = g_k - g_{k-1} measures the slope
+along the path actually taken, and
+
+    p <- p - alpha g,     alpha = <s, s> / <s, y>   (clamped to [alpha_min, alpha_max]; 1 on the first step)
+
+takes the step that slope calls for: one network forward per iteration, one scalar per sample, no host sync.
+Where <s, y> <= 0 (no positive curvature along s) the last alpha is kept.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from preciseinv.solvers.base import UpdateRule, rows
+
+
+class Spectral(UpdateRule):
+    name = "spectral"
+
+    def __init__(self, problem, alpha_min: float = 0.1, alpha_max: float = 100.0):
+        super().__init__(problem)
+        self.alpha_min, self.alpha_max = alpha_min, alpha_max
+
+    def initial_state(self, p):
+        b = p.shape[0]
+        return {"prev_p": p.clone(), "prev_g": torch.zeros_like(p),
+                "alpha": torch.ones(b, device=p.device), "started": torch.zeros(b, dtype=torch.bool, device=p.device)}
+
+    def step(self, p, r, loss, grad, live, it):
+        s = self.state
+        g = -self.problem.newton_step(r)  # (b, P, h, w)
+        ds, dy = (p - s["prev_p"]).flatten(1), (g - s["prev_g"]).flatten(1)
+        sy, ss = (ds * dy).sum(1), ds.pow(2).sum(1)  # (b,)
+        secant = (ss / sy).clamp(self.alpha_min, self.alpha_max)
+        alpha = torch.where(s["started"] & (sy > 0) & secant.isfinite(), secant, s["alpha"])
+        moved = live & loss.isfinite()
+        s["alpha"] = torch.where(moved, alpha, s["alpha"])
+        s["prev_p"] = torch.where(rows(moved, p), p, s["prev_p"])
+        s["prev_g"] = torch.where(rows(moved, g), g, s["prev_g"])
+        s["started"] |= moved
+        return p - rows(alpha, p) * g
