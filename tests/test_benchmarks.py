@@ -24,6 +24,21 @@ def test_solver_benchmark_prints_its_table(tmp_path):
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
 
 
+def test_solver_suite_draws_other_crops_and_resumes_per_crop_seed(tmp_path):
+    """--crop-seed draws other images (to tune on the trained models); a rerun with --out runs only what is new."""
+    import json
+
+    rows = tmp_path / "rows.jsonl"
+    common = ("benchmarks/solvers.py", "--suite", "mini-leading", "--solvers", "spectral", "--eta", "1e-3",
+              "--crops", "2", "--max-iters", "20", "--threads", "1", "--out", str(rows))
+    run(*common)
+    run(*common, "--crop-seed", "1")
+    first = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [r["crop_seed"] for r in first] == [0, 1] and first[0]["psnr"] != first[1]["psnr"]
+    out = run(*common, "--crop-seed", "1")  # already there: read back, not run again
+    assert len(rows.read_text().splitlines()) == 2 and "| mini-leading |" not in out
+
+
 def test_gpu_check_runs_small_on_a_cpu(tmp_path):
     """benchmarks/gpu_check.sh is what a GPU machine runs; here it runs its smallest form and appends its rows."""
     import json
