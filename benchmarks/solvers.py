@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).parent
-SOLVERS = ("adamw", "fixed_point", "anderson", "adam", "newton", "newton_krylov", "hybrid")
+SOLVERS = ("adamw", "fixed_point", "anderson", "spectral", "adam", "newton", "newton_krylov", "hybrid")
 TINY = {"tiny-sd": ("save_tiny_sd", {}), "tiny-sd-v": ("save_tiny_sd", {"prediction_type": "v_prediction"}),
         "tiny-lcm": ("save_tiny_lcm", {}), "tiny-sdxl": ("save_tiny_sdxl", {}), "tiny-sd3": ("save_tiny_sd3", {})}
 PAPER_LR = {"tiny-lcm": 0.05, "tiny-sdxl": 0.05, "tiny-sd3": 0.025}  # the presets' (paper's) AdamW lr per family

@@ -9,7 +9,9 @@ along the path actually taken, and
     p <- p - alpha g,     alpha = <s, s> / <s, y>   (clamped to [alpha_min, alpha_max]; 1 on the first step)
 
 takes the step that slope calls for: one network forward per iteration, one scalar per sample, no host sync.
-Where <s, y> <= 0 (no positive curvature along s) the last alpha is kept.
+Where <s, y> <= 0 (no positive curvature along s) the last alpha is kept; after a non-finite residual the sample
+starts afresh (alpha = 1) from where the loop puts it back. The iteration is not monotone: as a hybrid phase it is
+judged on its best residual over the slow window, never switched for a residual above its best.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ class Spectral(UpdateRule):
         sy, ss = (ds * dy).sum(1), ds.pow(2).sum(1)  # (b,)
         secant = (ss / sy).clamp(self.alpha_min, self.alpha_max)
         alpha = torch.where(s["started"] & (sy > 0) & secant.isfinite(), secant, s["alpha"])
-        moved = live & loss.isfinite()
-        s["alpha"] = torch.where(moved, alpha, s["alpha"])
+        moved, bad = live & loss.isfinite(), live & ~loss.isfinite()
+        s["alpha"] = torch.where(moved, alpha, torch.where(bad, 1.0, s["alpha"]))
         s["prev_p"] = torch.where(rows(moved, p), p, s["prev_p"])
         s["prev_g"] = torch.where(rows(moved, g), g, s["prev_g"])
-        s["started"] |= moved
-        return p - rows(alpha, p) * g
+        s["started"] = (s["started"] | moved) & ~bad
+        # a non-finite residual: the loop has put the sample back on its best iterate; start afresh from there
+        return torch.where(rows(bad, p), p, p - rows(alpha, p) * g)

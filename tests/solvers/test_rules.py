@@ -72,6 +72,27 @@ def test_spectral_step_measures_the_slope_the_frozen_one_misses(linear_with_slop
     torch.testing.assert_close(rule.state["alpha"], torch.tensor([5.0, 1 / 3]), rtol=1e-3, atol=0)
 
 
+def test_spectral_starts_afresh_after_a_non_finite_residual(linear_with_slopes):
+    """A NaN residual on one sample: it comes back where the loop put it (no NaN step), with alpha = 1 again; the
+    other sample keeps its secant length."""
+    problem = linear_with_slopes(partial(Spectral), [0.2, 0.2])
+    rule = problem.configure_optimizers()
+    p = problem.eps.detach().clone()
+    rule.begin(p)
+    live = torch.ones(2, dtype=torch.bool)
+    idx = torch.arange(2)
+    for it in range(2):
+        r = problem.residual(p, idx)
+        p = rule.step(p, r, r.pow(2).flatten(1).mean(1), None, live, it)
+    assert torch.allclose(rule.state["alpha"], torch.tensor([5.0, 5.0]), rtol=1e-3)
+    r = problem.residual(p, idx)
+    r[0] = float("nan")
+    loss = r.pow(2).flatten(1).mean(1)
+    out = rule.step(p, r, loss, None, live, 2)
+    assert out[1].isfinite().all() and torch.equal(out[0], p[0])
+    assert rule.state["alpha"][0] == 1 and not rule.state["started"][0] and rule.state["started"][1]
+
+
 def test_anderson_safeguard_backtracks_where_the_map_diverges(linear_with_slopes):
     """d mu / d x = -3 x the frozen slope: every plain step is 4x worse; the safeguard never accepts one."""
     problem = linear_with_slopes(partial(Anderson), [-3.0])
