@@ -1,8 +1,8 @@
 """Batched solvers for the per-step subproblems: one loop (``loop.py``) and update rules plugged into it.
 
 Each rule is one file and one config (``configs/solver/<name>.yaml``): ``adamw`` (the paper's recipe),
-``fixed_point``, ``anderson`` and ``spectral`` (forward-only), ``adam`` (Adam directions, per-sample step size following the
-residual, decayed on a plateau), ``newton`` (gradient steps of Newton-Raphson length with per-sample
+``fixed_point``, ``anderson`` and ``spectral`` (forward-only), ``adam`` (Adam directions, per-sample step size
+following the residual, decayed on a plateau), ``newton`` (gradient steps of Newton-Raphson length with per-sample
 backtracking, as GNRI), ``hybrid`` (forward-only first, gradient where that stalls: the default).
 """
 

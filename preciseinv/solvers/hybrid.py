@@ -14,8 +14,8 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
 
 Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``newton``
 (GNRI's Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the
-preset learning rate ``lr``). With ``budget`` a phase also stalls when,
-at the rate its window measured, it would not reach eta within the iterations left.
+preset learning rate ``lr``). With ``budget`` a phase also stalls when, at the rate its window measured, it would
+not reach eta within the iterations left.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
 lost; what it spent in each phase counts against the one cap. The manifest records, per sample and step, which

@@ -29,21 +29,18 @@ class Spectral(UpdateRule):
         self.alpha_min, self.alpha_max = alpha_min, alpha_max
 
     def initial_state(self, p):
-        b = p.shape[0]
-        return {"prev_p": p.clone(), "prev_g": torch.zeros_like(p),
-                "alpha": torch.ones(b, device=p.device), "started": torch.zeros(b, dtype=torch.bool, device=p.device)}
+        # prev_p = p: the first step has no secant pair (s = 0) and takes alpha = 1
+        return {"prev_p": p.clone(), "prev_g": torch.zeros_like(p), "alpha": torch.ones(p.shape[0], device=p.device)}
 
     def step(self, p, r, loss, grad, live, it):
         s = self.state
         g = -self.problem.newton_step(r)  # (b, P, h, w)
         ds, dy = (p - s["prev_p"]).flatten(1), (g - s["prev_g"]).flatten(1)
-        sy, ss = (ds * dy).sum(1), ds.pow(2).sum(1)  # (b,)
-        secant = (ss / sy).clamp(self.alpha_min, self.alpha_max)
-        alpha = torch.where(s["started"] & (sy > 0) & secant.isfinite(), secant, s["alpha"])
+        sy, ss = (ds * dy).sum(1), ds.pow(2).sum(1)  # (b,); s = 0 (no pair yet) gives sy = 0
+        alpha = torch.where(sy > 0, (ss / sy).clamp(self.alpha_min, self.alpha_max), s["alpha"])
         moved, bad = live & loss.isfinite(), live & ~loss.isfinite()
-        s["alpha"] = torch.where(moved, alpha, torch.where(bad, 1.0, s["alpha"]))
-        s["prev_p"] = torch.where(rows(moved, p), p, s["prev_p"])
-        s["prev_g"] = torch.where(rows(moved, g), g, s["prev_g"])
-        s["started"] = (s["started"] | moved) & ~bad
         # a non-finite residual: the loop has put the sample back on its best iterate; start afresh from there
+        s["alpha"] = torch.where(moved, alpha, torch.where(bad, 1.0, s["alpha"]))
+        s["prev_p"] = torch.where(rows(live, p), p, s["prev_p"])
+        s["prev_g"] = torch.where(rows(moved, g), g, s["prev_g"])
         return torch.where(rows(bad, p), p, p - rows(alpha, p) * g)

@@ -90,7 +90,8 @@ def test_spectral_starts_afresh_after_a_non_finite_residual(linear_with_slopes):
     loss = r.pow(2).flatten(1).mean(1)
     out = rule.step(p, r, loss, None, live, 2)
     assert out[1].isfinite().all() and torch.equal(out[0], p[0])
-    assert rule.state["alpha"][0] == 1 and not rule.state["started"][0] and rule.state["started"][1]
+    assert rule.state["alpha"][0] == 1 and torch.equal(rule.state["prev_p"][0], p[0])  # no secant across the restart
+    assert torch.equal(rule.state["prev_p"][1], p[1])
 
 
 def test_anderson_safeguard_backtracks_where_the_map_diverges(linear_with_slopes):
