@@ -5,6 +5,7 @@ model x timestep spacing x solver x eta, printed as a Markdown table (docs/bench
     python benchmarks/solvers.py --models mini tiny-lcm --solvers adamw hybrid --eta 1e-3 1e-5
     python benchmarks/solvers.py --models /path/to/diffusers/dir --lr 0.1
     python benchmarks/solvers.py --suite eval --solvers adamw hybrid --eta 1e-3 --crops 16   # the held-out suite
+    python benchmarks/solvers.py --suite tune --solvers hybrid 'hybrid@phases=[spectral,adam]'   # a variant
 
 Models: ``mini`` (the embedded DDPM), ``mini-clip`` (a second pixel DDPM, trained with another seed and
 ``clip_sample`` on: benchmarks/assets/mini-ddpm-clip), the tiny random-weight pipelines of every family
@@ -13,7 +14,8 @@ diffusers directory. Images: the four bundled photos (held out of the mini model
 ``--random N``, N smooth random images, at the model's resolution. T = 2, empty prompt, the model's own sampler.
 ``cost`` = network forward + 2 x backward calls per image, the inversion's own. Method names (``ddim``,
 ``ceiling``, ``renoise``, ...) are accepted among ``--solvers`` as comparison rows; ``--encoders mean
-decoder_inversion`` measures decoder inversion (latent models).
+decoder_inversion`` measures decoder inversion (latent models). A name may carry settings of its config after
+``@``, each ``KEY=VALUE``, to compare variants side by side (``--solvers hybrid 'hybrid@phases=[spectral,adam]'``).
 
 ``--suite`` runs the held-out suite instead (``benchmarks/suite.py``: every family x sizes x weight seeds, split
 once by seed into ``tune`` and ``eval``; ``trained``: mini and mini-clip at both spacings) on ``--crops`` crops of
@@ -35,6 +37,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 HERE = Path(__file__).parent
 SOLVERS = ("adamw", "fixed_point", "anderson", "spectral", "adam", "newton", "newton_krylov", "hybrid")
@@ -92,15 +95,32 @@ def crops(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(out).clamp(-1, 1)
 
 
+def solver_spec(spec: str):
+    """``NAME@KEY=VALUE@...``: a solver (or method) and settings of its config, e.g. ``hybrid@phases=[spectral,adam]``
+    -> (NAME, the settings as a config). Rows, resumption and the comparison go by the whole spec."""
+    name, *sets = spec.split("@")
+    bad = [s for s in sets if "=" not in s]
+    if bad:
+        raise SystemExit(f"--solvers {spec}: each setting after '@' is KEY=VALUE, got {bad[0]!r}")
+    return name, OmegaConf.from_dotlist(sets)
+
+
 def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
             batch: torch.Tensor, encoder: str = "mean") -> dict:
     from preciseinv.builder import build_engine, inverter_config
     from preciseinv.methods import METHODS
 
     # "ddim", "ceiling", ... are methods (rows for comparison); the other names are PreciseInv's solvers
-    method, rule = (solver, "hybrid") if solver in METHODS else ("preciseinv", solver)
+    name, sets = solver_spec(solver)
+    method, rule = (name, "hybrid") if name in METHODS else ("preciseinv", name)
     cfg = inverter_config(model, method, rule, encoder, eta=eta, max_iters=max_iters, lr=lr, num_steps=2,
                           timestep_spacing=spacing, lpips=False)
+    group = "method" if name in METHODS else "solver"  # where the settings go
+    unknown = [key for key in sets if key not in cfg[group]]
+    if unknown:
+        raise SystemExit(f"--solvers {solver}: {group}={name} has no setting {', '.join(unknown)} "
+                         f"(it has {', '.join(k for k in cfg[group] if not k.startswith('_'))})")
+    cfg[group] = OmegaConf.merge(cfg[group], sets)
     engine = build_engine(cfg, model)
     start = time.perf_counter()
     out = engine.run(batch)

@@ -24,6 +24,22 @@ def test_solver_benchmark_prints_its_table(tmp_path):
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
 
 
+def test_solver_benchmark_runs_a_variant_named_with_its_settings(tmp_path):
+    """--solvers NAME@KEY=VALUE sets the solver's config: a hybrid whose only phase is spectral takes spectral's
+    iterates (same rows); the row names the whole spec; a setting the solver lacks is a one-line error."""
+    import json
+
+    rows = tmp_path / "rows.jsonl"
+    run("benchmarks/solvers.py", "--models", "mini", "--spacing", "default", "--solvers", "spectral",
+        "hybrid@phases=[spectral]", "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(rows))
+    plain, variant = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert variant["solver"] == "hybrid@phases=[spectral]"
+    assert (variant["cost"], variant["converged"], variant["psnr"]) == (plain["cost"], plain["converged"], plain["psnr"])
+    proc = subprocess.run([sys.executable, "benchmarks/solvers.py", "--models", "mini", "--solvers", "hybrid@nope=1",
+                           "--max-iters", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "solver=hybrid has no setting nope" in proc.stderr.strip().splitlines()[-1]
+
+
 def test_solver_suite_draws_other_crops_and_resumes_per_crop_seed(tmp_path):
     """--crop-seed draws other images (to tune on the trained models); a rerun with --out runs only what is new."""
     import json
