@@ -111,14 +111,14 @@ def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_
     from preciseinv.methods import METHODS
 
     # "ddim", "ceiling", ... are methods (rows for comparison); the other names are PreciseInv's solvers
-    name, sets = solver_spec(solver)
-    method, rule = (name, "hybrid") if name in METHODS else ("preciseinv", name)
+    base, sets = solver_spec(solver)
+    method, rule = (base, "hybrid") if base in METHODS else ("preciseinv", base)
     cfg = inverter_config(model, method, rule, encoder, eta=eta, max_iters=max_iters, lr=lr, num_steps=2,
                           timestep_spacing=spacing, lpips=False)
-    group = "method" if name in METHODS else "solver"  # where the settings go
+    group = "method" if base in METHODS else "solver"  # where the settings go
     unknown = [key for key in sets if key not in cfg[group]]
     if unknown:
-        raise SystemExit(f"--solvers {solver}: {group}={name} has no setting {', '.join(unknown)} "
+        raise SystemExit(f"--solvers {solver}: {group}={base} has no setting {', '.join(unknown)} "
                          f"(it has {', '.join(k for k in cfg[group] if not k.startswith('_'))})")
     cfg[group] = OmegaConf.merge(cfg[group], sets)
     engine = build_engine(cfg, model)

@@ -33,8 +33,9 @@ def test_solver_benchmark_runs_a_variant_named_with_its_settings(tmp_path):
     run("benchmarks/solvers.py", "--models", "mini", "--spacing", "default", "--solvers", "spectral",
         "hybrid@phases=[spectral]", "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(rows))
     plain, variant = [json.loads(line) for line in rows.read_text().splitlines()]
-    assert variant["solver"] == "hybrid@phases=[spectral]"
-    assert (variant["cost"], variant["converged"], variant["psnr"]) == (plain["cost"], plain["converged"], plain["psnr"])
+    assert variant["solver"] == "hybrid@phases=[spectral]" and variant["model"] == "mini"
+    assert (variant["cost"], variant["converged"], variant["psnr"]) == \
+        (plain["cost"], plain["converged"], plain["psnr"])
     proc = subprocess.run([sys.executable, "benchmarks/solvers.py", "--models", "mini", "--solvers", "hybrid@nope=1",
                            "--max-iters", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "solver=hybrid has no setting nope" in proc.stderr.strip().splitlines()[-1]

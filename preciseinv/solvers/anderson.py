@@ -59,6 +59,15 @@ class Anderson(UpdateRule):
         fallback = s["best_p"] + rows(s["damping"], p) * s["best_f"]
         return torch.where(rows(reject, p), fallback, mixed)
 
+    def secant_length(self) -> torch.Tensor:
+        """(b,) the step length along each sample's last accepted step, in units of the fixed-point step:
+        <s, s> / <s, y> with s = dP, y = -dF (the Barzilai-Borwein length; 1 where there is no pair or no positive
+        curvature). Above 1 the frozen slope overstates the slope along the path: its steps are too short."""
+        s = self.state
+        dp, df = s["dP"][:, 0], s["dF"][:, 0]  # (b, D) newest pair
+        sy = -(dp * df).sum(1)
+        return torch.where(s["valid"][:, 0] & (sy > 0), dp.pow(2).sum(1) / sy.clamp_min(1e-30), 1.0)
+
     def _correction(self, dP, dF, valid, f):
         """(dP + mixing dF) gamma with gamma = argmin ||f - dF gamma||^2 over the valid history (b, D)."""
         if self.memory == 0:

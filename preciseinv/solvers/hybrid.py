@@ -15,7 +15,10 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
 Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``newton``
 (GNRI's Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the
 preset learning rate ``lr``). With ``budget`` a phase also stalls when, at the rate its window measured, it would
-not reach eta within the iterations left.
+not reach eta within the iterations left. With ``split`` (a number) a spectral phase after Anderson is for steep
+samples only: after Anderson's first window each sample reads the length of its last step pair in fixed-point
+steps (``Anderson.secant_length``); above ``split`` the frozen slope overstates the slope along its path (trained
+networks at high timesteps, v-prediction) and the sample will enter the spectral phase; the others go past it.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
 lost; what it spent in each phase counts against the one cap. The manifest records, per sample and step, which
@@ -48,7 +51,8 @@ class Hybrid(UpdateRule):
 
     def __init__(self, problem, phases=("anderson", "fixed_point", "adam"), memory: int = 5,
                  momentum: float = 0.7, stall_ratio: float = 0.5, window: int = 8, slow_window: int = 64,
-                 patience: int = 3, diverge: float = 10.0, lr: float = 0.1, budget: bool = False):
+                 patience: int = 3, diverge: float = 10.0, lr: float = 0.1, budget: bool = False,
+                 spectral_window: int | None = None, split: float | None = None):
         super().__init__(problem)
         unknown = [name for name in phases if name not in PHASES]
         if unknown or not phases:
@@ -60,8 +64,11 @@ class Hybrid(UpdateRule):
                     "adamw": {"lr": lr, "returns_best": True}}
         self.rules = tuple(PHASES[name](problem, **settings.get(name, {})) for name in phases)
         self.phases = tuple(phases)
-        # per phase: (is Anderson, is the fixed point, uses a gradient); made tensors at sync points only
-        self._kinds = [(isinstance(r, Anderson), isinstance(r, FixedPoint), r.uses_gradient) for r in self.rules]
+        # per phase: (is Anderson, is the fixed point, uses a gradient, is spectral); made tensors at sync points only
+        self._kinds = [(isinstance(r, Anderson), isinstance(r, FixedPoint), r.uses_gradient, isinstance(r, Spectral))
+                       for r in self.rules]
+        self.spectral_window = spectral_window or slow_window
+        self.split = split  # None: every sample enters each phase in turn
         self.stall_ratio, self.window, self.slow_window = stall_ratio, window, slow_window
         self.patience, self.diverge = patience, diverge
         self.budget = budget
@@ -74,7 +81,9 @@ class Hybrid(UpdateRule):
                 **self.best_state(p),
                 "loss": torch.full((b,), float("inf"), device=dev),  # the last residual seen
                 "checkpoint": torch.full((b,), float("inf"), device=dev),  # best at the start of the window
-                "count": torch.zeros(b, dtype=torch.long, device=dev)}  # iterations in the window
+                "count": torch.zeros(b, dtype=torch.long, device=dev),  # iterations in the window
+                "probed": torch.zeros(b, dtype=torch.bool, device=dev),  # the slope along the path was read
+                "steep": torch.zeros(b, dtype=torch.bool, device=dev)}  # ... and the frozen slope overstates it
 
     def begin(self, p):
         super().begin(p)
@@ -90,9 +99,10 @@ class Hybrid(UpdateRule):
         """At each sync: move on the running samples whose phase stopped paying."""
         s, n = self.state, len(self.rules)
         phase, best = s["phase"], s["best"]
-        kinds = torch.tensor(self._kinds, device=phase.device)[phase]  # (b, 3) each sample's phase's kind
-        anderson, fixed_point = kinds[:, 0], kinds[:, 1]
+        kinds = torch.tensor(self._kinds, device=phase.device)[phase]  # (b, 4) each sample's phase's kind
+        anderson, fixed_point, spectral = kinds[:, 0], kinds[:, 1], kinds[:, 3]
         window = torch.where(anderson, self.window, self.slow_window)  # Anderson is judged fast, the others slow
+        window = torch.where(spectral, self.spectral_window, window)  # non-monotone too, but quick to pay or not
         due = s["count"] >= window
         stalled = due & (best > self.stall_ratio * s["checkpoint"])
         if self.budget and self.eta and self.max_iters:  # or: at its rate, it would not reach eta in the iterations left
@@ -105,10 +115,21 @@ class Hybrid(UpdateRule):
                 rejections = torch.where(phase == k, rule.state["rejections"], rejections)
         rejected = anderson & (rejections >= self.patience)
         diverged = fixed_point & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
+        past = torch.zeros_like(phase, dtype=torch.bool)  # (b,) a switch that goes past the next phase
+        if self.split is not None:  # after Anderson's first window each sample reads the slope along its path
+            length = torch.ones_like(best)  # (b,)
+            for k, rule in enumerate(self.rules):
+                if isinstance(rule, Anderson) and self._present[k]:
+                    length = torch.where(phase == k, rule.secant_length(), length)
+            reading = anderson & due & ~s["probed"]
+            s["steep"] |= reading & (length > self.split)  # the frozen slope overstates it: spectral's regime
+            s["probed"] |= reading
+            into_spectral = torch.tensor([k[3] for k in self._kinds[1:]] + [False], device=phase.device)[phase]
+            past = into_spectral & ~s["steep"] & (phase < n - 2)  # a spectral phase is for steep samples only
         switch = (phase < n - 1) & (stalled | rejected | diverged) & best.isfinite()
         running = torch.ones_like(switch) if live is None else live  # finished rows and padding stay where they are
         switch = switch & running
-        s["phase"] = phase + switch.long()
+        s["phase"] = phase + switch.long() + (switch & past).long()
         s["fresh"] |= switch
         restart = due | switch
         s["checkpoint"] = torch.where(restart, best, s["checkpoint"])

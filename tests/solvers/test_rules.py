@@ -121,6 +121,27 @@ def test_hybrid_switches_per_sample(linear_with_slopes):
     assert sum(e["switched"] for e in events) == 2  # anderson -> fixed_point -> adam, for sample 1
 
 
+@pytest.mark.parametrize("split", [None, 1.5])
+def test_hybrid_sends_only_steep_samples_to_a_spectral_phase(linear_with_slopes, split):
+    """Anderson's first step pair measures 1 / m (m: d mu / d x in frozen slopes): 5 on sample 0 (steep), 0.8 on
+    sample 1. When both stall after the first window, with ``split`` only the steep one enters the spectral phase
+    and the other goes past it to the fixed point; without, both enter it."""
+    phases = ("anderson", "spectral", "fixed_point", "adam")
+    problem = linear_with_slopes(partial(Hybrid, phases=phases, split=split), [0.2, 1.25])
+    rule = problem.configure_optimizers()
+    p, idx, live = problem.eps.detach().clone(), torch.arange(2), torch.ones(2, dtype=torch.bool)
+    rule.begin(p)
+    for it in range(2):
+        r = problem.residual(p, idx)
+        p = rule.step(p, r, r.pow(2).flatten(1).mean(1), None, live, it)
+    torch.testing.assert_close(rule.rules[0].secant_length(), torch.tensor([5.0, 0.8]), rtol=1e-3, atol=0)
+    rule.state["count"][:] = rule.window  # the first window is over and nothing improved: both stall
+    rule.state["checkpoint"] = rule.state["best"].clone()
+    rule.needs_grad(live)
+    assert rule.state["phase"].tolist() == ([1, 1] if split is None else [1, 2])
+    assert rule.state["steep"].tolist() == ([False, False] if split is None else [True, False])
+
+
 def test_adam_step_follows_the_residual(make_subproblem):
     """Adam's step size is scale x rms(fixed-point correction), so it shrinks with the residual: far below where
     the paper's constant-lr AdamW gets in the same number of steps."""
