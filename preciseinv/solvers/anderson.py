@@ -60,13 +60,14 @@ class Anderson(UpdateRule):
         return torch.where(rows(reject, p), fallback, mixed)
 
     def secant_length(self) -> torch.Tensor:
-        """(b,) the step length along each sample's last accepted step, in units of the fixed-point step:
-        <s, s> / <s, y> with s = dP, y = -dF (the Barzilai-Borwein length; 1 where there is no pair or no positive
-        curvature). Above 1 the frozen slope overstates the slope along the path: its steps are too short."""
+        """(b,) the length of each sample's newest step pair in its history, in units of the fixed-point step:
+        <s, s> / <s, y> with s = dP, y = -dF (the Barzilai-Borwein length; f = newton_step(r) is minus the step's
+        gradient). NaN where the history holds no pair (a rejection clears it) or the pair shows no positive
+        curvature. Above 1 the frozen slope overstates the slope along the path: its steps are too short."""
         s = self.state
         dp, df = s["dP"][:, 0], s["dF"][:, 0]  # (b, D) newest pair
         sy = -(dp * df).sum(1)
-        return torch.where(s["valid"][:, 0] & (sy > 0), dp.pow(2).sum(1) / sy.clamp_min(1e-30), 1.0)
+        return torch.where(s["valid"][:, 0] & (sy > 0), dp.pow(2).sum(1) / sy.clamp_min(1e-30), float("nan"))
 
     def _correction(self, dP, dF, valid, f):
         """(dP + mixing dF) gamma with gamma = argmin ||f - dF gamma||^2 over the valid history (b, D)."""

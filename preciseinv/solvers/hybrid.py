@@ -15,10 +15,12 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
 Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``newton``
 (GNRI's Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the
 preset learning rate ``lr``). With ``budget`` a phase also stalls when, at the rate its window measured, it would
-not reach eta within the iterations left. With ``split`` (a number) a spectral phase after Anderson is for steep
-samples only: after Anderson's first window each sample reads the length of its last step pair in fixed-point
-steps (``Anderson.secant_length``); above ``split`` the frozen slope overstates the slope along its path (trained
-networks at high timesteps, v-prediction) and the sample will enter the spectral phase; the others go past it.
+not reach eta within the iterations left. With ``split`` (a number; the list must have an Anderson phase before a
+spectral one) a spectral phase is for steep samples only: when Anderson's first window ends each sample reads the
+length of its newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope
+overstates the slope along its path (trained networks at high timesteps, v-prediction) and the sample will enter
+the spectral phase when it moves on; the others (and a sample that left Anderson before the reading) go past it,
+unless it is the last phase.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
 lost; what it spent in each phase counts against the one cap. The manifest records, per sample and step, which
@@ -67,8 +69,14 @@ class Hybrid(UpdateRule):
         # per phase: (is Anderson, is the fixed point, uses a gradient, is spectral); made tensors at sync points only
         self._kinds = [(isinstance(r, Anderson), isinstance(r, FixedPoint), r.uses_gradient, isinstance(r, Spectral))
                        for r in self.rules]
-        self.spectral_window = spectral_window or slow_window
+        self.spectral_window = slow_window if spectral_window is None else spectral_window
         self.split = split  # None: every sample enters each phase in turn
+        if split is not None and not any(a == "anderson" and "spectral" in phases[i + 1:] for i, a in
+                                         enumerate(phases)):
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"solver.split reads Anderson's secant length: it needs an anderson phase before a "
+                                  f"spectral one, got phases {list(phases)}")
         self.stall_ratio, self.window, self.slow_window = stall_ratio, window, slow_window
         self.patience, self.diverge = patience, diverge
         self.budget = budget
@@ -117,7 +125,7 @@ class Hybrid(UpdateRule):
         diverged = fixed_point & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
         past = torch.zeros_like(phase, dtype=torch.bool)  # (b,) a switch that goes past the next phase
         if self.split is not None:  # after Anderson's first window each sample reads the slope along its path
-            length = torch.ones_like(best)  # (b,)
+            length = torch.full_like(best, float("nan"))  # (b,) NaN: no reading (never steep)
             for k, rule in enumerate(self.rules):
                 if isinstance(rule, Anderson) and self._present[k]:
                     length = torch.where(phase == k, rule.secant_length(), length)
@@ -125,7 +133,9 @@ class Hybrid(UpdateRule):
             s["steep"] |= reading & (length > self.split)  # the frozen slope overstates it: spectral's regime
             s["probed"] |= reading
             into_spectral = torch.tensor([k[3] for k in self._kinds[1:]] + [False], device=phase.device)[phase]
-            past = into_spectral & ~s["steep"] & (phase < n - 2)  # a spectral phase is for steep samples only
+            # a spectral phase is for steep samples only; one that left Anderson unread counts as not steep, and
+            # nobody goes past the last phase
+            past = into_spectral & ~s["steep"] & (phase < n - 2)
         switch = (phase < n - 1) & (stalled | rejected | diverged) & best.isfinite()
         running = torch.ones_like(switch) if live is None else live  # finished rows and padding stay where they are
         switch = switch & running

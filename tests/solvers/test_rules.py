@@ -142,6 +142,27 @@ def test_hybrid_sends_only_steep_samples_to_a_spectral_phase(linear_with_slopes,
     assert rule.state["steep"].tolist() == ([False, False] if split is None else [True, False])
 
 
+def test_hybrid_with_split_runs_the_loop_past_a_spectral_phase(linear_with_slopes):
+    """Through the loop (syncs, compaction): sample 1 diverges under the fixed-point map and has no positive
+    curvature to read, so it is not steep: it goes from Anderson past the spectral phase to the fixed point, then
+    to adam, as the default hybrid does, and no sample ever runs in the spectral phase."""
+    events = []
+    rule = partial(Hybrid, phases=("anderson", "spectral", "fixed_point", "adam"), split=1.5)
+    problem = linear_with_slopes(rule, [0.9, -3.0])
+    stats = SolverLoop(eta=1e-5, max_iters=300, sync_every=4).run(problem, LoopHooks(on_sync=[events.append]))
+    assert stats.converged.all() and stats.phases() == ["anderson", "adam"]
+    assert all(e["phases"]["spectral"] == 0 for e in events)
+    assert any(e["phases"]["fixed_point"] for e in events) and sum(e["switched"] for e in events) == 2
+
+
+def test_hybrid_split_needs_anderson_before_spectral(linear_with_slopes):
+    from preciseinv.errors import PreciseInvError
+
+    with pytest.raises(PreciseInvError, match="needs an anderson phase before a spectral one"):
+        linear_with_slopes(partial(Hybrid, phases=("fixed_point", "spectral", "adam"), split=1.5),
+                           [1.0]).configure_optimizers()
+
+
 def test_adam_step_follows_the_residual(make_subproblem):
     """Adam's step size is scale x rms(fixed-point correction), so it shrinks with the residual: far below where
     the paper's constant-lr AdamW gets in the same number of steps."""
