@@ -16,11 +16,11 @@ Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-B
 (GNRI's Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the
 preset learning rate ``lr``). With ``budget`` a phase also stalls when, at the rate its window measured, it would
 not reach eta within the iterations left. With ``split`` (a number; the list must have an Anderson phase before a
-spectral one) a spectral phase is for steep samples only: when Anderson's first window ends each sample reads the
-length of its newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope
-overstates the slope along its path (trained networks at high timesteps, v-prediction) and the sample will enter
-the spectral phase when it moves on; the others (and a sample that left Anderson before the reading) go past it,
-unless it is the last phase.
+phase named in ``steep_only``) the phases of ``steep_only`` (by default ``spectral``) are for steep samples only:
+when Anderson's first window ends each sample reads the length of its newest step pair in fixed-point steps
+(``Anderson.secant_length``); above ``split`` the frozen slope overstates the slope along its path (trained
+networks at high timesteps, v-prediction) and the sample is steep. The others (and a sample that left Anderson
+before the reading) go past those phases when they move on, never past the last phase.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
 lost; what it spent in each phase counts against the one cap. The manifest records, per sample and step, which
@@ -54,7 +54,7 @@ class Hybrid(UpdateRule):
     def __init__(self, problem, phases=("anderson", "fixed_point", "adam"), memory: int = 5,
                  momentum: float = 0.7, stall_ratio: float = 0.5, window: int = 8, slow_window: int = 64,
                  patience: int = 3, diverge: float = 10.0, lr: float = 0.1, budget: bool = False,
-                 spectral_window: int | None = None, split: float | None = None):
+                 spectral_window: int | None = None, split: float | None = None, steep_only=("spectral",)):
         super().__init__(problem)
         unknown = [name for name in phases if name not in PHASES]
         if unknown or not phases:
@@ -71,12 +71,15 @@ class Hybrid(UpdateRule):
                        for r in self.rules]
         self.spectral_window = slow_window if spectral_window is None else spectral_window
         self.split = split  # None: every sample enters each phase in turn
-        if split is not None and not any(a == "anderson" and "spectral" in phases[i + 1:] for i, a in
+        if split is not None and not any(a == "anderson" and set(steep_only) & set(phases[i + 1:]) for i, a in
                                          enumerate(phases)):
             from preciseinv.errors import PreciseInvError
 
-            raise PreciseInvError(f"solver.split reads Anderson's secant length: it needs an anderson phase before a "
-                                  f"spectral one, got phases {list(phases)}")
+            raise PreciseInvError(f"solver.split reads Anderson's secant length: it needs an anderson phase before one "
+                                  f"of steep_only {list(steep_only)}, got phases {list(phases)}")
+        # per phase: where a sample that is not steep goes when it moves on (past the steep-only phases, not the last)
+        self._next_flat = [next((j for j in range(k + 1, len(phases)) if phases[j] not in steep_only),
+                                len(phases) - 1) for k in range(len(phases))]
         self.stall_ratio, self.window, self.slow_window = stall_ratio, window, slow_window
         self.patience, self.diverge = patience, diverge
         self.budget = budget
@@ -123,23 +126,22 @@ class Hybrid(UpdateRule):
                 rejections = torch.where(phase == k, rule.state["rejections"], rejections)
         rejected = anderson & (rejections >= self.patience)
         diverged = fixed_point & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
-        past = torch.zeros_like(phase, dtype=torch.bool)  # (b,) a switch that goes past the next phase
         if self.split is not None:  # after Anderson's first window each sample reads the slope along its path
             length = torch.full_like(best, float("nan"))  # (b,) NaN: no reading (never steep)
             for k, rule in enumerate(self.rules):
                 if isinstance(rule, Anderson) and self._present[k]:
                     length = torch.where(phase == k, rule.secant_length(), length)
             reading = anderson & due & ~s["probed"]
-            s["steep"] |= reading & (length > self.split)  # the frozen slope overstates it: spectral's regime
+            s["steep"] |= reading & (length > self.split)  # the frozen slope overstates it
             s["probed"] |= reading
-            into_spectral = torch.tensor([k[3] for k in self._kinds[1:]] + [False], device=phase.device)[phase]
-            # a spectral phase is for steep samples only; one that left Anderson unread counts as not steep, and
-            # nobody goes past the last phase
-            past = into_spectral & ~s["steep"] & (phase < n - 2)
         switch = (phase < n - 1) & (stalled | rejected | diverged) & best.isfinite()
         running = torch.ones_like(switch) if live is None else live  # finished rows and padding stay where they are
         switch = switch & running
-        s["phase"] = phase + switch.long() + (switch & past).long()
+        step = torch.ones_like(phase)  # (b,) how far a switch moves each sample
+        if self.split is not None:  # past the steep-only phases for a sample that is not steep
+            flat = torch.tensor(self._next_flat, device=phase.device)[phase] - phase
+            step = torch.where(s["steep"], step, flat)
+        s["phase"] = phase + switch.long() * step
         s["fresh"] |= switch
         restart = due | switch
         s["checkpoint"] = torch.where(restart, best, s["checkpoint"])

@@ -121,13 +121,14 @@ def test_hybrid_switches_per_sample(linear_with_slopes):
     assert sum(e["switched"] for e in events) == 2  # anderson -> fixed_point -> adam, for sample 1
 
 
-@pytest.mark.parametrize("split", [None, 1.5])
-def test_hybrid_sends_only_steep_samples_to_a_spectral_phase(linear_with_slopes, split):
+@pytest.mark.parametrize("split, steep_only, flat_to", [(None, ("spectral",), 1), (1.5, ("spectral",), 2),
+                                                        (1.5, ("spectral", "fixed_point"), 3)])
+def test_hybrid_sends_only_steep_samples_to_a_spectral_phase(linear_with_slopes, split, steep_only, flat_to):
     """Anderson's first step pair measures 1 / m (m: d mu / d x in frozen slopes): 5 on sample 0 (steep), 0.8 on
     sample 1. When both stall after the first window, with ``split`` only the steep one enters the spectral phase
-    and the other goes past it to the fixed point; without, both enter it."""
+    and the other goes past the steep-only phases (to the fixed point, or to adam); without, both enter it."""
     phases = ("anderson", "spectral", "fixed_point", "adam")
-    problem = linear_with_slopes(partial(Hybrid, phases=phases, split=split), [0.2, 1.25])
+    problem = linear_with_slopes(partial(Hybrid, phases=phases, split=split, steep_only=steep_only), [0.2, 1.25])
     rule = problem.configure_optimizers()
     p, idx, live = problem.eps.detach().clone(), torch.arange(2), torch.ones(2, dtype=torch.bool)
     rule.begin(p)
@@ -138,7 +139,7 @@ def test_hybrid_sends_only_steep_samples_to_a_spectral_phase(linear_with_slopes,
     rule.state["count"][:] = rule.window  # the first window is over and nothing improved: both stall
     rule.state["checkpoint"] = rule.state["best"].clone()
     rule.needs_grad(live)
-    assert rule.state["phase"].tolist() == ([1, 1] if split is None else [1, 2])
+    assert rule.state["phase"].tolist() == [1, flat_to]
     assert rule.state["steep"].tolist() == ([False, False] if split is None else [True, False])
 
 
@@ -158,7 +159,7 @@ def test_hybrid_with_split_runs_the_loop_past_a_spectral_phase(linear_with_slope
 def test_hybrid_split_needs_anderson_before_spectral(linear_with_slopes):
     from preciseinv.errors import PreciseInvError
 
-    with pytest.raises(PreciseInvError, match="needs an anderson phase before a spectral one"):
+    with pytest.raises(PreciseInvError, match="needs an anderson phase before one of steep_only"):
         linear_with_slopes(partial(Hybrid, phases=("fixed_point", "spectral", "adam"), split=1.5),
                            [1.0]).configure_optimizers()
 
