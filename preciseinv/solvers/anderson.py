@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from preciseinv.solvers.base import UpdateRule, rows
+from preciseinv.solvers.base import UpdateRule, rows, secant_length
 
 
 class Anderson(UpdateRule):
@@ -65,9 +65,8 @@ class Anderson(UpdateRule):
         gradient). NaN where the history holds no pair (a rejection clears it) or the pair shows no positive
         curvature. Above 1 the frozen slope overstates the slope along the path: its steps are too short."""
         s = self.state
-        dp, df = s["dP"][:, 0], s["dF"][:, 0]  # (b, D) newest pair
-        sy = -(dp * df).sum(1)
-        return torch.where(s["valid"][:, 0] & (sy > 0), dp.pow(2).sum(1) / sy.clamp_min(1e-30), float("nan"))
+        length = secant_length(s["dP"][:, 0], -s["dF"][:, 0])  # (b,) the newest pair
+        return torch.where(s["valid"][:, 0], length, float("nan"))
 
     def _correction(self, dP, dF, valid, f):
         """(dP + mixing dF) gamma with gamma = argmin ||f - dF gamma||^2 over the valid history (b, D)."""

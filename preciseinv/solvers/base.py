@@ -60,6 +60,13 @@ def sq_norm(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).pow(2).sum(1)
 
 
+def secant_length(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample Barzilai-Borwein length <s, s> / <s, y> of a step s (b, ...) and the change y (b, ...) of the
+    step direction along it -> (b,); NaN where <s, y> <= 0 (no pair, or no positive curvature along s)."""
+    sy = (s * y).flatten(1).sum(1)
+    return torch.where(sy > 0, sq_norm(s) / sy, float("nan"))
+
+
 class UpdateRule(ABC):
     """Moves the running samples of one subproblem. Subclasses implement ``step``; per-sample state lives in
     ``self.state`` (tensors whose first dimension is the working set), which the loop compacts with ``select``.

@@ -121,16 +121,15 @@ class Hybrid(UpdateRule):
             need = torch.where(rate < 0, (self.eta / best).log() / rate, float("inf"))
             stalled = stalled | (due & (need > self.max_iters - self._it))
         rejections = torch.zeros_like(phase)
+        length = torch.full_like(best, float("nan"))  # (b,) Anderson's secant length; NaN: no reading (never steep)
         for k, rule in enumerate(self.rules):
             if isinstance(rule, Anderson):
                 rejections = torch.where(phase == k, rule.state["rejections"], rejections)
+                if self.split is not None and self._present[k]:
+                    length = torch.where(phase == k, rule.secant_length(), length)
         rejected = anderson & (rejections >= self.patience)
         diverged = fixed_point & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
         if self.split is not None:  # after Anderson's first window each sample reads the slope along its path
-            length = torch.full_like(best, float("nan"))  # (b,) NaN: no reading (never steep)
-            for k, rule in enumerate(self.rules):
-                if isinstance(rule, Anderson) and self._present[k]:
-                    length = torch.where(phase == k, rule.secant_length(), length)
             reading = anderson & due & ~s["probed"]
             s["steep"] |= reading & (length > self.split)  # the frozen slope overstates it
             s["probed"] |= reading

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from preciseinv.solvers.base import UpdateRule, rows
+from preciseinv.solvers.base import UpdateRule, rows, secant_length
 
 
 class Spectral(UpdateRule):
@@ -35,9 +35,8 @@ class Spectral(UpdateRule):
     def step(self, p, r, loss, grad, live, it):
         s = self.state
         g = -self.problem.newton_step(r)  # (b, P, h, w)
-        ds, dy = (p - s["prev_p"]).flatten(1), (g - s["prev_g"]).flatten(1)
-        sy, ss = (ds * dy).sum(1), ds.pow(2).sum(1)  # (b,); s = 0 (no pair yet) gives sy = 0
-        alpha = torch.where(sy > 0, (ss / sy).clamp(self.alpha_min, self.alpha_max), s["alpha"])
+        length = secant_length(p - s["prev_p"], g - s["prev_g"])  # (b,); no pair yet (s = 0): NaN
+        alpha = torch.where(length.isnan(), s["alpha"], length.clamp(self.alpha_min, self.alpha_max))
         moved, bad = live & loss.isfinite(), live & ~loss.isfinite()
         # a non-finite residual: the loop has put the sample back on its best iterate; start afresh from there
         s["alpha"] = torch.where(moved, alpha, torch.where(bad, 1.0, s["alpha"]))
