@@ -161,6 +161,8 @@ def run_suite(args, machine: str) -> None:
     if args.out and args.out.exists():
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
+            if r.get("kind") != "solver_suite":  # the file may hold other tables' rows too
+                continue
             done[(r["suite"], r["solver"], r["eta"], r["max_iters"], r["n"], r.get("crop_seed", 0))] = r
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +186,8 @@ def run_suite(args, machine: str) -> None:
                       f"{row['seconds_per_image']:.3f} |", flush=True)
                 if args.out:
                     with open(args.out, "a") as f:
-                        f.write(json.dumps({"date": str(date.today()), "machine": machine, **row}) + "\n")
+                        f.write(json.dumps({"kind": "solver_suite", "date": str(date.today()), "machine": machine,
+                                            **row}) + "\n")
     if len(args.solvers) >= 2:
         print()
         print(compare(rows, args.solvers[0], args.solvers[-1]))
@@ -277,7 +280,8 @@ def main() -> None:
                           f"{row['seconds_per_image']:.3f} |", flush=True)
                     if args.out:
                         with open(args.out, "a") as f:
-                            f.write(json.dumps({"date": str(date.today()), "machine": machine, **row}) + "\n")
+                            f.write(json.dumps({"kind": "solver_dev", "date": str(date.today()), "machine": machine,
+                                                **row}) + "\n")
 
 
 if __name__ == "__main__":

@@ -42,18 +42,21 @@ def test_solver_benchmark_runs_a_variant_named_with_its_settings(tmp_path):
 
 
 def test_solver_suite_draws_other_crops_and_resumes_per_crop_seed(tmp_path):
-    """--crop-seed draws other images (to tune on the trained models); a rerun with --out runs only what is new."""
+    """--crop-seed draws other images (to tune on the trained models); a rerun with --out runs only what is new,
+    in a file that also holds other tables' rows (benchmarks/results.jsonl does)."""
     import json
 
     rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"kind": "iteration", "model": "mini", "solver": "adamw"}) + "\n")
     common = ("benchmarks/solvers.py", "--suite", "mini-leading", "--solvers", "spectral", "--eta", "1e-3",
               "--crops", "2", "--max-iters", "20", "--threads", "1", "--out", str(rows))
     run(*common)
     run(*common, "--crop-seed", "1")
-    first = [json.loads(line) for line in rows.read_text().splitlines()]
+    first = [json.loads(line) for line in rows.read_text().splitlines()][1:]
     assert [r["crop_seed"] for r in first] == [0, 1] and first[0]["psnr"] != first[1]["psnr"]
+    assert {r["kind"] for r in first} == {"solver_suite"}
     out = run(*common, "--crop-seed", "1")  # already there: read back, not run again
-    assert len(rows.read_text().splitlines()) == 2 and "| mini-leading |" not in out
+    assert len(rows.read_text().splitlines()) == 3 and "| mini-leading |" not in out
 
 
 def test_gpu_check_runs_small_on_a_cpu(tmp_path):

@@ -9,7 +9,8 @@ is not (random weights); the loop keeps each sample's best iterate.
 
 ``momentum`` > 0 adds Polyak's heavy ball, + momentum * (eps_k - eps_{k-1}). On a trained model the Jacobian of
 mu near the solution has most of its spectrum far below the frozen slope (the network removes what it takes for
-noise), so the plain iteration contracts slowly there, which the momentum (0.7 by default) speeds up.
+noise), so the plain iteration contracts slowly there, which the momentum speeds up
+(the hybrid's phase: damping 2, momentum 0.6).
 """
 
 from __future__ import annotations

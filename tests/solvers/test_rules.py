@@ -109,6 +109,25 @@ def test_newton_takes_the_exact_step_on_a_scaled_identity(linear_with_slopes):
     assert stats.converged.all() and (stats.iters <= 2).all() and (stats.nfe_backward >= 1).all()
 
 
+def test_longer_heavy_ball_step_pays_where_the_frozen_slope_overstates(linear_with_slopes):
+    """d mu / d x = 0.02 x the frozen slope (a trained network at a high timestep): the fixed point with momentum
+    converges, and with the hybrid's step (damping 2, momentum 0.6) in fewer iterations than at damping 1,
+    momentum 0.7; the same step stays stable where the slope is 1.3 x the frozen one."""
+    iters = {}
+    for damping, momentum in ((1.0, 0.7), (2.0, 0.6)):
+        stats = SolverLoop(eta=1e-10, max_iters=2000).run(
+            linear_with_slopes(partial(FixedPoint, damping=damping, momentum=momentum), [0.02, 1.3]))
+        assert stats.converged.all(), (damping, momentum)
+        iters[damping] = stats.iters[0].item()
+    assert iters[2.0] < 0.8 * iters[1.0], iters
+
+
+def test_hybrid_gives_its_fixed_point_phase_the_step_and_momentum(linear_with_slopes):
+    rule = linear_with_slopes(partial(Hybrid, damping=2.0, momentum=0.6), [1.0]).configure_optimizers()
+    fixed_point = rule.rules[rule.phases.index("fixed_point")]
+    assert (fixed_point.damping, fixed_point.momentum) == (2.0, 0.6)
+
+
 def test_hybrid_switches_per_sample(linear_with_slopes):
     """Sample 0: the forward-only iteration converges. Sample 1: it diverges (d mu / d x = -3 x the frozen slope),
     so that sample alone moves on to the momentum phase, then to the gradient phase, which converges."""
