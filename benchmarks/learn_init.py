@@ -2,10 +2,11 @@
 
     python benchmarks/learn_init.py                                  # mini and mini-clip, 192 + 32 crops
     python benchmarks/learn_init.py --models mini --train 64 --test 8 --out /tmp/li --jsonl ''
+    python benchmarks/learn_init.py --set solver.damping=1 --set solver.momentum=0.7   # other solver settings
 
 Per model: invert ``--train`` random 32-px crops of the mini model's training images (``preciseinv.mini``; not the
 four bundled photos) with ``python -m preciseinv.fit`` (T = ``--num-steps``, 2 by default; eta = 1e-3; the default
-solver); learn a start from that run with ``python -m preciseinv.learn_init`` at its defaults (wall time
+solver, or what ``--set`` overrides); learn a start from that run with ``python -m preciseinv.learn_init`` at its defaults (wall time
 recorded); then invert other images, ``--test`` crops drawn with another seed plus the four bundled photos, with
 init=ddim, with init=learned (the steps learn_init's judge kept) and with init=learned init.steps=all (every
 trained step), and compare converged fraction, mean PSNR and mean network cost per image (forward + 2 x backward
@@ -65,8 +66,10 @@ def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
-def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta: float, T: int) -> list[dict]:
-    common = ["~logger", "lpips=false", f"num_steps={T}", f"method.eta={eta}", "data=folder", "data.batch_size=16"]
+def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta: float, T: int,
+            sets: tuple = ()) -> list[dict]:
+    common = ["~logger", "lpips=false", f"num_steps={T}", f"method.eta={eta}", "data=folder", "data.batch_size=16",
+              *sets]
     if path:
         common.append(f"model.path={path}")
     run = out / name / "fit-train"
@@ -84,6 +87,7 @@ def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta
         command("fit", *common, f"data.root={test}", f"output_dir={target}", *extra)
         s = summary(target)
         rows.append({"kind": "learned_init", "model": name, "init": init, "num_steps": T, "eta": eta,
+                     "overrides": list(sets),
                      "train_images": info["trained"]["images"], "n": s["n"],
                      "converged_fraction": s["converged_fraction"], "psnr_mean": s["psnr_mean"],
                      "cost_mean": s["cost_mean"], "seconds_per_image": s.get("seconds_per_image"),
@@ -104,6 +108,8 @@ def main() -> None:
     p.add_argument("--num-steps", type=int, default=2, help="T")
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (a rerun resumes); default: a temp dir")
     p.add_argument("--jsonl", default=str(HERE / "results.jsonl"), help="append one JSON line per row ('' : none)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fit override for every run (repeatable), e.g. --set solver.damping=1")
     args = p.parse_args()
     import torch
 
@@ -118,7 +124,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         results = []
         for name in args.models:
-            rows = measure(name, MODELS[name], out, train, test, args.eta, args.num_steps)
+            rows = measure(name, MODELS[name], out, train, test, args.eta, args.num_steps, tuple(args.sets))
             for r in rows:
                 print(f"| {name} | {r['init']} | {r['n']} | {r['converged_fraction']:.2f} | {r['psnr_mean']:.2f} | "
                       f"{r['cost_mean']:.1f} | {r['seconds_per_image']:.3f} | "

@@ -105,8 +105,9 @@ def solver_spec(spec: str):
     return name, OmegaConf.from_dotlist(sets)
 
 
-def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
-            batch: torch.Tensor, encoder: str = "mean") -> dict:
+def engine_for(model, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
+               encoder: str = "mean"):
+    """The inversion engine of a solver spec (``NAME@KEY=VALUE...``) on a loaded model, T = 2, empty prompt."""
     from preciseinv.builder import build_engine, inverter_config
     from preciseinv.methods import METHODS
 
@@ -121,7 +122,12 @@ def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_
         raise SystemExit(f"--solvers {solver}: {group}={base} has no setting {', '.join(unknown)} "
                          f"(it has {', '.join(k for k in cfg[group] if not k.startswith('_'))})")
     cfg[group] = OmegaConf.merge(cfg[group], sets)
-    engine = build_engine(cfg, model)
+    return build_engine(cfg, model)
+
+
+def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
+            batch: torch.Tensor, encoder: str = "mean") -> dict:
+    engine = engine_for(model, solver, spacing, eta, max_iters, lr, encoder)
     start = time.perf_counter()
     out = engine.run(batch)
     seconds = (time.perf_counter() - start) / batch.shape[0]
@@ -161,7 +167,7 @@ def run_suite(args, machine: str) -> None:
     if args.out and args.out.exists():
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
-            if r.get("kind") != "solver_suite":  # the file may hold other tables' rows too
+            if r.get("kind", "solver_suite" if "suite" in r else None) != "solver_suite":  # other tables' rows
                 continue
             done[(r["suite"], r["solver"], r["eta"], r["max_iters"], r["n"], r.get("crop_seed", 0))] = r
     rows = []

@@ -169,9 +169,26 @@ def test_learned_start_benchmark_prints_its_table(tmp_path):
     import json
 
     out = run("benchmarks/learn_init.py", "--models", "mini", "--train", "12", "--test", "2", "--out",
-              str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"))
+              str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"), "--set", "solver.damping=1")
     rows = [line for line in out.splitlines() if line.startswith("| mini |")]
     assert len(rows) == 3 and "| ddim |" in rows[0] and "| learned |" in rows[1] and "| learned, every step |" in rows[2]
-    inits = [json.loads(line)["init"] for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
-    assert inits == ["ddim", "learned", "learned, every step"]
+    records = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [r["init"] for r in records] == ["ddim", "learned", "learned, every step"]
+    assert all(r["overrides"] == ["solver.damping=1"] for r in records)  # every fit ran with the override
+    fitted = json.loads((tmp_path / "runs" / "mini" / "fit-train" / "summary.json").read_text())
+    assert fitted["config"]["method"]["solver"]["damping"] == 1
     assert "mini: cost ratio" in out and "mini: step 2, held-out solves in learn_init: cost" in out
+
+
+def test_jacobian_benchmark_prints_the_spectrum(tmp_path):
+    """benchmarks/jacobian.py builds a sample's full Jacobian at the end of its solve (16 px: 768 elements) and
+    prints its spectrum; a larger Krylov space never leaves more of the residual."""
+    out = run("benchmarks/jacobian.py", "--suite", "pixel-s-0", "--crops", "2", "--index", "0", "1", "--step", "1",
+              "--scratch", str(tmp_path))
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| pixel-s-0 |")]
+    assert [(r[1], r[2], r[3]) for r in rows] == [("500", "0", "768"), ("500", "1", "768")]
+    for r in rows:
+        low, mid, high = map(float, r[5].split(", "))
+        assert low <= mid <= high <= float(r[6]) and int(r[8]) >= 0
+        left = [float(v) for v in r[9].rstrip(" |").split(", ")]
+        assert all(b <= a + 1e-9 for a, b in zip(left, left[1:])) and left[0] <= 1.0

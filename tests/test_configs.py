@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from preciseinv.presets import CONFIG_DIR, register_resolvers
 
@@ -108,3 +109,20 @@ def test_presets_recommend_a_precision_that_applies_only_on_gpu():
     expected = "bf16-mixed" if torch.cuda.is_available() else "32-true"
     assert composed("model=sd3").trainer.precision == expected
     assert composed("model=sd3", "trainer.precision=bf16-mixed").trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (Path(CONFIG_DIR) / "solver").glob("*.yaml")))
+def test_solver_config_defaults_are_the_class_defaults(option):
+    """The Python API and tests build solvers from their classes, runs from the configs: both give the same rule."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "solver" / f"{option}.yaml")
+    params = inspect.signature(get_class(cfg._target_).__init__).parameters
+    for key in cfg:
+        if key.startswith("_") or OmegaConf.is_interpolation(cfg, key):  # lr: ${model.lr}, the preset's
+            continue
+        value = OmegaConf.to_object(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        default = params[key].default
+        assert (list(default) if isinstance(default, tuple) else default) == value, (option, key, default, value)
