@@ -11,7 +11,8 @@ Models: ``mini`` (the embedded DDPM), ``mini-clip`` (a second pixel DDPM, traine
 ``clip_sample`` on: benchmarks/assets/mini-ddpm-clip), the tiny random-weight pipelines of every family
 (``tiny-sd``, ``tiny-sd-v``, ``tiny-lcm``, ``tiny-sdxl``, ``tiny-sd3``, built in a temporary folder), or any
 diffusers directory. Images: the four bundled photos (held out of the mini models' training) and, for
-``--random N``, N smooth random images, at the model's resolution. T = 2, empty prompt, the model's own sampler.
+``--random N``, N smooth random images, at the model's resolution. T = 2 (``--num-steps``), empty prompt, the model's
+own sampler.
 ``cost`` = network forward + 2 x backward calls per image, the inversion's own. Method names (``ddim``,
 ``ceiling``, ``renoise``, ...) are accepted among ``--solvers`` as comparison rows; ``--encoders mean
 decoder_inversion`` measures decoder inversion (latent models). A name may carry settings of its config after
@@ -106,15 +107,15 @@ def solver_spec(spec: str):
 
 
 def engine_for(model, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
-               encoder: str = "mean"):
-    """The inversion engine of a solver spec (``NAME@KEY=VALUE...``) on a loaded model, T = 2, empty prompt."""
+               encoder: str = "mean", num_steps: int = 2):
+    """The inversion engine of a solver spec (``NAME@KEY=VALUE...``) on a loaded model, T steps, empty prompt."""
     from preciseinv.builder import build_engine, inverter_config
     from preciseinv.methods import METHODS
 
     # "ddim", "ceiling", ... are methods (rows for comparison); the other names are PreciseInv's solvers
     base, sets = solver_spec(solver)
     method, rule = (base, "hybrid") if base in METHODS else ("preciseinv", base)
-    cfg = inverter_config(model, method, rule, encoder, eta=eta, max_iters=max_iters, lr=lr, num_steps=2,
+    cfg = inverter_config(model, method, rule, encoder, eta=eta, max_iters=max_iters, lr=lr, num_steps=num_steps,
                           timestep_spacing=spacing, lpips=False)
     group = "method" if base in METHODS else "solver"  # where the settings go
     unknown = [key for key in sets if key not in cfg[group]]
@@ -126,8 +127,8 @@ def engine_for(model, solver: str, spacing: str | None, eta: float, max_iters: i
 
 
 def run_one(model, name: str, solver: str, spacing: str | None, eta: float, max_iters: int, lr: float,
-            batch: torch.Tensor, encoder: str = "mean") -> dict:
-    engine = engine_for(model, solver, spacing, eta, max_iters, lr, encoder)
+            batch: torch.Tensor, encoder: str = "mean", num_steps: int = 2) -> dict:
+    engine = engine_for(model, solver, spacing, eta, max_iters, lr, encoder, num_steps)
     start = time.perf_counter()
     out = engine.run(batch)
     seconds = (time.perf_counter() - start) / batch.shape[0]
@@ -153,15 +154,15 @@ def run_suite(args, machine: str) -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    print(f"<!-- {date.today()}, {machine}, T = 2, {args.crops} crops (seed {args.crop_seed}), cap {args.max_iters} "
-          f"at eta >= 1e-4 and {args.cap_1e_5} below -->")
+    print(f"<!-- {date.today()}, {machine}, T = {args.num_steps}, {args.crops} crops (seed {args.crop_seed}), "
+          f"cap {args.max_iters} at eta >= 1e-4 and {args.cap_1e_5} below -->")
     print("| model | half | t | solver | η | PSNR (dB) | converged | cost / image | max residual | s / image |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     def cap(eta):
         return args.max_iters if eta >= 1e-4 else args.cap_1e_5
 
     def key(name, solver, eta):
-        return name, solver, eta, cap(eta), args.crops, args.crop_seed
+        return name, solver, eta, cap(eta), args.crops, args.crop_seed, args.num_steps
 
     done = {}  # rows --out already holds (an interrupted run resumes): not run again, compared with the rest
     if args.out and args.out.exists():
@@ -169,7 +170,8 @@ def run_suite(args, machine: str) -> None:
             r = json.loads(line)
             if r.get("kind", "solver_suite" if "suite" in r else None) != "solver_suite":  # other tables' rows
                 continue
-            done[(r["suite"], r["solver"], r["eta"], r["max_iters"], r["n"], r.get("crop_seed", 0))] = r
+            done[(r["suite"], r["solver"], r["eta"], r["max_iters"], r["n"], r.get("crop_seed", 0),
+                  len(r["timesteps"]))] = r
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = args.scratch or Path(tmp)
@@ -184,7 +186,8 @@ def run_suite(args, machine: str) -> None:
             spacing = entry.spacing if entry.spacing != "leading" else None  # the mini models' own is leading
             for eta, solver in todo:
                 row = {"suite": entry.name, "half": entry.half, "family": entry.family, "crop_seed": args.crop_seed,
-                       **run_one(model, entry.name, solver, spacing, eta, cap(eta), args.lr or entry.lr, batch)}
+                       **run_one(model, entry.name, solver, spacing, eta, cap(eta), args.lr or entry.lr, batch,
+                                 num_steps=args.num_steps)}
                 rows.append(row)
                 ts = ", ".join(str(int(t)) for t in row["timesteps"])
                 print(f"| {entry.name} | {entry.half} | {ts} | {solver} | {eta:g} | {row['psnr']:.2f} | "
@@ -251,6 +254,7 @@ def main() -> None:
     p.add_argument("--eta", nargs="+", type=float, default=[1e-3])
     p.add_argument("--encoders", nargs="+", default=["mean"], help="mean | decoder_inversion (latent models)")
     p.add_argument("--max-iters", type=int, default=200)
+    p.add_argument("--num-steps", type=int, default=2, help="T")
     p.add_argument("--random", type=int, default=4, help="smooth random images added to the 4 photos")
     p.add_argument("--lr", type=float, default=None, help="adamw's lr (default: the family preset's)")
     p.add_argument("--repeat", type=int, default=1, help="runs per row; seconds are their median (timing noise)")
@@ -265,7 +269,7 @@ def main() -> None:
         if args.solvers == p.get_default("solvers"):
             args.solvers = ["adamw", "hybrid"]
         return run_suite(args, machine)
-    print(f"<!-- {date.today()}, {machine}, T = 2, max {args.max_iters} iterations per step -->")
+    print(f"<!-- {date.today()}, {machine}, T = {args.num_steps}, max {args.max_iters} iterations per step -->")
     print("| model | spacing (t) | solver | encoder | η | n | PSNR (dB) | converged | cost / image | s / image |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
@@ -277,7 +281,8 @@ def main() -> None:
             for spacing in spacings:
                 for eta, encoder, solver in product(args.eta, args.encoders, args.solvers):
                     runs = [run_one(model, name, solver, None if spacing == "default" else spacing, eta,
-                                    args.max_iters, lr, batch, encoder) for _ in range(args.repeat)]
+                                    args.max_iters, lr, batch, encoder, args.num_steps)
+                            for _ in range(args.repeat)]
                     row = runs[0]
                     row["seconds_per_image"] = sorted(r["seconds_per_image"] for r in runs)[len(runs) // 2]
                     ts = ", ".join(str(int(t)) for t in row["timesteps"])

@@ -57,6 +57,9 @@ def test_solver_suite_draws_other_crops_and_resumes_per_crop_seed(tmp_path):
     assert {r["kind"] for r in first} == {"solver_suite"}
     out = run(*common, "--crop-seed", "1")  # already there: read back, not run again
     assert len(rows.read_text().splitlines()) == 3 and "| mini-leading |" not in out
+    out = run(*common, "--crop-seed", "1", "--num-steps", "3")  # another T is another row
+    last = json.loads(rows.read_text().splitlines()[-1])
+    assert len(rows.read_text().splitlines()) == 4 and len(last["timesteps"]) == 3 and "| mini-leading |" in out
 
 
 def test_gpu_check_runs_small_on_a_cpu(tmp_path):
