@@ -59,9 +59,9 @@ def gmres_left(M: torch.Tensor, r: torch.Tensor) -> dict[int, float]:
     """{m: ||r - M y|| / ||r||} minimised over the Krylov space of M on r of each size m in KRYLOV."""
     basis, left = [r / r.norm()], {}
     for m in range(1, max(KRYLOV) + 1):
-        w = M @ basis[-1]
+        V, w = torch.stack(basis, 1), M @ basis[-1]  # (D, m) the basis so far
         for _ in range(2):  # classical Gram-Schmidt, twice
-            w = w - torch.stack(basis, 1) @ (torch.stack(basis, 1).T @ w)
+            w = w - V @ (V.T @ w)
         basis.append(w / w.norm().clamp_min(1e-300))
         if m in KRYLOV:
             A = M @ torch.stack(basis[:m], 1)  # (D, m)
@@ -90,8 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for entry in select(args.suite):
             model = load_model(build(entry, args.scratch or Path(tmp)), device="cpu")
-            spacing = entry.spacing if entry.spacing != "leading" else None
-            engine = engine_for(model, args.solver, spacing, 1e-3, 200, entry.lr)
+            engine = engine_for(model, args.solver, entry.timestep_spacing, 1e-3, 200, entry.lr)
             batch = crops(args.crops, model.resolution, args.crop_seed)
             for row in spectrum_rows(engine, batch, args.step, args.index):
                 print(f"| {entry.name} | {row['timestep']} | {row['sample']} | {row['dim']} | {row['loss']:.2e} | "

@@ -6,11 +6,11 @@
 
 Per model: invert ``--train`` random 32-px crops of the mini model's training images (``preciseinv.mini``; not the
 four bundled photos) with ``python -m preciseinv.fit`` (T = ``--num-steps``, 2 by default; eta = 1e-3; the default
-solver, or what ``--set`` overrides); learn a start from that run with ``python -m preciseinv.learn_init`` at its defaults (wall time
-recorded); then invert other images, ``--test`` crops drawn with another seed plus the four bundled photos, with
-init=ddim, with init=learned (the steps learn_init's judge kept) and with init=learned init.steps=all (every
-trained step), and compare converged fraction, mean PSNR and mean network cost per image (forward + 2 x backward
-calls, the start's own included). Every step is a command a user would run; a rerun with the same ``--out``
+solver, or what ``--set`` overrides); learn a start from that run with ``python -m preciseinv.learn_init`` at its
+defaults (wall time recorded); then invert other images, ``--test`` crops drawn with another seed plus the four
+bundled photos, with init=ddim, with init=learned (the steps learn_init's judge kept) and with init=learned
+init.steps=all (every trained step), and compare converged fraction, mean PSNR and mean network cost per image
+(forward + 2 x backward calls, the start's own included). Every step is a command a user would run; a rerun with the same ``--out``
 resumes (fit and learn_init skip what is finished). Prints a Markdown table and the targets; appends one JSON
 line per row to ``--jsonl``.
 """

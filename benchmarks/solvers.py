@@ -183,7 +183,7 @@ def run_suite(args, machine: str) -> None:
                 continue
             model = load_model(build(entry, scratch), device="cpu")
             batch = crops(args.crops, model.resolution, args.crop_seed)
-            spacing = entry.spacing if entry.spacing != "leading" else None  # the mini models' own is leading
+            spacing = entry.timestep_spacing
             for eta, solver in todo:
                 row = {"suite": entry.name, "half": entry.half, "family": entry.family, "crop_seed": args.crop_seed,
                        **run_one(model, entry.name, solver, spacing, eta, cap(eta), args.lr or entry.lr, batch,

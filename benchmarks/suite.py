@@ -50,6 +50,11 @@ class SuiteModel:
     size: str | None = None
     builder: tuple = field(default=(), compare=False)  # (builder name, kwargs)
 
+    @property
+    def timestep_spacing(self) -> str | None:
+        """The sampler's timestep_spacing to set: None keeps the model's own (the mini models' own is leading)."""
+        return self.spacing if self.spacing != "leading" else None
+
 
 def _suite() -> list[SuiteModel]:
     out = []

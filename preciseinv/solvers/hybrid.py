@@ -7,10 +7,11 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
 2. ``fixed_point`` with heavy-ball momentum (forward-only too), when Anderson stalls: its best residual fell by
    less than ``stall_ratio`` over ``window`` iterations, or ``patience`` steps in a row were rejected. On trained
    models the path to the solution is not monotone (the noise the network expects has to grow into x_t), which
-   Anderson's least-squares mixing resists and momentum follows. Its step is ``damping`` (2) fixed-point steps
-   with ``momentum`` 0.6: on a trained network the Jacobian of mu, in units of the frozen slope, has most of its
-   spectrum between 0.02 and 0.1 and its top at most 1.33 (measured), and the heavy ball is stable for real
-   eigenvalues below 2 (1 + momentum) / damping = 1.6 while it contracts the small ones faster than at damping 1.
+   Anderson's least-squares mixing resists and momentum follows. Its step is ``damping`` (2) times the
+   fixed-point correction, with ``momentum`` 0.6: on a trained network the Jacobian of mu, in units of the frozen
+   slope, has most of its spectrum between 0.02 and 0.1 and its top at most 1.33 (measured), and the heavy ball is
+   stable for real eigenvalues below 2 (1 + momentum) / damping = 1.6 while it contracts the small ones faster
+   than at damping 1.
 3. a gradient method (forward + backward): ``adam`` (step size following the residual, decayed on a plateau),
    when the fixed-point iteration diverges (its residual exceeds ``diverge`` x the best, or turns non-finite) or
    stalls over ``slow_window`` iterations (it wanders on its way, so it is judged over a longer window).
