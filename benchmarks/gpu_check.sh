@@ -24,13 +24,15 @@ precision=${PRECISION:-bf16}
 iters=${ITERS:-5}
 # Measured on an H100 on 2026-11-27 (docs/benchmarks.md): eager speed of the three denoisers under autocast, the
 # SD1.5 inductor forward, SD1.5 end to end under 16-mixed. What is still open comes first, each A/B in one call: the
-# networks in bf16 without autocast against bf16 autocast, and cuDNN's benchmark mode against neither (each at a
-# fixed shape, then end to end at a fixed workload); the writer thread on SD1.5; the compiled gradient step, its
-# blocks first (regional: the shorter compile; warmup_seconds says how much), then the whole UNet, then SD3's
-# blocks; CUDA graphs.
-default_steps="speed|sd15-random|1 64|--solver adamw fixed_point
-speed|sd15-random|1 64|--solver adamw fixed_point --no-autocast
+# default hybrid's iteration in each of its phases beside forward-only and forward + backward; the networks in bf16
+# without autocast against bf16 autocast, and cuDNN's benchmark mode against neither (each at a fixed shape, then
+# end to end at a fixed workload); the compiled gradient step, its blocks first (regional: the shorter compile;
+# warmup_seconds says how much), then the whole UNet; the writer thread on SD1.5; SD3's blocks; CUDA graphs.
+default_steps="speed|sd15-random|64|--solver adamw fixed_point hybrid hybrid_fixed_point hybrid_adam
+speed|sd15-random|64|--solver adamw fixed_point --no-autocast
 speed|sd15-random|64|--solver adamw fixed_point --cudnn-benchmark
+speed|sd15-random|64|--solver adamw fixed_point --compile true --compile-scope regional
+speed|sd15-random|64|--solver adamw --compile true
 pipe|sd15|/tmp/sd15-random|
 fit|sd15|160|model.path=/tmp/sd15-random data.batch_size=32 solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed
 fit|sd15|160|model.path=/tmp/sd15-random data.batch_size=32 solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
@@ -41,8 +43,6 @@ speed|sdxl-random|16|--solver adamw fixed_point
 speed|sdxl-random|16|--solver adamw fixed_point --no-autocast
 speed|sd3-random|16|--solver adamw fixed_point
 speed|sd3-random|16|--solver adamw fixed_point --no-autocast
-speed|sd15-random|64|--solver adamw fixed_point --compile true --compile-scope regional
-speed|sd15-random|64|--solver adamw --compile true
 speed|sd3-random|16|--solver adamw --compile true --compile-scope regional
 speed|mini|1 64|--solver adamw fixed_point --compile reduce-overhead
 speed|mini|1 64|--solver adamw fixed_point --compile reduce-overhead --compile-scope regional

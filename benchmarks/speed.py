@@ -29,11 +29,16 @@ from preciseinv.accel.settings import accelerate, accelerate_module, autocast, c
 from preciseinv.engine import peak_memory_mb
 from preciseinv.methods import NoiseSubproblem
 from preciseinv.samplers import DDIMSampler, build_schedule
-from preciseinv.solvers import AdamW, FixedPoint, SolverLoop
+from preciseinv.solvers import AdamW, FixedPoint, Hybrid, SolverLoop
 
-# the per-iteration work of the two kinds of solver: AdamW (the paper's, forward + backward) and the fixed-point
-# iteration (forward only; the default hybrid runs it for most of its iterations)
-SOLVERS = {"adamw": partial(AdamW, lr=0.1), "fixed_point": FixedPoint}
+# the per-iteration work of each kind of solver: AdamW (the paper's, forward + backward), the plain fixed-point
+# iteration (forward only), and the default hybrid (configs/solver/hybrid.yaml's settings, its class defaults) in
+# each of its phases: `hybrid` starts in Anderson (forward only, a least-squares solve over its history), then
+# `hybrid_fixed_point` is its heavy-ball fixed-point step (forward only; most of its iterations), `hybrid_adam` its
+# gradient phase (forward + backward), each with the hybrid's per-sample bookkeeping
+SOLVERS = {"adamw": partial(AdamW, lr=0.1), "fixed_point": FixedPoint, "hybrid": partial(Hybrid, lr=0.1),
+           "hybrid_fixed_point": partial(Hybrid, lr=0.1, phases=("fixed_point",)),
+           "hybrid_adam": partial(Hybrid, lr=0.1, phases=("adam",))}
 
 
 SD_SCHEDULE = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,

@@ -126,6 +126,33 @@ def test_speed_halves_a_batch_that_does_not_fit(monkeypatch, capsys):
     assert [(b.strip(), ms.strip()) for b, ms in rows] == [("4", "1.00"), ("16", "out of memory"), ("8", "1.00")]
 
 
+def test_speed_times_the_default_solver_in_each_of_its_phases(monkeypatch):
+    """speed.py's hybrid entries are the default solver as configured: `hybrid_fixed_point` is held in the fixed-point
+    phase with configs/solver/hybrid.yaml's step and momentum, `hybrid_adam` in its gradient phase; each times on
+    the embedded model."""
+    import math
+
+    import torch
+    import yaml
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import speed
+    from preciseinv.methods import NoiseSubproblem
+    from preciseinv.solvers import FixedPoint
+
+    cfg = yaml.safe_load((ROOT / "configs" / "solver" / "hybrid.yaml").read_text())
+    model = speed.build("mini", torch.device("cpu"), torch.float32)
+    x0 = torch.randn(2, *model.latent_shape)
+    problem = NoiseSubproblem(model.sampler(), model.predict, 1, x0, x0, torch.randn_like(x0), model.condition(2))
+    (phase,) = speed.SOLVERS["hybrid_fixed_point"](problem).rules
+    assert isinstance(phase, FixedPoint) and (phase.damping, phase.momentum) == (cfg["damping"], cfg["momentum"])
+    (gradient,) = speed.SOLVERS["hybrid_adam"](problem).rules
+    assert gradient.uses_gradient and speed.SOLVERS["hybrid"](problem).phases == tuple(cfg["phases"])
+    for solver in ("hybrid", "hybrid_fixed_point", "hybrid_adam"):
+        ms, _ = speed.time_iterations(model, 2, 1, torch.device("cpu"), "fp32", solver)
+        assert math.isfinite(ms) and ms > 0
+
+
 def test_fit_rows_name_the_precision_the_user_chose(monkeypatch):
     """fit runs trainer.precision=bf16-true as Lightning's 32-true with bf16 weights: the row says bf16-true."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
