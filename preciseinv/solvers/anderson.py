@@ -59,6 +59,9 @@ class Anderson(UpdateRule):
         fallback = s["best_p"] + rows(s["damping"], p) * s["best_f"]
         return torch.where(rows(reject, p), fallback, mixed)
 
+    def rejections(self) -> torch.Tensor:
+        return self.state["rejections"]
+
     def secant_length(self) -> torch.Tensor:
         """(b,) the length of each sample's newest step pair in its history, in units of the fixed-point step:
         <s, s> / <s, y> with s = dP, y = -dF (the Barzilai-Borwein length; f = newton_step(r) is minus the step's

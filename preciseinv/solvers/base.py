@@ -107,6 +107,11 @@ class UpdateRule(ABC):
         """The per-sample state of samples starting at ``p`` (b, ...)."""
         return {}
 
+    def rejections(self) -> torch.Tensor | None:
+        """(b,) long: the steps in a row each sample's rule judged failed (the hybrid moves a sample on after
+        ``patience`` of them); None for a rule that judges none."""
+        return None
+
     def begin(self, p: torch.Tensor) -> None:
         """Called once with the initial working set (b, ...) before the first step."""
         self.state = self.initial_state(p)

@@ -16,15 +16,17 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
    when the fixed-point iteration diverges (its residual exceeds ``diverge`` x the best, or turns non-finite) or
    stalls over ``slow_window`` iterations (it wanders on its way, so it is judged over a longer window).
 
-Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``newton``
-(GNRI's Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the
-preset learning rate ``lr``). With ``budget`` a phase also stalls when, at the rate its window measured, it would
-not reach eta within the iterations left. With ``split`` (a number; the list must have an Anderson phase before a
-phase named in ``steep_only``) the phases of ``steep_only`` (by default ``spectral``) are for steep samples only:
-when Anderson's first window ends each sample reads the length of its newest step pair in fixed-point steps
-(``Anderson.secant_length``); above ``split`` the frozen slope overstates the slope along its path (trained
-networks at high timesteps, v-prediction) and the sample is steep. The others (and a sample that left Anderson
-before the reading) go past those phases when they move on, never past the last phase.
+Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``newton`` (GNRI's
+Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the preset
+learning rate ``lr``). A rule that judges its own steps counts the failed ones in a row (``rejections``: Anderson's
+rejected steps; ``newton_krylov``'s Newton steps whose Krylov solve ran out of vectors short of its forcing term, or
+whose line search gave up): ``patience`` of them also move the sample on. With ``budget`` a phase also stalls when,
+at the rate its window measured, it would not reach eta within the iterations left. With ``split`` (a number; the
+list must have an Anderson phase before a phase named in ``steep_only``) the phases of ``steep_only`` (by default
+``spectral``) are for steep samples only: when Anderson's first window ends each sample reads the length of its
+newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope overstates the
+slope along its path (trained networks at high timesteps, v-prediction) and the sample is steep. The others (and a
+sample that left Anderson before the reading) go past those phases when they move on, never past the last phase.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
 lost; what it spent in each phase counts against the one cap. The manifest records, per sample and step, which
@@ -124,14 +126,15 @@ class Hybrid(UpdateRule):
             rate = (best / s["checkpoint"]).log() / s["count"].clamp_min(1)  # (b,) log-residual per iteration
             need = torch.where(rate < 0, (self.eta / best).log() / rate, float("inf"))
             stalled = stalled | (due & (need > self.max_iters - self._it))
-        rejections = torch.zeros_like(phase)
+        rejections = torch.zeros_like(phase)  # (b,) steps in a row the sample's rule judged failed
         length = torch.full_like(best, float("nan"))  # (b,) Anderson's secant length; NaN: no reading (never steep)
         for k, rule in enumerate(self.rules):
-            if isinstance(rule, Anderson):
-                rejections = torch.where(phase == k, rule.state["rejections"], rejections)
-                if self.split is not None and self._present[k]:
-                    length = torch.where(phase == k, rule.secant_length(), length)
-        rejected = anderson & (rejections >= self.patience)
+            count = rule.rejections() if self._present[k] else None
+            if count is not None:
+                rejections = torch.where(phase == k, count, rejections)
+            if isinstance(rule, Anderson) and self.split is not None and self._present[k]:
+                length = torch.where(phase == k, rule.secant_length(), length)
+        rejected = rejections >= self.patience
         diverged = fixed_point & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
         if self.split is not None:  # after Anderson's first window each sample reads the slope along its path
             reading = anderson & due & ~s["probed"]

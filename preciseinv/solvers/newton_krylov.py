@@ -9,7 +9,8 @@ The Arnoldi basis grows until the GMRES residual estimate is below the forcing t
 choice 2: the inner solve gets more precise as the outer iteration converges, and never more precise than what
 lands the residual at eta / 4) or ``memory`` vectors are used; then the step p + lam d is tried with lam = 1 and
 halved until the residual falls (Armijo's condition). A sample whose line search fails ``max_halvings`` times
-keeps its best iterate, starts a new Krylov space there and counts a failure (``failures``: the hybrid reads it).
+keeps its best iterate, starts a new Krylov space there and counts a failure; a Krylov solve that uses all
+``memory`` vectors short of its forcing term counts as unsolved. The hybrid reads both (``rejections``).
 
 Everything happens per sample inside the batched loop: each loop iteration evaluates one point per sample, a
 Krylov probe or a trial step, so a Newton step of j inner iterations costs j + 1 forwards and no backward. With
@@ -55,6 +56,7 @@ class NewtonKrylov(UpdateRule):
             "beta": z(b), "j": z(b, dtype=torch.long), "h": z(b),  # |r| at the base, basis size, probe step
             "d": z(b, D), "lam": torch.ones(b, device=dev), "halvings": z(b, dtype=torch.long),
             "forcing": torch.full((b,), self.forcing0, device=dev), "failures": z(b, dtype=torch.long),
+            "unsolved": z(b, dtype=torch.long),  # Krylov solves in a row that ended short of their forcing
         }
 
     def step(self, p, r, loss, grad, live, it):
@@ -119,6 +121,8 @@ class NewtonKrylov(UpdateRule):
         target = 0.5 * (self.eta * pf.shape[1]) ** 0.5 if self.eta else 0.0  # |r| that lands at eta / 4
         enough = est <= torch.maximum(s["forcing"] * s["beta"], torch.full_like(est, target))
         solved = probe & (broken | (j >= self.memory) | enough) & (j > 0)
+        short = solved & ~enough & ~broken  # the basis ran out first: a short Krylov solve cannot model J here
+        s["unsolved"] = torch.where(short, s["unsolved"] + 1, torch.where(solved, 0, s["unsolved"]))
         stuck = probe & broken & (j == 0)  # no direction at all: the fixed-point step
         d = torch.einsum("bkd,bk->bd", s["V"][:, :-1], y.float())  # (b, D)
         fixed = self.problem.newton_step(s["base_r"].view(shape)).flatten(1)
@@ -130,6 +134,12 @@ class NewtonKrylov(UpdateRule):
         out = torch.where(s["probing"][:, None], s["base_p"] + s["h"][:, None] * vj,
                           s["base_p"] + s["lam"][:, None] * s["d"])
         return torch.where(rows(live, p), out.view(shape), p)
+
+    def rejections(self) -> torch.Tensor:
+        """(b,) Newton steps in a row that failed: their Krylov solve ran out of vectors short of its forcing term
+        (where the Jacobian has eigenvalues on both sides of 0, as a trained network's has at t ~ 500, GMRES of a
+        few vectors removes little of the residual) or their line search gave up."""
+        return self.state["unsolved"] + self.state["failures"]
 
     def _least_squares(self, H: torch.Tensor, beta: torch.Tensor, j: torch.Tensor):
         """(y (b, m), |beta e1 - H y| (b,)) over the first j columns (ridge-regularised normal equations, fp64)."""

@@ -36,3 +36,32 @@ def test_first_newton_step_is_the_fixed_point_step_on_a_linear_model(linear_prob
     stats = SolverLoop(eta=1e-6, max_iters=10, sync_every=1).run(problem)
     assert stats.converged.all() and stats.iters.max() <= 2
     torch.testing.assert_close(problem.eps.detach(), exact, rtol=1e-3, atol=1e-3)
+
+
+def mixing_problem(make_subproblem, memory):
+    """A noise estimate mixing every element of a 32-element sample: a Jacobian far from the frozen slope's
+    multiple of the identity, which a short Krylov basis cannot model."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    A = torch.randn(32, 32) * 0.5
+
+    def mixing(x, t, cond):
+        return (x.flatten(1) @ A.T).view_as(x)
+
+    problem = make_subproblem(partial(NewtonKrylov, memory=memory), x0, target, torch.zeros_like(x0),
+                              denoiser=mixing)
+    rule = problem.configure_optimizers()
+    problem.configure_optimizers = lambda: rule  # keep the rule the loop runs, to read its state afterwards
+    return problem, rule
+
+
+def test_a_krylov_solve_short_of_its_forcing_counts_as_a_rejection(make_subproblem):
+    """Two Krylov vectors cannot model the mixing Jacobian: every Newton step's solve runs out of vectors short of
+    its forcing term, and rejections() counts them in a row (what moves a sample out of a hybrid's newton_krylov
+    phase). With a basis as large as the problem every solve meets its forcing term and none is counted."""
+    short, rule = mixing_problem(make_subproblem, memory=2)
+    SolverLoop(eta=1e-10, max_iters=12).run(short)
+    assert (rule.rejections() >= 3).all(), rule.rejections()
+    full, rule = mixing_problem(make_subproblem, memory=32)
+    SolverLoop(eta=1e-10, max_iters=12).run(full)
+    assert (rule.rejections() == 0).all(), rule.rejections()
