@@ -22,20 +22,16 @@ py=${PYTHON:-python}
 results=${RESULTS:-benchmarks/results.jsonl}
 precision=${PRECISION:-bf16}
 iters=${ITERS:-5}
-# Measured on an H100 on 2026-11-27 (docs/benchmarks.md): eager speed of the three denoisers under autocast, the
-# SD1.5 inductor forward, SD1.5 end to end under 16-mixed. What is still open comes first, each A/B in one call: the
-# default hybrid's iteration in each of its phases beside forward-only and forward + backward; the networks in bf16
-# without autocast against bf16 autocast, and cuDNN's benchmark mode against neither (each at a fixed shape, then
-# end to end at a fixed workload); the compiled gradient step, its blocks first (regional: the shorter compile;
-# warmup_seconds says how much), then the whole UNet; the writer thread on SD1.5; SD3's blocks; CUDA graphs.
-default_steps="speed|sd15-random|64|--solver adamw fixed_point hybrid hybrid_fixed_point hybrid_adam
-speed|sd15-random|64|--solver adamw fixed_point --no-autocast
-speed|sd15-random|64|--solver adamw fixed_point --cudnn-benchmark
-speed|sd15-random|64|--solver adamw fixed_point --compile true --compile-scope regional
-speed|sd15-random|64|--solver adamw --compile true
+# Measured on an H100 (docs/benchmarks.md): eager speed of the three denoisers under autocast, the SD1.5 inductor
+# forward, SD1.5 end to end under 16-mixed (2026-11-27); the default hybrid's iteration in each of its phases, bf16
+# weights without autocast, cuDNN's benchmark mode at a fixed shape, the compiled gradient step (blocks and whole
+# UNet), and bf16-true end to end (2026-12-05). What is still open comes first, each A/B with its baseline in one
+# call: bf16 weights and compile together; cuDNN's benchmark mode end to end; the writer thread on SD1.5; SDXL and
+# SD3 without autocast; SD3's compiled blocks; CUDA graphs.
+default_steps="speed|sd15-random|64|--solver adamw fixed_point --no-autocast
+speed|sd15-random|64|--solver adamw fixed_point --no-autocast --compile true --compile-scope regional
 pipe|sd15|/tmp/sd15-random|
 fit|sd15|160|model.path=/tmp/sd15-random data.batch_size=32 solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed
-fit|sd15|160|model.path=/tmp/sd15-random data.batch_size=32 solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-true
 fit|sd15|160|model.path=/tmp/sd15-random data.batch_size=32 solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed model.cudnn_benchmark=true
 fit|sd15|320|model.path=/tmp/sd15-random writer.background=true
 fit|sd15|320|model.path=/tmp/sd15-random writer.background=false
