@@ -129,10 +129,12 @@ class Hybrid(UpdateRule):
         rejections = torch.zeros_like(phase)  # (b,) steps in a row the sample's rule judged failed
         length = torch.full_like(best, float("nan"))  # (b,) Anderson's secant length; NaN: no reading (never steep)
         for k, rule in enumerate(self.rules):
-            count = rule.rejections() if self._present[k] else None
+            if not self._present[k]:  # no running sample in this phase
+                continue
+            count = rule.rejections()
             if count is not None:
                 rejections = torch.where(phase == k, count, rejections)
-            if isinstance(rule, Anderson) and self.split is not None and self._present[k]:
+            if isinstance(rule, Anderson) and self.split is not None:
                 length = torch.where(phase == k, rule.secant_length(), length)
         rejected = rejections >= self.patience
         diverged = fixed_point & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
