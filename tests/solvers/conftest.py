@@ -45,6 +45,26 @@ def linear_problem():
     return make, exact
 
 
+def mixing_problem(solver, batch: int = 3) -> NoiseSubproblem:
+    """A noise estimate mixing every element of a 32-element sample (eps_theta = A x, A dense and random): a
+    Jacobian far from the frozen slope's multiple of the identity, which the plain fixed point diverges on and a
+    short Krylov basis cannot model."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(batch, 2, 4, 4), torch.randn(batch, 2, 4, 4)
+    A = torch.randn(32, 32) * 0.5
+
+    def mixing(x, t, cond):
+        return (x.flatten(1) @ A.T).view_as(x)
+
+    return subproblem(solver, x0, target, torch.zeros_like(x0), denoiser=mixing)
+
+
+@pytest.fixture
+def make_mixing_problem():
+    """mixing_problem(solver, batch=3)."""
+    return mixing_problem
+
+
 @pytest.fixture
 def make_subproblem():
     """subproblem(solver, x0, target, eps0, denoiser=linear, k=1, sampler=DDIM T=2, cond=None)."""

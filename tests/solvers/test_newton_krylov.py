@@ -7,20 +7,12 @@ import torch
 from preciseinv.solvers import FixedPoint, NewtonKrylov, SolverLoop
 
 
-def test_solves_a_linear_problem_the_fixed_point_cannot(make_subproblem):
+def test_solves_a_linear_problem_the_fixed_point_cannot(make_mixing_problem):
     """A noise estimate mixing every element (far from the frozen-slope model): the plain fixed point diverges,
     GMRES with a basis as large as the problem solves it to eta, with forward calls only."""
-    torch.manual_seed(0)
-    x0, target = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
-    A = torch.randn(32, 32) * 0.5
-
-    def mixing(x, t, cond):
-        return (x.flatten(1) @ A.T).view_as(x)
-
-    plain = SolverLoop(eta=1e-10, max_iters=300).run(
-        make_subproblem(partial(FixedPoint), x0, target, torch.zeros_like(x0), denoiser=mixing))
+    plain = SolverLoop(eta=1e-10, max_iters=300).run(make_mixing_problem(partial(FixedPoint)))
     assert not plain.converged.any()
-    problem = make_subproblem(partial(NewtonKrylov, memory=32), x0, target, torch.zeros_like(x0), denoiser=mixing)
+    problem = make_mixing_problem(partial(NewtonKrylov, memory=32))
     stats = SolverLoop(eta=1e-10, max_iters=300).run(problem)
     assert stats.converged.all() and (stats.nfe_backward == 0).all()
     r = problem.residual(problem.eps.detach(), torch.arange(3))
@@ -38,35 +30,25 @@ def test_first_newton_step_is_the_fixed_point_step_on_a_linear_model(linear_prob
     torch.testing.assert_close(problem.eps.detach(), exact, rtol=1e-3, atol=1e-3)
 
 
-def mixing_problem(make_subproblem, memory):
-    """A noise estimate mixing every element of a 32-element sample: a Jacobian far from the frozen slope's
-    multiple of the identity, which a short Krylov basis cannot model."""
-    torch.manual_seed(0)
-    x0, target = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
-    A = torch.randn(32, 32) * 0.5
-
-    def mixing(x, t, cond):
-        return (x.flatten(1) @ A.T).view_as(x)
-
-    problem = make_subproblem(partial(NewtonKrylov, memory=memory), x0, target, torch.zeros_like(x0),
-                              denoiser=mixing)
+def bound(problem):
+    """Keep the rule the loop builds, to read its state afterwards."""
     rule = problem.configure_optimizers()
-    problem.configure_optimizers = lambda: rule  # keep the rule the loop runs, to read its state afterwards
-    return problem, rule
+    problem.configure_optimizers = lambda: rule
+    return rule
 
 
-def test_a_krylov_solve_short_of_its_forcing_counts_as_a_rejection(make_subproblem, linear_problem):
+def test_a_krylov_solve_short_of_its_forcing_counts_as_a_rejection(make_mixing_problem, linear_problem):
     """Two Krylov vectors cannot model the mixing Jacobian: every Newton step's solve runs out of vectors short of
     its forcing term, and rejections() counts them in a row (what moves a sample out of a hybrid's newton_krylov
     phase), with no line search given up. Where one vector spans the solution (eps_theta = C x) every solve meets
     its forcing term and none is ever counted."""
-    short, rule = mixing_problem(make_subproblem, memory=2)
+    short = make_mixing_problem(partial(NewtonKrylov, memory=2))
+    rule = bound(short)
     SolverLoop(eta=1e-10, max_iters=12).run(short)
     assert (rule.state["unsolved"] >= 3).all() and (rule.state["failures"] == 0).all(), rule.state["unsolved"]
     make, _ = linear_problem
     problem = make(partial(NewtonKrylov))
-    rule = problem.configure_optimizers()
-    problem.configure_optimizers = lambda: rule
+    rule = bound(problem)
     seen, step = [], rule.step
 
     def counted(*args):
