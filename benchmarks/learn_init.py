@@ -3,16 +3,17 @@
     python benchmarks/learn_init.py                                  # mini and mini-clip, 192 + 32 crops
     python benchmarks/learn_init.py --models mini --train 64 --test 8 --out /tmp/li --jsonl ''
     python benchmarks/learn_init.py --set solver.damping=1 --set solver.momentum=0.7   # other solver settings
+    python benchmarks/learn_init.py --learn-set trainer.max_epochs=20                   # other learn_init settings
 
 Per model: invert ``--train`` random 32-px crops of the mini model's training images (``preciseinv.mini``; not the
 four bundled photos) with ``python -m preciseinv.fit`` (T = ``--num-steps``, 2 by default; eta = 1e-3; the default
 solver, or what ``--set`` overrides); learn a start from that run with ``python -m preciseinv.learn_init`` at its
-defaults (wall time recorded); then invert other images, ``--test`` crops drawn with another seed plus the four
-bundled photos, with init=ddim, with init=learned (the steps learn_init's judge kept) and with init=learned
-init.steps=all (every trained step), and compare converged fraction, mean PSNR and mean network cost per image
-(forward + 2 x backward calls, the start's own included). Every step is a command a user would run; a rerun with the same ``--out``
-resumes (fit and learn_init skip what is finished). Prints a Markdown table and the targets; appends one JSON
-line per row to ``--jsonl``.
+defaults, or what ``--learn-set`` overrides (wall time recorded); then invert other images, ``--test`` crops drawn
+with another seed plus the four bundled photos, with init=ddim, with init=learned (the steps learn_init's judge
+kept) and with init=learned init.steps=all (every trained step), and compare converged fraction, mean PSNR and mean
+network cost per image (forward + 2 x backward calls, the start's own included). Every step is a command a user
+would run; a rerun with the same ``--out`` resumes (fit and learn_init skip what is finished). Prints a Markdown
+table and the targets; appends one JSON line per row to ``--jsonl``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def summary(run: Path) -> dict:
 
 
 def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta: float, T: int,
-            sets: tuple = ()) -> list[dict]:
+            sets: tuple = (), learn_sets: tuple = ()) -> list[dict]:
     common = ["~logger", "lpips=false", f"num_steps={T}", f"method.eta={eta}", "data=folder", "data.batch_size=16",
               *sets]
     if path:
@@ -76,7 +77,7 @@ def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta
     command("fit", *common, f"data.root={train}", f"output_dir={run}")
     predictor = out / name / "learn_init"
     done = (predictor / "predictor.json").is_file()
-    seconds = command("learn_init", f"runs=[{run}]", f"output_dir={predictor}")
+    seconds = command("learn_init", f"runs=[{run}]", f"output_dir={predictor}", *learn_sets)
     info = json.loads((predictor / "predictor.json").read_text())
     seconds = info["trained"]["seconds"] if done else seconds  # a resumed benchmark keeps the first measurement
     rows = []
@@ -87,7 +88,7 @@ def measure(name: str, path: str | None, out: Path, train: Path, test: Path, eta
         command("fit", *common, f"data.root={test}", f"output_dir={target}", *extra)
         s = summary(target)
         rows.append({"kind": "learned_init", "model": name, "init": init, "num_steps": T, "eta": eta,
-                     "overrides": list(sets),
+                     "overrides": list(sets), "learn_overrides": list(learn_sets),
                      "train_images": info["trained"]["images"], "n": s["n"],
                      "converged_fraction": s["converged_fraction"], "psnr_mean": s["psnr_mean"],
                      "cost_mean": s["cost_mean"], "seconds_per_image": s.get("seconds_per_image"),
@@ -110,6 +111,8 @@ def main() -> None:
     p.add_argument("--jsonl", default=str(HERE / "results.jsonl"), help="append one JSON line per row ('' : none)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a fit override for every run (repeatable), e.g. --set solver.damping=1")
+    p.add_argument("--learn-set", dest="learn_sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a learn_init override (repeatable), e.g. --learn-set trainer.max_epochs=20")
     args = p.parse_args()
     import torch
 
@@ -124,7 +127,8 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         results = []
         for name in args.models:
-            rows = measure(name, MODELS[name], out, train, test, args.eta, args.num_steps, tuple(args.sets))
+            rows = measure(name, MODELS[name], out, train, test, args.eta, args.num_steps, tuple(args.sets),
+                           tuple(args.learn_sets))
             for r in rows:
                 print(f"| {name} | {r['init']} | {r['n']} | {r['converged_fraction']:.2f} | {r['psnr_mean']:.2f} | "
                       f"{r['cost_mean']:.1f} | {r['seconds_per_image']:.3f} | "

@@ -199,12 +199,16 @@ def test_learned_start_benchmark_prints_its_table(tmp_path):
     import json
 
     out = run("benchmarks/learn_init.py", "--models", "mini", "--train", "12", "--test", "2", "--out",
-              str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"), "--set", "solver.damping=1")
+              str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"), "--set", "solver.damping=1",
+              "--learn-set", "trainer.max_epochs=8")
     rows = [line for line in out.splitlines() if line.startswith("| mini |")]
     assert len(rows) == 3 and "| ddim |" in rows[0] and "| learned |" in rows[1] and "| learned, every step |" in rows[2]
     records = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert [r["init"] for r in records] == ["ddim", "learned", "learned, every step"]
     assert all(r["overrides"] == ["solver.damping=1"] for r in records)  # every fit ran with the override
+    assert all(r["learn_overrides"] == ["trainer.max_epochs=8"] for r in records)
+    trained = json.loads((tmp_path / "runs" / "mini" / "learn_init" / "predictor.json").read_text())["trained"]
+    assert 1 <= trained["epochs"] <= 8, trained  # learn_init ran with its override (60 epochs by default)
     fitted = json.loads((tmp_path / "runs" / "mini" / "fit-train" / "summary.json").read_text())
     assert fitted["config"]["method"]["solver"]["damping"] == 1
     assert "mini: cost ratio" in out and "mini: step 2, held-out solves in learn_init: cost" in out
