@@ -20,7 +20,8 @@ Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-B
 Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the preset
 learning rate ``lr``). A rule that judges its own steps counts the failed ones in a row (``rejections``: Anderson's
 rejected steps; ``newton_krylov``'s Newton steps whose Krylov solve ran out of vectors short of its forcing term, or
-whose line search gave up): ``patience`` of them also move the sample on. With ``budget`` a phase also stalls when,
+whose line search gave up): ``patience`` of them (``krylov_patience`` in a ``newton_krylov`` phase, whose Newton
+step costs up to its memory + 1 forwards) also move the sample on. With ``budget`` a phase also stalls when,
 at the rate its window measured, it would not reach eta within the iterations left. With ``split`` (a number; the
 list must have an Anderson phase before a phase named in ``steep_only``) the phases of ``steep_only`` (by default
 ``spectral``) are for steep samples only: when Anderson's first window ends each sample reads the length of its
@@ -59,8 +60,9 @@ class Hybrid(UpdateRule):
 
     def __init__(self, problem, phases=("anderson", "fixed_point", "adam"), memory: int = 5,
                  momentum: float = 0.6, damping: float = 2.0, stall_ratio: float = 0.5, window: int = 8,
-                 slow_window: int = 64, patience: int = 3, diverge: float = 10.0, lr: float = 0.1, budget: bool = False,
-                 spectral_window: int | None = None, split: float | None = None, steep_only=("spectral",)):
+                 slow_window: int = 64, patience: int = 3, krylov_patience: int = 2, diverge: float = 10.0,
+                 lr: float = 0.1, budget: bool = False, spectral_window: int | None = None, split: float | None = None,
+                 steep_only=("spectral",)):
         super().__init__(problem)
         unknown = [name for name in phases if name not in PHASES]
         if unknown or not phases:
@@ -87,7 +89,9 @@ class Hybrid(UpdateRule):
         self._next_flat = [next((j for j in range(k + 1, len(phases)) if phases[j] not in steep_only),
                                 len(phases) - 1) for k in range(len(phases))]
         self.stall_ratio, self.window, self.slow_window = stall_ratio, window, slow_window
-        self.patience, self.diverge = patience, diverge
+        self.diverge = diverge
+        # per phase: failed steps in a row that move a sample on (a Newton step costs up to memory + 1 forwards)
+        self._patience = [krylov_patience if isinstance(r, NewtonKrylov) else patience for r in self.rules]
         self.budget = budget
         self._switched, self._it = 0, 0
 
@@ -126,17 +130,16 @@ class Hybrid(UpdateRule):
             rate = (best / s["checkpoint"]).log() / s["count"].clamp_min(1)  # (b,) log-residual per iteration
             need = torch.where(rate < 0, (self.eta / best).log() / rate, float("inf"))
             stalled = stalled | (due & (need > self.max_iters - self._it))
-        rejections = torch.zeros_like(phase)  # (b,) steps in a row the sample's rule judged failed
+        rejected = torch.zeros_like(phase, dtype=torch.bool)  # (b,) its rule judged `patience` steps in a row failed
         length = torch.full_like(best, float("nan"))  # (b,) Anderson's secant length; NaN: no reading (never steep)
         for k, rule in enumerate(self.rules):
             if not self._present[k]:  # no running sample in this phase
                 continue
             count = rule.rejections()
             if count is not None:
-                rejections = torch.where(phase == k, count, rejections)
+                rejected = torch.where(phase == k, count >= self._patience[k], rejected)
             if isinstance(rule, Anderson) and self.split is not None:
                 length = torch.where(phase == k, rule.secant_length(), length)
-        rejected = rejections >= self.patience
         diverged = fixed_point & ~(s["loss"] <= self.diverge * best)  # includes a non-finite residual
         if self.split is not None:  # after Anderson's first window each sample reads the slope along its path
             reading = anderson & due & ~s["probed"]

@@ -213,13 +213,17 @@ def test_adam_decays_its_step_on_a_plateau(make_subproblem):
     torch.testing.assert_close(returned, stats.residual)
 
 
-def test_hybrid_moves_a_sample_on_when_its_krylov_solves_fall_short(make_mixing_problem):
+@pytest.mark.parametrize("krylov_patience", [2, 10**6])
+def test_hybrid_moves_a_sample_on_when_its_krylov_solves_fall_short(make_mixing_problem, krylov_patience):
     """A hybrid whose first phase is newton_krylov with two Krylov vectors, on a Jacobian they cannot model: after
-    ``patience`` (3) Newton steps whose solves fell short, each sample moves on to the gradient phase at a sync
-    within 40 iterations, although its stall window (a million iterations) never ends."""
-    problem = make_mixing_problem(partial(Hybrid, phases=("newton_krylov", "adam"), slow_window=10**6), batch=2)
+    ``krylov_patience`` (2) Newton steps whose solves fell short, each sample moves on to the gradient phase at a
+    sync within 40 iterations, although its stall window (a million iterations) never ends; with a patience it
+    never reaches (Anderson's ``patience``, 3, does not apply to this phase) both stay."""
+    problem = make_mixing_problem(partial(Hybrid, phases=("newton_krylov", "adam"), slow_window=10**6,
+                                          krylov_patience=krylov_patience), batch=2)
     rule = bound(problem)
     rule.rules[0].memory = 2  # the phase's own Krylov basis, short on purpose
     events = []
     SolverLoop(eta=1e-10, max_iters=40, sync_every=4).run(problem, LoopHooks(on_sync=[events.append]))
-    assert sum(e["switched"] for e in events) == 2 and rule.state["phase"].tolist() == [1, 1]
+    moved = krylov_patience == 2
+    assert sum(e["switched"] for e in events) == 2 * moved and rule.state["phase"].tolist() == [int(moved)] * 2
