@@ -59,6 +59,19 @@ def mixing_problem(solver, batch: int = 3) -> NoiseSubproblem:
     return subproblem(solver, x0, target, torch.zeros_like(x0), denoiser=mixing)
 
 
+def bound(problem: NoiseSubproblem):
+    """The rule the loop will build for ``problem``, kept (the loop runs this one) to read its state afterwards."""
+    rule = problem.configure_optimizers()
+    problem.configure_optimizers = lambda: rule
+    return rule
+
+
+@pytest.fixture
+def bind_rule():
+    """bound(problem) -> the rule the loop will run on it."""
+    return bound
+
+
 @pytest.fixture
 def make_mixing_problem():
     """mixing_problem(solver, batch=3)."""

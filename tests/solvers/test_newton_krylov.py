@@ -30,25 +30,20 @@ def test_first_newton_step_is_the_fixed_point_step_on_a_linear_model(linear_prob
     torch.testing.assert_close(problem.eps.detach(), exact, rtol=1e-3, atol=1e-3)
 
 
-def bound(problem):
-    """Keep the rule the loop builds, to read its state afterwards."""
-    rule = problem.configure_optimizers()
-    problem.configure_optimizers = lambda: rule
-    return rule
 
-
-def test_a_krylov_solve_short_of_its_forcing_counts_as_a_rejection(make_mixing_problem, linear_problem):
+def test_a_krylov_solve_short_of_its_forcing_counts_as_a_rejection(make_mixing_problem, linear_problem,
+                                                                  bind_rule):
     """Two Krylov vectors cannot model the mixing Jacobian: every Newton step's solve runs out of vectors short of
     its forcing term, and rejections() counts them in a row (what moves a sample out of a hybrid's newton_krylov
     phase), with no line search given up. Where one vector spans the solution (eps_theta = C x) every solve meets
     its forcing term and none is ever counted."""
     short = make_mixing_problem(partial(NewtonKrylov, memory=2))
-    rule = bound(short)
+    rule = bind_rule(short)
     SolverLoop(eta=1e-10, max_iters=12).run(short)
     assert (rule.state["unsolved"] >= 3).all() and (rule.state["failures"] == 0).all(), rule.state["unsolved"]
     make, _ = linear_problem
     problem = make(partial(NewtonKrylov))
-    rule = bound(problem)
+    rule = bind_rule(problem)
     seen, step = [], rule.step
 
     def counted(*args):

@@ -46,12 +46,6 @@ def linear_with_slopes(make_subproblem):
     return make
 
 
-def bound(problem):
-    """Keep the rule the loop builds, to look at its state afterwards."""
-    rule = problem.configure_optimizers()
-    problem.configure_optimizers = lambda: rule
-    return rule
-
 
 def test_anderson_beats_the_plain_iteration_where_the_slope_is_off(linear_with_slopes):
     """d mu / d x = 0.2 x the frozen slope: the plain map contracts by 0.8 per step, Anderson solves it at once."""
@@ -61,12 +55,12 @@ def test_anderson_beats_the_plain_iteration_where_the_slope_is_off(linear_with_s
     assert (runs["anderson"].iters * 5 < runs["plain"].iters).all()
 
 
-def test_spectral_step_measures_the_slope_the_frozen_one_misses(linear_with_slopes):
+def test_spectral_step_measures_the_slope_the_frozen_one_misses(linear_with_slopes, bind_rule):
     """d mu / d x = 0.2 and 3 x the frozen slope: the plain map contracts by 0.8 per step (sample 0) and diverges
     (sample 1); the secant pair of the first step gives alpha = 1 / m exactly, which lands on the solution."""
     plain = SolverLoop(eta=1e-10, max_iters=500).run(linear_with_slopes(partial(FixedPoint), [0.2]))
     problem = linear_with_slopes(partial(Spectral), [0.2, 3.0])
-    rule = bound(problem)
+    rule = bind_rule(problem)
     stats = SolverLoop(eta=1e-10, max_iters=500).run(problem)
     assert stats.converged.all() and (stats.iters <= 4).all() and plain.iters[0] > 50
     torch.testing.assert_close(rule.state["alpha"], torch.tensor([5.0, 1 / 3]), rtol=1e-3, atol=0)
@@ -94,11 +88,11 @@ def test_spectral_starts_afresh_after_a_non_finite_residual(linear_with_slopes):
     assert torch.equal(rule.state["prev_p"][1], p[1])
 
 
-def test_anderson_safeguard_backtracks_where_the_map_diverges(linear_with_slopes):
+def test_anderson_safeguard_backtracks_where_the_map_diverges(linear_with_slopes, bind_rule):
     """d mu / d x = -3 x the frozen slope: every plain step is 4x worse; the safeguard never accepts one."""
     problem = linear_with_slopes(partial(Anderson), [-3.0])
     start = problem.forward(problem.eps.detach(), torch.arange(1))
-    rule = bound(problem)
+    rule = bind_rule(problem)
     stats = SolverLoop(eta=1e-10, max_iters=6).run(problem)
     assert stats.residual[0] <= start[0] and rule.state["rejections"][0] >= 3
 
@@ -193,7 +187,7 @@ def test_adam_step_follows_the_residual(make_subproblem):
     assert (runs[0].residual * 10 < runs[1].residual).all()
 
 
-def test_adam_decays_its_step_on_a_plateau(make_subproblem):
+def test_adam_decays_its_step_on_a_plateau(make_subproblem, bind_rule):
     """mu = lam * tanh(x) cannot reach a target of 3 lam: the residual plateaus, the scale shrinks per sample,
     and the sample restarts from its best iterate (which is what is returned)."""
     torch.manual_seed(0)
@@ -206,7 +200,7 @@ def test_adam_decays_its_step_on_a_plateau(make_subproblem):
     saturating = lambda x, t, c: (lam * torch.tanh(x) - lam * x) / c2  # noqa: E731  (mu = lam tanh x)
     problem = make_subproblem(partial(Adam, patience=5), x0, torch.full_like(x0, 3 * lam), torch.zeros_like(x0),
                               denoiser=saturating)
-    rule = bound(problem)
+    rule = bind_rule(problem)
     stats = SolverLoop(eta=1e-6, max_iters=300).run(problem)
     assert not stats.converged.any() and (rule.state["scale"] < 1.0).all()
     returned = problem.forward(problem.eps.detach(), torch.arange(2))
@@ -214,14 +208,15 @@ def test_adam_decays_its_step_on_a_plateau(make_subproblem):
 
 
 @pytest.mark.parametrize("krylov_patience", [2, 10**6])
-def test_hybrid_moves_a_sample_on_when_its_krylov_solves_fall_short(make_mixing_problem, krylov_patience):
+def test_hybrid_moves_a_sample_on_when_its_krylov_solves_fall_short(make_mixing_problem, krylov_patience,
+                                                                   bind_rule):
     """A hybrid whose first phase is newton_krylov with two Krylov vectors, on a Jacobian they cannot model: after
     ``krylov_patience`` (2) Newton steps whose solves fell short, each sample moves on to the gradient phase at a
     sync within 40 iterations, although its stall window (a million iterations) never ends; with a patience it
     never reaches (Anderson's ``patience``, 3, does not apply to this phase) both stay."""
     problem = make_mixing_problem(partial(Hybrid, phases=("newton_krylov", "adam"), slow_window=10**6,
                                           krylov_patience=krylov_patience), batch=2)
-    rule = bound(problem)
+    rule = bind_rule(problem)
     rule.rules[0].memory = 2  # the phase's own Krylov basis, short on purpose
     events = []
     SolverLoop(eta=1e-10, max_iters=40, sync_every=4).run(problem, LoopHooks(on_sync=[events.append]))
