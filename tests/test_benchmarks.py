@@ -1,7 +1,9 @@
 """The benchmark scripts run (tiny settings): their tables are what docs/benchmarks.md records."""
 
+import importlib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,48 +18,69 @@ def run(*args) -> str:
     return proc.stdout
 
 
-def test_solver_benchmark_prints_its_table(tmp_path):
-    out = run("benchmarks/solvers.py", "--models", "mini", "--spacing", "default", "--solvers", "ddim", "hybrid",
+@pytest.fixture
+def script(monkeypatch, capsys):
+    """``script(name, *args)``: ``main()`` of benchmarks/<name>.py with those arguments, in this process (its
+    argument parsing, runs and table as from the command line, without a new interpreter's start-up); returns what
+    it printed. Scripts whose point is a fresh process (gpu_check.sh, compile_time.py) run as subprocesses."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.chdir(ROOT)
+    threads = torch.get_num_threads()  # --threads sets this process's
+
+    def call(name: str, *args) -> str:
+        module = importlib.import_module(name)
+        monkeypatch.setattr(sys, "argv", [f"{name}.py", *map(str, args)])
+        capsys.readouterr()
+        module.main()
+        return capsys.readouterr().out
+
+    yield call
+    torch.set_num_threads(threads)
+
+
+def test_solver_benchmark_prints_its_table(tmp_path, script):
+    out = script("solvers", "--models", "mini", "--spacing", "default", "--solvers", "ddim", "hybrid",
               "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(tmp_path / "rows.jsonl"))
     rows = [line for line in out.splitlines() if line.startswith("| mini |")]
     assert len(rows) == 2 and "| hybrid |" in rows[1]
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
 
 
-def test_solver_benchmark_runs_a_variant_named_with_its_settings(tmp_path):
+def test_solver_benchmark_runs_a_variant_named_with_its_settings(tmp_path, script):
     """--solvers NAME@KEY=VALUE sets the solver's config: a hybrid whose only phase is spectral takes spectral's
     iterates (same rows); the row names the whole spec; a setting the solver lacks is a one-line error."""
     import json
 
     rows = tmp_path / "rows.jsonl"
-    run("benchmarks/solvers.py", "--models", "mini", "--spacing", "default", "--solvers", "spectral",
+    script("solvers", "--models", "mini", "--spacing", "default", "--solvers", "spectral",
         "hybrid@phases=[spectral]", "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(rows))
     plain, variant = [json.loads(line) for line in rows.read_text().splitlines()]
     assert variant["solver"] == "hybrid@phases=[spectral]" and variant["model"] == "mini"
     assert (variant["cost"], variant["converged"], variant["psnr"]) == \
         (plain["cost"], plain["converged"], plain["psnr"])
-    proc = subprocess.run([sys.executable, "benchmarks/solvers.py", "--models", "mini", "--solvers", "hybrid@nope=1",
-                           "--max-iters", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode != 0 and "solver=hybrid has no setting nope" in proc.stderr.strip().splitlines()[-1]
+    with pytest.raises(SystemExit, match="solver=hybrid has no setting nope"):  # its one line on stderr
+        script("solvers", "--models", "mini", "--solvers", "hybrid@nope=1", "--max-iters", "2")
 
 
-def test_solver_suite_draws_other_crops_and_resumes_per_crop_seed(tmp_path):
+def test_solver_suite_draws_other_crops_and_resumes_per_crop_seed(tmp_path, script):
     """--crop-seed draws other images (to tune on the trained models); a rerun with --out runs only what is new,
     in a file that also holds other tables' rows (benchmarks/results.jsonl does)."""
     import json
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"kind": "iteration", "model": "mini", "solver": "adamw"}) + "\n")
-    common = ("benchmarks/solvers.py", "--suite", "mini-leading", "--solvers", "spectral", "--eta", "1e-3",
+    common = ("solvers", "--suite", "mini-leading", "--solvers", "spectral", "--eta", "1e-3",
               "--crops", "2", "--max-iters", "20", "--threads", "1", "--out", str(rows))
-    run(*common)
-    run(*common, "--crop-seed", "1")
+    script(*common)
+    script(*common, "--crop-seed", "1")
     first = [json.loads(line) for line in rows.read_text().splitlines()][1:]
     assert [r["crop_seed"] for r in first] == [0, 1] and first[0]["psnr"] != first[1]["psnr"]
     assert {r["kind"] for r in first} == {"solver_suite"}
-    out = run(*common, "--crop-seed", "1")  # already there: read back, not run again
+    out = script(*common, "--crop-seed", "1")  # already there: read back, not run again
     assert len(rows.read_text().splitlines()) == 3 and "| mini-leading |" not in out
-    out = run(*common, "--crop-seed", "1", "--num-steps", "3")  # another T is another row
+    out = script(*common, "--crop-seed", "1", "--num-steps", "3")  # another T is another row
     last = json.loads(rows.read_text().splitlines()[-1])
     assert len(rows.read_text().splitlines()) == 4 and len(last["timesteps"]) == 3 and "| mini-leading |" in out
 
@@ -195,10 +218,21 @@ def test_compile_time_runs_each_scope_in_a_fresh_process(tmp_path):
     assert row["gradient_first_s"] > 0 and row["forward_steady_s"] > 0 and row["compile_seconds"] >= 0
 
 
-def test_learned_start_benchmark_prints_its_table(tmp_path):
+def test_learned_start_benchmark_prints_its_table(tmp_path, script, monkeypatch):
+    """Its five commands (fit, learn_init, three fits) run in this process, each on the config the command would
+    compose from the same arguments."""
     import json
 
-    out = run("benchmarks/learn_init.py", "--models", "mini", "--train", "12", "--test", "2", "--out",
+    from preciseinv.presets import compose
+
+    def command(module: str, *args: str) -> float:
+        start = time.perf_counter()
+        importlib.import_module(f"preciseinv.{module}").run(compose(module, list(args)))
+        return time.perf_counter() - start
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(importlib.import_module("learn_init"), "command", command)
+    out = script("learn_init", "--models", "mini", "--train", "12", "--test", "2", "--out",
               str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"), "--set", "solver.damping=1",
               "--learn-set", "trainer.max_epochs=8")
     rows = [line for line in out.splitlines() if line.startswith("| mini |")]
@@ -214,10 +248,10 @@ def test_learned_start_benchmark_prints_its_table(tmp_path):
     assert "mini: cost ratio" in out and "mini: step 2, held-out solves in learn_init: cost" in out
 
 
-def test_jacobian_benchmark_prints_the_spectrum(tmp_path):
+def test_jacobian_benchmark_prints_the_spectrum(tmp_path, script):
     """benchmarks/jacobian.py builds a sample's full Jacobian at the end of its solve (16 px: 768 elements) and
     prints its spectrum; a larger Krylov space never leaves more of the residual."""
-    out = run("benchmarks/jacobian.py", "--suite", "pixel-s-0", "--crops", "2", "--index", "0", "1", "--step", "1",
+    out = script("jacobian", "--suite", "pixel-s-0", "--crops", "2", "--index", "0", "1", "--step", "1",
               "--scratch", str(tmp_path))
     rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| pixel-s-0 |")]
     assert [(r[1], r[2], r[3]) for r in rows] == [("500", "0", "768"), ("500", "1", "768")]
