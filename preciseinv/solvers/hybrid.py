@@ -12,19 +12,23 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
    slope, has most of its spectrum between 0.02 and 0.1 and its top at most 1.33 (measured), and the heavy ball is
    stable for real eigenvalues below 2 (1 + momentum) / damping = 1.6 while it contracts the small ones faster
    than at damping 1.
-3. a gradient method (forward + backward): ``adam`` (step size following the residual, decayed on a plateau),
-   when the fixed-point iteration diverges (its residual exceeds ``diverge`` x the best, or turns non-finite) or
-   stalls over ``slow_window`` iterations (it wanders on its way, so it is judged over a longer window).
+3. ``newton_krylov`` (forward-only: GMRES on finite-difference Jacobian-vector products, a line search), for
+   a steep sample only (below), when the fixed-point iteration diverges (its residual exceeds ``diverge`` x the
+   best, or turns non-finite) or stalls over ``slow_window`` iterations (it wanders on its way, so it is judged
+   over a longer window). Where the map is nearly linear (a trained network's top step) a short Krylov solve
+   finishes what the fixed point does slowly; ``krylov_patience`` failed Newton steps in a row move a sample on.
+4. a gradient method (forward + backward): ``adam`` (step size following the residual, decayed on a plateau),
+   when the phase before it stops paying.
 
 Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``newton`` (GNRI's
-Newton-Raphson length), ``newton_krylov`` (forward-only GMRES) and ``adamw`` (the paper's AdamW at the preset
+Newton-Raphson length) and ``adamw`` (the paper's AdamW at the preset
 learning rate ``lr``). A rule that judges its own steps counts the failed ones in a row (``rejections``: Anderson's
 rejected steps; ``newton_krylov``'s Newton steps whose Krylov solve ran out of vectors short of its forcing term, or
 whose line search gave up): ``patience`` of them (``krylov_patience`` in a ``newton_krylov`` phase, whose Newton
 step costs up to its memory + 1 forwards) also move the sample on. With ``budget`` a phase also stalls when,
-at the rate its window measured, it would not reach eta within the iterations left. With ``split`` (a number; the
-list must have an Anderson phase before a phase named in ``steep_only``) the phases of ``steep_only`` (by default
-``spectral``) are for steep samples only: when Anderson's first window ends each sample reads the length of its
+at the rate its window measured, it would not reach eta within the iterations left. With ``split`` (a number, 1.5
+by default) the phases of ``steep_only`` (by default ``newton_krylov``) that follow an Anderson phase are for steep
+samples only (a list without such a phase routes nothing): when Anderson's first window ends each sample reads the length of its
 newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope overstates the
 slope along its path (trained networks at high timesteps, v-prediction) and the sample is steep. The others (and a
 sample that left Anderson before the reading) go past those phases when they move on, never past the last phase.
@@ -58,11 +62,11 @@ class Hybrid(UpdateRule):
     restarts = True
     may_use_gradient = True  # its last phases; any sample may reach them
 
-    def __init__(self, problem, phases=("anderson", "fixed_point", "adam"), memory: int = 5,
+    def __init__(self, problem, phases=("anderson", "fixed_point", "newton_krylov", "adam"), memory: int = 5,
                  momentum: float = 0.6, damping: float = 2.0, stall_ratio: float = 0.5, window: int = 8,
                  slow_window: int = 64, patience: int = 3, krylov_patience: int = 2, diverge: float = 10.0,
-                 lr: float = 0.1, budget: bool = False, spectral_window: int | None = None, split: float | None = None,
-                 steep_only=("spectral",)):
+                 lr: float = 0.1, budget: bool = False, spectral_window: int | None = None, split: float | None = 1.5,
+                 steep_only=("newton_krylov",)):
         super().__init__(problem)
         unknown = [name for name in phases if name not in PHASES]
         if unknown or not phases:
@@ -78,13 +82,10 @@ class Hybrid(UpdateRule):
         self._kinds = [(isinstance(r, Anderson), isinstance(r, FixedPoint), r.uses_gradient, isinstance(r, Spectral))
                        for r in self.rules]
         self.spectral_window = slow_window if spectral_window is None else spectral_window
-        self.split = split  # None: every sample enters each phase in turn
-        if split is not None and not any(a == "anderson" and set(steep_only) & set(phases[i + 1:]) for i, a in
-                                         enumerate(phases)):
-            from preciseinv.errors import PreciseInvError
-
-            raise PreciseInvError(f"solver.split reads Anderson's secant length: it needs an anderson phase before one "
-                                  f"of steep_only {list(steep_only)}, got phases {list(phases)}")
+        # split routes the steep-only phases that follow an Anderson phase (which reads the slope); with none such
+        # in the list, every sample enters each phase in turn
+        routed = any(a == "anderson" and set(steep_only) & set(phases[i + 1:]) for i, a in enumerate(phases))
+        self.split = split if routed else None
         # per phase: where a sample that is not steep goes when it moves on (past the steep-only phases, not the last)
         self._next_flat = [next((j for j in range(k + 1, len(phases)) if phases[j] not in steep_only),
                                 len(phases) - 1) for k in range(len(phases))]

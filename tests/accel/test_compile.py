@@ -27,7 +27,9 @@ def test_compile_values_map_to_torch_compile_options():
 def test_compiled_denoiser_inverts_like_the_eager_one_through_the_padded_loop(tiny_sd):
     """Dynamo traces the tiny UNet (the ``eager`` backend: the graphs inductor would get, without C++ builds); the
     padded loop (as with CUDA graphs) hands it fewer shapes, the graphs stay within dynamo's default cache of 8,
-    and the latents are the eager, unpadded loop's."""
+    and the inversion is the eager, unpadded loop's: the same residuals and latents, up to what the default's
+    Newton-Krylov phase (steep samples; finite-difference Jacobian products) makes of the last-bit differences
+    between kernels at other batch sizes (1e-4 in a latent here)."""
     from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
@@ -43,13 +45,15 @@ def test_compiled_denoiser_inverts_like_the_eager_one_through_the_padded_loop(ti
         counters.clear()
         method = PreciseInv(eta=1e-4, max_iters=40, buckets=bool(compile))
         _, result = InversionEngine(model, method, 2).invert(images)
-        latents[compile], sizes[compile] = result.latent, seen
+        latents[compile], sizes[compile] = (result.latent, torch.tensor([r["residual"] for r in result.per_sample()])), seen
         if compile:
             assert 0 < counters["stats"]["unique_graphs"] <= 8, dict(counters["stats"])
     odd = {compile: {n for n in seen if not is_bucket(n)} for compile, seen in sizes.items()}
     # padded, fewer shapes: only an exact split the loop would have made anyway, where padding would cost too much
     assert odd["eager"] < odd[False], odd
-    torch.testing.assert_close(latents["eager"], latents[False], rtol=1e-4, atol=1e-4)
+    (latent, residual), (eager_latent, eager_residual) = latents["eager"], latents[False]
+    torch.testing.assert_close(residual, eager_residual, rtol=1e-2, atol=1e-9)
+    torch.testing.assert_close(latent, eager_latent, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_sd", "tiny_sd3", "tiny_flux"])

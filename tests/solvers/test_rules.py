@@ -161,7 +161,7 @@ def test_hybrid_with_split_runs_the_loop_past_a_spectral_phase(linear_with_slope
     curvature to read, so it is not steep: it goes from Anderson past the spectral phase to the fixed point, then
     to adam, as the default hybrid does, and no sample ever runs in the spectral phase."""
     events = []
-    rule = partial(Hybrid, phases=("anderson", "spectral", "fixed_point", "adam"), split=1.5)
+    rule = partial(Hybrid, phases=("anderson", "spectral", "fixed_point", "adam"), split=1.5, steep_only=("spectral",))
     problem = linear_with_slopes(rule, [0.9, -3.0])
     stats = SolverLoop(eta=1e-5, max_iters=300, sync_every=4).run(problem, LoopHooks(on_sync=[events.append]))
     assert stats.converged.all() and stats.phases() == ["anderson", "adam"]
@@ -169,12 +169,34 @@ def test_hybrid_with_split_runs_the_loop_past_a_spectral_phase(linear_with_slope
     assert any(e["phases"]["fixed_point"] for e in events) and sum(e["switched"] for e in events) == 2
 
 
-def test_hybrid_split_needs_anderson_before_spectral(linear_with_slopes):
-    from preciseinv.errors import PreciseInvError
+def test_hybrid_split_routes_only_phases_after_anderson(linear_with_slopes):
+    """Only Anderson reads the slope along the path: without an Anderson phase before a steep-only one (as in a
+    list a user writes without it), nothing is routed and every sample enters each phase."""
+    rule = linear_with_slopes(partial(Hybrid, phases=("fixed_point", "spectral", "adam"), split=1.5,
+                                      steep_only=("spectral",)), [1.0]).configure_optimizers()
+    assert rule.split is None
+    assert linear_with_slopes(partial(Hybrid, phases=("newton_krylov", "adam")), [1.0]).configure_optimizers().split is None
 
-    with pytest.raises(PreciseInvError, match="needs an anderson phase before one of steep_only"):
-        linear_with_slopes(partial(Hybrid, phases=("fixed_point", "spectral", "adam"), split=1.5),
-                           [1.0]).configure_optimizers()
+
+def test_the_default_hybrid_sends_only_a_steep_sample_to_newton_krylov(linear_with_slopes):
+    """The default's phases (anderson, fixed_point, newton_krylov, adam; split 1.5, steep_only newton_krylov): both
+    samples go from Anderson to the fixed point; when that stalls the steep one (secant length 5) enters the
+    Newton-Krylov phase, the other (0.8) goes past it to adam. A list without newton_krylov routes nothing."""
+    problem = linear_with_slopes(partial(Hybrid), [0.2, 1.25])
+    rule = problem.configure_optimizers()
+    assert rule.phases == ("anderson", "fixed_point", "newton_krylov", "adam") and rule.split == 1.5
+    p, live = problem.eps.detach().clone(), torch.ones(2, dtype=torch.bool)
+    rule.begin(p)
+    for it in range(2):
+        r = problem.residual(p, torch.arange(2))
+        p = rule.step(p, r, r.pow(2).flatten(1).mean(1), None, live, it)
+    for phases in ([1, 1], [2, 3]):  # Anderson's first window stalls, then the fixed point's
+        rule.state["count"][:] = rule.slow_window
+        rule.state["checkpoint"] = rule.state["best"].clone()
+        rule.needs_grad(live)
+        assert rule.state["phase"].tolist() == phases
+    assert rule.state["steep"].tolist() == [True, False]
+    assert linear_with_slopes(partial(Hybrid, phases=("anderson", "adam")), [1.0]).configure_optimizers().split is None
 
 
 def test_adam_step_follows_the_residual(make_subproblem):
