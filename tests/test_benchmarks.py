@@ -230,8 +230,7 @@ def test_learned_start_benchmark_prints_its_table(tmp_path, script, monkeypatch)
         importlib.import_module(f"preciseinv.{module}").run(compose(module, list(args)))
         return time.perf_counter() - start
 
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    monkeypatch.setattr(importlib.import_module("learn_init"), "command", command)
+    monkeypatch.setattr(importlib.import_module("learn_init"), "command", command)  # script put benchmarks/ on the path
     out = script("learn_init", "--models", "mini", "--train", "12", "--test", "2", "--out",
               str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"), "--set", "solver.damping=1",
               "--learn-set", "trainer.max_epochs=8")

@@ -28,8 +28,8 @@ whose line search gave up): ``patience`` of them (``krylov_patience`` in a ``new
 step costs up to its memory + 1 forwards) also move the sample on. With ``budget`` a phase also stalls when,
 at the rate its window measured, it would not reach eta within the iterations left. With ``split`` (a number, 1.5
 by default) the phases of ``steep_only`` (by default ``newton_krylov``) that follow an Anderson phase are for steep
-samples only (a list without such a phase routes nothing): when Anderson's first window ends each sample reads the length of its
-newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope overstates the
+samples only (a list without such a phase routes nothing): when Anderson's first window ends each sample reads the
+length of its newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope overstates the
 slope along its path (trained networks at high timesteps, v-prediction) and the sample is steep. The others (and a
 sample that left Anderson before the reading) go past those phases when they move on, never past the last phase.
 

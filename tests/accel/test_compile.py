@@ -34,7 +34,7 @@ def test_compiled_denoiser_inverts_like_the_eager_one_through_the_padded_loop(ti
 
     torch.manual_seed(0)
     images = torch.rand(12, 3, 32, 32) * 2 - 1  # 12: a bucket size, as data.batch_size=auto picks with CUDA graphs
-    latents, sizes = {}, {}
+    runs, sizes = {}, {}  # per compile setting: (latents, per-sample residuals), the batch sizes seen
     for compile in (False, "eager"):
         model = load_model(str(tiny_sd))
         accelerate(model, compile)
@@ -45,15 +45,16 @@ def test_compiled_denoiser_inverts_like_the_eager_one_through_the_padded_loop(ti
         counters.clear()
         method = PreciseInv(eta=1e-4, max_iters=40, buckets=bool(compile))
         _, result = InversionEngine(model, method, 2).invert(images)
-        latents[compile], sizes[compile] = (result.latent, torch.tensor([r["residual"] for r in result.per_sample()])), seen
+        residuals = torch.tensor([r["residual"] for r in result.per_sample()])
+        runs[compile], sizes[compile] = (result.latent, residuals), seen
         if compile:
             assert 0 < counters["stats"]["unique_graphs"] <= 8, dict(counters["stats"])
     odd = {compile: {n for n in seen if not is_bucket(n)} for compile, seen in sizes.items()}
     # padded, fewer shapes: only an exact split the loop would have made anyway, where padding would cost too much
     assert odd["eager"] < odd[False], odd
-    (latent, residual), (eager_latent, eager_residual) = latents["eager"], latents[False]
-    torch.testing.assert_close(residual, eager_residual, rtol=1e-2, atol=1e-9)
-    torch.testing.assert_close(latent, eager_latent, rtol=1e-3, atol=1e-3)
+    (compiled_latent, compiled_residual), (eager_latent, eager_residual) = runs["eager"], runs[False]
+    torch.testing.assert_close(compiled_residual, eager_residual, rtol=1e-2, atol=1e-9)
+    torch.testing.assert_close(compiled_latent, eager_latent, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_sd", "tiny_sd3", "tiny_flux"])

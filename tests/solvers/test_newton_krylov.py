@@ -30,7 +30,6 @@ def test_first_newton_step_is_the_fixed_point_step_on_a_linear_model(linear_prob
     torch.testing.assert_close(problem.eps.detach(), exact, rtol=1e-3, atol=1e-3)
 
 
-
 def test_a_krylov_solve_short_of_its_forcing_counts_as_a_rejection(make_mixing_problem, linear_problem,
                                                                   bind_rule):
     """Two Krylov vectors cannot model the mixing Jacobian: every Newton step's solve runs out of vectors short of
