@@ -42,8 +42,11 @@ def command_line(config_name: str) -> None:
 def interruptible(resumable: bool = True):
     """Ctrl-C before the run has its own handlers (imports, model load): one line and exit 130, no traceback.
     ``resumable``: a command that resumes into its output_dir (fit, edit) says so."""
+    from preciseinv import preemption
+
     try:
-        yield
+        with preemption.remember_early_ctrl_c():
+            yield
     except KeyboardInterrupt:
         print("preciseinv: interrupted" + ("; finished samples are kept: rerun the same command to resume"
                                            if resumable else ""), file=sys.stderr)

@@ -19,7 +19,7 @@ import signal
 import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_state = {"signum": None, "launcher": None, "forwarded": False}
+_state = {"signum": None, "launcher": None, "forwarded": False, "early": False}
 
 
 class Interrupted(Exception):
@@ -58,6 +58,28 @@ def _handler(signum, frame) -> None:
     if _state["signum"] is None:
         _state["signum"] = signum
         _forward()
+
+
+def _early_handler(signum, frame) -> None:
+    _state["early"] = True
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def remember_early_ctrl_c():
+    """While a command starts (imports, model load), Ctrl-C raises KeyboardInterrupt as usual and is also
+    remembered: should a library swallow that KeyboardInterrupt (a bare ``except:`` around an optional import),
+    ``graceful()`` raises it again on entry instead of starting the run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _state["early"] = False
+    previous = signal.signal(signal.SIGINT, _early_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        _state["early"] = False
 
 
 def _install() -> dict:
@@ -99,7 +121,10 @@ RESUME_HINT = "every finished sample is kept: rerun the same command to resume"
 
 @contextlib.contextmanager
 def graceful():
-    """Handle SIGTERM and SIGINT as stop requests for the duration; restore the previous handlers after."""
+    """Handle SIGTERM and SIGINT as stop requests for the duration; restore the previous handlers after. A Ctrl-C
+    remembered by ``remember_early_ctrl_c`` (one a library swallowed) stops here, before the run starts."""
+    if _state["early"]:
+        raise KeyboardInterrupt
     _state.update(signum=None, launcher=None, forwarded=False)
     previous = _install()
     try:

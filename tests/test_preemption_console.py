@@ -31,6 +31,21 @@ def test_a_second_ctrl_c_stops_at_once():
     assert preemption.Interrupted(signal.SIGINT).exit_status == 130
 
 
+def test_an_early_ctrl_c_a_library_swallowed_still_stops_the_run():
+    with pytest.raises(SystemExit) as exit_:
+        with console.interruptible():
+            try:  # a library's bare except around an import
+                os.kill(os.getpid(), signal.SIGINT)
+            except BaseException:
+                pass
+            with preemption.graceful():
+                raise AssertionError("the run started after a Ctrl-C")
+    assert exit_.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # pytest's own handler is back
+    with console.interruptible(), preemption.graceful():  # the next command in this process is not stopped by it
+        assert preemption.requested() is None
+
+
 def test_disk_errors_name_the_folder_that_failed(tmp_path):
     out = tmp_path / "out"
     inside = OSError(errno.ENOSPC, "No space left on device", str(out / "latents" / "a.safetensors"))
