@@ -156,6 +156,7 @@ def _command(config_name: str) -> None:
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg) -> None:
+        preemption.command_started()  # a Ctrl-C while the libraries started stops here
         try:
             with console.quiet(bool(cfg.get("verbose", False))):
                 summary = run(cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from preciseinv import console
+from preciseinv import console, preemption
 from preciseinv.builder import command_line_overrides, prepare
 from preciseinv.errors import PreciseInvError
 from preciseinv.presets import CONFIG_DIR
@@ -122,6 +122,7 @@ def _command() -> None:
 
     @hydra.main(config_path=CONFIG_DIR, config_name="interpolate", version_base="1.3")
     def _main(cfg) -> None:
+        preemption.command_started()  # a Ctrl-C while the libraries started stops here
         try:
             report = run(cfg)
         except PreciseInvError as err:

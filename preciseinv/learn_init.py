@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from preciseinv import console
+from preciseinv import console, preemption
 from preciseinv.builder import check_required, instantiate
 from preciseinv.errors import PreciseInvError
 from preciseinv.presets import CONFIG_DIR
@@ -161,6 +161,7 @@ def main() -> None:
 
     @hydra.main(config_path=CONFIG_DIR, config_name="learn_init", version_base="1.3")
     def _main(cfg) -> None:
+        preemption.command_started()  # a Ctrl-C while the libraries started stops here
         try:
             with console.quiet(bool(cfg.get("verbose", False))):
                 info = run(cfg)

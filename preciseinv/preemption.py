@@ -19,7 +19,7 @@ import signal
 import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_state = {"signum": None, "launcher": None, "forwarded": False, "early": False}
+_state = {"signum": None, "launcher": None, "forwarded": False, "early": False, "defer": False}
 
 
 class Interrupted(Exception):
@@ -61,25 +61,36 @@ def _handler(signum, frame) -> None:
 
 
 def _early_handler(signum, frame) -> None:
+    first = not _state["early"]
     _state["early"] = True
-    raise KeyboardInterrupt
+    if not (first and _state["defer"]):
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def remember_early_ctrl_c():
-    """While a command starts (imports, model load), Ctrl-C raises KeyboardInterrupt as usual and is also
-    remembered: should a library swallow that KeyboardInterrupt (a bare ``except:`` around an optional import),
-    ``graceful()`` raises it again on entry instead of starting the run."""
+    """While a command starts: a first Ctrl-C during the libraries' imports and Hydra's composition is remembered
+    (raised there, some of them swallow it or wrap it in their own error) and stops the command when its own code
+    begins (``command_started``); a second one stops it at once. From ``command_started`` on, Ctrl-C raises
+    KeyboardInterrupt at once, and ``graceful()`` still refuses to start a run after one that a library swallowed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _state["early"] = False
+    _state.update(early=False, defer=True)
     previous = signal.signal(signal.SIGINT, _early_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-        _state["early"] = False
+        _state.update(early=False, defer=False)
+
+
+def command_started() -> None:
+    """First thing in a command's own code (after Hydra composed its config): stop on a Ctrl-C remembered while
+    the command started; from here on, Ctrl-C raises KeyboardInterrupt at once."""
+    _state["defer"] = False
+    if _state["early"]:
+        raise KeyboardInterrupt
 
 
 def _install() -> dict:

@@ -31,19 +31,38 @@ def test_a_second_ctrl_c_stops_at_once():
     assert preemption.Interrupted(signal.SIGINT).exit_status == 130
 
 
-def test_an_early_ctrl_c_a_library_swallowed_still_stops_the_run():
+def test_an_early_ctrl_c_stops_the_command_when_its_own_code_begins():
     with pytest.raises(SystemExit) as exit_:
         with console.interruptible():
-            try:  # a library's bare except around an import
-                os.kill(os.getpid(), signal.SIGINT)
-            except BaseException:
+            os.kill(os.getpid(), signal.SIGINT)  # importing and composing (libraries that may swallow it): remembered
+            preemption.command_started()
+            raise AssertionError("the command went on after a Ctrl-C")
+    assert exit_.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the previous handler is back
+    with pytest.raises(SystemExit):
+        with console.interruptible():
+            os.kill(os.getpid(), signal.SIGINT)
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: at once
+            raise KeyboardInterrupt
+    with console.interruptible():  # a later command in this process is not stopped by an old Ctrl-C
+        preemption.command_started()
+        with preemption.graceful():
+            assert preemption.requested() is None
+
+
+def test_a_ctrl_c_a_library_swallowed_still_stops_the_run():
+    with pytest.raises(SystemExit) as exit_:
+        with console.interruptible():
+            preemption.command_started()
+            try:  # a library's bare except while the model loads
+                os.kill(os.getpid(), signal.SIGINT)  # the command's own code: raised at once
+                raise AssertionError("a Ctrl-C after the start was not raised at once")
+            except KeyboardInterrupt:
                 pass
             with preemption.graceful():
                 raise AssertionError("the run started after a Ctrl-C")
     assert exit_.value.code == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # pytest's own handler is back
-    with console.interruptible(), preemption.graceful():  # the next command in this process is not stopped by it
-        assert preemption.requested() is None
 
 
 def test_disk_errors_name_the_folder_that_failed(tmp_path):
