@@ -45,7 +45,7 @@ def trained(tmp_path_factory, fit_in_process):
     export_crops(root / "train", 48, seed=101)
     export_crops(root / "other", 8, seed=102)
     fit_in_process("data=folder", f"data.root={root / 'train'}", f"output_dir={root / 'run'}", "~logger",
-                   "lpips=false", "data.batch_size=16")
+                   "lpips=false", "data.batch_size=48")
     info = learn(f"runs=[{root / 'run'}]", f"output_dir={root / 'predictor'}", *QUICK)
     return root, info
 
