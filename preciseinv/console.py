@@ -39,13 +39,17 @@ def command_line(config_name: str) -> None:
 
 
 @contextlib.contextmanager
-def interruptible(resumable: bool = True):
+def interruptible(resumable: bool = True, hydra: bool = True):
     """Ctrl-C before the run has its own handlers (imports, model load): one line and exit 130, no traceback.
-    ``resumable``: a command that resumes into its output_dir (fit, edit) says so."""
+    ``resumable``: a command that resumes into its output_dir (fit, edit) says so. ``hydra``: the command composes
+    a Hydra config first, and a Ctrl-C meanwhile waits for its own code (``preemption.command_started``); without,
+    Ctrl-C stops it at once throughout."""
     from preciseinv import preemption
 
     try:
         with preemption.remember_early_ctrl_c():
+            if not hydra:
+                preemption.command_started()
             yield
     except KeyboardInterrupt:
         print("preciseinv: interrupted" + ("; finished samples are kept: rerun the same command to resume"

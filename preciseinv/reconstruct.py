@@ -68,12 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return
-    try:
-        files, output_dir, device = parse(argv)
-        written = reconstruct(files, output_dir, device)
-    except PreciseInvError as err:
-        print(f"preciseinv: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+    from preciseinv import console
+
+    with console.interruptible(resumable=False, hydra=False):  # Ctrl-C while decoding: one line
+        try:
+            files, output_dir, device = parse(argv)
+            written = reconstruct(files, output_dir, device)
+        except PreciseInvError as err:
+            console.fail(err)
     print(f"{len(written)} image(s) in {output_dir}")
 
 

@@ -391,16 +391,17 @@ def report(root: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from preciseinv.console import fail
+    from preciseinv.console import fail, interruptible
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
         print(__doc__)
         raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
-    try:
-        out = report(args[0])
-    except PreciseInvError as err:
-        fail(err)
+    with interruptible(resumable=False, hydra=False):  # Ctrl-C while reading the runs: one line
+        try:
+            out = report(args[0])
+        except PreciseInvError as err:
+            fail(err)
     print(f"{out['runs']} runs, {len(out['skipped'])} skipped, {len(out['unfinished'])} unfinished; "
           f"wrote {', '.join(Path(f).name for f in out['files'])}")
     for run, progress in out["unfinished"]:

@@ -38,3 +38,21 @@ def test_a_foreign_file_is_one_line(tmp_path, capsys):
         main([str(tmp_path / "x.safetensors")])
     err = capsys.readouterr().err.strip()
     assert err.startswith("preciseinv: error: cannot read latent file") and "\n" not in err
+
+
+def test_ctrl_c_while_decoding_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    import preciseinv.reconstruct as command
+
+    def interrupted(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, during the decoding
+        raise AssertionError("a Ctrl-C after the start was not raised at once")
+
+    monkeypatch.setattr(command, "reconstruct", interrupted)
+    (tmp_path / "x.safetensors").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "x.safetensors")])
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "preciseinv: interrupted\n"
