@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from preciseinv import console, preemption
 from preciseinv.builder import command_line_overrides, prepare
 from preciseinv.errors import PreciseInvError
@@ -97,7 +95,7 @@ def run(cfg) -> dict:
                                   companion_a, companion_b)  # (N, 3, H, W)
     for i, frame in enumerate(frames):
         save_png(out / "frames" / f"frame_{i:03d}.png", frame)
-    save_png(out / "strip.png", torch.cat(list(frames), dim=2))
+    save_png(out / "strip.png", frames.permute(1, 2, 0, 3).flatten(2))  # (3, H, N W): the frames side by side
     pil = [Image.open(out / "frames" / f"frame_{i:03d}.png") for i in range(len(frames))]
     pil[0].save(out / "interpolation.gif", save_all=True, append_images=pil[1:] + pil[-2:0:-1], duration=120, loop=0)
     report = {"frames": len(frames), "mode": cfg.mode, "a": str(cfg.a), "b": str(cfg.b), "output_dir": str(out)}

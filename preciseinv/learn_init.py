@@ -155,6 +155,11 @@ def summary_table(info: dict) -> str:
 
 
 def main() -> None:
+    with console.interruptible():  # Ctrl-C from the first import on: one line
+        _command()
+
+
+def _command() -> None:
     import hydra
 
     console.command_line("learn_init")
@@ -177,8 +182,7 @@ def main() -> None:
             print(f"predictor in {cfg.output_dir}: python -m preciseinv.fit init=learned init.path={cfg.output_dir}",
                   file=sys.stdout)
 
-    with console.interruptible():
-        _main()
+    _main()
 
 
 if __name__ == "__main__":

@@ -80,9 +80,13 @@ def remember_early_ctrl_c():
     previous = signal.signal(signal.SIGINT, _early_handler)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-        _state.update(early=False, defer=False)
+    finally:  # SIGINT held back while the handler is restored: a Ctrl-C now goes to the previous one after
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+            _state.update(early=False, defer=False)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def command_started() -> None:

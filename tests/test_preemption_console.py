@@ -32,19 +32,23 @@ def test_a_second_ctrl_c_stops_at_once():
 
 
 def test_an_early_ctrl_c_stops_the_command_when_its_own_code_begins():
+    reached = []
     with pytest.raises(SystemExit) as exit_:
         with console.interruptible():
             os.kill(os.getpid(), signal.SIGINT)  # importing and composing (libraries that may swallow it): remembered
+            reached.append("held back")
             preemption.command_started()
             raise AssertionError("the command went on after a Ctrl-C")
-    assert exit_.value.code == 130
+    assert exit_.value.code == 130 and reached == ["held back"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the previous handler is back
     with pytest.raises(SystemExit):
         with console.interruptible():
             os.kill(os.getpid(), signal.SIGINT)
+            reached.append("held back again")
             with pytest.raises(KeyboardInterrupt):
                 os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: at once
             raise KeyboardInterrupt
+    assert reached == ["held back", "held back again"]
     with console.interruptible():  # a later command in this process is not stopped by an old Ctrl-C
         preemption.command_started()
         with preemption.graceful():
