@@ -7,7 +7,8 @@ the next safe point and leaves every finished sample published.
     # the start of each batch; check() raises Interrupted(signum), which fit.run turns into one line and exit
     # status 128 + signum (143 for SIGTERM, 130 for SIGINT)
 
-A second Ctrl-C stops at once (KeyboardInterrupt). SLURM's requeue signal (SIGUSR1 with ``--signal``) stays with
+A second Ctrl-C stops at once (KeyboardInterrupt). Before all this, while a command starts (imports, Hydra's
+composition), ``remember_early_ctrl_c`` holds a first Ctrl-C back until the command's own code begins. SLURM's requeue signal (SIGUSR1 with ``--signal``) stays with
 Lightning's SLURM environment, which requeues the job; the SIGTERM that follows comes here.
 """
 
@@ -70,7 +71,7 @@ def _early_handler(signum, frame) -> None:
 @contextlib.contextmanager
 def remember_early_ctrl_c():
     """While a command starts: a first Ctrl-C during the libraries' imports and Hydra's composition is remembered
-    (raised there, some of them swallow it or wrap it in their own error) and stops the command when its own code
+    (raised there, it was swallowed by some of them and wrapped in their own error by others) and stops the command when its own code
     begins (``command_started``); a second one stops it at once. From ``command_started`` on, Ctrl-C raises
     KeyboardInterrupt at once, and ``graceful()`` still refuses to start a run after one that a library swallowed."""
     if threading.current_thread() is not threading.main_thread():
