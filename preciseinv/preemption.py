@@ -8,8 +8,9 @@ the next safe point and leaves every finished sample published.
     # status 128 + signum (143 for SIGTERM, 130 for SIGINT)
 
 A second Ctrl-C stops at once (KeyboardInterrupt). Before all this, while a command starts (imports, Hydra's
-composition), ``remember_early_ctrl_c`` holds a first Ctrl-C back until the command's own code begins. SLURM's requeue signal (SIGUSR1 with ``--signal``) stays with
-Lightning's SLURM environment, which requeues the job; the SIGTERM that follows comes here.
+composition), ``remember_early_ctrl_c`` holds a first Ctrl-C back until the command's own code begins. SLURM's
+requeue signal (SIGUSR1 with ``--signal``) stays with Lightning's SLURM environment, which requeues the job; the
+SIGTERM that follows comes here.
 """
 
 from __future__ import annotations
