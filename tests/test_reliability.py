@@ -169,8 +169,7 @@ def test_sigterm_and_sigint_stop_gracefully_and_the_rerun_resumes(tmp_path, fit_
     with pytest.raises(PreciseInvError, match=r"other settings \(method\.max_iters=50 there, 5 now\)"):
         fit_in_process(*args[:-3], "method.max_iters=5", *args[-2:])
     assert n < stop(signal.SIGINT, 130, n) < 6  # the rerun resumed (it published more), then Ctrl-C stopped it
-    proc = subprocess.run(fit_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fit_in_process(*args)  # the last rerun finishes
     assert sorted(r["id"] for r in manifest(out)) == [n[:-4] for n in names]
 
 
