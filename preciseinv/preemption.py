@@ -72,9 +72,10 @@ def _early_handler(signum, frame) -> None:
 @contextlib.contextmanager
 def remember_early_ctrl_c():
     """While a command starts: a first Ctrl-C during the libraries' imports and Hydra's composition is remembered
-    (raised there, it was swallowed by some of them and wrapped in their own error by others) and stops the command when its own code
-    begins (``command_started``); a second one stops it at once. From ``command_started`` on, Ctrl-C raises
-    KeyboardInterrupt at once, and ``graceful()`` still refuses to start a run after one that a library swallowed."""
+    (raised there, it was swallowed by some of them and wrapped in their own error by others) and stops the
+    command when its own code begins (``command_started``); a second one stops it at once. From
+    ``command_started`` on, Ctrl-C raises KeyboardInterrupt at once, and ``graceful()`` still refuses to start a
+    run after one that a library swallowed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -42,7 +42,7 @@ def script(monkeypatch, capsys):
 
 def test_solver_benchmark_prints_its_table(tmp_path, script):
     out = script("solvers", "--models", "mini", "--spacing", "default", "--solvers", "ddim", "hybrid",
-              "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(tmp_path / "rows.jsonl"))
+                 "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(tmp_path / "rows.jsonl"))
     rows = [line for line in out.splitlines() if line.startswith("| mini |")]
     assert len(rows) == 2 and "| hybrid |" in rows[1]
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
@@ -55,7 +55,7 @@ def test_solver_benchmark_runs_a_variant_named_with_its_settings(tmp_path, scrip
 
     rows = tmp_path / "rows.jsonl"
     script("solvers", "--models", "mini", "--spacing", "default", "--solvers", "spectral",
-        "hybrid@phases=[spectral]", "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(rows))
+           "hybrid@phases=[spectral]", "--random", "0", "--max-iters", "20", "--threads", "1", "--out", str(rows))
     plain, variant = [json.loads(line) for line in rows.read_text().splitlines()]
     assert variant["solver"] == "hybrid@phases=[spectral]" and variant["model"] == "mini"
     assert (variant["cost"], variant["converged"], variant["psnr"]) == \
@@ -232,8 +232,8 @@ def test_learned_start_benchmark_prints_its_table(tmp_path, script, monkeypatch)
 
     monkeypatch.setattr(importlib.import_module("learn_init"), "command", command)  # script put benchmarks/ on the path
     out = script("learn_init", "--models", "mini", "--train", "12", "--test", "2", "--out",
-              str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"), "--set", "solver.damping=1",
-              "--learn-set", "trainer.max_epochs=8")
+                 str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"), "--set", "solver.damping=1",
+                 "--learn-set", "trainer.max_epochs=8")
     rows = [line for line in out.splitlines() if line.startswith("| mini |")]
     assert len(rows) == 3 and "| ddim |" in rows[0] and "| learned |" in rows[1] and "| learned, every step |" in rows[2]
     records = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
@@ -251,7 +251,7 @@ def test_jacobian_benchmark_prints_the_spectrum(tmp_path, script):
     """benchmarks/jacobian.py builds a sample's full Jacobian at the end of its solve (16 px: 768 elements) and
     prints its spectrum; a larger Krylov space never leaves more of the residual."""
     out = script("jacobian", "--suite", "pixel-s-0", "--crops", "2", "--index", "0", "1", "--step", "1",
-              "--scratch", str(tmp_path))
+                 "--scratch", str(tmp_path))
     rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| pixel-s-0 |")]
     assert [(r[1], r[2], r[3]) for r in rows] == [("500", "0", "768"), ("500", "1", "768")]
     for r in rows:

@@ -29,9 +29,10 @@ step costs up to its memory + 1 forwards) also move the sample on. With ``budget
 at the rate its window measured, it would not reach eta within the iterations left. With ``split`` (a number, 1.5
 by default) the phases of ``steep_only`` (by default ``newton_krylov``) that follow an Anderson phase are for steep
 samples only (a list without such a phase routes nothing): when Anderson's first window ends each sample reads the
-length of its newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope overstates the
-slope along its path (trained networks at high timesteps, v-prediction) and the sample is steep. The others (and a
-sample that left Anderson before the reading) go past those phases when they move on, never past the last phase.
+length of its newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope
+overstates the slope along its path (trained networks at high timesteps, v-prediction) and the sample is steep.
+The others (and a sample that left Anderson before the reading) go past those phases when they move on, never
+past the last phase.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
 lost; what it spent in each phase counts against the one cap. The manifest records, per sample and step, which
