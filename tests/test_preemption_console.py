@@ -85,14 +85,16 @@ def test_quiet_drops_lightning_chatter_but_not_what_asks_for_action(caplog):
     handler = logging.Handler()
     seen = []
     handler.emit = lambda record: seen.append(record.getMessage())
-    logging.getLogger("lightning").addHandler(handler)
+    # beside Lightning's own handler: its parent "lightning" stops seeing these records when lightning.pytorch was
+    # imported before any root handler existed (it then sets propagate=False on itself)
+    logging.getLogger("lightning.pytorch").addHandler(handler)
     try:
         with console.quiet(verbose=False):
             logger.warning("GPU available: False, used: False")
             logger.warning("Child process with PID 7 terminated with code -9. Forcefully terminating all other processes")
         logger.warning("GPU available: True")  # after the run: untouched
     finally:
-        logging.getLogger("lightning").removeHandler(handler)
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
     assert seen == ["Child process with PID 7 terminated with code -9. Forcefully terminating all other processes",
                     "GPU available: True"]
 
