@@ -174,18 +174,21 @@ def _command(config_name: str) -> None:
         if summary:
             if cfg.get("verbose", False):
                 print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
-            run_json = Path(cfg.output_dir) / "run.json"
-            pace = json.loads(run_json.read_text()).get("last_run") if run_json.exists() else None
-            print(console.summary_table(summary, pace))
-            failed = console.failures_line(cfg.output_dir, summary)
-            if failed:
-                print(failed)
-            print(f"outputs in {cfg.output_dir}")
-            hint = console.wandb_hint(cfg.output_dir)
-            if hint:
-                print(hint)
+            print("\n".join(closing_lines(cfg, summary)))
 
     _main()
+
+
+def closing_lines(cfg, summary: dict) -> list[str]:
+    """What a finished run prints: its table, why samples failed (if some did), where the outputs are and, when
+    this run logged to W&B offline, how to upload it."""
+    run_json = Path(cfg.output_dir) / "run.json"
+    pace = json.loads(run_json.read_text()).get("last_run") if run_json.exists() else None
+    lines = [console.summary_table(summary, pace), console.failures_line(cfg.output_dir, summary),
+             f"outputs in {cfg.output_dir}"]
+    if logger_kind(cfg.get("logger")) == "wandb":  # else an offline run in the folder is an earlier run's
+        lines.append(console.wandb_hint(cfg.output_dir))
+    return [line for line in lines if line]
 
 
 if __name__ == "__main__":

@@ -85,11 +85,22 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("[a-z]*.yaml"))
 
 
+# what people type for a setting whose key is spelled otherwise (the run's header line says T=2)
+_ALIASES = {"t": "num_steps", "steps": "num_steps"}
+
+
 def _did_you_mean(name: str, candidates, then: str) -> str:
-    """"did you mean X? " + ``then`` for the closest of ``candidates`` to a misspelled ``name``, else ``then``."""
+    """"did you mean X? " + ``then`` for the closest of ``candidates`` to a misspelled ``name``, else ``then``: the
+    same name in other case (``adamW``), a known alias (``T``), the shortest key ending in it (``eta``:
+    ``method.eta``), else the closest spelling."""
     import difflib
 
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    candidates = list(candidates)
+    lower = {c.lower(): c for c in candidates}
+    suffix = sorted((c for c in candidates if c.lower().endswith("." + name.lower())), key=lambda c: c.count("."))
+    alias = _ALIASES.get(name.lower())
+    close = ([lower[name.lower()]] if name.lower() in lower else [alias] if alias in candidates else suffix[:1]
+             or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6))
     return f"did you mean {close[0]}? {then}" if close else then
 
 

@@ -30,6 +30,9 @@ def parse(argv: list[str]) -> tuple[list[Path], Path, str | None]:
     if not files:
         raise PreciseInvError(f"no latent files given: {USAGE}")
     for path in files:
+        if not path.exists():  # a glob the shell left as it was matched nothing
+            what = "no file matches" if any(c in str(path) for c in "*?[") else "no such file"
+            raise PreciseInvError(f"{str(path)!r}: {what}")
         if path.suffix != ".safetensors" or not path.is_file():
             raise PreciseInvError(f"{str(path)!r} is not a .safetensors latent file")
     return files, Path(options["output_dir"]), options["device"]

@@ -66,6 +66,18 @@ def test_default_run_shows_the_point_of_the_method(default_runs):
     assert precise_top < 2e-2 and precise_top * 20 < ddim_top
 
 
+def test_a_rerun_without_wandb_does_not_point_at_an_earlier_runs_offline_run(default_runs):
+    """The default run left an offline W&B run in its folder; a rerun there with ~logger says nothing of it."""
+    from preciseinv.fit import closing_lines
+    from preciseinv.presets import compose
+
+    out = default_runs["preciseinv"]
+    with_wandb, without = (closing_lines(compose("fit", [*args, f"output_dir={out}"]), summary(out))
+                           for args in ([], ["~logger"]))
+    assert with_wandb[-1].startswith(f"W&B run saved offline: upload with `wandb sync {out / 'wandb'}")
+    assert without[-1] == f"outputs in {out}" and not any("W&B" in line for line in without)
+
+
 def test_the_console_is_one_header_the_bar_and_a_table(default_runs):
     """The default command's console: a header naming what runs, the progress bar, a table, where the outputs are;
     none of Lightning's, Hydra's or W&B's chatter (W&B logs offline in the default run)."""

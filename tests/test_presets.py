@@ -76,6 +76,10 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["data.root=~/photos"], "quote the value, data.root='~/photos', as one shell argument"),
     (["data.root=it's"], "quote the value, data.root=\"it's\", as one shell argument"),
     (["method=edict", "method.mxi=3"], "method.mxi is not a setting; did you mean method.mix?"),
+    (["eta=1e-2"], "eta is not a setting; did you mean method.eta?"),  # a key's last part: the shortest such key
+    (["max_iters=5"], "max_iters is not a setting; did you mean method.max_iters?"),
+    (["T=4"], "T is not a setting; did you mean num_steps?"),  # the header line's name for it
+    (["solver=adamW"], "solver=adamW is not an option; did you mean adamw?"),  # the same name in other case first
 ])
 def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     from preciseinv.errors import PreciseInvError

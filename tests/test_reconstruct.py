@@ -20,7 +20,10 @@ def test_reconstruct_equals_the_runs_recon(fit_in_process, tmp_path, capsys):
         assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, path  # batch 8 vs 1: float rounding
 
 
-@pytest.mark.parametrize("args,message", [([], "usage"), (["nope.safetensors"], "is not a .safetensors latent file"),
+@pytest.mark.parametrize("args,message", [([], "usage"), (["nope.safetensors"], "'nope.safetensors': no such file"),
+                                          (["runs/x/latents/*.safetensors"], "'runs/x/latents/*.safetensors': no file "
+                                                                             "matches"),
+                                          (["."], "'.' is not a .safetensors latent file"),
                                           (["x.safetensors", "colour=red"], "unknown option 'colour'")])
 def test_mistakes_are_one_line(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
