@@ -186,7 +186,9 @@ def closing_lines(cfg, summary: dict) -> list[str]:
     pace = json.loads(run_json.read_text()).get("last_run") if run_json.exists() else None
     lines = [console.summary_table(summary, pace), console.failures_line(cfg.output_dir, summary),
              f"outputs in {cfg.output_dir}"]
-    if logger_kind(cfg.get("logger")) == "wandb":  # else an offline run in the folder is an earlier run's
+    logger = cfg.get("logger") or {}
+    offline = logger.get("offline", False) or os.environ.get("WANDB_MODE") == "offline"
+    if logger_kind(logger) == "wandb" and offline:  # else an offline run in the folder is an earlier run's
         lines.append(console.wandb_hint(cfg.output_dir))
     return [line for line in lines if line]
 

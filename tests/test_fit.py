@@ -66,8 +66,9 @@ def test_default_run_shows_the_point_of_the_method(default_runs):
     assert precise_top < 2e-2 and precise_top * 20 < ddim_top
 
 
-def test_a_rerun_without_wandb_does_not_point_at_an_earlier_runs_offline_run(default_runs):
-    """The default run left an offline W&B run in its folder; a rerun there with ~logger says nothing of it."""
+def test_a_rerun_without_wandb_does_not_point_at_an_earlier_runs_offline_run(default_runs, monkeypatch):
+    """The default run left an offline W&B run in its folder; a rerun there with ~logger, or logging online, says
+    nothing of it."""
     from preciseinv.fit import closing_lines
     from preciseinv.presets import compose
 
@@ -76,6 +77,9 @@ def test_a_rerun_without_wandb_does_not_point_at_an_earlier_runs_offline_run(def
                            for args in ([], ["~logger"]))
     assert with_wandb[-1].startswith(f"W&B run saved offline: upload with `wandb sync {out / 'wandb'}")
     assert without[-1] == f"outputs in {out}" and not any("W&B" in line for line in without)
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the tests' offline mode would make it log offline
+    online = closing_lines(compose("fit", ["logger.offline=false", f"output_dir={out}"]), summary(out))
+    assert online[-1] == f"outputs in {out}"
 
 
 def test_the_console_is_one_header_the_bar_and_a_table(default_runs):
