@@ -231,17 +231,17 @@ def test_learned_start_benchmark_prints_its_table(tmp_path, script, monkeypatch)
         return time.perf_counter() - start
 
     monkeypatch.setattr(importlib.import_module("learn_init"), "command", command)  # script put benchmarks/ on the path
-    out = script("learn_init", "--models", "mini", "--train", "12", "--test", "2", "--out",
+    out = script("learn_init", "--models", "mini", "--train", "8", "--test", "1", "--eta", "1e-2", "--out",
                  str(tmp_path / "runs"), "--jsonl", str(tmp_path / "rows.jsonl"), "--set", "solver.damping=1",
-                 "--learn-set", "trainer.max_epochs=8")
+                 "--learn-set", "trainer.max_epochs=3")
     rows = [line for line in out.splitlines() if line.startswith("| mini |")]
     assert len(rows) == 3 and "| ddim |" in rows[0] and "| learned |" in rows[1] and "| learned, every step |" in rows[2]
     records = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert [r["init"] for r in records] == ["ddim", "learned", "learned, every step"]
     assert all(r["overrides"] == ["solver.damping=1"] for r in records)  # every fit ran with the override
-    assert all(r["learn_overrides"] == ["trainer.max_epochs=8"] for r in records)
+    assert all(r["learn_overrides"] == ["trainer.max_epochs=3"] for r in records)
     trained = json.loads((tmp_path / "runs" / "mini" / "learn_init" / "predictor.json").read_text())["trained"]
-    assert 1 <= trained["epochs"] <= 8, trained  # learn_init ran with its override (60 epochs by default)
+    assert 1 <= trained["epochs"] <= 3, trained  # learn_init ran with its override (60 epochs by default)
     fitted = json.loads((tmp_path / "runs" / "mini" / "fit-train" / "summary.json").read_text())
     assert fitted["config"]["method"]["solver"]["damping"] == 1
     assert "mini: cost ratio" in out and "mini: step 2, held-out solves in learn_init: cost" in out

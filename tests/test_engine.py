@@ -41,7 +41,7 @@ def test_run_reports_metrics_and_per_step_stats():
 
 
 def test_non_finite_half_precision_sample_is_retried_in_fp32():
-    engine = InversionEngine(NaNUnderAutocast(load_model()), PreciseInv(eta=1e-3, max_iters=300), 2)
+    engine = InversionEngine(NaNUnderAutocast(load_model()), PreciseInv(eta=1e-2, max_iters=300), 2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, result = engine.invert(images())
     assert result.retried_fp32.tolist() == [False, True]
