@@ -130,8 +130,13 @@ class InversionDataModule(LightningDataModule, ABC):
 
     def __init__(self, resolution: int | None = None, batch_size: int | str = 8, num_workers: int = 0,
                  prompt: str = "", exclude: set[str] | None = None, crop: str = "center", size_multiple: int = 8,
-                 max_side: int | None = None):
+                 max_side: int | None = None, limit: int | None = None):
         super().__init__()
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"data.limit must be a positive integer (the first N images) or null, got {limit!r}")
+        self.limit = limit
         if crop not in CROPS:
             from preciseinv.errors import PreciseInvError
 
@@ -156,6 +161,12 @@ class InversionDataModule(LightningDataModule, ABC):
         self.batch_size = int(batch_size)
         if isinstance(self.dataset, ShapeBuckets):
             self.dataset.rebatch(self.batch_size)
+
+    def unfinished(self, items: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """The first ``limit`` of the (id, path, prompt) items (the same subset on every machine and every rerun),
+        less the ids an earlier run finished."""
+        items = items[:self.limit] if self.limit else items
+        return [it for it in items if it[0] not in self.exclude]
 
     def image_dataset(self, items: list[tuple[str, str, str]]) -> ImageListDataset:
         """The dataset of (id, path, prompt) items under this module's crop policy (shape buckets for ``none``)."""

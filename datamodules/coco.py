@@ -44,11 +44,9 @@ def coco_items(root: str | Path, split: str = "val2017", use_captions: bool = Fa
 
 
 class CocoDataModule(InversionDataModule):
-    def __init__(self, root: str, split: str = "val2017", use_captions: bool = False, limit: int | None = None,
-                 **kwargs):
+    def __init__(self, root: str, split: str = "val2017", use_captions: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.root, self.split, self.use_captions, self.limit = root, split, use_captions, limit
+        self.root, self.split, self.use_captions = root, split, use_captions
 
     def build_dataset(self) -> ImageListDataset:
-        items = coco_items(self.root, self.split, self.use_captions, self.prompt, self.limit)
-        return self.image_dataset([it for it in items if it[0] not in self.exclude])
+        return self.image_dataset(self.unfinished(coco_items(self.root, self.split, self.use_captions, self.prompt)))

@@ -1,4 +1,5 @@
-"""``data=folder``: every image file under a folder, recursively, in a deterministic order, ids from the paths."""
+"""``data=folder``: every image file under a folder, recursively, in a deterministic order (sorted by relative path),
+ids from the paths; ``limit=N`` keeps the first N in that order: the same subset on every machine."""
 
 from __future__ import annotations
 
@@ -52,5 +53,4 @@ class FolderDataModule(InversionDataModule):
         self.root = Path(root).expanduser() if root else SAMPLE_IMAGES
 
     def build_dataset(self) -> ImageListDataset:
-        items = [it for it in folder_items(self.root, self.prompt) if it[0] not in self.exclude]
-        return self.image_dataset(items)
+        return self.image_dataset(self.unfinished(folder_items(self.root, self.prompt)))

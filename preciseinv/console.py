@@ -21,6 +21,18 @@ def fail(message) -> None:
     raise SystemExit(2)
 
 
+def drop_unused_run_dir(output_dir) -> None:
+    """A command stopped by a mistake before it wrote anything: its output_dir holds only Hydra's ``.hydra/``
+    record (Hydra makes the folder before the command's code runs). Remove it, so that a mistake leaves no folder;
+    a folder holding anything else (an earlier run's outputs) is left as it is."""
+    import shutil
+
+    folder = Path(output_dir)
+    with contextlib.suppress(OSError):
+        if folder.is_dir() and {p.name for p in folder.iterdir()} == {".hydra"}:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def command_line(config_name: str) -> None:
     """What a command does before Hydra sees ``sys.argv``: ``--help`` prints the groups, their options and the
     settings people change most; a mistake is one line and exit 2; ``output_dir=DIR`` becomes Hydra's run folder."""

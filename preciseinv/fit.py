@@ -15,7 +15,7 @@ from preciseinv import console, preemption
 from preciseinv.builder import command_line_overrides, engine_factory, instantiate, prepare
 from preciseinv.callbacks.loggers import logger_kind
 from preciseinv.errors import PreciseInvError
-from preciseinv.presets import CONFIG_DIR
+from preciseinv.presets import CONFIG_DIR, option_of
 
 
 def _check_wandb(cfg) -> None:
@@ -70,7 +70,7 @@ def run(cfg) -> dict:
                               "text-conditioned model (model=sd15, sdxl, ... or model.path=DIR)")
     resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
     config = OmegaConf.to_container(cfg, resolve=True)
-    check_resumable(output_dir, config)
+    check_resumable(output_dir, config, option_of)
     if first_process():  # a run that died: its rank files into manifest.jsonl (kept, for the ranks reading them now)
         assemble(output_dir)
     if cfg.get("verify", "size") not in ("size", "full"):
@@ -161,6 +161,7 @@ def _command(config_name: str) -> None:
             with console.quiet(bool(cfg.get("verbose", False))):
                 summary = run(cfg)
         except PreciseInvError as err:
+            console.drop_unused_run_dir(cfg.output_dir)
             console.fail(err)
         except preemption.Interrupted as stop:
             if getattr(stop, "message", None):

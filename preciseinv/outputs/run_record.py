@@ -38,19 +38,26 @@ def short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def differences(key: str, before, now):
-    """(dotted key, value there, value now) of each leaf that differs (a whole value where the shapes differ)."""
-    if isinstance(before, dict) and isinstance(now, dict):
+def differences(key: str, before, now, option=None):
+    """(dotted key, value there, value now) of each leaf that differs (a whole value where the shapes differ). A node
+    whose ``_target_`` differs is another choice as a whole: one difference, named as on the command line where
+    ``option(key, target)`` knows both config options (``solver``: ``hybrid`` there, ``adamw`` now), else by class."""
+    targets = [node.get("_target_") if isinstance(node, dict) else None for node in (before, now)]
+    if all(targets) and targets[0] != targets[1]:
+        names = [option(key, t) for t in targets] if option else [None, None]
+        yield (key.rsplit(".", 1)[-1], *names) if all(names) else (key, *targets)
+    elif isinstance(before, dict) and isinstance(now, dict):
         for k in sorted(set(before) | set(now), key=str):
             if before.get(k) != now.get(k):
-                yield from differences(f"{key}.{k}", before.get(k), now.get(k))
+                yield from differences(f"{key}.{k}", before.get(k), now.get(k), option)
     else:
         yield key, before, now
 
 
-def check_resumable(output_dir: Path, config: dict) -> None:
+def check_resumable(output_dir: Path, config: dict, option=None) -> None:
     """Refuse to mix runs with different settings in one folder: a ``run.json`` there must hold the same
-    ``RESUME_KEYS`` (the writer callback writes it, at the start of prediction: ``start_record``)."""
+    ``RESUME_KEYS`` (the writer callback writes it, at the start of prediction: ``start_record``). ``option(key,
+    target)``: the config option of a node's class, to name a changed choice as the command line does."""
     def pick(cfg: dict) -> dict:
         out = {}
         for path in RESUME_KEYS:
@@ -70,7 +77,7 @@ def check_resumable(output_dir: Path, config: dict) -> None:
         if changed:
             hint = " (trainer.precision=bf16-true or 16-true sets model.dtype)" if "model.dtype" in changed else ""
             diffs = [f"{k}={short(b)} there, {short(a)} now" for key in changed
-                     for k, b, a in differences(key, before.get(key), now[key])]
+                     for k, b, a in differences(key, before.get(key), now[key], option)]
             what = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
             raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({what}){hint}; "
                                   "rerun with the same settings to resume it, or choose another output_dir")

@@ -212,3 +212,17 @@ def test_rank_shards_cover_every_item_once_and_an_empty_shard_still_runs():
             return iter(items)
 
     assert RankShard.of(Stream(), FakeTrainer(1, 2)) is None
+
+
+def test_limit_keeps_the_first_images_in_path_order_before_finished_ones_are_skipped():
+    """data.limit=N: the first N images by relative path, the same subset on every rerun (finished ones are then
+    skipped: a rerun does not reach further into the folder); a limit that is no count is one line."""
+    dm = FolderDataModule(resolution=32, limit=3)
+    dm.setup()
+    assert [i for i, _, _ in dm.dataset.items] == ["astronaut", "chelsea", "coffee"]
+    rerun = FolderDataModule(resolution=32, limit=3, exclude={"astronaut"})
+    rerun.setup()
+    assert [i for i, _, _ in rerun.dataset.items] == ["chelsea", "coffee"]
+    for bad in (0, -2, "3", 2.5, True):
+        with pytest.raises(PreciseInvError, match="data.limit must be a positive integer"):
+            FolderDataModule(resolution=32, limit=bad)

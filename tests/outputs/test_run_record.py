@@ -1,8 +1,12 @@
-"""run.json: what a run resolved at start and the pace it ran at."""
+"""run.json: what a run resolved at start, the pace it ran at, and the settings a rerun must keep."""
 
 import json
 
-from preciseinv.outputs.run_record import forget_last_run, record_resolved, steady_rate
+import pytest
+
+from preciseinv.errors import PreciseInvError
+from preciseinv.outputs.run_record import check_resumable, forget_last_run, record_resolved, steady_rate
+from preciseinv.presets import compose, option_of
 
 
 def test_steady_rate_leaves_the_first_batch_out():
@@ -29,3 +33,26 @@ def test_records_go_under_their_key_and_merge(tmp_path):
     assert json.loads(path.read_text()) == {"model": {"name": "mini"}}
     record_resolved(tmp_path / "none.json", {"batch_size": 8})  # no run.json, no fit run: nothing written
     assert not (tmp_path / "none.json").exists()
+
+
+def test_a_changed_choice_is_named_as_on_the_command_line(tmp_path):
+    """A rerun with another method, solver or encoder is refused naming the options (``solver=hybrid there, adamw
+    now``), not their classes; a changed value is named by its key; a class of no config option by its path."""
+    from omegaconf import OmegaConf
+
+    def config(*overrides):
+        return OmegaConf.to_container(compose("fit", [f"output_dir={tmp_path}", *overrides]), resolve=True)
+
+    (tmp_path / "run.json").write_text(json.dumps(config()))
+    check_resumable(tmp_path, config("data.limit=2", "init=learned"), option_of)  # not what a latent means
+    for overrides, said in ((["solver=adamw"], "solver=hybrid there, adamw now"),
+                            (["method=ddim"], "method=preciseinv there, ddim now"),
+                            (["encoder=decoder_inversion"], "encoder=mean there, decoder_inversion now"),
+                            (["solver=adamw", "method.eta=1e-2"], "method.eta=0.001 there, 0.01 now; solver=hybrid")):
+        with pytest.raises(PreciseInvError, match="other settings") as err:
+            check_resumable(tmp_path, config(*overrides), option_of)
+        assert said in str(err.value) and "_target_" not in str(err.value), str(err.value)
+    mine = config()
+    mine["method"]["solver"]["_target_"] = "mypackage.MySolver"
+    with pytest.raises(PreciseInvError, match=r"method\.solver=preciseinv\.solvers\.Hybrid there, mypackage\.MySolver now"):
+        check_resumable(tmp_path, mine, option_of)
