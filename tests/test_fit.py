@@ -96,15 +96,16 @@ def test_the_console_is_one_header_the_bar_and_a_table(default_runs):
         assert noise not in everything, noise
 
 
-def test_true_half_precision_is_half_weights_and_an_fp32_solver(default_runs, tmp_path, fit_in_process):
+def test_true_half_precision_is_half_weights_and_an_fp32_solver(tmp_path, fit_in_process):
     """Lightning's bf16-true (which alone would make eps* and the solver state bf16, and crashed the solver's
     masked writes): the networks' weights in bf16 with no autocast, the solver in fp32, as good as fp32 here (two
-    of the bundled images: bf16 kernels are slow on a CPU)."""
+    of the bundled images at eta = 1e-2: bf16 kernels are slow on a CPU)."""
     out, images = tmp_path / "out", tmp_path / "images"
     images.mkdir()
     for name in ("astronaut.png", "coffee.png"):
         shutil.copy(ASSETS / "images" / name, images / name)
-    half = fit_in_process("trainer.precision=bf16-true", "~logger", f"output_dir={out}", f"data.root={images}")
+    common = ["~logger", f"data.root={images}", "method.eta=1e-2"]
+    half = fit_in_process("trainer.precision=bf16-true", f"output_dir={out}", *common)
     run = json.loads((out / "run.json").read_text())
     assert run["model"]["dtype"] == "bfloat16" and run["trainer"]["precision"] == "32-true"
     from safetensors import safe_open
@@ -113,10 +114,9 @@ def test_true_half_precision_is_half_weights_and_an_fp32_solver(default_runs, tm
         with safe_open(out / rec["latent"], "pt") as f:
             assert json.loads(f.metadata()["preciseinv"])["model"]["dtype"] == "bfloat16"
             assert f.get_tensor("latent").dtype == torch.float32
-    assert half["converged_fraction"] == 1.0 and all(max(r["residual"]) < 1e-3 for r in manifest(out))
-    # bf16 weights: within half a dB of fp32 on the same images
-    fp32 = [r["psnr"] for r in manifest(default_runs["preciseinv"]) if r["id"] in ("astronaut", "coffee")]
-    assert len(fp32) == 2 and abs(half["psnr_mean"] - sum(fp32) / 2) < 0.5
+    assert half["converged_fraction"] == 1.0 and all(max(r["residual"]) < 1e-2 for r in manifest(out))
+    fp32 = fit_in_process(f"output_dir={tmp_path / 'fp32'}", *common)  # bf16 weights: not half a dB below fp32
+    assert fp32["n"] == 2 and half["psnr_mean"] > fp32["psnr_mean"] - 0.5, (half["psnr_mean"], fp32["psnr_mean"])
 
 
 def test_paper_solver_is_unchanged_and_the_default_beats_it(default_runs):
