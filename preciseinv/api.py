@@ -22,7 +22,7 @@ from preciseinv.builder import build_engine, file_config, instantiate, inverter_
 from preciseinv.errors import PreciseInvError
 from preciseinv.methods import InversionResult
 from preciseinv.models.base import DiffusionModel
-from preciseinv.models.loading import ModelSpec
+from preciseinv.models.loading import ModelSpec, resolve_device
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Inverter:
     def _build(self, cfg, device: str | None, loaded: DiffusionModel | None, parts: dict) -> None:
         from omegaconf import OmegaConf
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         self._spec = None if loaded is not None else instantiate(cfg.model)
         self.model = loaded if loaded is not None else self._spec.load(device)
         self._multiple = None
@@ -225,7 +225,7 @@ def reconstruct_file(path: str | os.PathLike, device: str | None = None,
 
     tensors, meta = load_latent(path)
     cfg = file_config(meta)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     engine = build_engine(cfg, model or instantiate(cfg.model).load(device))
     companion = tensors["companion"][None] if "companion" in tensors else None
     image = engine.reconstruct(tensors["latent"][None], [meta.get("prompt", "")],

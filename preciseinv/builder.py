@@ -105,8 +105,9 @@ def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...]
     preset's), an exact method's sampler deterministic, and the precision rule (``precisions``: names accepted
     beside Lightning's)."""
     check_required(cfg)
-    if cfg.num_steps is None or int(cfg.num_steps) < 1:
-        raise PreciseInvError(f"num_steps must be at least 1, got {cfg.num_steps}; the paper's T is num_steps=2")
+    if type(cfg.num_steps) is not int or cfg.num_steps < 1:
+        raise PreciseInvError(f"num_steps must be a whole number, at least 1, got {cfg.num_steps}; the paper's T is "
+                              "num_steps=2")
     adopt_family(cfg.model, None if overrides is None else explicit_keys(overrides))
     check_exact_sampler(cfg)
     if "trainer" in cfg:

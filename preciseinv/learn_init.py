@@ -28,11 +28,13 @@ RESUME_KEYS = ("runs", "seed", "data", "predictor", "module")  # what a resumed 
 
 
 def check_resumable(output_dir: Path, config: dict) -> None:
-    """A training stopped in ``output_dir`` resumes only with the same runs, data split, network and optimiser."""
+    """A training stopped in ``output_dir`` resumes only with the same runs, data split, network and optimiser; a
+    finished one is returned as it is only to the same command (other runs into its folder: another predictor)."""
+    from preciseinv.inits.predictor import INFO
     from preciseinv.outputs.run_record import differences, short
 
     record = output_dir / "config.yaml"
-    if not record.is_file() or not (output_dir / "checkpoints").is_dir():
+    if not record.is_file() or not ((output_dir / "checkpoints").is_dir() or (output_dir / INFO).is_file()):
         return
     from omegaconf import OmegaConf
 
@@ -70,6 +72,8 @@ def run(cfg) -> dict:
     start = time.perf_counter()
     output_dir = Path(cfg.output_dir)
     runs = [str(run) for run in (cfg.runs if OmegaConf.is_config(cfg.runs) else [cfg.runs])]  # runs=DIR: one
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_resumable(output_dir, config)
     if (output_dir / INFO).is_file():  # a finished training: nothing to resume (and no latent file to read)
         if first_process():
             print(f"a predictor is already trained in {output_dir} (init=learned init.path={output_dir})")
@@ -77,8 +81,6 @@ def run(cfg) -> dict:
     scan = scan_runs(runs)
     if first_process() and scan.skipped_line():
         print(scan.skipped_line(), flush=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    check_resumable(output_dir, config)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     network = network_config(cfg, scan.identity)
     net = instantiate(cfg.predictor)(**{k: network[k] for k in ("in_channels", "out_channels", "state_size")})

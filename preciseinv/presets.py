@@ -132,9 +132,9 @@ def _group_choices(argv: list[str]) -> list[str]:
         CONFIG_DIR, a.split("=", 1)[0].lstrip("+~")).is_dir()]
 
 
-def _takes_text(cfg, key: str) -> bool:
-    """Whether the constructor a key belongs to takes a string there too (``model.compile``: true, false or a
-    mode such as reduce-overhead), read from its signature."""
+def _annotation(cfg, key: str) -> str:
+    """The type annotation, as text, of the constructor parameter a key sets (``model.compile``: ``bool | str``),
+    read from its node's ``_target_``; "" where nothing says (no _target_, not importable, no such parameter)."""
     import inspect
 
     from hydra.utils import get_class
@@ -143,16 +143,16 @@ def _takes_text(cfg, key: str) -> bool:
     parent, _, name = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     try:
-        annotation = inspect.signature(get_class(str(node["_target_"]))).parameters[name].annotation
-    except Exception:  # no _target_, not importable, no such parameter: nothing says so
-        return False
-    return "str" in str(annotation)
+        return str(inspect.signature(get_class(str(node["_target_"]))).parameters[name].annotation)
+    except Exception:  # noqa: BLE001  (nothing says)
+        return ""
 
 
 def _check_types(config_name: str, overrides: list[str], cfg) -> None:
-    """A number or a true/false setting given a value of another type: one line naming the key and what it takes
-    (rather than a TypeError from inside the constructor), unless its constructor takes a string there too. The
-    defaults are composed only when a value could be one: a string or a boolean."""
+    """A number or a true/false setting given a value of another type, or a count (its constructor takes an int
+    only) given a fraction: one line naming the key and what it takes (rather than a TypeError from inside the
+    constructor), unless its constructor takes a string there too. The defaults are composed only when a value
+    could be one: a string, a boolean or a float."""
     from omegaconf import OmegaConf
 
     def value(node, key):
@@ -163,18 +163,22 @@ def _check_types(config_name: str, overrides: list[str], cfg) -> None:
 
     groups = _group_choices(overrides)
     given = {a.split("=", 1)[0].lstrip("+~"): a for a in overrides if "=" in a and a not in groups}
-    suspects = {key: arg for key, arg in given.items() if isinstance(value(cfg, key), (str, bool))}
+    suspects = {key: arg for key, arg in given.items() if isinstance(value(cfg, key), (str, bool, float))}
     if not suspects:
         return
     base = compose(config_name, [*groups, "output_dir=."])
     for key, arg in suspects.items():
         default, new = value(base, key), value(cfg, key)
-        if isinstance(new, str) and _takes_text(base, key):
+        annotation = _annotation(base, key)
+        if isinstance(new, str) and "str" in annotation:
             continue
         if isinstance(default, bool) and not isinstance(new, bool):
             raise PreciseInvError(f"{arg}: {key} takes true or false")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(new, (int, float)):
             raise PreciseInvError(f"{arg}: {key} takes a number (default {default})")
+        if isinstance(new, float) and type(default) is int and "int" in annotation and "float" not in annotation:
+            write = f": write {key}={int(new)}" if new.is_integer() else ""
+            raise PreciseInvError(f"{arg}: {key} takes a whole number (default {default}){write}")
 
 
 def _unparsable(argv: list[str]) -> str | None:

@@ -21,6 +21,8 @@ def parse(argv: list[str]) -> tuple[list[Path], Path, str | None]:
     files, options = [], {"output_dir": ".", "device": None}
     for arg in argv:
         key, sep, value = arg.partition("=")
+        if arg.startswith("--") and not Path(arg).exists():
+            raise PreciseInvError(f"{arg}: options here are key=value (output_dir=DIR, device=cpu): {USAGE}")
         if sep and not Path(arg).exists():
             if key not in options:
                 raise PreciseInvError(f"unknown option {key!r}: {USAGE}")
@@ -33,6 +35,9 @@ def parse(argv: list[str]) -> tuple[list[Path], Path, str | None]:
         if not path.exists():  # a glob the shell left as it was matched nothing
             what = "no file matches" if any(c in str(path) for c in "*?[") else "no such file"
             raise PreciseInvError(f"{str(path)!r}: {what}")
+        if path.is_dir() and any((path / "latents").glob("*.safetensors")):  # a run's output_dir
+            raise PreciseInvError(f"{str(path)!r} is a run's folder: give its latent files, "
+                                  f"{str(path / 'latents' / '*.safetensors')}")
         if path.suffix != ".safetensors" or not path.is_file():
             raise PreciseInvError(f"{str(path)!r} is not a .safetensors latent file")
     return files, Path(options["output_dir"]), options["device"]
@@ -40,14 +45,12 @@ def parse(argv: list[str]) -> tuple[list[Path], Path, str | None]:
 
 def reconstruct(files: list[Path], output_dir: Path, device: str | None = None) -> list[Path]:
     """Write each file's image to ``output_dir/<stem>.png``; returns the written paths."""
-    import torch
-
     from preciseinv.api import reconstruct_file
-    from preciseinv.models.loading import load_model
+    from preciseinv.models.loading import load_model, resolve_device
     from preciseinv.outputs import load_latent
     from preciseinv.outputs.images import save_png
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     models, written = {}, []
     for path in files:
         try:

@@ -213,7 +213,8 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["model.path=nobody/nothing"], r"'nobody/nothing'.*model\.path=<a? ?local"),  # online, unreachable or HF_HUB_OFFLINE=1
     (["method.eta=0"], "method.eta must be > 0"),
-    (["num_steps=0"], "num_steps must be at least 1"),
+    (["num_steps=0"], "num_steps must be a whole number, at least 1"),
+    (["num_steps=2.5"], "num_steps must be a whole number, at least 1, got 2.5"),
     (["data=folder", "data.root=EMPTY"], "no images found"),
     (["data=coco"], r"data.root must be set: add data.root=<value> to the command"),
     (["data.resolution=34"], "data.resolution=34 is not a multiple of 4, which this model needs: use 32 or 36"),  # a pixel UNet2DModel

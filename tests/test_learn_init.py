@@ -187,6 +187,9 @@ def test_mistakes_are_one_line(trained, fit_in_process, tmp_path):
     export_crops(tmp_path / "two", 2, seed=103)
     fit_in_process("data=folder", f"data.root={tmp_path / 'two'}", f"output_dir={tmp_path / 'clip'}", "~logger",
                    "lpips=false", f"model.path={CLIP}")
+    with pytest.raises(PreciseInvError, match=r"holds a training with other settings \(runs=") as err:
+        learn(f"runs=[{tmp_path / 'clip'}]", f"output_dir={root / 'predictor'}", *QUICK)  # a finished one's folder
+    assert "\n" not in str(err.value)
     proc = command("learn_init", f"runs=[{root / 'run'},{tmp_path / 'clip'}]", f"output_dir={tmp_path / 'c'}")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and err.strip().count("\n") == 0, err

@@ -80,6 +80,9 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["max_iters=5"], "max_iters is not a setting; did you mean method.max_iters?"),
     (["T=4"], "T is not a setting; did you mean num_steps?"),  # the header line's name for it
     (["solver=adamW"], "solver=adamW is not an option; did you mean adamw?"),  # the same name in other case first
+    (["method.max_iters=1e3"], "method.max_iters=1e3: method.max_iters takes a whole number (default 200): write "
+                               "method.max_iters=1000"),  # its constructor takes an int only
+    (["method.max_iters=50.5"], "method.max_iters=50.5: method.max_iters takes a whole number (default 200)"),
 ])
 def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     from preciseinv.errors import PreciseInvError
@@ -92,6 +95,7 @@ def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     assert "\n" not in str(error.value)
     check_command_line("fit", ["solver=adamw", "method.eta=1e-5", "-m"])  # valid, and flags are Hydra's
     check_command_line("fit", ["method.eta=1e-5", "method.max_iters=50", "lpips=false", "data.batch_size=4"])
+    check_command_line("fit", ["guidance_scale=7.5", "model.lr=1", "method.eta=1"])  # floats where floats go
     check_command_line("fit", ["model.compile=reduce-overhead", "data.batch_size=auto", "trainer.devices=auto",
                                "timesteps=[1,501]", "data.root=/x y", "data.prompt=a cat", "+trainer.deterministic=true",
                                "output_dir='runs/method=ddim,num_steps=2'", "trainer.precision=bf16-mixed"])

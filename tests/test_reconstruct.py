@@ -24,10 +24,18 @@ def test_reconstruct_equals_the_runs_recon(fit_in_process, tmp_path, capsys):
                                           (["runs/x/latents/*.safetensors"], "'runs/x/latents/*.safetensors': no file "
                                                                              "matches"),
                                           (["."], "'.' is not a .safetensors latent file"),
-                                          (["x.safetensors", "colour=red"], "unknown option 'colour'")])
+                                          (["x.safetensors", "colour=red"], "unknown option 'colour'"),
+                                          (["x.safetensors", "--output_dir", "out"], "--output_dir: options here are "
+                                                                                      "key=value (output_dir=DIR"),
+                                          (["run"], "'run' is a run's folder: give its latent files, "
+                                                    "run/latents/*.safetensors"),
+                                          (["x.safetensors", "device=gpu"], "device=gpu is not a device: use cpu or "
+                                                                            "cuda")])
 def test_mistakes_are_one_line(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.safetensors").write_bytes(b"")
+    (tmp_path / "run" / "latents").mkdir(parents=True)
+    (tmp_path / "run" / "latents" / "a.safetensors").write_bytes(b"")
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2
@@ -59,3 +67,33 @@ def test_ctrl_c_while_decoding_is_one_line_and_exit_130(tmp_path, capsys, monkey
         main([str(tmp_path / "x.safetensors")])
     assert exit_.value.code == 130
     assert capsys.readouterr().err == "preciseinv: interrupted\n"
+
+
+def test_cuda_on_a_machine_without_one_is_one_line():
+    import torch
+
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.models.loading import resolve_device
+
+    assert resolve_device("cpu") == "cpu" and resolve_device(None) in ("cpu", "cuda")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(PreciseInvError, match=r"^device=cuda, but this machine has .*: use device=cpu$"):
+        resolve_device("cuda")
+
+
+def test_a_model_given_by_a_relative_path_reconstructs_from_any_folder(fit_in_process, tmp_path, capsys, monkeypatch):
+    """Latent files record a local model directory by its absolute path: reconstruct works from another folder."""
+    from pathlib import Path
+
+    from preciseinv.outputs import load_latent
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    fit_in_process("method=ddim", "~logger", "lpips=false", "data.limit=1", "model.path=benchmarks/assets/mini-ddpm-clip",
+                   f"output_dir={tmp_path / 'run'}")
+    (latent,) = (tmp_path / "run" / "latents").glob("*.safetensors")
+    assert load_latent(latent)[1]["model"]["source"] == str(root / "benchmarks" / "assets" / "mini-ddpm-clip")
+    monkeypatch.chdir(tmp_path)
+    main([str(latent), "output_dir=out", "device=cpu"])
+    assert "1 image(s)" in capsys.readouterr().out and (tmp_path / "out" / f"{latent.stem}.png").is_file()

@@ -64,6 +64,21 @@ class ModelSpec:
         return accelerate(model, self.compile, self.channels_last, self.compile_scope, self.cudnn_benchmark)
 
 
+def resolve_device(device: str | torch.device | None = None) -> str:
+    """The device to load on: ``None`` is cuda where there is one, else cpu; a name torch does not know, or cuda
+    on a machine without one, is one line saying what to use."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError):
+        raise PreciseInvError(f"device={device} is not a device: use cpu or cuda (cuda:1: the second GPU)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no GPU visible"
+        raise PreciseInvError(f"device={device}, but this machine has {build}: use device=cpu") from None
+    return str(device)
+
+
 def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:
     """(where to load from, whether it is local)."""
     if path is None or str(path) in ("", "embedded", "mini") or str(path).startswith("embedded:"):
@@ -249,7 +264,8 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         kwargs["revision"] = revision
     if local or cache_only(where, revision):
         kwargs["local_files_only"] = True
-    source = "embedded:mini-ddpm" if where == str(EMBEDDED_MODEL) else str(path)
+    # what latent files record: a local directory by its absolute path (a file reconstructs from any folder)
+    source = "embedded:mini-ddpm" if where == str(EMBEDDED_MODEL) else os.path.abspath(where) if local else str(path)
     try:
         model = adapter_cls.from_pretrained(where, source=source, **kwargs)
     except (OSError, EnvironmentError) as err:
