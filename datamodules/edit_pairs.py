@@ -78,6 +78,16 @@ class EditPairsDataModule(InversionDataModule):
         super().__init__(**kwargs)
         if not pairs and not image:
             raise PreciseInvError("give image=<path> source='...' target='...', or pairs=<file.jsonl or file.csv>")
+        if pairs and image:
+            raise PreciseInvError(f"give image=<path> (one edit) or pairs=<file> (many), not both: got image={image} "
+                                  f"and pairs={pairs}")
+        if image:  # one edit from the command line: a mistake in it is one line, not a failure record
+            missing = [name for name, text in (("source", source), ("target", target)) if not text]
+            if missing:
+                raise PreciseInvError(f"image={image} needs {' and '.join(f'{m}=' + chr(39) * 2 for m in missing)} "
+                                      "too: the prompt it was made with and the one to edit it to")
+            if not Path(image).expanduser().is_file():
+                raise PreciseInvError(f"image={image}: no such file")
         self.pairs, self.row = pairs, {"image": image, "source": source, "target": target}
 
     def build_dataset(self) -> EditRows:

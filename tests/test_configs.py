@@ -41,6 +41,7 @@ def test_option_instantiates(group, option, tmp_path):
         assert cfg.data._target_.endswith("CocoDataModule") and cfg.guidance_scale == 1.0
         return
     if (group, option) == ("data", "edit_pairs"):  # filled from the edit command's top-level keys
+        (tmp_path / "x.png").write_bytes(b"")  # the one edit's image must exist
         cfg = composed(f"image={tmp_path}/x.png", "source=a", "target=b", name="edit")
     elif group == "predictor":  # learn_init's group
         cfg = composed(f"predictor={option}", f"runs=[{tmp_path}]", name="learn_init")

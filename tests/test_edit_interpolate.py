@@ -154,6 +154,26 @@ def test_interpolation_decodes_by_the_latent_files_settings(tmp_path):
     assert torch.isfinite(first).all()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["image=IMG", "source=a cat"], "image=IMG needs target='' too: the prompt it was made with and the one to edit"),
+    (["image=IMG"], "needs source='' and target='' too"),
+    (["image=nope.png", "source=a", "target=b"], "image=nope.png: no such file"),
+    (["image=IMG", "pairs=PAIRS", "source=a", "target=b"], "give image=<path> (one edit) or pairs=<file> (many), not both"),
+])
+def test_a_mistake_in_the_one_edit_is_one_line(args, message, tmp_path, monkeypatch):
+    """image= on the command line is one edit: a missing prompt or file is a mistake of the command (one line,
+    exit 2 from the command), not a failure record of a run that then says it finished."""
+    from preciseinv.datamodules.edit_pairs import EditPairsDataModule
+    from preciseinv.errors import PreciseInvError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cat.png").write_bytes(b"")
+    kwargs = dict(a.replace("IMG", "cat.png").replace("PAIRS", "p.jsonl").split("=", 1) for a in args)
+    with pytest.raises(PreciseInvError) as err:
+        EditPairsDataModule(**kwargs, resolution=32)
+    assert message.replace("IMG", "cat.png") in str(err.value) and "\n" not in str(err.value)
+
+
 def test_edit_with_an_unconditional_model_is_one_line_and_writes_nothing(tmp_path):
     from hydra import compose, initialize_config_dir
 
