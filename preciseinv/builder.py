@@ -44,7 +44,10 @@ def instantiate(node, **kwargs):
         if isinstance(cause, refusals):
             what = target.rsplit(".", 1)[-1] or "setting"
             lines = str(cause).strip().splitlines() or [type(cause).__name__]
-            raise PreciseInvError(f"{what}: {' '.join(line.strip() for line in lines)}") from None
+            text = " ".join(line.strip() for line in lines)
+            if "backend found" in text:  # trainer.accelerator=gpu (or cuda, mps) where there is none
+                text += " (trainer.accelerator=auto uses what the machine has; cpu runs anywhere)"
+            raise PreciseInvError(f"{what}: {text}") from None
         if cause is None and isinstance(first, (TypeError, ValueError)) and target.startswith("preciseinv."):
             key = node._get_full_key(None) if hasattr(node, "_get_full_key") else ""  # e.g. method.eta=abc
             raise PreciseInvError(f"{key or target}: {first} (a value of the wrong type? check the "

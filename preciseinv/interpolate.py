@@ -63,6 +63,8 @@ def endpoint(inverter, spec: str, prompt: str):
         device = inverter.model.device
         companion = tensors["companion"][None].to(device) if coupled else None
         return tensors["latent"][None].to(device), None, stored_noises(tensors, meta["num_steps"]), companion
+    if not Path(spec).exists():
+        raise PreciseInvError(f"{spec!r}: no such file (an endpoint is an image file or a .safetensors latent file)")
     if not Path(spec).is_file():
         raise PreciseInvError(f"{spec!r} is neither an image file nor a .safetensors latent file")
     inversion = inverter.invert([spec], [prompt])

@@ -205,6 +205,12 @@ def _unquoted(value: str) -> str:
     return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
 
 
+# Hydra's own command-line flags (``python -m preciseinv.fit --hydra-help``): left to Hydra
+HYDRA_FLAGS = ("-m", "--multirun", "-c", "--cfg", "-p", "--package", "-i", "--info", "--resolve", "-cp",
+               "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--run", "--hydra-help", "--version",
+               "--shell-completion", "-sc", "--experimental-rerun", "-h", "--help")
+
+
 def check_command_line(config_name: str, argv: list[str]) -> None:
     """Compose the command's config once before Hydra does, so that a misspelled key or option, a value of the wrong
     type, a bad override or an ``output_dir`` that is a file is one line (``PreciseInvError``, with the nearest valid
@@ -215,6 +221,12 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if arg.startswith("-") and flag not in HYDRA_FLAGS:
+            name = flag.lstrip("-").replace("-", "_")
+            raise PreciseInvError(f"{arg}: settings are written key=value here ({name}=...), not as --options "
+                                  f"(`python -m preciseinv.{config_name} --help` lists them)")
     if any(arg.startswith("-") or arg.lstrip("+~").startswith("hydra.") for arg in argv):
         return  # Hydra's own flags and settings (multirun, search paths): Hydra judges the command line
     for arg in argv:
@@ -235,6 +247,11 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
             hint = _did_you_mean(key, known, "`--cfg job` after the command prints every key; +key=value adds a "
                                              "new one")
             raise PreciseInvError(f"{key} is not a setting; {hint}") from None
+        cannot_delete = re.search(r"Could not delete '([^']+)'", text)
+        if cannot_delete:
+            key = cannot_delete.group(1)
+            raise PreciseInvError(f"~{key}: python -m preciseinv.{config_name} has no {key} to remove: drop "
+                                  f"~{key}") from None
         if unknown_option:
             group, name = unknown_option.groups()
             options = _options(group)

@@ -375,3 +375,17 @@ def test_a_square_size_a_transformer_cannot_take_is_one_line(tiny_flux, tmp_path
     with pytest.raises(PreciseInvError) as error:  # tiny FLUX: VAE factor 2 x 2x2 packing = 4
         fit_in_process(f"model.path={tiny_flux}", "data.resolution=42", "~logger", f"output_dir={tmp_path / 'out'}")
     assert str(error.value) == "data.resolution=42 is not a multiple of 4, which this model needs: use 40 or 44"
+
+
+def test_a_gpu_asked_for_where_there_is_none_says_what_to_use(tmp_path):
+    import torch
+
+    from preciseinv.builder import instantiate
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import compose
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(PreciseInvError, match=r"^Trainer: .*gpu.*\(trainer\.accelerator=auto uses what the machine "
+                                              r"has; cpu runs anywhere\)$"):
+        instantiate(compose("fit", ["trainer.accelerator=gpu", f"output_dir={tmp_path}"]).trainer)

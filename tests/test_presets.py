@@ -83,6 +83,8 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["method.max_iters=1e3"], "method.max_iters=1e3: method.max_iters takes a whole number (default 200): write "
                                "method.max_iters=1000"),  # its constructor takes an int only
     (["method.max_iters=50.5"], "method.max_iters=50.5: method.max_iters takes a whole number (default 200)"),
+    (["--model", "mini"], "--model: settings are written key=value here (model=...), not as --options"),
+    (["--max-iters=5"], "--max-iters=5: settings are written key=value here (max_iters=...)"),
 ])
 def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     from preciseinv.errors import PreciseInvError
@@ -121,3 +123,15 @@ def test_a_wrongly_typed_value_is_one_line(fit_in_process, tmp_path):
     with pytest.raises(PreciseInvError, match="method: .* check the method.\\* values") as error:
         fit_in_process("method.eta=abc", "~logger", f"output_dir={tmp_path}")
     assert "\n" not in str(error.value)
+
+
+def test_removing_what_a_command_does_not_have_is_one_line():
+    """``~logger`` (fit's way to log nowhere) given to interpolate, which has no logger: one line saying to drop it,
+    not Hydra's "Could not delete" with a defaults-list lecture."""
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import check_command_line
+
+    with pytest.raises(PreciseInvError, match=re.escape("~logger: python -m preciseinv.interpolate has no logger to "
+                                                        "remove: drop ~logger")):
+        check_command_line("interpolate", ["a=x.png", "b=y.png", "~logger"])
+    check_command_line("fit", ["~logger", "--multirun", "method=ddim,preciseinv"])  # Hydra's flags stay Hydra's
