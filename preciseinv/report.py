@@ -9,7 +9,8 @@ writes, one per run of a ``--multirun`` sweep). Writes into DIR:
 - ``report.csv``: one row per finished run, with summary.json's column names (``method``, ``psnr_mean``, ...);
 - ``per_image.csv``: every sample of every finished run;
 - ``psnr_vs_seconds.png`` (one point per run: the Pareto view), ``psnr_vs_eta.png`` and ``grid.png`` (the inputs,
-  then the same images as each run reconstructed them). Each method has one colour in every plot.
+  then the same images as each run reconstructed them). Each method has one colour in every plot; a plot the runs
+  give none of (no image in every run, no eta sweep) is removed, not left from an earlier report.
 
 Exact methods (reconstruction equal to the input by construction, PSNR at its 120 dB cap) read ``exact``, and
 columns that do not apply to a method are blank: eta and solver without a solver, converged for the exact
@@ -48,6 +49,7 @@ METHOD_COLOURS = {"preciseinv": "#d62728", "ddim": "#1f77b4", "renoise": "#ff7f0
                   "gnri": "#9467bd", "edict": "#8c564b", "bdia": "#e377c2", "belm": "#17becf", "ceiling": "#7f7f7f"}
 MARKERS = "osD^vP*Xph"  # the runs of one method, in table order
 CELL_INCHES, DPI = 1.6, 120  # grid.png: one image per cell
+PLOTS = ("psnr_vs_seconds.png", "psnr_vs_eta.png", "cost_vs_images.png", "grid.png")  # what plots() may write
 
 
 def mean_ci95(values: list) -> tuple[float | None, float | None]:
@@ -315,7 +317,11 @@ def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
         ax.set_xlabel("images seen"), ax.set_ylabel("cost per image (moving mean)")
         written.append(_save(fig, ax, root / "cost_vs_images.png", plt))
     grid = _grid(root, runs, grid_images, plt)
-    return written + ([grid] if grid else [])
+    written += [grid] if grid else []
+    for name in PLOTS:  # a plot an earlier report made that these runs give none of (no shared image, no eta
+        if root / name not in written:  # sweep): removed, so that the folder shows only this report's
+            (root / name).unlink(missing_ok=True)
+    return written
 
 
 def _input(run: dict, record: dict, size: tuple[int, int]):
@@ -394,9 +400,13 @@ def main(argv: list[str] | None = None) -> None:
     from preciseinv.console import fail, interruptible
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] in ("-h", "--help"):
+    if args and args[0] in ("-h", "--help"):
         print(__doc__)
-        raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
+        raise SystemExit(0)
+    if len(args) != 1:
+        got = f"got {len(args)}: {' '.join(args)}" if args else "got none"
+        fail(f"give one folder, the runs' parent: python -m preciseinv.report DIR ({got}; --help says what it "
+             "writes)")
     with interruptible(resumable=False, hydra=False):  # Ctrl-C while reading the runs: one line
         try:
             out = report(args[0])
@@ -404,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
             fail(err)
     print(f"{out['runs']} runs, {len(out['skipped'])} skipped, {len(out['unfinished'])} unfinished; "
           f"wrote {', '.join(Path(f).name for f in out['files'])}")
+    if out["runs"] and not any(Path(f).name == "grid.png" for f in out["files"]):
+        print("  no grid.png: no image has a reconstruction in every finished run")
     for run, progress in out["unfinished"]:
         print(f"  unfinished {run}: images done: {progress}")
     for folder, why in out["skipped"]:

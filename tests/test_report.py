@@ -232,3 +232,33 @@ def test_a_folder_without_runs_is_one_line_and_exit_2(tmp_path, capsys):
     assert exit_status.value.code == 2 and err.count("\n") == 1
     assert err.startswith(f"preciseinv: error: no runs in {str(tmp_path)!r}")
     assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize("args,said", [([], "got none"), (["a", "b"], "got 2: a b")])
+def test_no_folder_or_two_is_one_line_and_exit_2(args, said, capsys):
+    from preciseinv.report import main
+
+    with pytest.raises(SystemExit) as exit_status:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_status.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("preciseinv: error: give one folder, the runs' parent: python -m preciseinv.report DIR")
+    assert said in err
+
+
+def test_plots_these_runs_give_none_of_do_not_stay_from_an_earlier_report(real_runs, tmp_path):
+    """Two finished runs that share no image: no grid.png (nor an eta curve: neither has a solver), and the ones an
+    earlier report left in the folder go, rather than standing for these runs."""
+    import shutil
+
+    for name, keep in (("ddim", {"astronaut", "chelsea"}), ("ceiling", {"coffee", "rocket"})):
+        shutil.copytree(real_runs / name, tmp_path / name)
+        manifest = tmp_path / name / "manifest.jsonl"
+        lines = [line for line in manifest.read_text().splitlines() if json.loads(line)["id"] in keep]
+        manifest.write_text("\n".join(lines) + "\n")
+    for stale in ("grid.png", "psnr_vs_eta.png"):
+        (tmp_path / stale).write_bytes(b"an earlier report's")
+    out = report(tmp_path)
+    assert out["runs"] == 2 and not any(Path(f).name in ("grid.png", "psnr_vs_eta.png") for f in out["files"])
+    assert not (tmp_path / "grid.png").exists() and not (tmp_path / "psnr_vs_eta.png").exists()
+    assert (tmp_path / "psnr_vs_seconds.png").is_file()
