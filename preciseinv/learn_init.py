@@ -139,8 +139,9 @@ def summary_table(info: dict) -> str:
     better = last.get("val/learned_better")
     rows = [("images", str(trained["images"])), ("val images", str(trained["val_images"])),
             ("pairs", str(trained["train_pairs"] + trained["val_pairs"])), ("epochs", str(trained["epochs"])),
-            ("val residual", sci(trained["best_val_residual"])), ("DDIM start's", sci(last.get("val/residual_ddim"))),
-            ("learned better", "-" if better is None else f"{better:.0%}")]
+            ("val residual, best epoch", sci(trained["best_val_residual"])),
+            ("DDIM start's", sci(last.get("val/residual_ddim"))),
+            ("learned better, last epoch", "-" if better is None else f"{better:.0%}")]
     for k, judged in (info.get("judged") or {}).items():  # the held-out solves from each start
         if not judged["pairs"]:
             rows.append((f"step {int(k) + 1} val solves", "no held-out pairs: DDIM start kept"))

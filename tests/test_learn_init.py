@@ -254,3 +254,19 @@ def test_a_noise_injecting_samplers_step_is_solved_as_the_run_solved_it(fit_in_p
     assert sampler.injects_noise and sampler.learn_noise
     # (starting z at the stored, solved noise instead: 5 iterations off over these 8)
     assert sum(abs(a - b) for a, b in zip(stats.iters.tolist(), ran)) <= 2, (stats.iters.tolist(), ran)
+
+
+def test_the_closing_table_says_which_epoch_each_figure_is_of():
+    """The predictor kept is the best epoch's; "learned better" is measured on the last: each row says which."""
+    from preciseinv.learn_init import summary_table
+
+    info = {"trained": {"images": 48, "val_images": 5, "train_pairs": 86, "val_pairs": 5, "epochs": 20,
+                        "best_val_residual": 0.084, "seconds": 70.0,
+                        "last": {"val/residual_ddim": 0.117, "val/learned_better": 0.8}},
+            "judged": {"1": {"pairs": 5, "ddim": {"cost": 61.2, "converged": 1.0},
+                             "learned": {"cost": 79.2, "converged": 1.0}, "saved": -18.0, "saved_low": -35.5,
+                             "kept": False}}, "steps": []}
+    table = summary_table(info)
+    assert "val residual, best epoch" in table and "8.400e-02" in table
+    assert "learned better, last epoch" in table and "80%" in table
+    assert "cost 61.2 -> 79.2" in table and "DDIM start kept" in table and "none: init=learned is init=ddim" in table
