@@ -96,7 +96,8 @@ def _options(group: str) -> list[str]:
 
 
 # what people type for a setting whose key is spelled otherwise (the run's header line says T=2)
-_ALIASES = {"t": "num_steps", "steps": "num_steps"}
+_ALIASES = {"t": "num_steps", "steps": "num_steps",  # where a command has the alias's key (edit: source=)
+            "prompt": "source", "source_prompt": "source", "target_prompt": "target"}
 
 
 def _did_you_mean(name: str, candidates, then: str) -> str:

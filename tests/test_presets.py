@@ -135,3 +135,16 @@ def test_removing_what_a_command_does_not_have_is_one_line():
                                                         "remove: drop ~logger")):
         check_command_line("interpolate", ["a=x.png", "b=y.png", "~logger"])
     check_command_line("fit", ["~logger", "--multirun", "method=ddim,preciseinv"])  # Hydra's flags stay Hydra's
+
+
+@pytest.mark.parametrize("command,argv,message", [
+    ("edit", ["prompt=a cat"], "prompt is not a setting; did you mean source?"),  # edit's prompts: source, target
+    ("edit", ["target_prompt=a dog"], "target_prompt is not a setting; did you mean target?"),
+    ("fit", ["prompt=a cat"], "prompt is not a setting; did you mean data.prompt?"),  # fit has no source
+])
+def test_a_prompt_key_points_to_the_commands_own(command, argv, message):
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import check_command_line
+
+    with pytest.raises(PreciseInvError, match=re.escape(message)):
+        check_command_line(command, argv)
