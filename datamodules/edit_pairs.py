@@ -82,10 +82,11 @@ class EditPairsDataModule(InversionDataModule):
             raise PreciseInvError(f"give image=<path> (one edit) or pairs=<file> (many), not both: got image={image} "
                                   f"and pairs={pairs}")
         if image:  # one edit from the command line: a mistake in it is one line, not a failure record
-            missing = [name for name, text in (("source", source), ("target", target)) if not text]
+            prompts = {"source": source, "target": target}
+            missing = " and ".join(f"{name}=''" for name, text in prompts.items() if not text)
             if missing:
-                raise PreciseInvError(f"image={image} needs {' and '.join(f'{m}=' + chr(39) * 2 for m in missing)} "
-                                      "too: the prompt it was made with and the one to edit it to")
+                raise PreciseInvError(f"image={image} needs {missing} too: the prompt it was made with and the one to "
+                                      "edit it to")
             if not Path(image).expanduser().is_file():
                 raise PreciseInvError(f"image={image}: no such file")
         self.pairs, self.row = pairs, {"image": image, "source": source, "target": target}

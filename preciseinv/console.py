@@ -30,7 +30,7 @@ def drop_unused_run_dir(output_dir) -> None:
     folder = Path(output_dir)
     with contextlib.suppress(OSError):
         if folder.is_dir() and {p.name for p in folder.iterdir()} == {".hydra"}:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder)
 
 
 def command_line(config_name: str) -> None:

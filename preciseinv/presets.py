@@ -153,7 +153,7 @@ def _check_types(config_name: str, overrides: list[str], cfg) -> None:
     """A number or a true/false setting given a value of another type, or a count (its constructor takes an int
     only) given a fraction: one line naming the key and what it takes (rather than a TypeError from inside the
     constructor), unless its constructor takes a string there too. The defaults are composed only when a value
-    could be one: a string, a boolean or a float."""
+    could be one: a string, a boolean, or a float where the constructor takes an int only."""
     from omegaconf import OmegaConf
 
     def value(node, key):
@@ -162,22 +162,26 @@ def _check_types(config_name: str, overrides: list[str], cfg) -> None:
         except Exception:  # an interpolation that needs a Hydra run: not a plain value
             return None
 
+    def count_only(key) -> bool:  # the parameter a key sets is annotated an int, never a float
+        annotation = _annotation(cfg, key)
+        return "int" in annotation and "float" not in annotation
+
     groups = _group_choices(overrides)
     given = {a.split("=", 1)[0].lstrip("+~"): a for a in overrides if "=" in a and a not in groups}
-    suspects = {key: arg for key, arg in given.items() if isinstance(value(cfg, key), (str, bool, float))}
+    suspects = {key: arg for key, arg in given.items() if isinstance(value(cfg, key), (str, bool))
+                or isinstance(value(cfg, key), float) and count_only(key)}
     if not suspects:
         return
     base = compose(config_name, [*groups, "output_dir=."])
     for key, arg in suspects.items():
         default, new = value(base, key), value(cfg, key)
-        annotation = _annotation(base, key)
-        if isinstance(new, str) and "str" in annotation:
+        if isinstance(new, str) and "str" in _annotation(base, key):
             continue
         if isinstance(default, bool) and not isinstance(new, bool):
             raise PreciseInvError(f"{arg}: {key} takes true or false")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(new, (int, float)):
             raise PreciseInvError(f"{arg}: {key} takes a number (default {default})")
-        if isinstance(new, float) and type(default) is int and "int" in annotation and "float" not in annotation:
+        if isinstance(new, float) and type(default) is int and count_only(key):
             write = f": write {key}={int(new)}" if new.is_integer() else ""
             raise PreciseInvError(f"{arg}: {key} takes a whole number (default {default}){write}")
 

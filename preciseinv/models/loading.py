@@ -75,7 +75,7 @@ def resolve_device(device: str | torch.device | None = None) -> str:
         raise PreciseInvError(f"device={device} is not a device: use cpu or cuda (cuda:1: the second GPU)") from None
     if kind == "cuda" and not torch.cuda.is_available():
         build = "a CPU-only build of torch" if torch.version.cuda is None else "no GPU visible"
-        raise PreciseInvError(f"device={device}, but this machine has {build}: use device=cpu") from None
+        raise PreciseInvError(f"device={device}, but this machine has {build}: use device=cpu")
     return str(device)
 
 
