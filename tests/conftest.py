@@ -14,6 +14,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread
     torch.set_num_threads(1)
 
 
+# `-n 2 --dist loadfile` hands each worker whole files, the next one whenever a worker is nearly done: queued longest
+# first (seconds per file from `pytest --durations=0`, summed), no worker is left alone with a long file at the end.
+LONGEST_FIRST = ("test_fit.py", "test_reliability.py", "test_learn_init.py", "test_benchmarks.py",
+                 "accel/test_compile.py", "test_notebook.py", "test_edit_interpolate.py", "test_presets.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist's own order (most tests first) would undo it
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))  # stable: else as collected
+
+
 def _tiny(factory, builder: str, **kwargs) -> Path:
     """Build a tiny random-weight pipeline with ``preciseinv.testing.tiny.<builder>`` and save it once per session."""
     import preciseinv.testing.tiny

@@ -31,7 +31,15 @@ def test_a_second_ctrl_c_stops_at_once():
     assert preemption.Interrupted(signal.SIGINT).exit_status == 130
 
 
-def test_an_early_ctrl_c_stops_the_command_when_its_own_code_begins():
+@pytest.fixture
+def fresh_sigint():
+    """SIGINT handled as in a fresh interpreter for the test, whatever an earlier test in this worker left."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_an_early_ctrl_c_stops_the_command_when_its_own_code_begins(fresh_sigint):
     reached = []
     with pytest.raises(SystemExit) as exit_:
         with console.interruptible():
