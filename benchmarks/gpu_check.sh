@@ -54,7 +54,9 @@ save() {  # the rows so far, into $OUT (a folder the caller collects)
 
 # A GPU machine without network that has torch, lightning and transformers but not diffusers or hydra: wheels carried
 # in .whl/ (ignored by git; see docs/benchmarks.md) and this checkout are installed into a private folder first.
-if ! "$py" -c "import diffusers, hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+# (found without importing them: an import of diffusers alone takes seconds, and the check below imports them once)
+if ! "$py" -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, ('diffusers', 'hydra'))))" \
+     2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   site=${SITE:-/tmp/preciseinv-site}
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
     || { echo "gpu_check: cannot install the wheels in .whl/" >&2; exit 3; }
@@ -81,10 +83,8 @@ PY
   fi
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-"$py" -c "import diffusers, hydra, preciseinv.encoders" \
-  || { echo "gpu_check: diffusers, hydra or preciseinv cannot be imported (carry their wheels in .whl/)" >&2; exit 3; }
-"$py" - <<'PY'
-import torch
+"$py" - <<'PY' || { echo "gpu_check: diffusers, hydra or preciseinv cannot be imported (carry their wheels in .whl/)" >&2; exit 3; }
+import diffusers, hydra, preciseinv.encoders, torch
 print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "| torch", torch.__version__)
 PY
 if [ "${GPU_TESTS:-1}" = 1 ]; then

@@ -4,6 +4,7 @@ are missing or of the wrong size (verify=full: also same-size corruption); ``pyt
 
 import hashlib
 import json
+import shutil
 
 import pytest
 
@@ -14,14 +15,22 @@ from preciseinv.outputs.records import read_jsonl, verify
 FAST = ("solver=fixed_point", "method.max_iters=40", "~logger", "lpips=false")
 
 
+@pytest.fixture(scope="module")
+def finished(fit_in_process, tmp_path_factory):
+    out = tmp_path_factory.mktemp("verify") / "run"
+    fit_in_process(*FAST, f"output_dir={out}")
+    return out
+
+
 @pytest.fixture
-def run(fit_in_process, tmp_path):
+def run(finished, fit_in_process, tmp_path):
+    """A copy of one finished run (each test damages its own), and ``again()``: the same command rerun into it."""
     out = tmp_path / "run"
+    shutil.copytree(finished, out)
 
     def again(*extra):
         return fit_in_process(*FAST, f"output_dir={out}", *extra)
 
-    again()
     return out, again
 
 
