@@ -3,7 +3,7 @@
 A run folder is any folder (any depth) holding ``summary.json``, ``manifest.jsonl`` or ``run.json`` (what ``fit``
 writes, one per run of a ``--multirun`` sweep). Writes into DIR:
 
-- ``report.md``: one row per finished run (method, model, T, eta, solver, n, PSNR / SSIM / LPIPS as means with
+- ``report.md``: one row per finished run (method, model, T, eta, solver, start, n, PSNR / SSIM / LPIPS as means with
   95 % intervals, seconds per image, network cost, peak memory, converged fraction); below it the unfinished runs
   (interrupted, killed, still running: images done, of how many when known) and the folders skipped;
 - ``report.csv``: one row per finished run, with summary.json's column names (``method``, ``psnr_mean``, ...);
@@ -13,7 +13,7 @@ writes, one per run of a ``--multirun`` sweep). Writes into DIR:
   give none of (no image in every run, no eta sweep) is removed, not left from an earlier report.
 
 Exact methods (reconstruction equal to the input by construction, PSNR at its 120 dB cap) read ``exact``, and
-columns that do not apply to a method are blank: eta and solver without a solver, converged for the exact
+columns that do not apply to a method are blank: eta, solver and start without a solver, converged for the exact
 methods. A folder whose files cannot be read is listed and skipped, never a crash; no run folder at all is one
 line on stderr and exit status 2.
 """
@@ -37,7 +37,7 @@ _T95 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 METRICS = ("psnr", "ssim", "lpips")
 EDIT_METRICS = EDIT_KEYS  # PIE-Bench edits: background preservation, CLIP similarity, structure distance
-COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "n", "exact", "psnr_mean", "psnr_ci95",
+COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "n", "exact", "psnr_mean", "psnr_ci95",
            "ssim_mean", "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image", "cost_mean", "peak_memory_mb",
            "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed",
            *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
@@ -120,8 +120,10 @@ def read_run(folder: Path) -> dict:
     config = (summary or {}).get("config") or _json(folder / "run.json") or {}
     method = config.get("method") or {}
     solver = _name((method.get("solver") or {}).get("_target_"))
+    init = _name((config.get("init") or {}).get("_target_")) or "ddim"  # where each step's solver started
     row = {"run": "", "method": _name(method.get("_target_")), "model": (config.get("model") or {}).get("name"),
-           "num_steps": config.get("num_steps"), "eta": method.get("eta") if solver else None, "solver": solver}
+           "num_steps": config.get("num_steps"), "eta": method.get("eta") if solver else None, "solver": solver,
+           "init": init if solver else None}
     records = read_jsonl(folder / "manifest.jsonl")
     done = len(latest_records(folder)) if rank_record_files(folder) else len(records)  # what a run that died published
     limit = (config.get("data") or {}).get("limit")
@@ -163,10 +165,10 @@ def find_runs(root: Path) -> tuple[list[dict], list[dict], list[tuple[Path, str]
 
 
 def _ordered(runs: list[dict]) -> list[dict]:
-    """Table order: model, method, T, the tightest eta last, solver."""
+    """Table order: model, method, T, the tightest eta last, solver, start."""
     return sorted(runs, key=lambda run: (str(run["row"]["model"]), str(run["row"]["method"]),
                                          run["row"]["num_steps"] or 0, -(run["row"]["eta"] or 0),
-                                         str(run["row"]["solver"])))
+                                         str(run["row"]["solver"]), str(run["row"]["init"])))
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -185,7 +187,7 @@ def _pm(mean, ci, digits: int) -> str:
 def table_row(r: dict) -> str:
     """One run as a row of the main table; blank where a column does not apply to its method."""
     cells = [r["method"], r["model"], r["num_steps"], _fmt(r["eta"]) if r["solver"] else "", r["solver"] or "",
-             r["n"], "exact" if r["exact"] else _pm(r["psnr_mean"], r["psnr_ci95"], 2),
+             r["init"] or "", r["n"], "exact" if r["exact"] else _pm(r["psnr_mean"], r["psnr_ci95"], 2),
              _pm(r["ssim_mean"], r["ssim_ci95"], 3), _pm(r["lpips_mean"], r["lpips_ci95"], 3),
              _fmt(r["seconds_per_image"], 3), _fmt(r["cost_mean"], 0), _fmt(r["peak_memory_mb"], 0),
              "" if r["method"] in EXACT_METHODS else _fmt(r["converged_fraction"]), r["run"]]
@@ -198,13 +200,14 @@ def _progress(run: dict) -> str:
 
 
 def markdown(runs: list[dict], unfinished: list[dict], skipped: list) -> str:
-    lines = ["| method | model | T | η | solver | n | PSNR (dB) | SSIM | LPIPS | s / image | cost | peak MB | "
-             "converged | run |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | model | T | η | solver | start | n | PSNR (dB) | SSIM | LPIPS | s / image | cost | peak MB | "
+             "converged | run |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [table_row(run["row"]) for run in runs]
     text = ("# Report\n\nMeans over the images of each finished run with 95 % intervals (Student t). `cost`: network "
             "forward + 2 × backward calls per image. `exact`: the reconstruction is the input by construction (PSNR "
-            "at its 120 dB cap). Blank: does not apply to the method (η and solver without a solver, converged for "
-            "exact methods); –: not measured. The plots leave the exact runs out.\n\n" + "\n".join(lines) + "\n")
+            "at its 120 dB cap). `start`: where each step's solver began (`init=`). Blank: does not apply to the "
+            "method (η, solver and start without a solver, converged for exact methods); –: not measured. The plots "
+            "leave the exact runs out.\n\n" + "\n".join(lines) + "\n")
     unknown = [run["row"]["run"] for run in runs if run["complete"] is None]
     if unknown:
         text += ("\nNot known to have finished (written before summary.json said): "
@@ -251,8 +254,10 @@ def per_image_rows(runs: list[dict]) -> list[dict]:
 
 
 def label(r: dict, with_model: bool = False, with_eta: bool = True, sep: str = " ") -> str:
-    """A run's name in the plots: method/solver, T, η where it applies (the model where runs differ in it)."""
-    parts = [f"{r['method']}{'/' + r['solver'] if r['solver'] else ''}", f"T={r['num_steps']}"]
+    """A run's name in the plots: method/solver, T, η where it applies, a start other than DDIM's (the model where
+    runs differ in it)."""
+    start = f" from {r['init']}" if r.get("init") not in (None, "ddim") else ""
+    parts = [f"{r['method']}{'/' + r['solver'] if r['solver'] else ''}{start}", f"T={r['num_steps']}"]
     parts += [f"η={_fmt(r['eta'])}"] if r["solver"] and with_eta else []
     return sep.join(parts + ([str(r["model"])] if with_model else []))
 
@@ -296,7 +301,7 @@ def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
     groups: dict[tuple, list] = {}  # the runs that differ in eta alone
     for r in rows:
         if r["solver"]:
-            groups.setdefault((r["method"], r["solver"], r["num_steps"], r["model"]), []).append(r)
+            groups.setdefault((r["method"], r["solver"], r["init"], r["num_steps"], r["model"]), []).append(r)
     if groups:
         fig, ax = plt.subplots(figsize=(6, 4))
         firsts = [members[0] for members in groups.values()]

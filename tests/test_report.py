@@ -21,7 +21,7 @@ TARGETS = {"preciseinv": "PreciseInv", "ddim": "DDIMInversion", "belm": "BELM"}
 
 
 def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3,
-             edit: dict | None = None, complete: bool | None = True) -> None:
+             edit: dict | None = None, complete: bool | None = True, init: str | None = None) -> None:
     """A run folder as fit (or edit, with ``edit`` metrics per record) writes it: manifest records and the summary
     computed from them (``complete=None``: a summary written before it said whether the run finished)."""
     folder.mkdir(parents=True)
@@ -31,7 +31,8 @@ def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None =
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"model": {"name": "mini"}, "num_steps": 2,
               "method": {"_target_": f"preciseinv.methods.{TARGETS[method]}", "eta": eta,
-                         **({"solver": {"_target_": f"preciseinv.solvers.{solver}"}} if solver else {})}}
+                         **({"solver": {"_target_": f"preciseinv.solvers.{solver}"}} if solver else {})},
+              **({"init": {"_target_": f"preciseinv.inits.{init}"}} if init else {})}
     summary = summarize(records, [], config, complete=bool(complete))
     if complete is None:
         del summary["complete"]
@@ -74,6 +75,24 @@ def test_report_rows_files_and_skipped_folders(tmp_path):
     for name in ("psnr_vs_seconds.png", "psnr_vs_eta.png", "cost_vs_images.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "## Editing" not in text and precise["bg_psnr_mean"] == ""
+
+
+def test_runs_that_differ_in_their_start_alone_are_told_apart(tmp_path):
+    """A sweep over init=ddim,learned: each row and plot label says where the solver started (a run written before
+    runs recorded it started from DDIM's; a method without a solver has no start)."""
+    fake_run(tmp_path / "0", "preciseinv", [30.0, 31.0], init="DDIMStart")
+    fake_run(tmp_path / "1", "preciseinv", [30.0, 31.0], init="LearnedStart")
+    fake_run(tmp_path / "2", "preciseinv", [30.0, 31.0], eta=1e-5, init="LearnedStart")
+    fake_run(tmp_path / "old", "preciseinv", [30.0, 31.0])
+    fake_run(tmp_path / "ddim", "ddim", [20.0, 21.0], solver=None, init="DDIMStart")
+    report(tmp_path)
+    rows = {r["run"]: r["init"] for r in csv.DictReader(open(tmp_path / "report.csv"))}
+    assert rows == {"0": "ddim", "1": "learned", "2": "learned", "old": "ddim", "ddim": ""}
+    table = md_rows(tmp_path)
+    assert table["1"][5] == "learned" and table["0"][5] == "ddim" and table["ddim"][5] == ""
+    labels = {r: report_module.label(run) for r, run in
+              ((r, report_module.read_run(tmp_path / r)["row"]) for r in ("0", "1"))}
+    assert labels == {"0": "preciseinv/hybrid T=2 η=0.001", "1": "preciseinv/hybrid from learned T=2 η=0.001"}
 
 
 def test_edit_runs_get_the_editing_table(tmp_path):
@@ -155,15 +174,15 @@ def test_an_exact_method_reads_exact_with_blank_columns_that_do_not_apply(real_r
     """The ceiling on the pixel model (a real run) and BELM (exact by construction): PSNR `exact`, no η, solver or
     converged fraction; DDIM inversion keeps its measured PSNR and converged fraction."""
     report(real_runs)
-    cells = md_rows(real_runs)  # method model T η solver n PSNR SSIM LPIPS s/image cost peak converged run
-    assert cells["ceiling"][:7] == ["ceiling", "mini", "2", "", "", "4", "exact"] and cells["ceiling"][12] == ""
-    assert cells["ddim"][3:5] == ["", ""] and "±" in cells["ddim"][6] and cells["ddim"][12] == "0.00"
+    cells = md_rows(real_runs)  # method model T η solver start n PSNR SSIM LPIPS s/image cost peak converged run
+    assert cells["ceiling"][:8] == ["ceiling", "mini", "2", "", "", "", "4", "exact"] and cells["ceiling"][13] == ""
+    assert cells["ddim"][3:6] == ["", "", ""] and "±" in cells["ddim"][7] and cells["ddim"][13] == "0.00"
     ceiling = next(r for r in csv.DictReader(open(real_runs / "report.csv")) if r["method"] == "ceiling")
     assert ceiling["exact"] == "True" and ceiling["converged_fraction"] == ceiling["eta"] == ""
     fake_run(tmp_path / "belm", "belm", [120.0, 120.0], solver=None)
     report(tmp_path)
-    assert md_rows(tmp_path)["belm"][:7] == ["belm", "mini", "2", "", "", "2", "exact"]
-    assert md_rows(tmp_path)["belm"][12] == "" and "120.00" not in (tmp_path / "report.md").read_text()
+    assert md_rows(tmp_path)["belm"][:8] == ["belm", "mini", "2", "", "", "", "2", "exact"]
+    assert md_rows(tmp_path)["belm"][13] == "" and "120.00" not in (tmp_path / "report.md").read_text()
 
 
 def test_grid_has_the_inputs_as_its_first_row(real_runs):
