@@ -27,8 +27,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     tests = Path(__file__).parent
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))  # stable: else as collected
+    rank = {str(tests / name): i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(str(item.path), len(rank)))  # stable: the rest as collected
 
 
 def _tiny(factory, builder: str, **kwargs) -> Path:
