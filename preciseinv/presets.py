@@ -168,20 +168,21 @@ def _check_types(config_name: str, overrides: list[str], cfg) -> None:
 
     groups = _group_choices(overrides)
     given = {a.split("=", 1)[0].lstrip("+~"): a for a in overrides if "=" in a and a not in groups}
-    suspects = {key: arg for key, arg in given.items() if isinstance(value(cfg, key), (str, bool))
-                or isinstance(value(cfg, key), float) and count_only(key)}
+    values = {key: value(cfg, key) for key in given}
+    suspects = {key: arg for key, arg in given.items() if isinstance(values[key], (str, bool))
+                or isinstance(values[key], float) and count_only(key)}
     if not suspects:
         return
     base = compose(config_name, [*groups, "output_dir=."])
     for key, arg in suspects.items():
-        default, new = value(base, key), value(cfg, key)
+        default, new = value(base, key), values[key]
         if isinstance(new, str) and "str" in _annotation(base, key):
             continue
         if isinstance(default, bool) and not isinstance(new, bool):
             raise PreciseInvError(f"{arg}: {key} takes true or false")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(new, (int, float)):
             raise PreciseInvError(f"{arg}: {key} takes a number (default {default})")
-        if isinstance(new, float) and type(default) is int and count_only(key):
+        if isinstance(new, float) and type(default) is int:  # a float is a suspect only where a count is taken
             write = f": write {key}={int(new)}" if new.is_integer() else ""
             raise PreciseInvError(f"{arg}: {key} takes a whole number (default {default}){write}")
 
