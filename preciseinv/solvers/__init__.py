@@ -12,10 +12,11 @@ from preciseinv.solvers.anderson import Anderson
 from preciseinv.solvers.base import SolverStats, UpdateRule
 from preciseinv.solvers.fixed_point import FixedPoint
 from preciseinv.solvers.hybrid import Hybrid
+from preciseinv.solvers.lbfgs import LBFGS
 from preciseinv.solvers.loop import LoopHooks, SolverLoop
 from preciseinv.solvers.newton import Newton
 from preciseinv.solvers.newton_krylov import NewtonKrylov
 from preciseinv.solvers.spectral import Spectral
 
-__all__ = ["Adam", "AdamW", "Anderson", "FixedPoint", "Hybrid", "LoopHooks", "Newton", "NewtonKrylov",
+__all__ = ["Adam", "AdamW", "Anderson", "FixedPoint", "Hybrid", "LBFGS", "LoopHooks", "Newton", "NewtonKrylov",
            "SolverLoop", "SolverStats", "Spectral", "UpdateRule"]

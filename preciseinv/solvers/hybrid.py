@@ -48,6 +48,7 @@ from preciseinv.solvers.adamw import AdamW
 from preciseinv.solvers.anderson import Anderson
 from preciseinv.solvers.base import UpdateRule, rows
 from preciseinv.solvers.fixed_point import FixedPoint
+from preciseinv.solvers.lbfgs import LBFGS
 from preciseinv.solvers.newton import Newton
 from preciseinv.solvers.newton_krylov import NewtonKrylov
 from preciseinv.solvers.spectral import Spectral
@@ -55,7 +56,7 @@ from preciseinv.solvers.spectral import Spectral
 
 # the rules a phase may name; each is built with the hybrid's settings it takes
 PHASES = {"anderson": Anderson, "fixed_point": FixedPoint, "newton_krylov": NewtonKrylov, "adam": Adam,
-          "newton": Newton, "adamw": AdamW, "spectral": Spectral}
+          "newton": Newton, "adamw": AdamW, "spectral": Spectral, "lbfgs": LBFGS}
 
 
 class Hybrid(UpdateRule):

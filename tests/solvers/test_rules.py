@@ -5,11 +5,12 @@ from functools import partial
 import pytest
 import torch
 
-from preciseinv.solvers import Adam, AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, Newton, SolverLoop, Spectral
+from preciseinv.solvers import (LBFGS, Adam, AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, Newton, SolverLoop,
+                                Spectral)
 
 RULES = {"adamw": partial(AdamW, lr=0.05, weight_decay=0.0), "fixed_point": partial(FixedPoint),
          "momentum": partial(FixedPoint, momentum=0.5), "anderson": partial(Anderson), "spectral": partial(Spectral), "adam": partial(Adam),
-         "newton": partial(Newton), "hybrid": partial(Hybrid), "hybrid-newton": partial(Hybrid, phases=("anderson", "fixed_point", "newton"))}
+         "newton": partial(Newton), "lbfgs": partial(LBFGS), "hybrid": partial(Hybrid), "hybrid-newton": partial(Hybrid, phases=("anderson", "fixed_point", "newton"))}
 
 
 @pytest.mark.parametrize("name", list(RULES))
