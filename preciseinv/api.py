@@ -37,7 +37,8 @@ class Inverter:
     """Invert images into a diffusion model's x*_T and regenerate them from it.
 
     ``solver``: ``"hybrid"`` (default), ``"adamw"`` (the paper's recipe, at ``lr``, default the preset's),
-    ``"fixed_point"``, ``"anderson"``, ``"adam"``, ``"newton"``, or a ``functools.partial`` of an update rule.
+    ``"fixed_point"``, ``"anderson"``, ``"adam"``, ``"lbfgs"``, ``"newton"``, or a ``functools.partial`` of an update
+    rule.
     ``encoder``: ``"mean"`` (the VAE posterior mean) or ``"decoder_inversion"`` (x0 = the latent the decoder maps
     closest to the image; latent models only).
     ``init``: where each step's solver starts: ``"ddim"`` (the paper's DDIM-inversion step), the folder

@@ -8,7 +8,8 @@ the next safe point and leaves every finished sample published.
     # status 128 + signum (143 for SIGTERM, 130 for SIGINT)
 
 A second Ctrl-C stops at once (KeyboardInterrupt). Before all this, while a command starts (imports, Hydra's
-composition), ``remember_early_ctrl_c`` holds a first Ctrl-C back until the command's own code begins. SLURM's
+composition), ``remember_early_ctrl_c`` holds a first Ctrl-C back until the command's own code begins, and after
+that, inside an import, until the next safe point. SLURM's
 requeue signal (SIGUSR1 with ``--signal``) stays with Lightning's SLURM environment, which requeues the job; the
 SIGTERM that follows comes here.
 """
@@ -62,10 +63,28 @@ def _handler(signum, frame) -> None:
         _forward()
 
 
+def _in_import(frame) -> bool:
+    """Whether the interrupted code runs inside an import. Raised there, a KeyboardInterrupt can leave a library
+    half initialised (numpy's lazy submodules then recurse without end), and CPython reports the exit as a death
+    by SIGINT whatever status the command then chose."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _early_handler(signum, frame) -> None:
     first = not _state["early"]
     _state["early"] = True
-    if not (first and _state["defer"]):
+    if not (first and (_state["defer"] or _in_import(frame))):
+        raise KeyboardInterrupt
+
+
+def stop_if_interrupted() -> None:
+    """A safe point while a command starts (after its imports): stop on a first Ctrl-C that came during an
+    import, which was remembered rather than raised there."""
+    if _state["early"]:
         raise KeyboardInterrupt
 
 
@@ -94,10 +113,10 @@ def remember_early_ctrl_c():
 
 def command_started() -> None:
     """First thing in a command's own code (after Hydra composed its config): stop on a Ctrl-C remembered while
-    the command started; from here on, Ctrl-C raises KeyboardInterrupt at once."""
+    the command started; from here on, Ctrl-C raises KeyboardInterrupt at once, but inside an import, where a first
+    one is remembered for the next safe point (``stop_if_interrupted``, ``graceful``)."""
     _state["defer"] = False
-    if _state["early"]:
-        raise KeyboardInterrupt
+    stop_if_interrupted()
 
 
 def _install() -> dict:

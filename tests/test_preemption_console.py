@@ -77,6 +77,24 @@ def test_a_ctrl_c_a_library_swallowed_still_stops_the_run():
     assert exit_.value.code == 130
 
 
+def test_a_ctrl_c_inside_an_import_waits_for_the_import_to_finish(fresh_sigint, tmp_path, monkeypatch):
+    """After the command started, a first Ctrl-C that lands inside an import is not raised there (a library left
+    half initialised breaks later imports, and CPython reports such an exit as a death by SIGINT): the import
+    completes, and the next safe point stops the command with the one line and status 130."""
+    (tmp_path / "slow_library.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nLOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reached = []
+    with pytest.raises(SystemExit) as exit_:
+        with console.interruptible():
+            preemption.command_started()
+            import slow_library
+
+            reached.append(slow_library.LOADED)  # the import ran to its end
+            preemption.stop_if_interrupted()
+            raise AssertionError("the command went on after a Ctrl-C")
+    assert exit_.value.code == 130 and reached == [True]
+
+
 def test_disk_errors_name_the_folder_that_failed(tmp_path):
     out = tmp_path / "out"
     inside = OSError(errno.ENOSPC, "No space left on device", str(out / "latents" / "a.safetensors"))

@@ -17,11 +17,14 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
    best, or turns non-finite) or stalls over ``slow_window`` iterations (it wanders on its way, so it is judged
    over a longer window). Where the map is nearly linear (a trained network's top step) a short Krylov solve
    finishes what the fixed point does slowly; ``krylov_patience`` failed Newton steps in a row move a sample on.
-4. a gradient method (forward + backward): ``adam`` (step size following the residual, decayed on a plateau),
-   when the phase before it stops paying.
+4. a gradient method (forward + backward), when the phase before it stops paying: ``lbfgs`` (limited-memory BFGS
+   on the mean squared residual, Armijo backtracking), which learns from its own path the curvature the frozen slope
+   misses: on random networks whose Jacobian is far from it, and down to eta = 1e-5, it converges where Adam's
+   per-element steps crawl (docs/solvers.md).
 
-Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``newton`` (GNRI's
-Newton-Raphson length) and ``adamw`` (the paper's AdamW at the preset
+Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``adam`` (Adam
+directions, step size following the residual), ``newton`` (GNRI's Newton-Raphson length) and ``adamw`` (the paper's
+AdamW at the preset
 learning rate ``lr``). A rule that judges its own steps counts the failed ones in a row (``rejections``: Anderson's
 rejected steps; ``newton_krylov``'s Newton steps whose Krylov solve ran out of vectors short of its forcing term, or
 whose line search gave up): ``patience`` of them (``krylov_patience`` in a ``newton_krylov`` phase, whose Newton
@@ -64,7 +67,7 @@ class Hybrid(UpdateRule):
     restarts = True
     may_use_gradient = True  # its last phases; any sample may reach them
 
-    def __init__(self, problem, phases=("anderson", "fixed_point", "newton_krylov", "adam"), memory: int = 5,
+    def __init__(self, problem, phases=("anderson", "fixed_point", "newton_krylov", "lbfgs"), memory: int = 5,
                  momentum: float = 0.6, damping: float = 2.0, stall_ratio: float = 0.5, window: int = 8,
                  slow_window: int = 64, patience: int = 3, krylov_patience: int = 2, diverge: float = 10.0,
                  lr: float = 0.1, budget: bool = False, spectral_window: int | None = None, split: float | None = 1.5,

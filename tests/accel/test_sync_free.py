@@ -11,12 +11,12 @@ import torch
 from preciseinv.accel import SyncAudit
 from preciseinv.methods import NoiseSubproblem
 from preciseinv.models import load_model
-from preciseinv.solvers import (Adam, AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, Newton, NewtonKrylov,
+from preciseinv.solvers import (LBFGS, Adam, AdamW, Anderson, FixedPoint, Hybrid, LoopHooks, Newton, NewtonKrylov,
                                SolverLoop, Spectral)
 
 RULES = {"adamw": partial(AdamW, lr=0.1), "fixed_point": FixedPoint, "anderson": Anderson, "adam": Adam,
          "newton_krylov": NewtonKrylov, "hybrid-adamw": partial(Hybrid, phases=("anderson", "adam", "adamw")),
-         "newton": Newton, "hybrid": Hybrid, "spectral": Spectral,
+         "newton": Newton, "hybrid": Hybrid, "spectral": Spectral, "lbfgs": LBFGS,
          "hybrid-spectral": partial(Hybrid, phases=("spectral", "fixed_point", "adam"))}
 
 

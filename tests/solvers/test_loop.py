@@ -74,5 +74,5 @@ def test_telemetry_callback_reports_every_sync(linear_problem):
     first = events[0]
     assert first["k"] == 1 and first["batch"] == 3 and first["live"] == 3 and first["converged_fraction"] == 0.0
     assert first["residual_median"] <= first["residual_max"]
-    assert set(first["phases"]) == {"anderson", "fixed_point", "newton_krylov", "adam"} and first["switched"] == 0
+    assert set(first["phases"]) == {"anderson", "fixed_point", "newton_krylov", "lbfgs"} and first["switched"] == 0
     assert all(e["residual_max"] is None or e["residual_max"] >= 0 for e in events)

@@ -129,9 +129,9 @@ def test_hybrid_switches_per_sample(linear_with_slopes):
     problem = linear_with_slopes(partial(Hybrid), [0.9, -3.0])
     stats = SolverLoop(eta=1e-5, max_iters=300, sync_every=4).run(problem, LoopHooks(on_sync=[events.append]))
     assert stats.converged.all()
-    assert stats.phases() == ["anderson", "adam"]
+    assert stats.phases() == ["anderson", "lbfgs"]
     assert stats.nfe_backward[0] == 0 < stats.nfe_backward[1]  # only the diverging sample paid for gradients
-    assert sum(e["switched"] for e in events) == 2  # anderson -> fixed_point -> adam, for sample 1
+    assert sum(e["switched"] for e in events) == 2  # anderson -> fixed_point -> lbfgs, for sample 1
 
 
 @pytest.mark.parametrize("split, steep_only, flat_to", [(None, ("spectral",), 1), (1.5, ("spectral",), 2),
@@ -181,12 +181,12 @@ def test_hybrid_split_routes_only_phases_after_anderson(linear_with_slopes):
 
 
 def test_the_default_hybrid_sends_only_a_steep_sample_to_newton_krylov(linear_with_slopes):
-    """The default's phases (anderson, fixed_point, newton_krylov, adam; split 1.5, steep_only newton_krylov): both
+    """The default's phases (anderson, fixed_point, newton_krylov, lbfgs; split 1.5, steep_only newton_krylov): both
     samples go from Anderson to the fixed point; when that stalls the steep one (secant length 5) enters the
-    Newton-Krylov phase, the other (0.8) goes past it to adam."""
+    Newton-Krylov phase, the other (0.8) goes past it to lbfgs."""
     problem = linear_with_slopes(partial(Hybrid), [0.2, 1.25])
     rule = problem.configure_optimizers()
-    assert rule.phases == ("anderson", "fixed_point", "newton_krylov", "adam") and rule.split == 1.5
+    assert rule.phases == ("anderson", "fixed_point", "newton_krylov", "lbfgs") and rule.split == 1.5
     p, live = problem.eps.detach().clone(), torch.ones(2, dtype=torch.bool)
     rule.begin(p)
     for it in range(2):
