@@ -26,9 +26,11 @@ iters=${ITERS:-5}
 # forward, SD1.5 end to end under 16-mixed (2026-11-27); the default hybrid's iteration in each of its phases, bf16
 # weights without autocast, cuDNN's benchmark mode at a fixed shape, the compiled gradient step (blocks and whole
 # UNet), and bf16-true end to end (2026-12-05). What is still open comes first, each A/B with its baseline in one
-# call: bf16 weights and compile together; cuDNN's benchmark mode end to end; the writer thread on SD1.5; SDXL and
-# SD3 without autocast; SD3's compiled blocks; CUDA graphs.
-default_steps="speed|sd15-random|64|--solver adamw fixed_point --no-autocast
+# call: the default's gradient phase (lbfgs) beside adamw and the forward; bf16 weights and compile together; cuDNN's
+# benchmark mode end to end; the writer thread on SD1.5; SDXL and SD3 without autocast; SD3's compiled blocks; CUDA
+# graphs.
+default_steps="speed|sd15-random|64|--solver adamw fixed_point hybrid_lbfgs
+speed|sd15-random|64|--solver adamw fixed_point --no-autocast
 speed|sd15-random|64|--solver adamw fixed_point --no-autocast --compile true --compile-scope regional
 pipe|sd15|/tmp/sd15-random|
 fit|sd15|160|model.path=/tmp/sd15-random data.batch_size=32 solver=adamw method.eta=1e-30 method.max_iters=25 trainer.precision=bf16-mixed

@@ -60,7 +60,6 @@ def run(cfg) -> dict:
     from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
 
-    preemption.stop_if_interrupted()  # a Ctrl-C during the imports above stops here
     prepare(cfg, command_line_overrides())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)

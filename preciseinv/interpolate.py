@@ -77,7 +77,6 @@ def run(cfg) -> dict:
     from preciseinv.api import Inverter
     from preciseinv.outputs.images import save_png
 
-    preemption.stop_if_interrupted()  # a Ctrl-C during the imports above stops here
     prepare(cfg, command_line_overrides())
     if cfg.frames < 2:
         raise PreciseInvError(f"frames must be at least 2, got {cfg.frames}")
@@ -92,7 +91,6 @@ def run(cfg) -> dict:
             for key in ("num_steps", "timesteps", "sampler", "guidance_scale"):
                 cfg[key] = stored[key]
     inverter = Inverter.from_config(cfg, cfg.device)
-    preemption.stop_if_interrupted()  # ... or while the model loaded
     (a, image_a, noises_a, companion_a), (b, image_b, noises_b, companion_b) = (
         endpoint(inverter, cfg.a, cfg.prompt), endpoint(inverter, cfg.b, cfg.prompt))
     frames = inverter.interpolate(a, b, cfg.frames, cfg.mode, cfg.prompt, noises_a, noises_b,

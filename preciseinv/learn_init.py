@@ -68,7 +68,6 @@ def run(cfg) -> dict:
     from preciseinv.outputs.atomic import atomic_write_bytes
     from preciseinv.outputs.run_record import first_process
 
-    preemption.stop_if_interrupted()  # a Ctrl-C during the imports above stops here
     check_required(cfg)
     start = time.perf_counter()
     output_dir = Path(cfg.output_dir)

@@ -9,7 +9,7 @@ the next safe point and leaves every finished sample published.
 
 A second Ctrl-C stops at once (KeyboardInterrupt). Before all this, while a command starts (imports, Hydra's
 composition), ``remember_early_ctrl_c`` holds a first Ctrl-C back until the command's own code begins, and after
-that, inside an import, until the next safe point. SLURM's
+that, inside an import, until the import is done (a 50 ms SIGALRM timer looks). SLURM's
 requeue signal (SIGUSR1 with ``--signal``) stays with Lightning's SLURM environment, which requeues the job; the
 SIGTERM that follows comes here.
 """
@@ -22,7 +22,8 @@ import signal
 import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_state = {"signum": None, "launcher": None, "forwarded": False, "early": False, "defer": False}
+_state = {"signum": None, "launcher": None, "forwarded": False, "early": False, "defer": False, "pending": False,
+          "alarm": None}
 
 
 class Interrupted(Exception):
@@ -74,18 +75,42 @@ def _in_import(frame) -> bool:
     return False
 
 
+def _after_import(signum, frame) -> None:
+    """SIGALRM while a Ctrl-C waits for an import to finish: raise it once the import is done."""
+    if not _state["pending"]:
+        return
+    if _in_import(frame):
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
+    _cancel_pending()
+    raise KeyboardInterrupt
+
+
+def _hold_until_imported() -> bool:
+    """Arm a 50 ms timer that raises the remembered Ctrl-C as soon as no import is running (False: no timer here)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return False
+    _state["alarm"] = signal.signal(signal.SIGALRM, _after_import)
+    _state["pending"] = True
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+    return True
+
+
+def _cancel_pending() -> None:
+    if _state["pending"]:
+        _state["pending"] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, _state["alarm"] if _state["alarm"] is not None else signal.SIG_DFL)
+
+
 def _early_handler(signum, frame) -> None:
     first = not _state["early"]
     _state["early"] = True
-    if not (first and (_state["defer"] or _in_import(frame))):
-        raise KeyboardInterrupt
-
-
-def stop_if_interrupted() -> None:
-    """A safe point while a command starts (after its imports): stop on a first Ctrl-C that came during an
-    import, which was remembered rather than raised there."""
-    if _state["early"]:
-        raise KeyboardInterrupt
+    if first and _state["defer"]:
+        return  # remembered until the command's own code begins
+    if first and _in_import(frame) and _hold_until_imported():
+        return  # raised as soon as the import is done
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -105,6 +130,7 @@ def remember_early_ctrl_c():
     finally:  # SIGINT held back while the handler is restored: a Ctrl-C now goes to the previous one after
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
+            _cancel_pending()
             signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
             _state.update(early=False, defer=False)
         finally:
@@ -114,9 +140,10 @@ def remember_early_ctrl_c():
 def command_started() -> None:
     """First thing in a command's own code (after Hydra composed its config): stop on a Ctrl-C remembered while
     the command started; from here on, Ctrl-C raises KeyboardInterrupt at once, but inside an import, where a first
-    one is remembered for the next safe point (``stop_if_interrupted``, ``graceful``)."""
+    one waits for the import to finish."""
     _state["defer"] = False
-    stop_if_interrupted()
+    if _state["early"]:
+        raise KeyboardInterrupt
 
 
 def _install() -> dict:
@@ -161,6 +188,7 @@ def graceful():
     """Handle SIGTERM and SIGINT as stop requests for the duration; restore the previous handlers after. A Ctrl-C
     remembered by ``remember_early_ctrl_c`` (one a library swallowed) stops here, before the run starts."""
     if _state["early"]:
+        _cancel_pending()
         raise KeyboardInterrupt
     _state.update(signum=None, launcher=None, forwarded=False)
     previous = _install()

@@ -151,8 +151,8 @@ def test_speed_halves_a_batch_that_does_not_fit(monkeypatch, capsys):
 
 def test_speed_times_the_default_solver_in_each_of_its_phases(monkeypatch):
     """speed.py's hybrid entries are the default solver as configured: `hybrid_fixed_point` is held in the fixed-point
-    phase with configs/solver/hybrid.yaml's step and momentum, `hybrid_adam` in its gradient phase; each times on
-    the embedded model."""
+    phase with configs/solver/hybrid.yaml's step and momentum, `hybrid_lbfgs` in its gradient phase (the default's
+    last); each times on the embedded model."""
     import math
 
     import torch
@@ -161,7 +161,7 @@ def test_speed_times_the_default_solver_in_each_of_its_phases(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import speed
     from preciseinv.methods import NoiseSubproblem
-    from preciseinv.solvers import Adam, FixedPoint
+    from preciseinv.solvers import LBFGS, FixedPoint
 
     cfg = yaml.safe_load((ROOT / "configs" / "solver" / "hybrid.yaml").read_text())
     model = speed.build("mini", torch.device("cpu"), torch.float32)
@@ -169,9 +169,10 @@ def test_speed_times_the_default_solver_in_each_of_its_phases(monkeypatch):
     problem = NoiseSubproblem(model.sampler(), model.predict, 1, x0, x0, torch.randn_like(x0), model.condition(2))
     (phase,) = speed.SOLVERS["hybrid_fixed_point"](problem).rules
     assert isinstance(phase, FixedPoint) and (phase.damping, phase.momentum) == (cfg["damping"], cfg["momentum"])
-    (gradient,) = speed.SOLVERS["hybrid_adam"](problem).rules
-    assert isinstance(gradient, Adam) and speed.SOLVERS["hybrid"](problem).phases == tuple(cfg["phases"])
-    for solver in ("hybrid", "hybrid_fixed_point", "hybrid_adam"):
+    (gradient,) = speed.SOLVERS["hybrid_lbfgs"](problem).rules
+    assert isinstance(gradient, LBFGS) and speed.SOLVERS["hybrid"](problem).phases == tuple(cfg["phases"])
+    assert cfg["phases"][-1] == "lbfgs"
+    for solver in ("hybrid", "hybrid_fixed_point", "hybrid_lbfgs"):
         ms, _ = speed.time_iterations(model, 2, 1, torch.device("cpu"), "fp32", solver)
         assert math.isfinite(ms) and ms > 0
 

@@ -5,6 +5,7 @@ import errno
 import logging
 import os
 import signal
+import time
 
 import pytest
 
@@ -80,7 +81,7 @@ def test_a_ctrl_c_a_library_swallowed_still_stops_the_run():
 def test_a_ctrl_c_inside_an_import_waits_for_the_import_to_finish(fresh_sigint, tmp_path, monkeypatch):
     """After the command started, a first Ctrl-C that lands inside an import is not raised there (a library left
     half initialised breaks later imports, and CPython reports such an exit as a death by SIGINT): the import
-    completes, and the next safe point stops the command with the one line and status 130."""
+    completes, and the command stops right after it, with the one line and status 130."""
     (tmp_path / "slow_library.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nLOADED = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     reached = []
@@ -90,9 +91,11 @@ def test_a_ctrl_c_inside_an_import_waits_for_the_import_to_finish(fresh_sigint, 
             import slow_library
 
             reached.append(slow_library.LOADED)  # the import ran to its end
-            preemption.stop_if_interrupted()
+            start = time.monotonic()
+            time.sleep(5)  # the command's own work: stopped within the timer's 50 ms
             raise AssertionError("the command went on after a Ctrl-C")
-    assert exit_.value.code == 130 and reached == [True]
+    assert exit_.value.code == 130 and reached == [True] and time.monotonic() - start < 2
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
 def test_disk_errors_name_the_folder_that_failed(tmp_path):

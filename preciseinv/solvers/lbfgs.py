@@ -9,8 +9,11 @@ steps. Per sample, batched, no host sync:
   residual (as ``adam`` does), at most ``max_ratio`` times that size later;
 - a trial is accepted when it lowers the loss by the Armijo condition (L <= L_prev + c g_prev^T (p - p_prev)); a
   pair enters the memory only with positive curvature (<s, y> > 0);
-- a rejected trial is halved towards the last accepted point (backtracking, one iteration per halving);
-- a non-finite residual (the loop puts the sample back on its best iterate) clears its memory.
+- a rejected trial is halved towards the last accepted point (backtracking, one iteration per halving); after
+  ``max_halvings`` in a row (the loss's rounding floor, or a direction the memory got wrong) the memory is
+  cleared and a shorter gradient step is tried from that point;
+- a non-finite residual (the loop puts the sample back on its best iterate) clears its memory, and the gradient
+  steps it restarts with are a quarter as long (twice as long again after each accepted step, at most the first).
 
 One forward and one backward per iteration.
 """
@@ -32,9 +35,10 @@ class LBFGS(UpdateRule):
     uses_gradient = True
     restarts = True  # a non-finite trial: back to the best iterate, memory cleared
 
-    def __init__(self, problem, memory: int = 8, armijo: float = 1e-4, max_ratio: float = 10.0):
+    def __init__(self, problem, memory: int = 8, armijo: float = 1e-4, max_ratio: float = 10.0,
+                 max_halvings: int = 8):
         super().__init__(problem)
-        self.memory, self.armijo, self.max_ratio = memory, armijo, max_ratio
+        self.memory, self.armijo, self.max_ratio, self.max_halvings = memory, armijo, max_ratio, max_halvings
 
     def initial_state(self, p):
         b, m = p.shape[0], self.memory
@@ -44,6 +48,7 @@ class LBFGS(UpdateRule):
                 "prev_loss": torch.full((b,), float("inf"), device=p.device),
                 "has_prev": torch.zeros(b, dtype=torch.bool, device=p.device),
                 "rejected": torch.zeros(b, dtype=torch.long, device=p.device),
+                "scale": torch.ones(b, device=p.device),  # the gradient step's length, in fixed-point corrections
                 **self.best_state(p)}
 
     def rejections(self):
@@ -87,21 +92,29 @@ class LBFGS(UpdateRule):
             s[key] = torch.where(rows(push, rolled), rolled, s[key])
         rolled = torch.cat([(1 / sy.clamp_min(1e-30))[:, None], s["rho"][:, :-1]], 1)
         s["rho"] = torch.where(push[:, None], rolled, s["rho"])
+        stuck = reject & (s["rejected"] + 1 >= self.max_halvings)  # give the memory up, shorten the gradient step
+        s["scale"] = torch.where(bad | stuck, s["scale"] * 0.25,
+                                 torch.where(accept & s["has_prev"], (s["scale"] * 2).clamp(max=1.0), s["scale"]))
         # the next trial from an accepted point: the quasi-Newton direction, or the scaled gradient with no pair
         size = self.problem.newton_step(r).flatten(1).pow(2).mean(1).sqrt()  # (b,) the fixed-point correction's rms
+        size = s["scale"] * size
         g_rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-30)
         d = self._direction(grad)
         descent = _dot(d, grad) < 0
         d = torch.where(rows(descent & (s["rho"][:, 0] > 0), d), d, -rows(size / g_rms, grad) * grad)
         d_rms = d.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-30)
         d = d * rows((self.max_ratio * size / d_rms).clamp(max=1.0), d)
-        trial = torch.where(rows(accept, p), p + d, s["prev_p"] + 0.5 * moved)  # a rejected trial: halve the step
+        prev_g_rms = s["prev_g"].flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-30)
+        restart = s["prev_p"] - rows(size / prev_g_rms, p) * s["prev_g"]  # a stuck sample: down the gradient
+        halved = torch.where(rows(stuck, p), restart, s["prev_p"] + 0.5 * moved)  # a rejected trial: halve the step
+        trial = torch.where(rows(accept, p), p + d, halved)
         s["prev_g"] = torch.where(rows(accept, p), grad, s["prev_g"])
         s["prev_loss"] = torch.where(accept, loss, s["prev_loss"])
         s["prev_p"] = torch.where(rows(accept, p), p, torch.where(rows(bad, p), p, s["prev_p"]))
         s["has_prev"] = (s["has_prev"] | accept) & ~bad
-        s["rejected"] = torch.where(accept | bad, 0, s["rejected"] + reject.long())
+        s["rejected"] = torch.where(accept | bad | stuck, 0, s["rejected"] + reject.long())
+        forget = bad | stuck
         for key in ("S", "Y"):
-            s[key] = torch.where(rows(bad, s[key]), 0, s[key])
-        s["rho"] = torch.where(bad[:, None], 0, s["rho"])
+            s[key] = torch.where(rows(forget, s[key]), 0, s[key])
+        s["rho"] = torch.where(forget[:, None], 0, s["rho"])
         return torch.where(rows(accept | reject, p), trial, p)

@@ -54,3 +54,34 @@ def test_a_non_finite_residual_clears_the_memory(make_mixing_problem, bind_rule)
     out = rule.step(p, torch.randn_like(p), loss, torch.randn_like(p), torch.tensor([True, False]), 7)
     assert torch.equal(out, p) and rule.state["rho"][0].eq(0).all() and (rule.state["rho"][1] > 0).any()
     assert rule.state["has_prev"].tolist() == [False, True]
+
+
+def test_a_non_finite_trial_shortens_the_restart_step(make_mixing_problem, bind_rule):
+    """A trial whose residual is non-finite: the sample restarts from its best iterate down the gradient by a
+    quarter of the fixed-point correction's size, not the whole (which would land on the same trial again)."""
+    problem = make_mixing_problem(partial(LBFGS), batch=1)
+    rule = bind_rule(problem)
+    p = problem.eps.detach().clone()
+    rule.begin(p)
+    live, r, grad = torch.ones(1, dtype=torch.bool), torch.randn_like(p), torch.randn_like(p)
+    first = rule.step(p, r, torch.ones(1), grad, live, 0) - p
+    rule.step(p, r, torch.tensor([float("nan")]), grad, live, 1)  # the loop put it back on p
+    second = rule.step(p, r, torch.ones(1), grad, live, 2) - p
+    torch.testing.assert_close(second, first / 4)
+
+
+def test_a_line_search_that_keeps_failing_gives_the_memory_up(make_mixing_problem, bind_rule):
+    """max_halvings rejected trials in a row (a direction the memory got wrong, or the loss's rounding floor):
+    the pairs are dropped and the next trial is a shorter step down the last accepted gradient."""
+    problem = make_mixing_problem(partial(LBFGS, max_halvings=3), batch=1)
+    rule = bind_rule(problem)
+    SolverLoop(eta=1e-30, max_iters=6).run(problem)
+    assert (rule.state["rho"] > 0).any()
+    prev_p, prev_g = rule.state["prev_p"].clone(), rule.state["prev_g"].clone()
+    live, r = torch.ones(1, dtype=torch.bool), torch.randn_like(prev_p)
+    trial = prev_p + torch.randn_like(prev_p)
+    for it in range(3):  # each trial's loss is far above the last accepted one: rejected
+        trial = rule.step(trial, r, torch.tensor([1e9]), torch.randn_like(prev_p), live, 10 + it)
+    assert rule.state["rho"].eq(0).all() and rule.rejections().tolist() == [0]
+    step = trial - prev_p
+    assert torch.allclose(step / step.norm(), -prev_g / prev_g.norm(), atol=1e-5)  # down the gradient
