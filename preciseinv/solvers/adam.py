@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from preciseinv.solvers.base import UpdateRule, rows, sq_norm
+from preciseinv.solvers.base import UpdateRule, rms, rows, sq_norm
 
 
 class Adam(UpdateRule):
@@ -54,7 +54,7 @@ class Adam(UpdateRule):
         m = self.beta1 * s["m"] + (1 - self.beta1) * grad
         v = self.beta2 * s["v"] + (1 - self.beta2) * grad * grad
         m_hat, v_hat = m / rows(1 - self.beta1 ** t, p), v / rows(1 - self.beta2 ** t, p)
-        lr = s["scale"] * self.problem.newton_step(r).flatten(1).pow(2).mean(1).sqrt()  # (b,)
+        lr = s["scale"] * rms(self.problem.newton_step(r))  # (b,)
         trial = p - rows(lr, p) * m_hat / (v_hat.sqrt() + self.adam_eps)
         mask = rows(move, p)
         s["m"], s["v"] = torch.where(mask, m, s["m"]), torch.where(mask, v, s["v"])

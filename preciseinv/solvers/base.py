@@ -60,10 +60,20 @@ def sq_norm(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).pow(2).sum(1)
 
 
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner product (b, ...) x (b, ...) -> (b,)."""
+    return (a * b).flatten(1).sum(1)
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample root mean square (b, ...) -> (b,)."""
+    return x.flatten(1).pow(2).mean(1).sqrt()
+
+
 def secant_length(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample Barzilai-Borwein length <s, s> / <s, y> of a step s (b, ...) and the change y (b, ...) of the
     step direction along it -> (b,); NaN where <s, y> <= 0 (no pair, or no positive curvature along s)."""
-    sy = (s * y).flatten(1).sum(1)
+    sy = dot(s, y)
     return torch.where(sy > 0, sq_norm(s) / sy, float("nan"))
 
 

@@ -22,12 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from preciseinv.solvers.base import UpdateRule, rows
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample inner product (b, ...) x (b, ...) -> (b,)."""
-    return (a * b).flatten(1).sum(1)
+from preciseinv.solvers.base import UpdateRule, dot, rms, rows, sq_norm
 
 
 class LBFGS(UpdateRule):
@@ -60,14 +55,14 @@ class LBFGS(UpdateRule):
         S, Y, rho = s["S"], s["Y"], s["rho"]
         q, alphas = g.clone(), []
         for i in range(self.memory):  # newest to oldest
-            a = rho[:, i] * _dot(S[:, i], q)  # (b,)
+            a = rho[:, i] * dot(S[:, i], q)  # (b,)
             q = q - rows(a, q) * Y[:, i]
             alphas.append(a)
-        yy = _dot(Y[:, 0], Y[:, 0])
+        yy = dot(Y[:, 0], Y[:, 0])
         gamma = torch.where(rho[:, 0] > 0, 1 / (rho[:, 0] * yy).clamp_min(1e-30), 1.0)  # <s, y> / <y, y>
         z = rows(gamma, q) * q
         for i in reversed(range(self.memory)):  # oldest to newest
-            beta = rho[:, i] * _dot(Y[:, i], z)
+            beta = rho[:, i] * dot(Y[:, i], z)
             z = z + rows(alphas[i] - beta, z) * S[:, i]
         return -z
 
@@ -75,18 +70,18 @@ class LBFGS(UpdateRule):
         if grad is None:
             return p
         s = self.state
-        has_grad = grad.flatten(1).abs().sum(1) != 0  # a sample without a gradient this iteration holds still
+        has_grad = sq_norm(grad) != 0  # a sample without a gradient this iteration holds still
         self.track_best(p, loss, live & has_grad)
         bad = live & ~loss.isfinite()  # the loop has put it back on its best iterate: start afresh there
         ok = live & has_grad & loss.isfinite()
         moved = p - s["prev_p"]  # (b, ...) the trial step taken from the last accepted point
-        sufficient = loss <= s["prev_loss"] + self.armijo * _dot(s["prev_g"], moved)
+        sufficient = loss <= s["prev_loss"] + self.armijo * dot(s["prev_g"], moved)
         accept = ok & (~s["has_prev"] | sufficient)
         reject = ok & s["has_prev"] & ~sufficient
         # a new pair (accepted, after an accepted point, positive curvature) enters slot 0, the oldest drops out
         y = grad - s["prev_g"]
-        sy = _dot(moved, y)
-        push = accept & s["has_prev"] & (sy > 1e-12 * _dot(moved, moved).sqrt() * _dot(y, y).sqrt())
+        sy = dot(moved, y)
+        push = accept & s["has_prev"] & (sy > 1e-12 * dot(moved, moved).sqrt() * dot(y, y).sqrt())
         for key, new in (("S", moved), ("Y", y)):
             rolled = torch.cat([new[:, None], s[key][:, :-1]], 1)
             s[key] = torch.where(rows(push, rolled), rolled, s[key])
@@ -96,21 +91,20 @@ class LBFGS(UpdateRule):
         s["scale"] = torch.where(bad | stuck, s["scale"] * 0.25,
                                  torch.where(accept & s["has_prev"], (s["scale"] * 2).clamp(max=1.0), s["scale"]))
         # the next trial from an accepted point: the quasi-Newton direction, or the scaled gradient with no pair
-        size = self.problem.newton_step(r).flatten(1).pow(2).mean(1).sqrt()  # (b,) the fixed-point correction's rms
-        size = s["scale"] * size
-        g_rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-30)
+        size = s["scale"] * rms(self.problem.newton_step(r))  # (b,) the fixed-point correction's rms, scaled
+        g_rms = rms(grad).clamp_min(1e-30)
         d = self._direction(grad)
-        descent = _dot(d, grad) < 0
+        descent = dot(d, grad) < 0
         d = torch.where(rows(descent & (s["rho"][:, 0] > 0), d), d, -rows(size / g_rms, grad) * grad)
-        d_rms = d.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-30)
+        d_rms = rms(d).clamp_min(1e-30)
         d = d * rows((self.max_ratio * size / d_rms).clamp(max=1.0), d)
-        prev_g_rms = s["prev_g"].flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-30)
+        prev_g_rms = rms(s["prev_g"]).clamp_min(1e-30)
         restart = s["prev_p"] - rows(size / prev_g_rms, p) * s["prev_g"]  # a stuck sample: down the gradient
         halved = torch.where(rows(stuck, p), restart, s["prev_p"] + 0.5 * moved)  # a rejected trial: halve the step
         trial = torch.where(rows(accept, p), p + d, halved)
         s["prev_g"] = torch.where(rows(accept, p), grad, s["prev_g"])
         s["prev_loss"] = torch.where(accept, loss, s["prev_loss"])
-        s["prev_p"] = torch.where(rows(accept, p), p, torch.where(rows(bad, p), p, s["prev_p"]))
+        s["prev_p"] = torch.where(rows(accept | bad, p), p, s["prev_p"])
         s["has_prev"] = (s["has_prev"] | accept) & ~bad
         s["rejected"] = torch.where(accept | bad | stuck, 0, s["rejected"] + reject.long())
         forget = bad | stuck
