@@ -36,7 +36,7 @@ from preciseinv.solvers import AdamW, FixedPoint, Hybrid, SolverLoop
 # each of its phases: `hybrid` stays in Anderson here (forward only, a least-squares solve over its history; the
 # timing loop never syncs, so no sample switches), `hybrid_fixed_point` is its heavy-ball fixed-point step (forward
 # only; most of its iterations), `hybrid_lbfgs` its gradient phase (forward + backward, and a two-loop recursion
-# over 8 secant pairs), `hybrid_adam` an Adam gradient phase for comparison, each with the hybrid's per-sample
+# over 64 secant pairs), `hybrid_adam` an Adam gradient phase for comparison, each with the hybrid's per-sample
 # bookkeeping
 SOLVERS = {"adamw": partial(AdamW, lr=0.1), "fixed_point": FixedPoint, "hybrid": partial(Hybrid, lr=0.1),
            "hybrid_fixed_point": partial(Hybrid, lr=0.1, phases=("fixed_point",)),

@@ -18,7 +18,7 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
    over a longer window). Where the map is nearly linear (a trained network's top step) a short Krylov solve
    finishes what the fixed point does slowly; ``krylov_patience`` failed Newton steps in a row move a sample on.
 4. a gradient method (forward + backward), when the phase before it stops paying: ``lbfgs`` (limited-memory BFGS
-   on the mean squared residual, Armijo backtracking), which learns from its own path the curvature the frozen slope
+   on the mean squared residual over ``lbfgs_memory`` secant pairs, Armijo backtracking), which learns from its own path the curvature the frozen slope
    misses: on random networks whose Jacobian is far from it, and down to eta = 1e-5, it converges where Adam's
    per-element steps crawl (docs/solvers.md).
 
@@ -71,7 +71,7 @@ class Hybrid(UpdateRule):
                  momentum: float = 0.6, damping: float = 2.0, stall_ratio: float = 0.5, window: int = 8,
                  slow_window: int = 64, patience: int = 3, krylov_patience: int = 2, diverge: float = 10.0,
                  lr: float = 0.1, budget: bool = False, spectral_window: int | None = None, split: float | None = 1.5,
-                 steep_only=("newton_krylov",)):
+                 steep_only=("newton_krylov",), lbfgs_memory: int = 64):
         super().__init__(problem)
         unknown = [name for name in phases if name not in PHASES]
         if unknown or not phases:
@@ -80,7 +80,7 @@ class Hybrid(UpdateRule):
             raise PreciseInvError(f"solver.phases: unknown phase(s) {unknown or phases}; each is one of "
                                   f"{', '.join(PHASES)}")
         settings = {"anderson": {"memory": memory}, "fixed_point": {"momentum": momentum, "damping": damping},
-                    "adamw": {"lr": lr, "returns_best": True}}
+                    "adamw": {"lr": lr, "returns_best": True}, "lbfgs": {"memory": lbfgs_memory}}
         self.rules = tuple(PHASES[name](problem, **settings.get(name, {})) for name in phases)
         self.phases = tuple(phases)
         # per phase: (is Anderson, is the fixed point, uses a gradient, is spectral); made tensors at sync points only

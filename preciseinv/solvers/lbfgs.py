@@ -30,7 +30,7 @@ class LBFGS(UpdateRule):
     uses_gradient = True
     restarts = True  # a non-finite trial: back to the best iterate, memory cleared
 
-    def __init__(self, problem, memory: int = 8, armijo: float = 1e-4, max_ratio: float = 10.0,
+    def __init__(self, problem, memory: int = 64, armijo: float = 1e-4, max_ratio: float = 10.0,
                  max_halvings: int = 8):
         super().__init__(problem)
         self.memory, self.armijo, self.max_ratio, self.max_halvings = memory, armijo, max_ratio, max_halvings
