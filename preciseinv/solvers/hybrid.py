@@ -18,24 +18,23 @@ Phases (``phases``, in order; each sample on its own, always moving forwards), b
    over a longer window). Where the map is nearly linear (a trained network's top step) a short Krylov solve
    finishes what the fixed point does slowly; ``krylov_patience`` failed Newton steps in a row move a sample on.
 4. a gradient method (forward + backward), when the phase before it stops paying: ``lbfgs`` (limited-memory BFGS
-   on the mean squared residual over ``lbfgs_memory`` secant pairs, Armijo backtracking), which learns from its own path the curvature the frozen slope
-   misses: on random networks whose Jacobian is far from it, and down to eta = 1e-5, it converges where Adam's
-   per-element steps crawl (docs/solvers.md).
+   on the mean squared residual over ``lbfgs_memory`` secant pairs, Armijo backtracking), which learns from its
+   own path the curvature the frozen slope misses: on random networks whose Jacobian is far from it, and down to
+   eta = 1e-5, it converges where Adam's per-element steps crawl (docs/solvers.md).
 
 Other phases a list may name: ``spectral`` (the fixed-point step at a Barzilai-Borwein length), ``adam`` (Adam
 directions, step size following the residual), ``newton`` (GNRI's Newton-Raphson length) and ``adamw`` (the paper's
-AdamW at the preset
-learning rate ``lr``). A rule that judges its own steps counts the failed ones in a row (``rejections``: Anderson's
-rejected steps; ``newton_krylov``'s Newton steps whose Krylov solve ran out of vectors short of its forcing term, or
-whose line search gave up): ``patience`` of them (``krylov_patience`` in a ``newton_krylov`` phase, whose Newton
-step costs up to its memory + 1 forwards) also move the sample on. With ``budget`` a phase also stalls when,
-at the rate its window measured, it would not reach eta within the iterations left. With ``split`` (a number, 1.5
-by default) the phases of ``steep_only`` (by default ``newton_krylov``) that follow an Anderson phase are for steep
-samples only (a list without such a phase routes nothing): when Anderson's first window ends each sample reads the
-length of its newest step pair in fixed-point steps (``Anderson.secant_length``); above ``split`` the frozen slope
-overstates the slope along its path (trained networks at high timesteps, v-prediction) and the sample is steep.
-The others (and a sample that left Anderson before the reading) go past those phases when they move on, never
-past the last phase.
+AdamW at the preset learning rate ``lr``). A rule that judges its own steps counts the failed ones in a row
+(``rejections``: Anderson's rejected steps; ``newton_krylov``'s Newton steps whose Krylov solve ran out of vectors
+short of its forcing term, or whose line search gave up): ``patience`` of them (``krylov_patience`` in a
+``newton_krylov`` phase, whose Newton step costs up to its memory + 1 forwards) also move the sample on. With
+``budget`` a phase also stalls when, at the rate its window measured, it would not reach eta within the iterations
+left. With ``split`` (a number, 1.5 by default) the phases of ``steep_only`` (by default ``newton_krylov``) that
+follow an Anderson phase are for steep samples only (a list without such a phase routes nothing): when Anderson's
+first window ends each sample reads the length of its newest step pair in fixed-point steps
+(``Anderson.secant_length``); above ``split`` the frozen slope overstates the slope along its path (trained networks
+at high timesteps, v-prediction) and the sample is steep. The others (and a sample that left Anderson before the
+reading) go past those phases when they move on, never past the last phase.
 
 A sample switches only at sync points and always restarts from the best iterate it has seen, which is never
 lost; what it spent in each phase counts against the one cap. The manifest records, per sample and step, which
