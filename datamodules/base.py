@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from abc import ABC, abstractmethod
 
 import torch
@@ -152,6 +153,11 @@ class InversionDataModule(LightningDataModule, ABC):
 
             raise PreciseInvError(f"data.batch_size must be a positive integer or auto, got {batch_size!r}")
         batch_size = "auto" if str(batch_size) == "auto" else int(batch_size)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"data.num_workers must be a whole number, 0 (load in the main process) or more, "
+                                  f"got {num_workers!r}")
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
         self.prompt, self.exclude = prompt, set(exclude or ())
         self.dataset = None
@@ -174,6 +180,9 @@ class InversionDataModule(LightningDataModule, ABC):
             return ShapeBuckets(items, self.resolution, self.crop, self.size_multiple, self.max_side,
                                 self.batch_size if self.batch_size != "auto" else 1)
         return ImageListDataset(items, self.resolution, self.crop)
+
+    def check_output_dir(self, output_dir: Path) -> None:
+        """Refuse an output_dir this dataset would read as input (none here: it does not list a folder)."""
 
     @abstractmethod
     def build_dataset(self):

@@ -52,5 +52,13 @@ class FolderDataModule(InversionDataModule):
         super().__init__(**kwargs)
         self.root = Path(root).expanduser() if root else SAMPLE_IMAGES
 
+    def check_output_dir(self, output_dir: Path) -> None:
+        """An output_dir under the root would be listed with it: its reconstructions inverted by the next run."""
+        out, root = Path(output_dir).expanduser().resolve(), self.root.resolve()
+        if out == root or root in out.parents:
+            raise PreciseInvError(f"output_dir {str(output_dir)!r} is inside data.root {str(self.root)!r}: a rerun "
+                                  "would invert this run's reconstructions as images; choose an output_dir outside "
+                                  "data.root")
+
     def build_dataset(self) -> ImageListDataset:
         return self.image_dataset(self.unfinished(folder_items(self.root, self.prompt)))

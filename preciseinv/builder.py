@@ -20,6 +20,7 @@ from preciseinv.presets import FAMILY_KEYS, adopt_family, compose, explicit_keys
 __all__ = ["compose", "prepare", "instantiate", "build_engine", "engine_factory", "inverter_config", "file_config",
            "CONFIG_KEYS"]
 
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")  # diffusers' schedulers'
 # the part of a run's config a latent file stores: what regenerates its image (``file_config`` reads it back)
 CONFIG_KEYS = ("model", "method", "sampler", "num_steps", "timesteps", "timestep_spacing", "guidance_scale")
 
@@ -111,6 +112,10 @@ def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...]
     if type(cfg.num_steps) is not int or cfg.num_steps < 1:
         raise PreciseInvError(f"num_steps must be a whole number, at least 1, got {cfg.num_steps}; the paper's T is "
                               "num_steps=2")
+    spacing = cfg.get("timestep_spacing")
+    if spacing is not None and spacing not in TIMESTEP_SPACINGS:
+        raise PreciseInvError(f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, or null (the model "
+                              f"scheduler's own), got {spacing!r}")
     adopt_family(cfg.model, None if overrides is None else explicit_keys(overrides))
     check_exact_sampler(cfg)
     if "trainer" in cfg:

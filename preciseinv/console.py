@@ -15,8 +15,25 @@ from pathlib import Path
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
+_bar_open = False  # the progress bar (stdout) may hold the terminal's last line, unfinished
+
+
+def bar_opened(is_open: bool = True) -> None:
+    """Prediction starts (its progress bar may be left mid-line) or ends (the bar finished its line)."""
+    global _bar_open
+    _bar_open = is_open
+
+
+def close_bar_line() -> None:
+    """Before a closing message: end a progress bar's unfinished line on a terminal, so the message has its own."""
+    if _bar_open and sys.stdout.isatty():
+        print(file=sys.stdout, flush=True)
+    bar_opened(False)
+
+
 def fail(message) -> None:
     """The end of a command that cannot go on: one line on stderr, exit status 2."""
+    close_bar_line()
     print(f"preciseinv: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 

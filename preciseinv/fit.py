@@ -68,9 +68,12 @@ def run(cfg) -> dict:
     if "edit_guidance_scale" in cfg and not text_conditioned(model_spec.path, model_spec.revision):  # the edit command
         raise PreciseInvError(f"model {cfg.model.name} takes no text prompt, so it cannot edit by prompt: choose a "
                               "text-conditioned model (model=sd15, sdxl, ... or model.path=DIR)")
-    resolution = cfg.data.get("resolution") or native_resolution(model_spec.path, model_spec.revision)
+    resolution = cfg.data.get("resolution")
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
+        raise PreciseInvError(f"data.resolution must be a positive whole number of pixels, or null (the model's own), "
+                              f"got {resolution!r}")
+    resolution = resolution or native_resolution(model_spec.path, model_spec.revision)
     config = OmegaConf.to_container(cfg, resolve=True)
-    check_resumable(output_dir, config, option_of)
     if first_process():  # a run that died: its rank files into manifest.jsonl (kept, for the ranks reading them now)
         assemble(output_dir)
     if cfg.get("verify", "size") not in ("size", "full"):
@@ -78,6 +81,7 @@ def run(cfg) -> dict:
                               f"them), got {cfg.verify!r}")
     # a rerun into the same output_dir skips finished samples whose files are intact; the others are redone
     done, damaged = verify(output_dir, full=cfg.get("verify") == "full")
+    check_resumable(output_dir, config, option_of, finished=bool(done or damaged))
     if damaged and first_process():
         some, why = next(iter(damaged.items()))
         print(f"preciseinv: {len(damaged)} finished sample(s) have missing or damaged files ({some}: {why}); "
@@ -92,6 +96,7 @@ def run(cfg) -> dict:
             raise PreciseInvError(f"data.resolution={resolution} is not a multiple of {need}, which this model needs: "
                                   f"use {low or need} or {high}")
     datamodule = instantiate(cfg.data, resolution=resolution, exclude=done, **sizing)
+    datamodule.check_output_dir(output_dir)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = instantiate(cfg.module, model=model_spec, engine=engine_factory(cfg))
     writer = instantiate(cfg.writer, output_dir=str(output_dir))
@@ -114,7 +119,9 @@ def run(cfg) -> dict:
             print(console.header(cfg, _num_samples(datamodule.dataset), len(done)), flush=True)
         try:
             try:
+                console.bar_opened()
                 trainer.predict(module, datamodule=datamodule, return_predictions=False)
+                console.bar_opened(False)
             except BaseException as err:  # under a stop request, whatever broke (a worker, a collective) is the stop
                 signum = preemption.requested()
                 dead = preemption.dead_ranks(trainer)
@@ -165,6 +172,7 @@ def _command(config_name: str) -> None:
             console.fail(err)
         except preemption.Interrupted as stop:
             if getattr(stop, "message", None):
+                console.close_bar_line()
                 print(f"preciseinv: {stop.message}", file=sys.stderr)
             raise SystemExit(stop.exit_status)
         except OSError as err:

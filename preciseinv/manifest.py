@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
 def check(out: Path) -> int:
     """``--verify``: damaged.jsonl and one line; status 1 when something is damaged."""
     from preciseinv.outputs.atomic import atomic_write_bytes
-    from preciseinv.outputs.records import verify
+    from preciseinv.outputs.records import DAMAGED, verify
 
     good, damaged = verify(out, full=True)
-    atomic_write_bytes(out / "damaged.jsonl", "".join(json.dumps({"id": i, "why": why}) + "\n"
-                                                      for i, why in damaged.items()).encode())
+    atomic_write_bytes(out / DAMAGED, "".join(json.dumps({"id": i, "why": why}) + "\n"
+                                              for i, why in damaged.items()).encode())
     print(f"{out}: {len(good)} samples intact, {len(damaged)} damaged" +
-          (f" (listed in {out / 'damaged.jsonl'}; rerun the run's command to redo them)" if damaged else ""))
+          (f" (listed in {out / DAMAGED}; rerun the run's command to redo them)" if damaged else ""))
     return 1 if damaged else 0
 
 

@@ -227,12 +227,23 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    path_setting = {"fit": "data=folder data.root", "edit": "image", "interpolate": "a"}.get(config_name)
     for arg in argv:
         flag = arg.split("=", 1)[0]
+        if "=" not in arg and not arg.startswith(("-", "~")):  # a bare word: a path, or a key whose = went missing
+            if path_setting and ("/" in arg or os.path.exists(arg)):
+                raise PreciseInvError(f"{arg}: settings are written key=value here: {path_setting}={arg}")
+            raise PreciseInvError(f"{arg}: settings are written key=value, as one shell argument ({arg}=VALUE); "
+                                  f"`python -m preciseinv.{config_name} --help` lists them")
         if arg.startswith("-") and flag not in HYDRA_FLAGS:
             name = flag.lstrip("-").replace("-", "_")
             raise PreciseInvError(f"{arg}: settings are written key=value here ({name}=...), not as --options "
                                   f"(`python -m preciseinv.{config_name} --help` lists them)")
+    one_dir = [arg for arg in argv if arg.startswith("output_dir=") and "," not in arg and "${" not in arg]
+    if one_dir and any(arg in ("-m", "--multirun") for arg in argv):
+        raise PreciseInvError(f"{one_dir[-1]} with --multirun: every run of the sweep would write into that one "
+                              "folder; drop output_dir= (each run gets its own folder under hydra.sweep.dir, which "
+                              "you may set: hydra.sweep.dir=DIR)")
     if any(arg.startswith("-") or arg.lstrip("+~").startswith("hydra.") for arg in argv):
         return  # Hydra's own flags and settings (multirun, search paths): Hydra judges the command line
     for arg in argv:

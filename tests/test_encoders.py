@@ -52,3 +52,5 @@ def test_fit_with_decoder_inversion_beats_the_ceiling_and_resume_refuses_a_chang
         fit(f"output_dir={tmp_path / 'out'}")  # encoder=mean into the same folder
     with pytest.raises(PreciseInvError, match="pixel space"):
         fit("model.path=null", "encoder=decoder_inversion", f"output_dir={tmp_path / 'pixel'}")
+    assert (tmp_path / "pixel" / "run.json").exists()  # refused as the model loaded, after run.json was written
+    fit("model.path=null", "method=ddim", f"output_dir={tmp_path / 'pixel'}")  # it owns no sample: the folder is free

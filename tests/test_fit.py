@@ -226,12 +226,17 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["trainer.precision=64-true"], "trainer.precision=64-true is not one this engine runs"),
     (["trainer.precision=nonsense"], "trainer.precision=nonsense is not one this engine runs"),
     (["trainer.precision=bf16-true", "model.dtype=float16"], "but model.dtype=float16: set one of them"),
+    (["timestep_spacing=trailng"], "timestep_spacing must be one of leading, trailing, linspace, or null"),
+    (["data.num_workers=-1"], "data.num_workers must be a whole number, 0 .* or more, got -1"),
+    (["data.resolution=0"], "data.resolution must be a positive whole number of pixels, or null"),
+    (["solver=adamw", "solver.lr=-1"], r"solver.lr must be > 0, got -1"),
+    (["data=folder", "data.root=HERE"], "is inside data.root .*: a rerun would invert this run's reconstructions"),
 ])
 def test_bad_settings_raise_one_clear_line(args, message, tmp_path, fit_in_process):
     from preciseinv.errors import PreciseInvError
 
     (tmp_path / "empty").mkdir()
-    args = [a.replace("EMPTY", str(tmp_path / "empty")) for a in args]
+    args = [a.replace("EMPTY", str(tmp_path / "empty")).replace("HERE", str(tmp_path)) for a in args]
     with pytest.raises(PreciseInvError, match=message) as error:
         fit_in_process(*args, "~logger", f"output_dir={tmp_path / 'out'}")
     assert "\n" not in str(error.value)

@@ -166,3 +166,18 @@ def test_the_header_names_what_loads_and_the_configs_as_the_user_spells_them():
     assert " method=ddim sampler=" in header("method=ddim")  # no solver: DDIM inversion has none
     assert " solver=fixed_point " in header("solver=fixed_point")
     assert header("model.path=/data/my-sd").startswith("preciseinv: model=mini (/data/my-sd) method=preciseinv")
+
+
+def test_a_closing_line_starts_below_an_unfinished_progress_bar(capsys, monkeypatch):
+    """On a terminal, an error or the interrupt line after a progress bar left mid-line gets its own line."""
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    console.bar_opened()
+    with pytest.raises(SystemExit):
+        console.fail("a refused setting")
+    said = capsys.readouterr()
+    assert said.out == "\n" and said.err == "preciseinv: error: a refused setting\n"
+    console.close_bar_line()  # no bar open now (nor once prediction ended): nothing printed
+    console.bar_opened()
+    console.bar_opened(False)
+    console.close_bar_line()
+    assert capsys.readouterr().out == ""

@@ -85,6 +85,10 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["method.max_iters=50.5"], "method.max_iters=50.5: method.max_iters takes a whole number (default 200)"),
     (["--model", "mini"], "--model: settings are written key=value here (model=...), not as --options"),
     (["--max-iters=5"], "--max-iters=5: settings are written key=value here (max_iters=...)"),
+    (["photos/"], "photos/: settings are written key=value here: data=folder data.root=photos/"),  # the = forgotten
+    (["data.root", "photos/"], "data.root: settings are written key=value, as one shell argument (data.root=VALUE)"),
+    (["-m", "method=ddim,ceiling", "output_dir=runs/x"], "output_dir=runs/x with --multirun: every run of the sweep "
+                                                          "would write into that one folder; drop output_dir="),
 ])
 def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     from preciseinv.errors import PreciseInvError

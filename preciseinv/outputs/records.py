@@ -240,16 +240,21 @@ def damage(output_dir: Path, record: dict, full: bool = False, digests: dict | N
     return None
 
 
+DAMAGED = "damaged.jsonl"  # what ``python -m preciseinv.manifest DIR --verify`` found damaged: {id, why} per line
+
+
 def verify(output_dir: Path, full: bool = False) -> tuple[set[str], dict[str, str]]:
     """(ids whose latest record's files are all there, {id: why not} for the others), streaming the manifest and
-    the rank files: the memory is the ids, not the records."""
+    the rank files: the memory is the ids, not the records. The samples a ``manifest --verify`` listed in
+    ``damaged.jsonl`` are re-hashed even when ``full`` is off (damage of the same size escapes a stat)."""
     output_dir = Path(output_dir)
+    listed = {record.get("id") for record in iter_jsonl(output_dir / DAMAGED)}
     status: dict[str, str | None] = {}
     digests: dict[str, str] = {}
     for path in [output_dir / MANIFEST, *_rank_paths(output_dir, "rank-")]:
         for record in iter_jsonl(path):
             if "id" in record:
-                status[record["id"]] = damage(output_dir, record, full, digests)
+                status[record["id"]] = damage(output_dir, record, full or record["id"] in listed, digests)
     good = {i for i, why in status.items() if why is None}
     return good, {i: why for i, why in status.items() if why is not None}
 

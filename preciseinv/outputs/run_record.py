@@ -24,11 +24,11 @@ def first_process() -> bool:
 
 
 # Settings that change what a latent means: a rerun into an output_dir must keep them to resume it.
-RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("model", "guidance_embedding"), ("method",), ("encoder",), ("num_steps",),
-               ("sampler",),
-               ("timestep_spacing",), ("timesteps",),
-               ("guidance_scale",), ("data", "resolution"), ("data", "crop"), ("data", "max_side"),
-               ("data", "prompt"))
+# Which images, too: an id names an image only within one dataset (a.png of another folder is another image).
+RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("model", "guidance_embedding"), ("method",),
+               ("encoder",), ("num_steps",), ("sampler",), ("timestep_spacing",), ("timesteps",), ("guidance_scale",),
+               ("data", "resolution"), ("data", "crop"), ("data", "max_side"), ("data", "prompt"),
+               ("data", "_target_"), ("data", "root"), ("data", "urls"), ("data", "split"))
 
 
 def short(value, limit: int = 60) -> str:
@@ -54,10 +54,15 @@ def differences(key: str, before, now, option=None):
         yield key, before, now
 
 
-def check_resumable(output_dir: Path, config: dict, option=None) -> None:
+def check_resumable(output_dir: Path, config: dict, option=None, finished: bool = True) -> None:
     """Refuse to mix runs with different settings in one folder: a ``run.json`` there must hold the same
     ``RESUME_KEYS`` (the writer callback writes it, at the start of prediction: ``start_record``). ``option(key,
-    target)``: the config option of a node's class, to name a changed choice as the command line does."""
+    target)``: the config option of a node's class, to name a changed choice as the command line does.
+    ``finished``: the folder holds a record of some sample; a run that stopped before its first (a setting refused
+    as the model loaded, an interrupt) owns nothing, and the next run's settings replace its run.json."""
+    if not finished:
+        return
+
     def pick(cfg: dict) -> dict:
         out = {}
         for path in RESUME_KEYS:
@@ -67,6 +72,9 @@ def check_resumable(output_dir: Path, config: dict, option=None) -> None:
             out[".".join(path)] = node
         if isinstance(out["method"], dict):  # where each step's solver starts (init=) does not change what a latent
             out["method"] = {k: v for k, v in out["method"].items() if k != "init"}  # means: a rerun may switch it
+        if isinstance(out["data.root"], str):  # imgs/, ./imgs and imgs name one folder
+            out["data.root"] = os.path.normpath(out["data.root"])
+        out["data"] = {"_target_": out.pop("data._target_")}  # a kind of dataset is named by its option (data=coco)
         return out
 
     record = output_dir / "run.json"
@@ -74,8 +82,12 @@ def check_resumable(output_dir: Path, config: dict, option=None) -> None:
         before = pick(json.loads(record.read_text()))
         now = pick(config)
         changed = [k for k in now if before.get(k) != now[k]]
+        if "data" in changed:  # another kind of dataset: its root, urls and split differ with it
+            changed = [k for k in changed if k not in ("data.root", "data.urls", "data.split")]
         if changed:
-            hint = " (trainer.precision=bf16-true or 16-true sets model.dtype)" if "model.dtype" in changed else ""
+            hint = " (trainer.precision=bf16-true or 16-true sets model.dtype)" if "model.dtype" in changed else \
+                " (a dataset that moved: give its old path, e.g. through a link)" if "data.root" in changed and \
+                "data" not in changed else ""
             diffs = [f"{k}={short(b)} there, {short(a)} now" for key in changed
                      for k, b, a in differences(key, before.get(key), now[key], option)]
             what = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")

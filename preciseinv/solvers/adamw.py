@@ -19,6 +19,11 @@ class AdamW(UpdateRule):
     def __init__(self, problem, lr: float = 0.1, betas=(0.9, 0.999), weight_decay: float = 0.01,
                  eps: float = 1e-8, returns_best: bool = False):
         super().__init__(problem)
+        if not lr > 0:
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"solver.lr must be > 0, got {lr} (the paper's: 0.1 for SD1.4, 0.05 for LCM and "
+                                  "SDXL, 0.025 for SD3; the model preset's by default)")
         self.returns_best = returns_best  # True: each sample's best iterate (decoder inversion uses it)
         self.lr, (self.beta1, self.beta2) = lr, tuple(betas)
         self.weight_decay, self.adam_eps = weight_decay, eps

@@ -48,10 +48,19 @@ def test_a_changed_choice_is_named_as_on_the_command_line(tmp_path):
     for overrides, said in ((["solver=adamw"], "solver=hybrid there, adamw now"),
                             (["method=ddim"], "method=preciseinv there, ddim now"),
                             (["encoder=decoder_inversion"], "encoder=mean there, decoder_inversion now"),
-                            (["solver=adamw", "method.eta=1e-2"], "method.eta=0.001 there, 0.01 now; solver=hybrid")):
+                            (["solver=adamw", "method.eta=1e-2"], "method.eta=0.001 there, 0.01 now; solver=hybrid"),
+                            (["data=coco", "data.root=/data/coco"], "(data=folder there, coco now)"),
+                            (["data=folder", "data.root=photos"], "data.root=None there, photos now")):
         with pytest.raises(PreciseInvError, match="other settings") as err:
             check_resumable(tmp_path, config(*overrides), option_of)
         assert said in str(err.value) and "_target_" not in str(err.value), str(err.value)
+    (tmp_path / "run.json").write_text(json.dumps(config("data=folder", "data.root=photos/")))
+    check_resumable(tmp_path, config("data=folder", "data.root=./photos"), option_of)  # one folder, spelled two ways
+    with pytest.raises(PreciseInvError, match=r"data\.root=photos there, other now\) \(a dataset that moved: give its "
+                                              r"old path"):
+        check_resumable(tmp_path, config("data=folder", "data.root=other"), option_of)
+    check_resumable(tmp_path, config("data=folder", "data.root=other"), option_of, finished=False)  # owns no sample
+    (tmp_path / "run.json").write_text(json.dumps(config()))
     mine = config()
     mine["method"]["solver"]["_target_"] = "mypackage.MySolver"
     with pytest.raises(PreciseInvError, match=r"method\.solver=preciseinv\.solvers\.Hybrid there, mypackage\.MySolver now"):

@@ -61,21 +61,38 @@ def test_a_rerun_redoes_truncated_and_deleted_files(run, capsys):
     load_latent(out / "latents" / "astronaut.safetensors")
 
 
-def test_same_size_corruption_needs_verify_full(run, capsys):
-    out, again = run
-    path = out / "latents" / "coffee.safetensors"
+def flip_a_byte(path):
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # one flipped byte in the tensor data: same size, different content
     path.write_bytes(bytes(data))
+
+
+def test_same_size_corruption_needs_verify_full(run, capsys):
+    out, again = run
+    flip_a_byte(out / "latents" / "coffee.safetensors")
     capsys.readouterr()
     again()
     assert "already inverted" in capsys.readouterr().out  # stat only: not seen
-    assert manifest_main([str(out), "--verify"]) == 1
-    assert "1 damaged" in capsys.readouterr().out
-    assert [json.loads(line)["id"] for line in (out / "damaged.jsonl").read_text().splitlines()] == ["coffee"]
     again("verify=full")
     assert "1 finished sample(s) have missing or damaged files (coffee: " in capsys.readouterr().out
+    assert verify(out, full=True) == ({"astronaut", "chelsea", "coffee", "rocket"}, {})
+
+
+def test_what_manifest_verify_lists_the_plain_rerun_redoes(run, capsys):
+    out, again = run
+    flip_a_byte(out / "latents" / "coffee.safetensors")
+    assert manifest_main([str(out), "--verify"]) == 1
+    said = capsys.readouterr().out
+    assert "1 damaged" in said and "rerun the run's command to redo them" in said
+    assert [json.loads(line)["id"] for line in (out / "damaged.jsonl").read_text().splitlines()] == ["coffee"]
+    again()  # as the line says: the same command, no verify=full
+    assert ("1 finished sample(s) have missing or damaged files (coffee: latents/coffee.safetensors fails its "
+            "checksum)") in capsys.readouterr().out
+    assert verify(out, full=True) == ({"astronaut", "chelsea", "coffee", "rocket"}, {})
     assert manifest_main([str(out), "--verify"]) == 0 and (out / "damaged.jsonl").read_text() == ""
+    capsys.readouterr()
+    again()  # the list is empty now, the samples intact: nothing to redo
+    assert "already inverted" in capsys.readouterr().out
 
 
 def test_records_without_checksums_still_resume(run, capsys):
