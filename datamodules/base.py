@@ -125,13 +125,14 @@ class ShapeBuckets(ImageListDataset):
 
 
 class InversionDataModule(LightningDataModule, ABC):
-    """Subclasses implement ``build_dataset()``; ``exclude`` holds ids finished by an earlier run."""
+    """Subclasses implement ``build_dataset()``; ``exclude`` holds ids finished by an earlier run, ``exclude_sources``
+    their source files (a listed file whose id changed since is still finished)."""
 
     keeps_aspect_ratio = True  # crop=none: shape buckets need the image sizes up front (map-style datasets)
 
     def __init__(self, resolution: int | None = None, batch_size: int | str = 8, num_workers: int = 0,
                  prompt: str = "", exclude: set[str] | None = None, crop: str = "center", size_multiple: int = 8,
-                 max_side: int | None = None, limit: int | None = None):
+                 max_side: int | None = None, limit: int | None = None, exclude_sources: set[str] | None = None):
         super().__init__()
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             from preciseinv.errors import PreciseInvError
@@ -159,7 +160,7 @@ class InversionDataModule(LightningDataModule, ABC):
             raise PreciseInvError(f"data.num_workers must be a whole number, 0 (load in the main process) or more, "
                                   f"got {num_workers!r}")
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
-        self.prompt, self.exclude = prompt, set(exclude or ())
+        self.prompt, self.exclude, self.exclude_sources = prompt, set(exclude or ()), set(exclude_sources or ())
         self.dataset = None
 
     def set_batch_size(self, batch_size: int) -> None:
@@ -170,9 +171,9 @@ class InversionDataModule(LightningDataModule, ABC):
 
     def unfinished(self, items: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
         """The first ``limit`` of the (id, path, prompt) items (the same subset on every machine and every rerun),
-        less the ids an earlier run finished."""
+        less those an earlier run finished (by id, or by source file)."""
         items = items[:self.limit] if self.limit else items
-        return [it for it in items if it[0] not in self.exclude]
+        return [it for it in items if it[0] not in self.exclude and it[1] not in self.exclude_sources]
 
     def image_dataset(self, items: list[tuple[str, str, str]]) -> ImageListDataset:
         """The dataset of (id, path, prompt) items under this module's crop policy (shape buckets for ``none``)."""
@@ -203,7 +204,8 @@ class InversionDataModule(LightningDataModule, ABC):
 
             module = getattr(getattr(self, "trainer", None), "lightning_module", None)
             self.set_batch_size(getattr(module, "resolved", {}).get("batch_size", CPU_BATCH))
-        workers = min(self.num_workers, os.cpu_count() or 1)
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = min(self.num_workers, usable)  # the CPUs this process may use (taskset, a job scheduler's CPU set)
         pin = torch.cuda.is_available()  # page-locked host batches: faster, asynchronous copies to the GPU
         buckets = isinstance(self.dataset, ShapeBuckets)  # each item is already a batch of one shape
         return DataLoader(self.dataset, batch_size=1 if buckets else self.batch_size, shuffle=False,

@@ -15,6 +15,11 @@ from pathlib import Path
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
+def plain(doc: str) -> str:
+    """A module docstring as a command's --help: without its reStructuredText quotes (``...``)."""
+    return doc.replace("``", "").strip()
+
+
 _bar_open = False  # the progress bar (stdout) may hold the terminal's last line, unfinished
 
 

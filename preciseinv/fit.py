@@ -56,7 +56,7 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
 
     from preciseinv.models.loading import native_resolution, size_multiple, text_conditioned
-    from preciseinv.outputs.records import assemble, remove_merged, verify
+    from preciseinv.outputs.records import assemble, remove_merged, sources_of, verify
     from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
 
@@ -95,7 +95,8 @@ def run(cfg) -> dict:
             low, high = int(resolution) // need * need, (int(resolution) // need + 1) * need
             raise PreciseInvError(f"data.resolution={resolution} is not a multiple of {need}, which this model needs: "
                                   f"use {low or need} or {high}")
-    datamodule = instantiate(cfg.data, resolution=resolution, exclude=done, **sizing)
+    datamodule = instantiate(cfg.data, resolution=resolution, exclude=done,
+                             exclude_sources=sources_of(output_dir, done), **sizing)
     datamodule.check_output_dir(output_dir)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = instantiate(cfg.module, model=model_spec, engine=engine_factory(cfg))
@@ -163,13 +164,16 @@ def _command(config_name: str) -> None:
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg) -> None:
-        preemption.command_started()  # a Ctrl-C while the libraries started stops here
         try:
+            preemption.command_started()  # a Ctrl-C while the libraries started stops here
             with console.quiet(bool(cfg.get("verbose", False))):
                 summary = run(cfg)
         except PreciseInvError as err:
             console.drop_unused_run_dir(cfg.output_dir)
             console.fail(err)
+        except KeyboardInterrupt:  # a Ctrl-C as the command started or loaded: stopped before it wrote anything
+            console.drop_unused_run_dir(cfg.output_dir)
+            raise
         except preemption.Interrupted as stop:
             if getattr(stop, "message", None):
                 console.close_bar_line()

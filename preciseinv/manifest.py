@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from preciseinv.console import plain
 from preciseinv.outputs.records import RECORDS, rank_record_files
 from preciseinv.outputs.summary import write_summary
 
@@ -23,7 +24,7 @@ LIVE_SECONDS = 120  # a rank file written this recently belongs to a run that is
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m preciseinv.manifest", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m preciseinv.manifest", description=plain(__doc__))
     p.add_argument("output_dir", type=Path)
     p.add_argument("--force", action="store_true", help="assemble even if a run seems to be writing into DIR")
     p.add_argument("--verify", action="store_true", help="check every finished sample's files; write damaged.jsonl")

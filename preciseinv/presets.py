@@ -8,6 +8,7 @@ directory runs as ``sd15`` does (16-mixed on a GPU, lr 0.1), an SDXL one as ``sd
 
 from __future__ import annotations
 
+import os
 import re
 from importlib.resources import files
 from pathlib import Path
@@ -110,8 +111,12 @@ def _did_you_mean(name: str, candidates, then: str) -> str:
     lower = {c.lower(): c for c in candidates}
     suffix = sorted((c for c in candidates if c.lower().endswith("." + name.lower())), key=lambda c: c.count("."))
     alias = _ALIASES.get(name.lower())
+    # the closest spelling; of equally close ones, the one sharing the longest start (sd16: sd15, not sd21)
+    scored = sorted(((difflib.SequenceMatcher(None, name, c).ratio(), len(os.path.commonprefix([name, c])), c)
+                     for c in candidates), reverse=True)
+    spelled = [c for ratio, _, c in scored[:1] if ratio >= 0.6]
     close = ([lower[name.lower()]] if name.lower() in lower else [alias] if alias in candidates else suffix[:1]
-             or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6))
+             or spelled)
     return f"did you mean {close[0]}? {then}" if close else then
 
 
@@ -222,7 +227,6 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     type, a bad override or an ``output_dir`` that is a file is one line (``PreciseInvError``, with the nearest valid
     name where there is one) rather than Hydra's multi-line report. Flags (``-m``, ``--cfg``, ...) and ``hydra.*``
     overrides are Hydra's own and left to it."""
-    import os
 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from preciseinv import console
 from preciseinv.errors import PreciseInvError
 
 USAGE = "usage: python -m preciseinv.reconstruct FILE.safetensors... [output_dir=DIR] [device=cpu|cuda]"
@@ -72,9 +73,8 @@ def reconstruct(files: list[Path], output_dir: Path, device: str | None = None) 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
+        print(console.plain(__doc__))
         return
-    from preciseinv import console
 
     with console.interruptible(resumable=False, hydra=False):  # Ctrl-C while decoding: one line
         try:

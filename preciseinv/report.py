@@ -402,11 +402,11 @@ def report(root: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from preciseinv.console import fail, interruptible
+    from preciseinv.console import fail, interruptible, plain
 
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in ("-h", "--help"):
-        print(__doc__)
+        print(plain(__doc__))
         raise SystemExit(0)
     if len(args) != 1:
         got = f"got {len(args)}: {' '.join(args)}" if args else "got none"

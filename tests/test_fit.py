@@ -267,6 +267,24 @@ def test_rerun_resumes_and_refuses_other_settings(tmp_path, fit_in_process):
         fit_in_process(*args[1:])  # method=preciseinv into the same folder
 
 
+def test_a_file_whose_id_changed_with_the_folder_is_not_inverted_twice(tmp_path, fit_in_process):
+    """photo.bmp beside photo.tiff: their ids carry the extension; with photo.bmp gone, photo.tiff's id is photo,
+    yet the rerun knows it by its file and inverts only the new image."""
+    from preciseinv.testing.tiny import write_images
+
+    write_images(tmp_path / "imgs", ["photo.bmp", "photo.tiff", "x.png"], size=32)
+    args = ["method=ddim", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0", "~logger",
+            f"output_dir={tmp_path / 'out'}"]
+    fit_in_process(*args)
+    assert sorted(r["id"] for r in manifest(tmp_path / "out")) == ["photo.bmp", "photo.tiff", "x"]
+    (tmp_path / "imgs" / "photo.bmp").unlink()
+    write_images(tmp_path / "imgs", ["new.png"], size=32)
+    fit_in_process(*args)
+    records = manifest(tmp_path / "out")
+    assert sorted(r["id"] for r in records) == ["new", "photo.bmp", "photo.tiff", "x"]  # no second photo.tiff
+    assert [r["source"] for r in records].count(str(tmp_path / "imgs" / "photo.tiff")) == 1
+
+
 def test_two_process_ddp_writes_every_sample_exactly_once(tmp_path):
     from preciseinv.testing.tiny import write_images
 

@@ -181,3 +181,15 @@ def test_a_closing_line_starts_below_an_unfinished_progress_bar(capsys, monkeypa
     console.bar_opened(False)
     console.close_bar_line()
     assert capsys.readouterr().out == ""
+
+
+def test_a_ctrl_c_as_the_command_starts_leaves_no_folder(fresh_sigint, tmp_path, monkeypatch):
+    from preciseinv import fit
+
+    monkeypatch.setattr("sys.argv", ["preciseinv.fit", "~logger", f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(SystemExit) as exit_:
+        with console.interruptible():  # what fit.main wraps the command in
+            os.kill(os.getpid(), signal.SIGINT)  # while the libraries start: remembered, acted on as the code begins
+            fit._command("fit")
+    assert exit_.value.code == 130
+    assert not (tmp_path / "out").exists()  # Hydra made it (with .hydra/ only) before the command's code ran

@@ -1,5 +1,7 @@
 """``python -m preciseinv.reconstruct``: each latent file's image is what the run's recon/ holds."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -99,3 +101,15 @@ def test_a_model_given_by_a_relative_path_reconstructs_from_any_folder(fit_in_pr
     monkeypatch.chdir(tmp_path)
     main([str(latent), "output_dir=out", "device=cpu"])
     assert "1 image(s)" in capsys.readouterr().out and (tmp_path / "out" / f"{latent.stem}.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "report", "manifest"])
+def test_help_is_plain_text(command, capsys):
+    """The commands without Hydra print their docstring as --help: without its reStructuredText quotes."""
+    import importlib
+
+    module = importlib.import_module(f"preciseinv.{command}")
+    with pytest.raises(SystemExit) if command != "reconstruct" else contextlib.nullcontext():
+        module.main(["--help"])
+    said = capsys.readouterr().out
+    assert f"python -m preciseinv.{command}" in said and "``" not in said

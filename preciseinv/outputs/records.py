@@ -259,6 +259,18 @@ def verify(output_dir: Path, full: bool = False) -> tuple[set[str], dict[str, st
     return good, {i: why for i, why in status.items() if why is not None}
 
 
+def sources_of(output_dir: Path, ids: set[str]) -> set[str]:
+    """The source files of the latest records of ``ids``: an image keeps its path when its id changes (a folder's
+    ids carry the extension only while two files share a stem)."""
+    output_dir = Path(output_dir)
+    source: dict[str, str] = {}
+    for path in [output_dir / MANIFEST, *_rank_paths(output_dir, "rank-")]:
+        for record in iter_jsonl(path):
+            if record.get("id") in ids and isinstance(record.get("source"), str):
+                source[record["id"]] = record["source"]
+    return set(source.values())
+
+
 def finished_ids(output_dir: Path, full: bool = False) -> set[str]:
     """Ids whose latest record (manifest or a rank file) lists files that are all there with their recorded sizes
     (``full``: and checksums): what a rerun skips."""
