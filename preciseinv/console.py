@@ -65,6 +65,8 @@ def command_line(config_name: str) -> None:
         print(help_text(config_name))
         raise SystemExit(0)
     register_resolvers()
+    sweep = [arg for arg in sys.argv[1:] if arg in ("-m", "--multirun")]  # Hydra reads it only before the overrides
+    sys.argv = [sys.argv[0], *sweep, *(arg for arg in sys.argv[1:] if arg not in sweep)]
     try:
         check_command_line(config_name, sys.argv[1:])
     except PreciseInvError as err:

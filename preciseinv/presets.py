@@ -243,6 +243,11 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
             name = flag.lstrip("-").replace("-", "_")
             raise PreciseInvError(f"{arg}: settings are written key=value here ({name}=...), not as --options "
                                   f"(`python -m preciseinv.{config_name} --help` lists them)")
+    removed = {arg[1:].split("=", 1)[0] for arg in argv if arg.startswith("~")}
+    both = [arg for arg in argv if arg[:1] not in "~+-" and arg.split("=", 1)[0] in removed]
+    if both:  # Hydra drops the one silently
+        key = both[0].split("=", 1)[0]
+        raise PreciseInvError(f"{both[0]} with ~{key}: ~{key} removes what {both[0]} sets; give one of them")
     one_dir = [arg for arg in argv if arg.startswith("output_dir=") and "," not in arg and "${" not in arg]
     if one_dir and any(arg in ("-m", "--multirun") for arg in argv):
         raise PreciseInvError(f"{one_dir[-1]} with --multirun: every run of the sweep would write into that one "

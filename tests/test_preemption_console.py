@@ -5,6 +5,7 @@ import errno
 import logging
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -193,3 +194,10 @@ def test_a_ctrl_c_as_the_command_starts_leaves_no_folder(fresh_sigint, tmp_path,
             fit._command("fit")
     assert exit_.value.code == 130
     assert not (tmp_path / "out").exists()  # Hydra made it (with .hydra/ only) before the command's code ran
+
+
+def test_a_sweep_flag_after_the_overrides_is_moved_before_them(monkeypatch):
+    """Hydra reads --multirun only before the overrides (after them: argparse's usage, 7 lines)."""
+    monkeypatch.setattr("sys.argv", ["preciseinv.fit", "~logger", "method=ddim,ceiling", "--multirun"])
+    console.command_line("fit")
+    assert sys.argv == ["preciseinv.fit", "--multirun", "~logger", "method=ddim,ceiling"]

@@ -62,6 +62,7 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["solver=adamm"], "solver=adamm is not an option; did you mean adam? solver is one of adam, adamw,"),
     (["data=cocoa"], "data=cocoa is not an option; did you mean coco? data is one of coco,"),
     (["model=sd1.5"], "model=sd1.5 is not an option; did you mean sd15? model is one of flux_dev,"),
+    (["~logger", "logger=csvv"], "logger=csvv with ~logger: ~logger removes what logger=csvv sets; give one of them"),
     (["model=sd16"], "model=sd16 is not an option; did you mean sd15?"),  # as close as sd21, with a longer start
     (["method.eta=abc"], "method.eta=abc: method.eta takes a number (default 0.001)"),
     (["method=ddim", "method.eta=abc"], "method.eta=abc: method.eta takes a number"),
