@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -92,6 +93,9 @@ class ImageListDataset(Dataset):
                            self.max_side)
 
 
+LONG = 8  # crop=none: a long side over this many times the resolution is worth a word
+
+
 class ShapeBuckets(ImageListDataset):
     """``crop="none"``: images keep their aspect ratio, so a batch may only hold images of one shape. Each item of
     this dataset is a whole batch (up to ``batch_size`` samples of one shape, read from the files' headers once);
@@ -109,6 +113,12 @@ class ShapeBuckets(ImageListDataset):
             except Exception:  # read again (and recorded as a failure) with the batch
                 key = "unreadable"
             groups.setdefault(key, []).append(index)
+        long = {k: len(v) for k, v in groups.items() if k != "unreadable" and max(k) > LONG * resolution}
+        if long and not max_side:  # a strip of an image: its cost grows with its long side
+            shape = max(long, key=max)
+            warnings.warn(f"data.crop=none: {sum(long.values())} image(s) have a long side over {LONG}x "
+                          f"data.resolution (up to {shape[0]}x{shape[1]}), and each costs that much more; "
+                          "data.max_side=N caps it", stacklevel=2)
         self.shapes = {k: len(v) for k, v in groups.items()}
         self.groups = list(groups.values())
         self.rebatch(batch_size)

@@ -65,9 +65,17 @@ def run(cfg) -> dict:
     output_dir = Path(cfg.output_dir)
     model_spec = instantiate(cfg.model)
     instantiate(cfg.method)  # a bad method or solver setting fails here, before data and model load
-    if "edit_guidance_scale" in cfg and not text_conditioned(model_spec.path, model_spec.revision):  # the edit command
-        raise PreciseInvError(f"model {cfg.model.name} takes no text prompt, so it cannot edit by prompt: choose a "
-                              "text-conditioned model (model=sd15, sdxl, ... or model.path=DIR)")
+    if not text_conditioned(model_spec.path, model_spec.revision):
+        if "edit_guidance_scale" in cfg:  # the edit command
+            raise PreciseInvError(f"model {cfg.model.name} takes no text prompt, so it cannot edit by prompt: choose "
+                                  "a text-conditioned model (model=sd15, sdxl, ... or model.path=DIR)")
+        asked = [f"{key}={value}" for key, value in (("data.prompt", cfg.data.get("prompt")),
+                                                      ("data.use_captions", cfg.data.get("use_captions")),
+                                                      ("data.caption_key", cfg.data.get("caption_key"))) if value]
+        asked += [f"guidance_scale={cfg.guidance_scale:g}"] if cfg.get("guidance_scale", 1.0) > 1 else []
+        if asked:  # it would run, the prompt ignored
+            raise PreciseInvError(f"model {cfg.model.name} takes no text prompt: drop {', '.join(asked)}, or choose a "
+                                  "text-conditioned model (model=sd15, sdxl, ... or model.path=DIR)")
     resolution = cfg.data.get("resolution")
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
         raise PreciseInvError(f"data.resolution must be a positive whole number of pixels, or null (the model's own), "

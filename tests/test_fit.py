@@ -186,8 +186,9 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
     write_images(tmp_path / "imgs", ["a.png", "b/c.jpg", "d e.png"], size=40)
     out = tmp_path / "out"
     size = ["data.resolution=32"] if "flux" in family else []  # FLUX's native size is 128 latent pixels
+    prompt = "" if family == "tiny_pixel" else "a photo"  # a pixel DDPM takes none (asked for: one line)
     fit_in_process(f"model.path={tiny_sd}", "data=folder", f"data.root={tmp_path / 'imgs'}", "data.num_workers=0",
-                   "data.prompt=a photo", f"method.eta={eta}", "method.max_iters=400", f"output_dir={out}",
+                   f"data.prompt={prompt}", f"method.eta={eta}", "method.max_iters=400", f"output_dir={out}",
                    f"sampler={sampler}", "~logger", *lora, *size)
     records = manifest(out)
     assert sorted(r["id"] for r in records) == ["a", "b/c", "d e"]
@@ -195,7 +196,7 @@ def test_tiny_stable_diffusion_end_to_end(family, sampler, eta, request, tmp_pat
         assert rec["converged"] == [True, True] and max(rec["residual"]) < eta
         assert rec["latent_mse"] < 10 * eta  # sampling x*_T lands on x0 to the precision eta implies
         image, meta = reconstruct_file(out / rec["latent"], device="cpu")
-        assert meta["prompt"] == "a photo" and len(meta["schedule"]["timesteps"]) == 2
+        assert meta["prompt"] == prompt and len(meta["schedule"]["timesteps"]) == 2
         assert meta["sampler"] == sampler
         assert abs(psnr(image[None], load_image(rec["source"], image.shape[-1])[None]).item() - rec["psnr"]) < 0.01
 
@@ -226,6 +227,8 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["trainer.precision=64-true"], "trainer.precision=64-true is not one this engine runs"),
     (["trainer.precision=nonsense"], "trainer.precision=nonsense is not one this engine runs"),
     (["trainer.precision=bf16-true", "model.dtype=float16"], "but model.dtype=float16: set one of them"),
+    (["data.prompt=a cat"], "model mini takes no text prompt: drop data.prompt=a cat, or choose a text-conditioned"),
+    (["guidance_scale=3"], "model mini takes no text prompt: drop guidance_scale=3, or choose"),
     (["timestep_spacing=trailng"], "timestep_spacing must be one of leading, trailing, linspace, or null"),
     (["data.num_workers=-1"], "data.num_workers must be a whole number, 0 .* or more, got -1"),
     (["data.resolution=0"], "data.resolution must be a positive whole number of pixels, or null"),

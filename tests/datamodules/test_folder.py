@@ -152,6 +152,23 @@ def test_crop_none_keeps_the_aspect_ratio_and_buckets_by_shape(tmp_path):
     assert collate_batch([[]])["image"] is None
 
 
+def test_crop_none_warns_of_a_strip_of_an_image_unless_max_side_caps_it(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    from preciseinv.datamodules.folder import FolderDataModule
+
+    Image.new("RGB", (1000, 2), (10, 200, 30)).save(tmp_path / "strip.png")  # 32 px high: 16000 wide
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(tmp_path / "square.png")
+    with pytest.warns(UserWarning, match=r"data.crop=none: 1 image\(s\) have a long side over 8x data.resolution "
+                                         r"\(up to 32x16000\).*data.max_side=N caps it"):
+        FolderDataModule(root=str(tmp_path), resolution=32, crop="none", size_multiple=16).setup()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FolderDataModule(root=str(tmp_path), resolution=32, crop="none", size_multiple=16, max_side=256).setup()
+
+
 @pytest.mark.parametrize("size,resolution,multiple", [((1527, 1024), 512, 8), ((1530, 1025), 512, 8),
                                                       ((3091, 2050), 1024, 16)])
 def test_a_large_jpeg_loads_at_its_bucket_shape(tmp_path, size, resolution, multiple):
