@@ -112,6 +112,12 @@ def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...]
     if type(cfg.num_steps) is not int or cfg.num_steps < 1:
         raise PreciseInvError(f"num_steps must be a whole number, at least 1, got {cfg.num_steps}; the paper's T is "
                               "num_steps=2")
+    rates = (("solver.lr", (cfg.get("method") or {}).get("solver"), "the paper's: 0.1 for SD1.4, 0.05 for LCM and "
+              "SDXL, 0.025 for SD3; the model preset's by default"), ("encoder.lr", cfg.get("encoder"), "default 0.2"))
+    for key, node, default in rates:
+        lr = node.get("lr") if hasattr(node, "get") else None
+        if isinstance(lr, (int, float)) and not lr > 0:  # the run would go on, and nothing would move
+            raise PreciseInvError(f"{key} must be > 0, got {lr} ({default})")
     spacing = cfg.get("timestep_spacing")
     if spacing is not None and spacing not in TIMESTEP_SPACINGS:
         raise PreciseInvError(f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, or null (the model "

@@ -46,9 +46,14 @@ def fail(message) -> None:
 def drop_unused_run_dir(output_dir) -> None:
     """A command stopped by a mistake before it wrote anything: its output_dir holds only Hydra's ``.hydra/``
     record (Hydra makes the folder before the command's code runs). Remove it, so that a mistake leaves no folder;
-    a folder holding anything else (an earlier run's outputs) is left as it is."""
+    a folder holding anything else (an earlier run's outputs) is left as it is. Only the first process does it: the
+    other ranks of a multi-process run share the folder (and see rank 0's record, not their own)."""
     import shutil
 
+    from preciseinv.outputs.run_record import first_process
+
+    if not first_process():
+        return
     folder = Path(output_dir)
     with contextlib.suppress(OSError):
         if folder.is_dir() and {p.name for p in folder.iterdir()} == {".hydra"}:

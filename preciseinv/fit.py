@@ -56,13 +56,15 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
 
     from preciseinv.models.loading import native_resolution, size_multiple, text_conditioned
-    from preciseinv.outputs.records import assemble, remove_merged, sources_of, verify
+    from preciseinv.outputs.records import DAMAGED, assemble, has_records, remove_merged, sources_of, verify
     from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
 
     prepare(cfg, command_line_overrides())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.output_dir)
+    if cfg.data.get("root"):  # one spelling of the dataset's folder, whatever the working directory (run.json, records)
+        cfg.data.root = os.path.abspath(os.path.expanduser(cfg.data.root))
     model_spec = instantiate(cfg.model)
     instantiate(cfg.method)  # a bad method or solver setting fails here, before data and model load
     if not text_conditioned(model_spec.path, model_spec.revision):
@@ -84,12 +86,12 @@ def run(cfg) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     if first_process():  # a run that died: its rank files into manifest.jsonl (kept, for the ranks reading them now)
         assemble(output_dir)
+    check_resumable(output_dir, config, option_of, finished=has_records(output_dir))
     if cfg.get("verify", "size") not in ("size", "full"):
         raise PreciseInvError(f"verify must be size (stat each finished sample's files) or full (re-read and re-hash "
                               f"them), got {cfg.verify!r}")
     # a rerun into the same output_dir skips finished samples whose files are intact; the others are redone
     done, damaged = verify(output_dir, full=cfg.get("verify") == "full")
-    check_resumable(output_dir, config, option_of, finished=bool(done or damaged))
     if damaged and first_process():
         some, why = next(iter(damaged.items()))
         print(f"preciseinv: {len(damaged)} finished sample(s) have missing or damaged files ({some}: {why}); "
@@ -119,6 +121,7 @@ def run(cfg) -> dict:
         if not first_process():
             return {}
         print(f"all {len(done)} samples in {output_dir} are already inverted")
+        (output_dir / DAMAGED).unlink(missing_ok=True)  # what manifest --verify listed is intact (re-hashed above)
         writer.forget_last_run()
         return writer.write_summary()  # rank files stay: ranks launched beside this one may be reading them
     preemption.announce_dead_rank()  # a rank killed outright: the last line says that a rerun resumes
@@ -156,6 +159,7 @@ def run(cfg) -> dict:
             _finish(logger)
     if trainer.global_rank == 0:  # the writer merged them after every rank was done; every callback has read them
         remove_merged(output_dir)
+        (output_dir / DAMAGED).unlink(missing_ok=True)  # what manifest --verify listed is redone
         return json.loads((output_dir / "summary.json").read_text())
     return {}
 

@@ -212,11 +212,24 @@ def _unparsable(argv: list[str]) -> str | None:
     return None
 
 
+def _is_sweep(arg: str) -> bool:
+    """Whether Hydra reads an override as several values (``method=ddim,ceiling``; a quoted comma is one value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return "=" in arg and OverridesParser.create().parse_overrides([arg])[0].is_sweep_override()
+    except Exception:  # not an override (a flag) or unparsable: its own line comes later
+        return False
+
+
 def _unquoted(value: str) -> str:
     return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
 
 
-# Hydra's own command-line flags (``python -m preciseinv.fit --hydra-help``): left to Hydra
+# Hydra's own command-line flags (``python -m preciseinv.fit --hydra-help``): left to Hydra; those that take the
+# next word as their value (``--cfg job``)
+HYDRA_VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-i", "--info", "-cp", "--config-path", "-cn", "--config-name",
+                     "-cd", "--config-dir", "--experimental-rerun", "-sc", "--shell-completion")
 HYDRA_FLAGS = ("-m", "--multirun", "-c", "--cfg", "-p", "--package", "-i", "--info", "--resolve", "-cp",
                "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--run", "--hydra-help", "--version",
                "--shell-completion", "-sc", "--experimental-rerun", "-h", "--help")
@@ -232,9 +245,10 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     path_setting = {"fit": "data=folder data.root", "edit": "image", "interpolate": "a"}.get(config_name)
-    for arg in argv:
+    for before, arg in zip(["", *argv], argv):
         flag = arg.split("=", 1)[0]
-        if "=" not in arg and not arg.startswith(("-", "~")):  # a bare word: a path, or a key whose = went missing
+        bare = "=" not in arg and not arg.startswith(("-", "~")) and before not in HYDRA_VALUE_FLAGS
+        if bare:  # a path, or a key whose = went missing
             if path_setting and ("/" in arg or os.path.exists(arg)):
                 raise PreciseInvError(f"{arg}: settings are written key=value here: {path_setting}={arg}")
             raise PreciseInvError(f"{arg}: settings are written key=value, as one shell argument ({arg}=VALUE); "
@@ -248,8 +262,8 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     if both:  # Hydra drops the one silently
         key = both[0].split("=", 1)[0]
         raise PreciseInvError(f"{both[0]} with ~{key}: ~{key} removes what {both[0]} sets; give one of them")
-    one_dir = [arg for arg in argv if arg.startswith("output_dir=") and "," not in arg and "${" not in arg]
-    if one_dir and any(arg in ("-m", "--multirun") for arg in argv):
+    one_dir = [arg for arg in argv if arg.startswith("output_dir=") and "${" not in arg and not _is_sweep(arg)]
+    if one_dir and any(arg in ("-m", "--multirun") for arg in argv) and any(map(_is_sweep, argv)):
         raise PreciseInvError(f"{one_dir[-1]} with --multirun: every run of the sweep would write into that one "
                               "folder; drop output_dir= (each run gets its own folder under hydra.sweep.dir, which "
                               "you may set: hydra.sweep.dir=DIR)")

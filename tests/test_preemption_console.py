@@ -110,10 +110,16 @@ def test_disk_errors_name_the_folder_that_failed(tmp_path):
     assert console.disk_error(OSError(errno.ENOENT, "gone"), out) is None
 
 
-def test_a_mistake_leaves_no_folder_but_an_earlier_runs_folder_stays(tmp_path):
+def test_a_mistake_leaves_no_folder_but_an_earlier_runs_folder_stays(tmp_path, monkeypatch):
     """A command stopped by a mistake removes the output_dir Hydra made for it (only ``.hydra/`` inside); a folder
-    with anything else in it (an earlier run's outputs) is kept whole, ``.hydra/`` included."""
-    fresh, earlier = tmp_path / "fresh", tmp_path / "earlier"
+    with anything else in it (an earlier run's outputs) is kept whole, ``.hydra/`` included; a rank other than the
+    first leaves the shared folder to it."""
+    fresh, earlier, shared = tmp_path / "fresh", tmp_path / "earlier", tmp_path / "shared"
+    (shared / ".hydra").mkdir(parents=True)
+    monkeypatch.setenv("RANK", "1")
+    console.drop_unused_run_dir(shared)
+    monkeypatch.delenv("RANK")
+    assert (shared / ".hydra").is_dir()
     for folder in (fresh, earlier):
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "config.yaml").write_text("seed: 0\n")

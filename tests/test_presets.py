@@ -91,6 +91,7 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["data.root", "photos/"], "data.root: settings are written key=value, as one shell argument (data.root=VALUE)"),
     (["-m", "method=ddim,ceiling", "output_dir=runs/x"], "output_dir=runs/x with --multirun: every run of the sweep "
                                                           "would write into that one folder; drop output_dir="),
+    (["-m", "method=ddim,ceiling", "output_dir='runs/a,b'"], "output_dir='runs/a,b' with --multirun: every run"),
 ])
 def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
     from preciseinv.errors import PreciseInvError
@@ -102,6 +103,9 @@ def test_command_line_mistakes_are_one_line(argv, message, tmp_path):
         check_command_line("fit", argv)
     assert "\n" not in str(error.value)
     check_command_line("fit", ["solver=adamw", "method.eta=1e-5", "-m"])  # valid, and flags are Hydra's
+    check_command_line("fit", ["--cfg", "job"])  # a flag's value is its own word
+    check_command_line("fit", ["-cn", "edit", "--info", "defaults"])
+    check_command_line("fit", ["-m", "hydra/launcher=basic", "output_dir=runs/x"])  # a one-run sweep: one folder
     check_command_line("fit", ["method.eta=1e-5", "method.max_iters=50", "lpips=false", "data.batch_size=4"])
     check_command_line("fit", ["guidance_scale=7.5", "model.lr=1", "method.eta=1"])  # floats where floats go
     check_command_line("fit", ["model.compile=reduce-overhead", "data.batch_size=auto", "trainer.devices=auto",

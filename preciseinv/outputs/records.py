@@ -109,6 +109,14 @@ def _rank_paths(output_dir: Path, prefix: str) -> list[Path]:
     return sorted(paths, key=lambda p: int(p.name[len(prefix):-len(".jsonl")]))
 
 
+def has_records(output_dir: Path) -> bool:
+    """Whether a run recorded any sample here, finished or failed (manifest, failures or a rank's file)."""
+    output_dir = Path(output_dir)
+    paths = [output_dir / MANIFEST, output_dir / FAILURES, *_rank_paths(output_dir, "rank-"),
+             *_rank_paths(output_dir, "failures-rank-")]
+    return any("id" in record for path in paths for record in iter_jsonl(path))
+
+
 def latest_records(output_dir: Path, failures: bool = False) -> list[dict]:
     """The manifest's (or failures') records merged with every rank file's: the latest record of each id, in the
     order ids first appeared."""

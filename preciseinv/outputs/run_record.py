@@ -34,7 +34,7 @@ RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("model
 def short(value, limit: int = 60) -> str:
     """A setting's value for a one-line message (a method's config node: its class and the values that differ are
     what matter; long ones are cut)."""
-    text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    text = json.dumps(value) if isinstance(value, (dict, list)) else "null" if value is None else str(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -58,8 +58,9 @@ def check_resumable(output_dir: Path, config: dict, option=None, finished: bool 
     """Refuse to mix runs with different settings in one folder: a ``run.json`` there must hold the same
     ``RESUME_KEYS`` (the writer callback writes it, at the start of prediction: ``start_record``). ``option(key,
     target)``: the config option of a node's class, to name a changed choice as the command line does.
-    ``finished``: the folder holds a record of some sample; a run that stopped before its first (a setting refused
-    as the model loaded, an interrupt) owns nothing, and the next run's settings replace its run.json."""
+    ``finished``: the folder holds a record of some sample (finished or failed); a run that stopped before its
+    first (a setting refused as the model loaded, an interrupt) owns nothing, and the next run's settings replace
+    its run.json."""
     if not finished:
         return
 
@@ -72,8 +73,8 @@ def check_resumable(output_dir: Path, config: dict, option=None, finished: bool 
             out[".".join(path)] = node
         if isinstance(out["method"], dict):  # where each step's solver starts (init=) does not change what a latent
             out["method"] = {k: v for k, v in out["method"].items() if k != "init"}  # means: a rerun may switch it
-        if isinstance(out["data.root"], str):  # imgs/, ./imgs and imgs name one folder
-            out["data.root"] = os.path.normpath(out["data.root"])
+        if isinstance(out["data.root"], str):  # imgs/, ./imgs, ~/imgs and /home/me/imgs name one folder (fit records
+            out["data.root"] = os.path.abspath(os.path.expanduser(out["data.root"]))  # it absolute: any cwd)
         out["data"] = {"_target_": out.pop("data._target_")}  # a kind of dataset is named by its option (data=coco)
         return out
 

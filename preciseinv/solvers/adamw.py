@@ -22,8 +22,7 @@ class AdamW(UpdateRule):
         if not lr > 0:
             from preciseinv.errors import PreciseInvError
 
-            raise PreciseInvError(f"solver.lr must be > 0, got {lr} (the paper's: 0.1 for SD1.4, 0.05 for LCM and "
-                                  "SDXL, 0.025 for SD3; the model preset's by default)")
+            raise PreciseInvError(f"AdamW's learning rate must be > 0, got {lr}")
         self.returns_best = returns_best  # True: each sample's best iterate (decoder inversion uses it)
         self.lr, (self.beta1, self.beta2) = lr, tuple(betas)
         self.weight_decay, self.adam_eps = weight_decay, eps

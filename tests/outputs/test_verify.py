@@ -88,6 +88,7 @@ def test_what_manifest_verify_lists_the_plain_rerun_redoes(run, capsys):
     again()  # as the line says: the same command, no verify=full
     assert ("1 finished sample(s) have missing or damaged files (coffee: latents/coffee.safetensors fails its "
             "checksum)") in capsys.readouterr().out
+    assert not (out / "damaged.jsonl").exists()  # redone: the next reruns stat as before
     assert verify(out, full=True) == ({"astronaut", "chelsea", "coffee", "rocket"}, {})
     assert manifest_main([str(out), "--verify"]) == 0 and (out / "damaged.jsonl").read_text() == ""
     capsys.readouterr()
