@@ -13,6 +13,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from preciseinv.datamodules.images import CROPS, image_size, load_image
+from preciseinv.errors import PreciseInvError
 from preciseinv.preemption import ignore_in_worker
 
 _UNSAFE = re.compile(r"[\x00-\x1f\\]")
@@ -145,28 +146,18 @@ class InversionDataModule(LightningDataModule, ABC):
                  max_side: int | None = None, limit: int | None = None, exclude_sources: set[str] | None = None):
         super().__init__()
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            from preciseinv.errors import PreciseInvError
-
             raise PreciseInvError(f"data.limit must be a positive integer (the first N images) or null, got {limit!r}")
         self.limit = limit
         if crop not in CROPS:
-            from preciseinv.errors import PreciseInvError
-
             raise PreciseInvError(f"data.crop must be one of {', '.join(CROPS)}, got {crop!r}")
         if crop == "none" and not self.keeps_aspect_ratio:
-            from preciseinv.errors import PreciseInvError
-
             raise PreciseInvError(f"data.crop=none is not available with {type(self).__name__} (shape buckets need "
                                   "every image's size up front): use data=folder or data=coco, or data.crop=center")
         self.crop, self.size_multiple, self.max_side = crop, size_multiple, max_side
         if str(batch_size) != "auto" and (not str(batch_size).isdigit() or int(batch_size) < 1):
-            from preciseinv.errors import PreciseInvError
-
             raise PreciseInvError(f"data.batch_size must be a positive integer or auto, got {batch_size!r}")
         batch_size = "auto" if str(batch_size) == "auto" else int(batch_size)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            from preciseinv.errors import PreciseInvError
-
             raise PreciseInvError(f"data.num_workers must be a whole number, 0 (load in the main process) or more, "
                                   f"got {num_workers!r}")
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
@@ -202,8 +193,6 @@ class InversionDataModule(LightningDataModule, ABC):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             if not self.resolution:
-                from preciseinv.errors import PreciseInvError
-
                 raise PreciseInvError("data.resolution is not set and the model did not give one")
             self.dataset = self.build_dataset()
 
