@@ -37,9 +37,9 @@ _T95 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 METRICS = ("psnr", "ssim", "lpips")
 EDIT_METRICS = EDIT_KEYS  # PIE-Bench edits: background preservation, CLIP similarity, structure distance
-COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "n", "exact", "psnr_mean", "psnr_ci95",
-           "ssim_mean", "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image", "cost_mean", "peak_memory_mb",
-           "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed",
+COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "sampler", "n", "exact", "psnr_mean",
+           "psnr_ci95", "ssim_mean", "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image", "cost_mean",
+           "peak_memory_mb", "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed",
            *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
 RUN_FILES = ("summary.json", "manifest.jsonl", "run.json")
 PSNR_CAP = 120.0  # metrics.image.psnr floors the MSE at 1e-12: a reconstruction equal to its input reads 120 dB
@@ -123,7 +123,7 @@ def read_run(folder: Path) -> dict:
     init = _name((config.get("init") or {}).get("_target_")) or "ddim"  # where each step's solver started
     row = {"run": "", "method": _name(method.get("_target_")), "model": (config.get("model") or {}).get("name"),
            "num_steps": config.get("num_steps"), "eta": method.get("eta") if solver else None, "solver": solver,
-           "init": init if solver else None}
+           "init": init if solver else None, "sampler": config.get("sampler") or "auto"}  # auto: the model's own
     records = read_jsonl(folder / "manifest.jsonl")
     done = len(latest_records(folder)) if rank_record_files(folder) else len(records)  # what a run that died published
     limit = (config.get("data") or {}).get("limit")
@@ -190,7 +190,7 @@ def table_row(r: dict) -> str:
              r["init"] or "", r["n"], "exact" if r["exact"] else _pm(r["psnr_mean"], r["psnr_ci95"], 2),
              _pm(r["ssim_mean"], r["ssim_ci95"], 3), _pm(r["lpips_mean"], r["lpips_ci95"], 3),
              _fmt(r["seconds_per_image"], 3), _fmt(r["cost_mean"], 0), _fmt(r["peak_memory_mb"], 0),
-             "" if r["method"] in EXACT_METHODS else _fmt(r["converged_fraction"]), r["run"]]
+             "" if r["method"] in EXACT_METHODS else _fmt(r["converged_fraction"]), r["sampler"], r["run"]]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
@@ -201,11 +201,12 @@ def _progress(run: dict) -> str:
 
 def markdown(runs: list[dict], unfinished: list[dict], skipped: list) -> str:
     lines = ["| method | model | T | η | solver | start | n | PSNR (dB) | SSIM | LPIPS | s / image | cost | peak MB | "
-             "converged | run |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "converged | sampler | run |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [table_row(run["row"]) for run in runs]
     text = ("# Report\n\nMeans over the images of each finished run with 95 % intervals (Student t). `cost`: network "
             "forward + 2 × backward calls per image. `exact`: the reconstruction is the input by construction (PSNR "
-            "at its 120 dB cap). `start`: where each step's solver began (`init=`). Blank: does not apply to the "
+            "at its 120 dB cap). `start`: where each step's solver began (`init=`). `sampler`: `sampler=` (auto: the "
+            "model's own). Blank: does not apply to the "
             "method (η, solver and start without a solver, converged for exact methods); –: not measured. The plots "
             "leave the exact runs out.\n\n" + "\n".join(lines) + "\n")
     unknown = [run["row"]["run"] for run in runs if run["complete"] is None]
@@ -301,7 +302,8 @@ def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
     groups: dict[tuple, list] = {}  # the runs that differ in eta alone
     for r in rows:
         if r["solver"]:
-            groups.setdefault((r["method"], r["solver"], r["init"], r["num_steps"], r["model"]), []).append(r)
+            groups.setdefault((r["method"], r["solver"], r["init"], r["sampler"], r["num_steps"], r["model"]),
+                              []).append(r)
     if groups:
         fig, ax = plt.subplots(figsize=(6, 4))
         firsts = [members[0] for members in groups.values()]

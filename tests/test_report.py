@@ -21,7 +21,8 @@ TARGETS = {"preciseinv": "PreciseInv", "ddim": "DDIMInversion", "belm": "BELM"}
 
 
 def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3,
-             edit: dict | None = None, complete: bool | None = True, init: str | None = None) -> None:
+             edit: dict | None = None, complete: bool | None = True, init: str | None = None,
+             sampler: str | None = None) -> None:
     """A run folder as fit (or edit, with ``edit`` metrics per record) writes it: manifest records and the summary
     computed from them (``complete=None``: a summary written before it said whether the run finished)."""
     folder.mkdir(parents=True)
@@ -29,7 +30,7 @@ def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None =
                 "converged": [True, True], "nfe_forward": 10, "nfe_backward": 2, "phase": ["init", "anderson"],
                 "peak_memory_mb": 100.0, **(edit or {})} for i, p in enumerate(psnrs)]
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    config = {"model": {"name": "mini"}, "num_steps": 2,
+    config = {"model": {"name": "mini"}, "num_steps": 2, "sampler": sampler,
               "method": {"_target_": f"preciseinv.methods.{TARGETS[method]}", "eta": eta,
                          **({"solver": {"_target_": f"preciseinv.solvers.{solver}"}} if solver else {})},
               **({"init": {"_target_": f"preciseinv.inits.{init}"}} if init else {})}
@@ -281,3 +282,14 @@ def test_plots_these_runs_give_none_of_do_not_stay_from_an_earlier_report(real_r
     assert out["runs"] == 2 and not any(Path(f).name in ("grid.png", "psnr_vs_eta.png") for f in out["files"])
     assert not (tmp_path / "grid.png").exists() and not (tmp_path / "psnr_vs_eta.png").exists()
     assert (tmp_path / "psnr_vs_seconds.png").is_file()
+
+
+def test_each_run_names_its_sampler(tmp_path):
+    """A run with another sampler (sampler=lcm) is told apart from the default's in both tables; auto: the model's
+    own."""
+    fake_run(tmp_path / "own", "preciseinv", [30.0, 31.0])
+    fake_run(tmp_path / "lcm", "preciseinv", [20.0, 21.0], sampler="lcm")
+    report(tmp_path)
+    assert md_rows(tmp_path)["lcm"][-2] == "lcm" and md_rows(tmp_path)["own"][-2] == "auto"
+    assert {r["run"]: r["sampler"] for r in csv.DictReader(open(tmp_path / "report.csv"))} == {"own": "auto",
+                                                                                             "lcm": "lcm"}
