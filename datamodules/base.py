@@ -6,6 +6,7 @@ import os
 import re
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -136,14 +137,15 @@ class ShapeBuckets(ImageListDataset):
 
 
 class InversionDataModule(LightningDataModule, ABC):
-    """Subclasses implement ``build_dataset()``; ``exclude`` holds ids finished by an earlier run, ``exclude_sources``
-    their source files (a listed file whose id changed since is still finished)."""
+    """Subclasses implement ``build_dataset()``; ``exclude`` holds the ids an earlier run finished, or maps each to
+    its record's ``source``, ``prompt`` and ``target`` (a listed file whose id changed since is still finished; an
+    edit whose prompts changed is not)."""
 
     keeps_aspect_ratio = True  # crop=none: shape buckets need the image sizes up front (map-style datasets)
 
     def __init__(self, resolution: int | None = None, batch_size: int | str = 8, num_workers: int = 0,
-                 prompt: str = "", exclude: set[str] | None = None, crop: str = "center", size_multiple: int = 8,
-                 max_side: int | None = None, limit: int | None = None, exclude_sources: set[str] | None = None):
+                 prompt: str = "", exclude: set[str] | Mapping[str, dict] | None = None, crop: str = "center",
+                 size_multiple: int = 8, max_side: int | None = None, limit: int | None = None):
         super().__init__()
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise PreciseInvError(f"data.limit must be a positive integer (the first N images) or null, got {limit!r}")
@@ -161,7 +163,9 @@ class InversionDataModule(LightningDataModule, ABC):
             raise PreciseInvError(f"data.num_workers must be a whole number, 0 (load in the main process) or more, "
                                   f"got {num_workers!r}")
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
-        self.prompt, self.exclude, self.exclude_sources = prompt, set(exclude or ()), set(exclude_sources or ())
+        self.prompt = prompt
+        self.exclude = dict(exclude) if isinstance(exclude, Mapping) else {i: {} for i in exclude or ()}
+        self.exclude_sources = {record["source"] for record in self.exclude.values() if record.get("source")}
         self.dataset = None
 
     def set_batch_size(self, batch_size: int) -> None:

@@ -42,13 +42,17 @@ def _field(row: dict, *names: str):
 
 
 class EditRows(Dataset):
-    def __init__(self, rows: list[dict], base: Path, resolution: int, exclude: set[str], crop: str = "center"):
+    def __init__(self, rows: list[dict], base: Path, resolution: int, exclude: dict[str, dict],
+                 crop: str = "center"):
         items = []
         for n, row in enumerate(rows):
             image = _field(row, "image", "path")
             stem = Path(image).stem if image else "row"
             sample_id = safe_id(_field(row, "id") or f"{n:06d}-{stem}")
-            if sample_id not in exclude:
+            done = exclude.get(sample_id)  # its record: the prompts it was edited with
+            prompts = {"prompt": _field(row, "source", "source_prompt"),
+                       "target": _field(row, "target", "target_prompt")}
+            if done is None or any(k in done and done[k] != v for k, v in prompts.items()):  # new, or other prompts
                 items.append((sample_id, row, image))
         self.items, self.base, self.resolution, self.crop = items, base, resolution, crop
 

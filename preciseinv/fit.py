@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 from preciseinv import console, preemption
 from preciseinv.builder import command_line_overrides, engine_factory, instantiate, prepare
@@ -56,7 +57,7 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
 
     from preciseinv.models.loading import native_resolution, size_multiple, text_conditioned
-    from preciseinv.outputs.records import DAMAGED, assemble, has_records, remove_merged, sources_of, verify
+    from preciseinv.outputs.records import DAMAGED, assemble, finished_inputs, has_records, remove_merged, verify
     from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
 
@@ -105,8 +106,10 @@ def run(cfg) -> dict:
             low, high = int(resolution) // need * need, (int(resolution) // need + 1) * need
             raise PreciseInvError(f"data.resolution={resolution} is not a multiple of {need}, which this model needs: "
                                   f"use {low or need} or {high}")
-    datamodule = instantiate(cfg.data, resolution=resolution, exclude=done,
-                             exclude_sources=sources_of(output_dir, done), **sizing)
+    # what each finished sample was made from; a read-only mapping, which Hydra passes on as it is (a dict it would
+    # copy into the config: seconds per 10,000 samples)
+    finished = MappingProxyType(finished_inputs(output_dir, done))
+    datamodule = instantiate(cfg.data, resolution=resolution, exclude=finished, **sizing)
     datamodule.check_output_dir(output_dir)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded
     module = instantiate(cfg.module, model=model_spec, engine=engine_factory(cfg))

@@ -39,6 +39,16 @@ def test_batch_edit_writes_edits_grids_and_failure_records(tiny_sd, tmp_path):
     reasons = [json.loads(line)["reason"] for line in (out / "failures.jsonl").read_text().splitlines()]
     assert any("does not exist" in r for r in reasons) and "no target prompt" in reasons
     assert any("not JSON" in r for r in reasons) and len(reasons) == 3
+    rows[0]["target"] = "a bird"  # one row's target changed: the rerun redoes that edit, keeps the other
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n")
+    proc = cli("preciseinv.edit", f"model.path={tiny_sd}", f"pairs={tmp_path / 'pairs.jsonl'}",
+               "~logger", f"output_dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = {json.loads(line)["id"]: json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()}
+    assert again["000000-cat"]["target"] == "a bird" and again["dog-to-cat"] == records["dog-to-cat"], proc.stdout
+    proc = cli("preciseinv.edit", f"model.path={tiny_sd}", f"pairs={tmp_path / 'pairs.jsonl'}", "edit_guidance_scale=2",
+               "~logger", f"output_dir={out}", cwd=tmp_path)
+    assert proc.returncode == 2 and "edit_guidance_scale=7.5 there, 2 now" in proc.stderr
 
 
 def test_single_image_edit_and_api_agree(tiny_sd, tmp_path):

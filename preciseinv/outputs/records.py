@@ -267,16 +267,16 @@ def verify(output_dir: Path, full: bool = False) -> tuple[set[str], dict[str, st
     return good, {i: why for i, why in status.items() if why is not None}
 
 
-def sources_of(output_dir: Path, ids: set[str]) -> set[str]:
-    """The source files of the latest records of ``ids``: an image keeps its path when its id changes (a folder's
-    ids carry the extension only while two files share a stem)."""
+def finished_inputs(output_dir: Path, ids: set[str]) -> dict[str, dict]:
+    """{id: its latest record's ``source``, ``prompt`` and ``target``} for ``ids``: what a rerun compares its inputs
+    with (a folder image keeps its path when its id changes; an edit whose prompts changed is redone)."""
     output_dir = Path(output_dir)
-    source: dict[str, str] = {}
+    inputs: dict[str, dict] = {}
     for path in [output_dir / MANIFEST, *_rank_paths(output_dir, "rank-")]:
         for record in iter_jsonl(path):
-            if record.get("id") in ids and isinstance(record.get("source"), str):
-                source[record["id"]] = record["source"]
-    return set(source.values())
+            if record.get("id") in ids:
+                inputs[record["id"]] = {k: record[k] for k in ("source", "prompt", "target") if k in record}
+    return inputs
 
 
 def finished_ids(output_dir: Path, full: bool = False) -> set[str]:

@@ -28,7 +28,8 @@ def first_process() -> bool:
 RESUME_KEYS = (("model", "path"), ("model", "dtype"), ("model", "lora"), ("model", "guidance_embedding"), ("method",),
                ("encoder",), ("num_steps",), ("sampler",), ("timestep_spacing",), ("timesteps",), ("guidance_scale",),
                ("data", "resolution"), ("data", "crop"), ("data", "max_side"), ("data", "prompt"),
-               ("data", "_target_"), ("data", "root"), ("data", "urls"), ("data", "split"))
+               ("data", "_target_"), ("data", "root"), ("data", "urls"), ("data", "split"),
+               ("edit_guidance_scale",))  # the edit command's regeneration (its rows' prompts: per row, EditRows)
 
 
 def short(value, limit: int = 60) -> str:
