@@ -50,13 +50,13 @@ show([list(res.images), list(results["ddim"]), list(results["preciseinv"])], [p.
     ("md", """## Solvers: the paper's AdamW against the default hybrid
 
 The same inversion with `solver="adamw"` (the paper's constant-lr AdamW) and the default `solver="hybrid"`;
-the loop's telemetry callback (what W&B, CSV and TensorBoard plot during `fit`) gives the residual of the t = 500
+the loop's telemetry hook (what W&B, CSV and TensorBoard plot during `fit`) gives the residual of the t = 500
 step against the iteration, median over the images still running."""),
     ("code", """curves = {}
 for solver in ("adamw", "hybrid"):
     inv = Inverter("mini", solver=solver, eta=1e-3, device="cpu")
     events = []
-    inv.engine.method.callback = events.append
+    inv.engine.hooks.on_sync.append(events.append)
     inv.engine.method.loop.sync_every = 1
     res = inv.invert(images)
     psnr = inv.metrics(inv.reconstruct(res.latents), res.images)["psnr"].mean().item()
@@ -64,6 +64,7 @@ for solver in ("adamw", "hybrid"):
     print(f"{solver:>7}: PSNR {psnr:.2f} dB, converged {sum(all(r['converged']) for r in rows)}/{len(rows)}, "
           f"cost {sum(r['cost'] for r in rows) / len(rows):.0f} network calls per image, phases {[r['phase'][1] for r in rows]}")
     curves[solver] = [(e["iteration"], e["residual_median"]) for e in events if e["k"] == 1 and e["live"]]
+print("residual curve points:", {solver: len(pts) for solver, pts in curves.items()})
 for solver, pts in curves.items():
     plt.semilogy(*zip(*pts), label=solver)
 plt.axhline(1e-3, color="gray", ls=":"); plt.xlabel("iteration"); plt.ylabel("median residual (t = 500)"); plt.legend();"""),

@@ -1,5 +1,6 @@
 """The notebook runs headlessly, top to bottom, so it never rots."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ def test_tour_notebook_executes(tmp_path, monkeypatch):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "preciseinv: PSNR" in outputs and "eta 0.0001" in outputs and "endpoint PSNR" in outputs
+    points = re.search(r"residual curve points: \{'adamw': (\d+), 'hybrid': (\d+)\}", outputs)
+    assert points and min(map(int, points.groups())) > 1, outputs  # the plot has both curves
 
 
 def test_notebook_matches_its_generator():
