@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class Inversion:
     x0: torch.Tensor  # (B, C, h, w) the encoded images
     images: torch.Tensor  # (B, 3, H, W) the preprocessed inputs in [-1, 1]
     result: InversionResult
+    prompts: list[str] = field(default_factory=list)  # (B,) the prompts it was inverted with ("" for none)
 
 
 class Inverter:
@@ -157,7 +158,8 @@ class Inverter:
         images = self.load_images(images).to(self.model.device)
         with autocast(self.model.device, self.precision):
             x0, result = self.engine.invert(images, prompts)
-        return Inversion(result.latent.detach(), x0, images, result)
+        given = [prompts] * len(images) if isinstance(prompts, str) else list(prompts or [""] * len(images))
+        return Inversion(result.latent.detach(), x0, images, result, given)
 
     def reconstruct(self, latents: torch.Tensor, prompts: list[str] | None = None,
                     noises: list[torch.Tensor | None] | None = None,
@@ -208,12 +210,16 @@ class Inverter:
         return self.engine.metrics(recon, images.to(recon.device))
 
     def save(self, path: str | os.PathLike, inversion: Inversion, index: int, sample_id: str = "",
-             source: str = "", prompt: str = "") -> None:
+             source: str = "", prompt: str | None = None) -> None:
+        """A latent file of image ``index``, enough to regenerate it (``reconstruct_file``); ``prompt``: by default
+        the one it was inverted with."""
         from preciseinv.outputs import extra_tensors, save_latent
 
         if not -len(inversion.latents) <= index < len(inversion.latents):
             raise PreciseInvError(f"index {index} is outside this inversion of {len(inversion.latents)} image(s)")
         self.engine.use_latent_size(inversion.latents)  # the schedule of this inversion's size (FLUX, SD3.5)
+        if prompt is None:
+            prompt = inversion.prompts[index] if inversion.prompts else ""
         meta = {**self.engine.metadata(), "id": sample_id, "source": source, "prompt": prompt}
         save_latent(path, inversion.latents[index], meta, extra_tensors(inversion.result, index))
 

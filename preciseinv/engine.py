@@ -119,7 +119,8 @@ class InversionEngine:
             return own(self.model.predict, self.sampler, latent, cond, noises, companion)
         if self.sampler.injects_noise:
             if noises is None or any(z is None for z in noises[1:]):
-                raise PreciseInvError(f"sampler={self.sampler.name} needs the inversion's noise maps to reconstruct")
+                raise PreciseInvError(f"sampler={self.sampler.name} needs the inversion's noise maps to reconstruct "
+                                      "(API: noises=inversion.result.noises; a latent file carries them)")
             noises = [None if z is None else z.to(latent.device) for z in noises]
         return self.sampler.sample(self.model.predict, latent, cond, noises)
 

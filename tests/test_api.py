@@ -67,3 +67,20 @@ def test_prompts_and_indices_that_do_not_match_the_images_are_one_line(inverter,
         inverter.save(tmp_path / "x.safetensors", result, 2)
     inverter.save(tmp_path / "x.safetensors", result, -1, sample_id="last")  # Python's negative index: the last one
     assert (tmp_path / "x.safetensors").is_file()
+
+
+def test_a_saved_latent_file_keeps_the_prompt_it_was_inverted_with(tiny_sd, tmp_path):
+    """``save`` records each image's own prompt unless told another: ``reconstruct_file`` regenerates with it."""
+    from preciseinv import reconstruct_file
+    from preciseinv.testing.tiny import write_images
+
+    paths = write_images(tmp_path, ["a.png", "b.png"], size=32)
+    inv = Inverter(str(tiny_sd), method="ddim", device="cpu")
+    res = inv.invert(paths, ["a cat", "a cup"])
+    inv.save(tmp_path / "b.safetensors", res, 1)
+    image, meta = reconstruct_file(tmp_path / "b.safetensors", device="cpu")
+    assert meta["prompt"] == "a cup"
+    torch.testing.assert_close(image, inv.reconstruct(res.latents, ["a cat", "a cup"])[1], atol=1e-4, rtol=0)
+    inv.save(tmp_path / "other.safetensors", res, 1, prompt="a dog")  # told another
+    assert reconstruct_file(tmp_path / "other.safetensors", device="cpu")[1]["prompt"] == "a dog"
+    assert inv.invert(paths, "a photo").prompts == ["a photo", "a photo"] and inv.invert(paths).prompts == ["", ""]

@@ -74,7 +74,8 @@ class BDIA:
         if T == 1:
             return sampler.step_from(estimate(sampler, denoiser, latent.float(), 0, cond), 0, latent.float())
         if companion is None:
-            raise PreciseInvError("method=bdia reconstructs from two states: the latent file's `companion` is missing")
+            raise PreciseInvError("method=bdia reconstructs from two states: the companion state is missing (a latent "
+                                  "file's `companion`; API: companion=inversion.result.companion)")
         above, z = latent.float(), companion.float()  # z_{i+1}, z_i
         for i in range(T - 1, 0, -1):
             down, up = increments(sampler, denoiser, z, i, cond)

@@ -93,7 +93,8 @@ class BELM:
         if T == 1:
             return sampler.step_from(estimate(sampler, denoiser, latent.float(), 0, cond), 0, latent.float())
         if companion is None:
-            raise PreciseInvError("method=belm reconstructs from two states: the latent file's `companion` is missing")
+            raise PreciseInvError("method=belm reconstructs from two states: the companion state is missing (a latent "
+                                  "file's `companion`; API: companion=inversion.result.companion)")
         g = coefficients(sampler)
         above, x = latent.float(), companion.float()  # x_{i+1}, x_i
         for i in range(T - 1, 0, -1):

@@ -61,7 +61,8 @@ class EDICT:
         from preciseinv.errors import PreciseInvError
 
         if companion is None:
-            raise PreciseInvError("method=edict reconstructs from two states: the latent file's `companion` is missing")
+            raise PreciseInvError("method=edict reconstructs from two states: the companion state is missing (a latent "
+                                  "file's `companion`; API: companion=inversion.result.companion)")
         sampler, _ = exact_sampler(sampler, self.name)
         p = self.mix
         x, y = latent.float(), companion.float()
