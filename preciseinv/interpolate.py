@@ -1,6 +1,7 @@
 """``python -m preciseinv.interpolate a=IMG_OR_LATENT b=IMG_OR_LATENT [frames=8] [mode=slerp|lerp]``.
 
-Inverts whichever endpoint is an image (a ``.safetensors`` latent file is used as is), then decodes ``frames``
+Inverts whichever endpoint is an image (a ``.safetensors`` latent file is used as is, with the prompt it was
+inverted with unless ``prompt=`` is given), then decodes ``frames``
 points on the slerp (default) or lerp path between the two x*_T. Writes ``frames/frame_NNN.png``, ``strip.png``
 and ``interpolation.gif`` under ``output_dir``. Slerp keeps the latents' norm (a Gaussian's typical shell), which
 is why the paper uses it; lerp shrinks the middle frames' norm by up to 1/sqrt(2). With the lcm and ddpm
@@ -11,6 +12,7 @@ method=edict / bdia / belm the second (companion) state does, so both ends are s
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from preciseinv import console, preemption
@@ -71,6 +73,14 @@ def endpoint(inverter, spec: str, prompt: str):
     return inversion.latents, inversion.images, inversion.result.noises, inversion.result.companion
 
 
+def file_prompts(cfg) -> dict[str, str]:
+    """The prompt each latent-file endpoint was inverted with, by endpoint name (a, b)."""
+    from preciseinv.outputs import load_latent
+
+    return {name: load_latent(spec)[1].get("prompt") or "" for name, spec in (("a", cfg.a), ("b", cfg.b))
+            if is_latent(spec) and Path(spec).is_file()}
+
+
 def run(cfg) -> dict:
     from PIL import Image
 
@@ -90,6 +100,17 @@ def run(cfg) -> dict:
         with open_dict(cfg):
             for key in ("num_steps", "timesteps", "sampler", "guidance_scale"):
                 cfg[key] = stored[key]
+    stored_prompts = file_prompts(cfg)
+    if not cfg.prompt and len(set(stored_prompts.values())) == 1:  # a latent file regenerates with its own prompt
+        cfg.prompt = next(iter(stored_prompts.values()))
+    elif not cfg.prompt and stored_prompts:
+        said = ", ".join(f"{name}: {text!r}" for name, text in stored_prompts.items())
+        raise PreciseInvError(f"a and b were inverted with different prompts ({said}): give the frames' one, "
+                              "prompt='...'")
+    for name, text in stored_prompts.items():
+        if text != cfg.prompt:
+            warnings.warn(f"{name} was inverted with prompt {text!r}: with prompt={cfg.prompt!r} its end frame is not "
+                          "its reconstruction", stacklevel=1)
     inverter = Inverter.from_config(cfg, cfg.device)
     (a, image_a, noises_a, companion_a), (b, image_b, noises_b, companion_b) = (
         endpoint(inverter, cfg.a, cfg.prompt), endpoint(inverter, cfg.b, cfg.prompt))

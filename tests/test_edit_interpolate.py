@@ -170,6 +170,35 @@ def test_interpolation_decodes_by_the_latent_files_settings(tmp_path):
     assert torch.isfinite(first).all()
 
 
+def test_a_latent_file_end_decodes_with_the_prompt_it_was_inverted_with(tiny_sd, tmp_path):
+    """Without prompt=, the frames take the latent file's own prompt, so its end frame is its reconstruction; two
+    files of different prompts need one given; a prompt given that differs from a file's is a warning."""
+    from preciseinv import Inverter, reconstruct_file
+    from preciseinv.datamodules.images import load_image
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.interpolate import run
+    from preciseinv.presets import compose
+    from preciseinv.testing.tiny import write_images
+
+    a, b = write_images(tmp_path, ["a.png", "b.png"], size=32)
+    inv = Inverter(str(tiny_sd), method="ddim", device="cpu")
+    inv.save(tmp_path / "b.safetensors", inv.invert([b], ["a rocket"]), 0, "b")
+    inv.save(tmp_path / "a.safetensors", inv.invert([a], ["a cat"]), 0, "a")
+
+    def interpolate(*overrides):
+        return run(compose("interpolate", [f"model.path={tiny_sd}", "method=ddim", "frames=3", "device=cpu",
+                                           f"output_dir={tmp_path / 'out'}", *overrides]))
+
+    interpolate(f"a={a}", f"b={tmp_path / 'b.safetensors'}")
+    last = load_image(tmp_path / "out" / "frames" / "frame_002.png", 32)
+    expected, _ = reconstruct_file(tmp_path / "b.safetensors", device="cpu")
+    assert (last - expected).abs().max() < 2 / 255 + 1e-4  # decoded with "a rocket", the file's prompt
+    with pytest.raises(PreciseInvError, match="inverted with different prompts \\(a: 'a cat', b: 'a rocket'\\)"):
+        interpolate(f"a={tmp_path / 'a.safetensors'}", f"b={tmp_path / 'b.safetensors'}")
+    with pytest.warns(UserWarning, match="b was inverted with prompt 'a rocket': with prompt='a cat' its end frame"):
+        interpolate(f"a={tmp_path / 'a.safetensors'}", f"b={tmp_path / 'b.safetensors'}", "prompt=a cat")
+
+
 @pytest.mark.parametrize("args,message", [
     (["image=IMG", "source=a cat"], "image=IMG needs target='' too: the prompt it was made with and the one to edit"),
     (["image=IMG"], "needs source='' and target='' too"),
