@@ -259,7 +259,9 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     module_name, attr = _ADAPTERS[cls_name].split(":")
     adapter_cls = getattr(importlib.import_module(module_name), attr)
     torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
-    kwargs = {"use_safetensors": use_safetensors, "torch_dtype": torch_dtype}
+    # use_safetensors=false allows .bin beside safetensors (None: each component takes whichever it has; a pipeline
+    # saved with safe_serialization=False by recent transformers still holds a safetensors text encoder)
+    kwargs = {"use_safetensors": True if use_safetensors else None, "torch_dtype": torch_dtype}
     if revision:
         kwargs["revision"] = revision
     if local or cache_only(where, revision):
@@ -270,7 +272,8 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         model = adapter_cls.from_pretrained(where, source=source, **kwargs)
     except (OSError, EnvironmentError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        hint = " (set model.use_safetensors=false to allow .bin weights)" if "safetensors" in first.lower() else ""
+        hint = " (set model.use_safetensors=false to allow .bin weights)" if use_safetensors and \
+            "safetensors" in first.lower() else ""
         raise PreciseInvError(f"could not load {cls_name} from {where!r}: {first}{hint}") from None
     if lora:
         fuse_lora(model, lora, lora_scale, revision)

@@ -107,6 +107,18 @@ def test_safetensors_only_by_default(tmp_path):
     assert load_model(str(tmp_path / "bin"), use_safetensors=False).family == "pixel"
 
 
+def test_use_safetensors_false_loads_a_folder_of_both_formats(tiny_sd, tmp_path):
+    """save_pretrained(safe_serialization=False) writes .bin for the UNet and VAE, but recent transformers still
+    write the text encoder as safetensors: use_safetensors=false takes whichever each component has."""
+    from diffusers import StableDiffusionPipeline
+
+    StableDiffusionPipeline.from_pretrained(str(tiny_sd)).save_pretrained(tmp_path / "mixed", safe_serialization=False)
+    assert list((tmp_path / "mixed" / "unet").glob("*.bin"))
+    with pytest.raises(PreciseInvError, match="use_safetensors=false to allow .bin weights"):
+        load_model(str(tmp_path / "mixed"))
+    assert load_model(str(tmp_path / "mixed"), use_safetensors=False).family == "stable_diffusion"
+
+
 def test_sampler_must_fit_the_model(tiny_sd3):
     flow, pixel = load_model(str(tiny_sd3)), load_model()
     assert flow.family == "sd3" and flow.sampler(2).name == "euler" and pixel.sampler(2).name == "ddim"
