@@ -87,7 +87,7 @@ class EditPairsDataModule(InversionDataModule):
                                   f"and pairs={pairs}")
         if image:  # one edit from the command line: a mistake in it is one line, not a failure record
             prompts = {"source": source, "target": target}
-            missing = " and ".join(f"{name}=''" for name, text in prompts.items() if not text)
+            missing = " and ".join(f"{name}='...'" for name, text in prompts.items() if not text)
             if missing:
                 raise PreciseInvError(f"image={image} needs {missing} too: the prompt it was made with and the one to "
                                       "edit it to")

@@ -134,6 +134,8 @@ class Inverter:
         if x.dim() != 4 or x.shape[1] != 3:
             raise PreciseInvError(f"an image tensor must be (B, 3, H, W) or (3, H, W), RGB in [-1, 1]; got shape "
                                   f"{tuple(images.shape)}")
+        if not torch.isfinite(x).all():
+            raise PreciseInvError("an image tensor holds NaN or infinite values")
         low, high = float(x.min()), float(x.max())
         if low < -1.5 or high > 1.5:  # resampling overshoots [-1, 1] a little; 0-255 or far off is a mistake
             raise PreciseInvError(f"an image tensor must hold values in [-1, 1]; got {low:.3g} to {high:.3g} "
@@ -188,6 +190,9 @@ class Inverter:
         method=edict / bdia / belm (two coupled states) the companion state travels beside x*_T, so both ends are
         still exact reconstructions."""
         from preciseinv.interpolation import path
+
+        if mode not in ("slerp", "lerp"):
+            raise PreciseInvError(f"mode must be slerp or lerp, got {mode!r}")
 
         def one(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(1, *t.shape[-3:]).float()

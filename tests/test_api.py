@@ -39,6 +39,7 @@ def test_one_image_in_any_form_is_a_batch_of_one(inverter, photo):
     ("/no/such/image.png", "image '/no/such/image.png' is not a file"),
     (torch.rand(32, 32, 3), r"must be \(B, 3, H, W\) or \(3, H, W\), RGB in \[-1, 1\]; got shape \(32, 32, 3\)"),
     (torch.full((1, 3, 32, 32), 255.0), r"values in \[-1, 1\]; got 255 to 255 .*x \* 2 - 1"),
+    (torch.full((1, 3, 32, 32), float("nan")), "an image tensor holds NaN or infinite values"),
     ([], "no images given"),
     (np.zeros((8, 8, 3), dtype=np.float32), "a numpy image must be uint8"),
     ([3.0], "an image must be a path, a PIL image, a uint8 numpy array or a tensor; got float"),
@@ -84,3 +85,8 @@ def test_a_saved_latent_file_keeps_the_prompt_it_was_inverted_with(tiny_sd, tmp_
     inv.save(tmp_path / "other.safetensors", res, 1, prompt="a dog")  # told another
     assert reconstruct_file(tmp_path / "other.safetensors", device="cpu")[1]["prompt"] == "a dog"
     assert inv.invert(paths, "a photo").prompts == ["a photo", "a photo"] and inv.invert(paths).prompts == ["", ""]
+
+
+def test_an_unknown_interpolation_mode_is_one_line(inverter):
+    with pytest.raises(PreciseInvError, match="mode must be slerp or lerp, got 'cubic'"):
+        inverter.interpolate(torch.zeros(3, 32, 32), torch.ones(3, 32, 32), frames=3, mode="cubic")

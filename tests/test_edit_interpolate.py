@@ -200,8 +200,8 @@ def test_a_latent_file_end_decodes_with_the_prompt_it_was_inverted_with(tiny_sd,
 
 
 @pytest.mark.parametrize("args,message", [
-    (["image=IMG", "source=a cat"], "image=IMG needs target='' too: the prompt it was made with and the one to edit"),
-    (["image=IMG"], "needs source='' and target='' too"),
+    (["image=IMG", "source=a cat"], "image=IMG needs target='...' too: the prompt it was made with and the one to edit"),
+    (["image=IMG"], "needs source='...' and target='...' too"),
     (["image=nope.png", "source=a", "target=b"], "image=nope.png: no such file"),
     (["image=IMG", "pairs=PAIRS", "source=a", "target=b"], "give image=<path> (one edit) or pairs=<file> (many), not both"),
 ])

@@ -229,6 +229,7 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["trainer.precision=bf16-true", "model.dtype=float16"], "but model.dtype=float16: set one of them"),
     (["data.prompt=a cat"], "model mini takes no text prompt: drop data.prompt=a cat, or choose a text-conditioned"),
     (["guidance_scale=3"], "model mini takes no text prompt: drop guidance_scale=3, or choose"),
+    (["timesteps=[1,501,900]"], r"expected 2 distinct timesteps, got \[1, 501, 900\] \(num_steps=3 takes these\)"),
     (["timestep_spacing=trailng"], "timestep_spacing must be one of leading, trailing, linspace, or null"),
     (["data.num_workers=-1"], "data.num_workers must be a whole number, 0 .* or more, got -1"),
     (["data.resolution=0"], "data.resolution must be a positive whole number of pixels, or null"),

@@ -44,7 +44,8 @@ def build_schedule(scheduler_config: dict, num_steps: int, timestep_spacing: str
     else:
         timesteps = sorted(int(t) for t in timesteps)
     if len(timesteps) != num_steps or len(set(timesteps)) != num_steps:
-        raise PreciseInvError(f"expected {num_steps} distinct timesteps, got {timesteps}")
+        hint = f" (num_steps={len(timesteps)} takes these)" if len(set(timesteps)) == len(timesteps) else ""
+        raise PreciseInvError(f"expected {num_steps} distinct timesteps, got {timesteps}{hint}")
     alphas_cumprod = scheduler.alphas_cumprod.double()  # (num_train_timesteps,)
     alphas = alphas_cumprod[timesteps]  # (T,)
     final = torch.tensor([float(scheduler.final_alpha_cumprod)], dtype=torch.float64)
