@@ -175,6 +175,9 @@ class Inverter:
         """Invert with the source prompts, regenerate with the target prompts (negative: the source prompts).
 
         Returns (inversion, edited images (B, 3, H, W) in [-1, 1])."""
+        if self.model.family == "pixel":  # no text encoder: the target prompt would be ignored
+            raise PreciseInvError(f"this model ({self.model.source}) takes no text prompt, so it cannot edit by "
+                                  "prompt: use a text-conditioned model (sd15, sdxl, ... or a local diffusers folder)")
         inversion = self.invert(images, source_prompts)
         with autocast(self.model.device, self.precision):
             edited = self.engine.edit(inversion.latents, target_prompts, source_prompts, guidance_scale,

@@ -90,3 +90,8 @@ def test_a_saved_latent_file_keeps_the_prompt_it_was_inverted_with(tiny_sd, tmp_
 def test_an_unknown_interpolation_mode_is_one_line(inverter):
     with pytest.raises(PreciseInvError, match="mode must be slerp or lerp, got 'cubic'"):
         inverter.interpolate(torch.zeros(3, 32, 32), torch.ones(3, 32, 32), frames=3, mode="cubic")
+
+
+def test_edit_with_a_model_without_a_text_encoder_is_one_line(inverter, photo):
+    with pytest.raises(PreciseInvError, match="takes no text prompt, so it cannot edit by prompt"):
+        inverter.edit([photo], ["a cat"], ["a dog"])
