@@ -57,7 +57,7 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
 
     from preciseinv.models.loading import native_resolution, size_multiple, text_conditioned
-    from preciseinv.outputs.records import DAMAGED, assemble, finished_inputs, has_records, remove_merged, verify
+    from preciseinv.outputs.records import DAMAGED, assemble, has_records, remove_merged, verify
     from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
 
@@ -92,7 +92,8 @@ def run(cfg) -> dict:
         raise PreciseInvError(f"verify must be size (stat each finished sample's files) or full (re-read and re-hash "
                               f"them), got {cfg.verify!r}")
     # a rerun into the same output_dir skips finished samples whose files are intact; the others are redone
-    done, damaged = verify(output_dir, full=cfg.get("verify") == "full")
+    inputs: dict[str, dict] = {}  # what each recorded sample was made from (read in the same pass)
+    done, damaged = verify(output_dir, full=cfg.get("verify") == "full", inputs=inputs)
     if damaged and first_process():
         some, why = next(iter(damaged.items()))
         print(f"preciseinv: {len(damaged)} finished sample(s) have missing or damaged files ({some}: {why}); "
@@ -108,7 +109,7 @@ def run(cfg) -> dict:
                                   f"use {low or need} or {high}")
     # what each finished sample was made from; a read-only mapping, which Hydra passes on as it is (a dict it would
     # copy into the config: seconds per 10,000 samples)
-    finished = MappingProxyType(finished_inputs(output_dir, done))
+    finished = MappingProxyType({i: inputs[i] for i in done})
     datamodule = instantiate(cfg.data, resolution=resolution, exclude=finished, **sizing)
     datamodule.check_output_dir(output_dir)
     datamodule.setup("predict")  # bad data settings fail here, before any model is loaded

@@ -251,10 +251,14 @@ def damage(output_dir: Path, record: dict, full: bool = False, digests: dict | N
 DAMAGED = "damaged.jsonl"  # what ``python -m preciseinv.manifest DIR --verify`` found damaged: {id, why} per line
 
 
-def verify(output_dir: Path, full: bool = False) -> tuple[set[str], dict[str, str]]:
+def verify(output_dir: Path, full: bool = False,
+           inputs: dict[str, dict] | None = None) -> tuple[set[str], dict[str, str]]:
     """(ids whose latest record's files are all there, {id: why not} for the others), streaming the manifest and
     the rank files: the memory is the ids, not the records. The samples a ``manifest --verify`` listed in
-    ``damaged.jsonl`` are re-hashed even when ``full`` is off (damage of the same size escapes a stat)."""
+    ``damaged.jsonl`` are re-hashed even when ``full`` is off (damage of the same size escapes a stat).
+    ``inputs``, when given, is filled in the same pass with each id's latest ``source``, ``prompt`` and ``target``:
+    what a rerun compares its inputs with (a folder image keeps its path when its id changes; an edit whose prompts
+    changed is redone)."""
     output_dir = Path(output_dir)
     listed = {record.get("id") for record in iter_jsonl(output_dir / DAMAGED)}
     status: dict[str, str | None] = {}
@@ -263,20 +267,10 @@ def verify(output_dir: Path, full: bool = False) -> tuple[set[str], dict[str, st
         for record in iter_jsonl(path):
             if "id" in record:
                 status[record["id"]] = damage(output_dir, record, full or record["id"] in listed, digests)
+                if inputs is not None:
+                    inputs[record["id"]] = {k: record[k] for k in ("source", "prompt", "target") if k in record}
     good = {i for i, why in status.items() if why is None}
     return good, {i: why for i, why in status.items() if why is not None}
-
-
-def finished_inputs(output_dir: Path, ids: set[str]) -> dict[str, dict]:
-    """{id: its latest record's ``source``, ``prompt`` and ``target``} for ``ids``: what a rerun compares its inputs
-    with (a folder image keeps its path when its id changes; an edit whose prompts changed is redone)."""
-    output_dir = Path(output_dir)
-    inputs: dict[str, dict] = {}
-    for path in [output_dir / MANIFEST, *_rank_paths(output_dir, "rank-")]:
-        for record in iter_jsonl(path):
-            if record.get("id") in ids:
-                inputs[record["id"]] = {k: record[k] for k in ("source", "prompt", "target") if k in record}
-    return inputs
 
 
 def finished_ids(output_dir: Path, full: bool = False) -> set[str]:
