@@ -168,8 +168,28 @@ class Inverter:
                     companion: torch.Tensor | None = None) -> torch.Tensor:
         """``noises``: the inversion's step noises (``Inversion.result.noises``), needed by lcm and ddpm;
         ``companion``: the second state of method=edict / bdia / belm (``Inversion.result.companion``)."""
+        one = latents.dim() == 3  # a single (C, h, w) latent, as an image may be one (3, H, W) tensor
+
+        def batch(t):
+            return t[None] if one and t is not None and t.dim() == 3 else t
+
+        latents, companion = self._check_latents(batch(latents)), batch(companion)
+        noises = None if noises is None else [batch(z) for z in noises]
         with autocast(self.model.device, self.precision):
             return self.engine.reconstruct(latents, prompts, noises, companion)
+
+    def _check_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) of this model's state, sides it can take; else one line."""
+        channels = self.model.state_channels
+        c = channels or "C"
+        if x.dim() != 4 or (channels and x.shape[1] != channels):
+            raise PreciseInvError(f"latents must be (B, {c}, h, w) or ({c}, h, w) for this model; got shape "
+                                  f"{tuple(x.shape)}")
+        need = max(1, self._size_multiple() // self.model.vae_scale)
+        if any(side % need for side in x.shape[-2:]):
+            raise PreciseInvError(f"latent sides must be multiples of {need} for this model; got "
+                                  f"{tuple(x.shape[-2:])}")
+        return x
 
     def edit(self, images, source_prompts: list[str], target_prompts: list[str], guidance_scale: float = 7.5):
         """Invert with the source prompts, regenerate with the target prompts (negative: the source prompts).
@@ -215,6 +235,12 @@ class Inverter:
         return self.reconstruct(along(latent_a, latent_b), [prompt] * frames, noises, companion)
 
     def metrics(self, recon: torch.Tensor, images: torch.Tensor) -> dict:
+        """PSNR, SSIM (and LPIPS where on) of reconstructions against their images, both (B, 3, H, W) or one
+        (3, H, W) each, in [-1, 1]: per image."""
+        recon, images = (t[None] if t.dim() == 3 else t for t in (recon, images))
+        if recon.shape != images.shape or recon.dim() != 4:
+            raise PreciseInvError(f"metrics compare images of one shape, (B, 3, H, W) or (3, H, W); got "
+                                  f"{tuple(recon.shape)} and {tuple(images.shape)}")
         return self.engine.metrics(recon, images.to(recon.device))
 
     def save(self, path: str | os.PathLike, inversion: Inversion, index: int, sample_id: str = "",

@@ -78,6 +78,7 @@ def test_a_saved_latent_file_keeps_the_prompt_it_was_inverted_with(tiny_sd, tmp_
     paths = write_images(tmp_path, ["a.png", "b.png"], size=32)
     inv = Inverter(str(tiny_sd), method="ddim", device="cpu")
     res = inv.invert(paths, ["a cat", "a cup"])
+    assert inv.model.state_channels == res.latents.shape[1]  # the VAE's latent channels
     inv.save(tmp_path / "b.safetensors", res, 1)
     image, meta = reconstruct_file(tmp_path / "b.safetensors", device="cpu")
     assert meta["prompt"] == "a cup"
@@ -95,3 +96,23 @@ def test_an_unknown_interpolation_mode_is_one_line(inverter):
 def test_edit_with_a_model_without_a_text_encoder_is_one_line(inverter, photo):
     with pytest.raises(PreciseInvError, match="takes no text prompt, so it cannot edit by prompt"):
         inverter.edit([photo], ["a cat"], ["a dog"])
+
+
+def test_one_latent_is_a_batch_of_one_and_a_latent_of_another_shape_is_one_line(inverter, photo):
+    result = inverter.invert(photo)
+    torch.testing.assert_close(inverter.reconstruct(result.latents[0]), inverter.reconstruct(result.latents))
+    assert inverter.model.state_channels == 3
+    for bad, message in ((torch.zeros(1, 4, 32, 32), r"latents must be \(B, 3, h, w\) or \(3, h, w\) for this model; "
+                                                     r"got shape \(1, 4, 32, 32\)"),
+                         (torch.zeros(32, 32), r"got shape \(32, 32\)"),
+                         (torch.zeros(1, 3, 30, 30), r"latent sides must be multiples of 4 for this model")):
+        with pytest.raises(PreciseInvError, match=message):
+            inverter.reconstruct(bad)
+
+
+def test_metrics_of_images_of_two_shapes_are_one_line(inverter):
+    images = torch.zeros(2, 3, 32, 32)
+    assert inverter.metrics(images[0], images[0])["psnr"].shape == (1,)  # one (3, H, W) pair: a batch of one
+    with pytest.raises(PreciseInvError, match=r"metrics compare images of one shape.*got \(2, 3, 32, 32\) and "
+                                              r"\(3, 3, 32, 32\)"):
+        inverter.metrics(images, torch.zeros(3, 3, 32, 32))

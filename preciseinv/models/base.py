@@ -86,6 +86,14 @@ class DiffusionModel(ABC):
 
     vae_scale = 1  # pixels per state pixel (latent models: their VAE's factor)
 
+    @property
+    def state_channels(self) -> int | None:
+        """C of the state (B, C, h, w) the sampler works in: the VAE's latent channels, else the denoiser's input's
+        (None where its config does not say)."""
+        vae = self.modules.get("vae")
+        config = getattr(vae if vae is not None else self.modules.get(self.denoiser_name), "config", {})
+        return config.get("latent_channels" if vae is not None else "in_channels")
+
     # --- flow-matching schedules shifted by image size (FLUX, SD3.5): the family's pipeline's rule ---------
     flow_max_shift = 1.15  # calculate_shift's max_shift where the scheduler config has none (SD3's pipeline: 1.16)
 
