@@ -134,9 +134,11 @@ class InversionProgressBar(TQDMProgressBar):
         if inv.converged:  # T x (B,): an image converged when every step did
             self._converged += int(torch.stack(inv.converged, 1).all(1).sum())
         calls = float(network_cost(inv.nfe_forward, inv.nfe_backward).float().mean())  # network calls per image
+        exact = getattr(getattr(pl_module.engine, "method", None), "exact", False)  # no eta to meet
         self.predict_progress_bar.set_postfix(
             {"img/s": f"{rate:.2f}", "psnr": f"{psnr:.1f}" if psnr is not None else "-",
-             "conv": f"{self._converged / self._images:.0%}", "cost": f"{calls:.0f}"}, refresh=False)
+             "conv": "exact" if exact else f"{self._converged / self._images:.0%}", "cost": f"{calls:.0f}"},
+            refresh=False)
 
 
 class WandbLogger:

@@ -17,20 +17,42 @@ from preciseinv.datamodules.base import InversionDataModule, read_sample, safe_i
 from preciseinv.errors import PreciseInvError
 
 
+FORMAT = ('one {"image": ..., "source": ..., "target": ...} object per line (JSON Lines), a JSON list of such '
+          'objects, or a .csv with columns image, source, target')
+
+
 def read_rows(pairs: str | Path) -> list[dict]:
+    """The file's rows; a row that cannot be read is a failure record, a file none of whose rows can be is one
+    line."""
     path = Path(pairs).expanduser()
     if not path.is_file():
         raise PreciseInvError(f"pairs file {str(path)!r} does not exist: pass pairs=<file.jsonl or file.csv>")
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if rows and not {"image", "path"} & set(reader.fieldnames or ()):
+            raise PreciseInvError(f"pairs file {str(path)!r} has no image column (its header: "
+                                  f"{', '.join(reader.fieldnames or ())}): {FORMAT}")
+        return rows
+    text = path.read_text(encoding="utf-8")
+    try:  # a whole-file JSON list of rows
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, list):
+        return [row if isinstance(row, dict) else {"_error": f"item {n} is not a JSON object"}
+                for n, row in enumerate(whole, start=1)]
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
-                rows.append({"_error": f"line {n} is not JSON ({err.msg})"})
+                row = {"_error": f"line {n} is not JSON ({err.msg})"}
+            rows.append(row if isinstance(row, dict) else {"_error": f"line {n} is not a JSON object"})
+    if rows and all("_error" in row for row in rows):  # not one row read: the file's format, not its rows
+        raise PreciseInvError(f"pairs file {str(path)!r}: no line is a JSON object ({rows[0]['_error']}): {FORMAT}")
     return rows
 
 

@@ -46,7 +46,7 @@ def folder_items(root: str | os.PathLike, prompt: str = "") -> list[tuple[str, s
 
 
 class FolderDataModule(InversionDataModule):
-    """``data=folder data.root=DIR``; with no root, the images shipped with the package (``data=samples``)."""
+    """``data=folder data.root=DIR``; with no root, the images shipped with the package."""
 
     def __init__(self, root: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -62,3 +62,8 @@ class FolderDataModule(InversionDataModule):
 
     def build_dataset(self) -> ImageListDataset:
         return self.image_dataset(self.unfinished(folder_items(self.root, self.prompt)))
+
+
+class SampleImages(FolderDataModule):
+    """``data=samples`` (the default): the images shipped with the package, held out of the mini model's training;
+    its own class so that a run's record names it ``data=samples``."""

@@ -184,6 +184,16 @@ def header(cfg, n_images: int | None, n_done: int) -> str:
     return "preciseinv: " + " ".join(parts)
 
 
+def _exact(node) -> bool:
+    """The method config ``node`` is of an exact method (its reconstruction is the input: no eta to meet)."""
+    try:
+        from hydra.utils import get_class
+
+        return bool(getattr(get_class(str(node["_target_"])), "exact", False))
+    except Exception:  # no config, or a class not importable here
+        return False
+
+
 def _config_name(node) -> str | None:
     """The name a method or solver config goes by (its class's ``name``: ``ddim``, ``fixed_point``), else the
     class's name in lower case; None for no config."""
@@ -208,7 +218,8 @@ def summary_table(summary: dict, pace: dict | None = None) -> str:
     cols = [("images", str(summary.get("n"))), ("failed", str(summary.get("n_failed"))),
             ("PSNR", fmt(summary.get("psnr_mean"), ".2f")), ("SSIM", fmt(summary.get("ssim_mean"), ".4f")),
             ("LPIPS", fmt(summary.get("lpips_mean"), ".4f")),
-            ("converged", fmt(summary.get("converged_fraction"), ".0%")),
+            ("converged", "exact" if _exact((summary.get("config") or {}).get("method"))
+             else fmt(summary.get("converged_fraction"), ".0%")),
             ("cost/image", fmt(summary.get("cost_mean"), ".0f")),
             ("s/image", fmt(summary.get("seconds_per_image"), ".3f")),
             ("peak MB", fmt(summary.get("peak_memory_mb"), ".0f")),

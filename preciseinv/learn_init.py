@@ -56,6 +56,18 @@ def network_config(cfg, identity: dict) -> dict:
     return {**node, "in_channels": 2 * C, "out_channels": C, "state_size": [h, w]}
 
 
+def fit_command(info: dict, output_dir) -> str:
+    """The fit command that starts from this predictor: the model and number of steps it was trained for (other
+    settings of the runs it learned from, e.g. timestep_spacing, are repeated as they were given)."""
+    import shlex
+
+    trained = info.get("identity") or {}
+    source = str(trained.get("source") or "")
+    model = "" if not source or source.startswith("embedded:") else f" model.path={shlex.quote(source)}"
+    steps = f" num_steps={len(trained['timesteps'])}" if trained.get("timesteps") else ""
+    return f"python -m preciseinv.fit{model}{steps} init=learned init.path={shlex.quote(str(output_dir))}"
+
+
 def run(cfg) -> dict:
     """Train the start predictor on ``cfg.runs``' inversions into ``cfg.output_dir``; return what predictor.json
     holds (on rank 0; ``{}`` on the others)."""
@@ -76,7 +88,8 @@ def run(cfg) -> dict:
     check_resumable(output_dir, config)
     if (output_dir / INFO).is_file():  # a finished training: nothing to resume (and no latent file to read)
         if first_process():
-            print(f"a predictor is already trained in {output_dir} (init=learned init.path={output_dir})")
+            info = json.loads((output_dir / INFO).read_text())
+            print(f"a predictor is already trained in {output_dir}: {fit_command(info, output_dir)}")
         return json.loads((output_dir / INFO).read_text())
     scan = scan_runs(runs)
     if first_process() and scan.skipped_line():
@@ -182,8 +195,7 @@ def _command() -> None:
             console.fail(line)
         if info.get("trained"):
             print(summary_table(info))
-            print(f"predictor in {cfg.output_dir}: python -m preciseinv.fit init=learned init.path={cfg.output_dir}",
-                  file=sys.stdout)
+            print(f"predictor in {cfg.output_dir}: {fit_command(info, cfg.output_dir)}", file=sys.stdout)
 
     _main()
 

@@ -223,6 +223,7 @@ def test_a_killed_training_resumes_when_the_command_is_rerun(trained, tmp_path):
                                                                             judged["learned"]["cost"])) < 0.02
     assert info["steps"] == ([1] if judged["kept"] else [])
     assert "step 2 val solves" in shown and "learned steps" in shown
+    assert f"python -m preciseinv.fit num_steps=2 init=learned init.path={out}" in shown  # the embedded model
     logged = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
     header = logged[0].split(",")
     epochs = [int(float(row.split(",")[header.index("epoch")])) for row in logged[1:]]
@@ -270,3 +271,11 @@ def test_the_closing_table_says_which_epoch_each_figure_is_of():
     assert "val residual, best epoch" in table and "8.400e-02" in table
     assert "learned better, last epoch" in table and "80%" in table
     assert "cost 61.2 -> 79.2" in table and "DDIM start kept" in table and "none: init=learned is init=ddim" in table
+
+
+def test_the_closing_hint_is_the_fit_command_of_the_model_and_steps_it_was_trained_for():
+    from preciseinv.learn_init import fit_command
+
+    info = {"identity": {"source": "/models/my sd", "timesteps": [1.0, 251.0, 501.0, 751.0]}}
+    assert fit_command(info, "runs/init") == ("python -m preciseinv.fit model.path='/models/my sd' num_steps=4 "
+                                              "init=learned init.path=runs/init")

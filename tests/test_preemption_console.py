@@ -159,6 +159,17 @@ def test_the_summary_table_shows_the_run_pace():
     assert console.summary_table(summary).split()[-1] == "-"  # one batch a rank (or no run.json): no steady pace
 
 
+def test_an_exact_method_reads_exact_not_a_converged_fraction():
+    """EDICT, BDIA, BELM (and the ceiling) have no eta to meet: their plain sampler's residual says nothing."""
+    from preciseinv.methods import EXACT_METHODS
+
+    assert EXACT_METHODS == ("edict", "bdia", "belm", "ceiling")
+    summary = {"n": 4, "converged_fraction": 0.0, "config": {"method": {"_target_": "preciseinv.methods.BELM"}}}
+    assert console.summary_table(summary).splitlines()[1].split()[5] == "exact"
+    summary["config"]["method"]["_target_"] = "preciseinv.methods.DDIMInversion"
+    assert console.summary_table(summary).splitlines()[1].split()[5] == "0%"
+
+
 def test_the_header_names_what_loads_and_the_configs_as_the_user_spells_them():
     """The header's method and solver are the config names (``ddim``, ``fixed_point``, not the class names), and a
     ``model.path`` shows beside the preset it overrides."""

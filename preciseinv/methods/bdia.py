@@ -34,6 +34,7 @@ def increments(sampler, denoiser, z: torch.Tensor, i: int, cond) -> tuple[torch.
 
 class BDIA:
     name = "bdia"
+    exact = True  # the reconstruction is the input by construction (its residual says nothing)
     network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "bdia"
     coupled = True  # reconstructs from two states: x*_T and its companion

@@ -55,6 +55,7 @@ def ddim_steps(sampler, denoiser, x: torch.Tensor, i: int, cond) -> tuple[torch.
 
 class BELM:
     name = "belm"
+    exact = True  # the reconstruction is the input by construction (its residual says nothing)
     network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "belm"
     coupled = True  # reconstructs from two states: x*_T and its companion

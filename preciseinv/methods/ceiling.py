@@ -19,6 +19,7 @@ from preciseinv.samplers import Denoiser, Sampler
 
 class Ceiling:
     name = "ceiling"
+    exact = True  # on a pixel model: the reconstruction is the input (a latent one: the autoencoder's)
     network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "decode"  # the latent is x0: decode it, no sampler
 

@@ -25,6 +25,7 @@ from preciseinv.samplers import Denoiser, Sampler
 
 class EDICT:
     name = "edict"
+    exact = True  # the reconstruction is the input by construction (its residual says nothing)
     network_gradients = False  # never differentiates the network (data.batch_size=auto probes a forward only)
     reconstruction = "edict"
     coupled = True  # reconstructs from two states: x*_T and its companion

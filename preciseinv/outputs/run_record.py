@@ -55,6 +55,9 @@ def differences(key: str, before, now, option=None):
         yield key, before, now
 
 
+FOLDER, SAMPLES = (f"preciseinv.datamodules.folder.{name}" for name in ("FolderDataModule", "SampleImages"))
+
+
 def check_resumable(output_dir: Path, config: dict, option=None, finished: bool = True) -> None:
     """Refuse to mix runs with different settings in one folder: a ``run.json`` there must hold the same
     ``RESUME_KEYS`` (the writer callback writes it, at the start of prediction: ``start_record``). ``option(key,
@@ -77,6 +80,8 @@ def check_resumable(output_dir: Path, config: dict, option=None, finished: bool 
         if isinstance(out["data.root"], str):  # imgs/, ./imgs, ~/imgs and /home/me/imgs name one folder (fit records
             out["data.root"] = os.path.abspath(os.path.expanduser(out["data.root"]))  # it absolute: any cwd)
         out["data"] = {"_target_": out.pop("data._target_")}  # a kind of dataset is named by its option (data=coco)
+        if out["data"]["_target_"] == FOLDER and out["data.root"] is None:  # the shipped images, recorded before
+            out["data"]["_target_"] = SAMPLES  # data=samples had a class of its own
         return out
 
     record = output_dir / "run.json"

@@ -51,11 +51,17 @@ def test_a_changed_choice_is_named_as_on_the_command_line(tmp_path):
                             (["method=ddim"], "method=preciseinv there, ddim now"),
                             (["encoder=decoder_inversion"], "encoder=mean there, decoder_inversion now"),
                             (["solver=adamw", "method.eta=1e-2"], "method.eta=0.001 there, 0.01 now; solver=hybrid"),
-                            (["data=coco", "data.root=/data/coco"], "(data=folder there, coco now)"),
-                            (["data=folder", "data.root=/data/photos"], "data.root=null there, /data/photos now")):
+                            (["data=coco", "data.root=/data/coco"], "(data=samples there, coco now)"),
+                            (["data=folder", "data.root=/data/photos"], "(data=samples there, folder now)")):
         with pytest.raises(PreciseInvError, match="other settings") as err:
             check_resumable(tmp_path, config(*overrides), option_of)
         assert said in str(err.value) and "_target_" not in str(err.value), str(err.value)
+    older = config()  # the shipped images as recorded when data=samples shared data=folder's class
+    older["data"]["_target_"] = "preciseinv.datamodules.folder.FolderDataModule"
+    (tmp_path / "run.json").write_text(json.dumps(older))
+    check_resumable(tmp_path, config(), option_of)  # the same run: it resumes
+    with pytest.raises(PreciseInvError, match=re.escape("(data=samples there, coco now)")):
+        check_resumable(tmp_path, config("data=coco", "data.root=/data/coco"), option_of)
     (tmp_path / "run.json").write_text(json.dumps(config("data=folder", "data.root=photos/")))
     for spelling in ("./photos", str(Path.cwd() / "photos")):  # one folder, spelled another way
         check_resumable(tmp_path, config("data=folder", f"data.root={spelling}"), option_of)
