@@ -164,8 +164,8 @@ def failures_line(output_dir, summary: dict) -> str | None:
     return None
 
 
-def header(cfg, n_images: int | None, n_done: int) -> str:
-    """One line: what runs, on what, into where."""
+def header(cfg, n_images: int | None, n_done: int, sampler: str | None = None, devices: str | None = None) -> str:
+    """One line: what runs, on what, into where; ``sampler`` and ``devices``: what ``auto`` settled on."""
     method, solver = _config_name(cfg.method), _config_name(cfg.get("solver"))
     path = cfg.model.get("path")
     model = cfg.model.name + (f" ({path})" if path and path != cfg.model.name else "")  # the preset, and what loads
@@ -175,12 +175,12 @@ def header(cfg, n_images: int | None, n_done: int) -> str:
     init = _config_name(cfg.get("init"))
     if init and init != "ddim" and method == "preciseinv":  # the paper's start goes without saying
         parts.append(f"init={init}")
-    parts += [f"sampler={cfg.get('sampler') or 'auto'}", f"T={cfg.num_steps}"]
+    parts += [f"sampler={cfg.get('sampler') or sampler or 'auto'}", f"T={cfg.num_steps}"]
     if cfg.method.get("eta") is not None:
         parts.append(f"eta={cfg.method.eta:g}")
     total = "?" if n_images is None else str(n_images + n_done)
     parts += [f"images={total}" + (f" ({n_done} done)" if n_done else ""),
-              f"devices={cfg.trainer.get('devices', 1)}", f"output_dir={cfg.output_dir}"]
+              f"devices={devices or cfg.trainer.get('devices', 1)}", f"output_dir={cfg.output_dir}"]
     return "preciseinv: " + " ".join(parts)
 
 

@@ -132,7 +132,9 @@ def run(cfg) -> dict:
     with preemption.graceful():
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
         if first_process():
-            print(console.header(cfg, _num_samples(datamodule.dataset), len(done)), flush=True)
+            kind = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()  # cpu, cuda, mps
+            print(console.header(cfg, _num_samples(datamodule.dataset), len(done), _sampler(cfg, model_spec),
+                                 f"{trainer.num_devices} ({kind})"), flush=True)
         try:
             try:
                 console.bar_opened()
@@ -206,6 +208,18 @@ def _command(config_name: str) -> None:
             print("\n".join(closing_lines(cfg, summary)))
 
     _main()
+
+
+def _sampler(cfg, model_spec) -> str | None:
+    """The sampler this run takes: the one named, else the model's own (read from its scheduler config)."""
+    if cfg.get("sampler"):
+        return cfg.sampler
+    from preciseinv.models.loading import native_sampler
+
+    try:
+        return native_sampler(model_spec.path, model_spec.revision)
+    except Exception:  # its configs not readable before the load: the load says why
+        return None
 
 
 def closing_lines(cfg, summary: dict) -> list[str]:

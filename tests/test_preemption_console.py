@@ -184,6 +184,18 @@ def test_the_header_names_what_loads_and_the_configs_as_the_user_spells_them():
     assert " method=ddim sampler=" in header("method=ddim")  # no solver: DDIM inversion has none
     assert " solver=fixed_point " in header("solver=fixed_point")
     assert header("model.path=/data/my-sd").startswith("preciseinv: model=mini (/data/my-sd) method=preciseinv")
+    with initialize_config_module("configs", version_base=None):  # what auto settled on, once the trainer is built
+        settled = console.header(compose("fit", overrides=["output_dir=out"]), 4, 0, "ddim", "1 (cpu)")
+    assert " sampler=ddim T=2 " in settled and " devices=1 (cpu) " in settled
+
+
+def test_the_sampler_a_model_runs_is_read_from_its_scheduler_config():
+    from preciseinv.models.base import sampler_for
+    from preciseinv.models.loading import native_sampler
+
+    assert native_sampler(None) == "ddim"  # the embedded model
+    assert [sampler_for({"_class_name": name}) for name in ("FlowMatchEulerDiscreteScheduler", "LCMScheduler",
+                                                             "PNDMScheduler")] == ["euler", "lcm", "ddim"]
 
 
 def test_a_closing_line_starts_below_an_unfinished_progress_bar(capsys, monkeypatch):

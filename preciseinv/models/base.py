@@ -27,6 +27,13 @@ def timesteps_like(timestep: float, x: torch.Tensor, dtype: torch.dtype = torch.
     return torch.full((x.shape[0],), timestep, device=x.device, dtype=dtype)
 
 
+def sampler_for(scheduler_config: dict) -> str:
+    """The sampler that fits a model with this scheduler config: Euler for flow matching, LCM's for an LCM
+    scheduler, DDIM otherwise."""
+    name = scheduler_config.get("_class_name", "")
+    return "euler" if "FlowMatch" in name else "lcm" if name == "LCMScheduler" else "ddim"
+
+
 class DiffusionModel(ABC):
     """A frozen diffusers model. Subclasses set ``modules`` and implement the four abstract methods.
 
@@ -121,9 +128,7 @@ class DiffusionModel(ABC):
 
     @property
     def default_sampler(self) -> str:
-        """The deterministic sampler that fits the model: Euler for flow matching, DDIM otherwise."""
-        name = self.scheduler_config.get("_class_name", "")
-        return "euler" if "FlowMatch" in name else "lcm" if name == "LCMScheduler" else "ddim"
+        return sampler_for(self.scheduler_config)
 
     def sampler(self, num_steps: int, timestep_spacing: str | None = None, timesteps: list | None = None,
                 name: str | None = None, size: tuple[int, int] | None = None):

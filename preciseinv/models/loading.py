@@ -179,6 +179,14 @@ def model_configs(path: str | os.PathLike | None, revision: str | None = None):
     return index, config
 
 
+def native_sampler(path: str | os.PathLike | None = None, revision: str | None = None) -> str:
+    """The sampler the model runs when none is named (``DiffusionModel.default_sampler``), without loading any
+    weights."""
+    from preciseinv.models.base import sampler_for
+
+    return sampler_for(model_configs(path, revision)[1]("scheduler", "scheduler_config.json"))
+
+
 def text_conditioned(path: str | os.PathLike | None = None, revision: str | None = None) -> bool:
     """Whether the model takes a text prompt (its pipeline has a text encoder), without loading any weights."""
     index, _ = model_configs(path, revision)
