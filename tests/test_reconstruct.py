@@ -20,6 +20,40 @@ def test_reconstruct_equals_the_runs_recon(fit_in_process, tmp_path, capsys):
         ours = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png"))
         theirs = np.asarray(Image.open(run / "recon" / f"{path.stem}.png"))
         assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, path  # batch 8 vs 1: float rounding
+    # one damaged file among others: the others are written, the damaged one listed, exit status 1
+    damaged = tmp_path / "damaged" / files[1].name
+    damaged.parent.mkdir()
+    damaged.write_bytes(files[1].read_bytes()[:100])
+    with pytest.raises(SystemExit) as exit_:
+        main([str(files[0]), str(damaged), str(files[2]), f"output_dir={tmp_path / 'again'}", "device=cpu"])
+    said = capsys.readouterr()
+    assert exit_.value.code == 1 and "2 image(s)" in said.out
+    assert said.err.startswith(f"preciseinv: 1 file(s) not reconstructed: '{damaged}' is not a readable latent file")
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(f"{p.stem}.png" for p in (files[0], files[2]))
+    # the same id from two runs would write one image: refused before any is written
+    other = tmp_path / "other" / files[0].name
+    other.parent.mkdir()
+    other.write_bytes(files[0].read_bytes())
+    with pytest.raises(SystemExit) as exit_:
+        main([str(files[0]), str(other), f"output_dir={tmp_path / 'both'}", "device=cpu"])
+    assert exit_.value.code == 2 and not (tmp_path / "both").exists()
+    assert f"2 files would write {tmp_path / 'both' / files[0].stem}.png" in capsys.readouterr().err
+
+
+def test_an_image_is_named_by_its_sample_id_subfolders_kept(tmp_path, capsys):
+    """Ids of images in subfolders (``a/dup``, ``b/dup``) keep them apart, as the run's recon/ does."""
+    import torch
+
+    from preciseinv import Inverter
+
+    inv = Inverter("mini", eta=1e-3, max_iters=2)
+    result = inv.invert(torch.zeros(2, 3, 32, 32))
+    for index, sample_id in enumerate(("a/dup", "b/dup")):
+        inv.save(tmp_path / f"{index}" / "dup.safetensors", result, index, sample_id=sample_id)
+    main([str(tmp_path / "0" / "dup.safetensors"), str(tmp_path / "1" / "dup.safetensors"),
+          f"output_dir={tmp_path / 'out'}", "device=cpu"])
+    assert "2 image(s)" in capsys.readouterr().out
+    assert (tmp_path / "out" / "a" / "dup.png").is_file() and (tmp_path / "out" / "b" / "dup.png").is_file()
 
 
 @pytest.mark.parametrize("args,message", [([], "usage"), (["nope.safetensors"], "'nope.safetensors': no such file"),
@@ -47,10 +81,11 @@ def test_mistakes_are_one_line(args, message, tmp_path, capsys, monkeypatch):
 
 def test_a_foreign_file_is_one_line(tmp_path, capsys):
     (tmp_path / "x.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "x.safetensors")])
     err = capsys.readouterr().err.strip()
-    assert err.startswith("preciseinv: error: cannot read latent file") and "\n" not in err
+    assert exit_.value.code == 1 and "\n" not in err
+    assert err.startswith(f"preciseinv: 1 file(s) not reconstructed: '{tmp_path / 'x.safetensors'}' is not a readable")
 
 
 def test_ctrl_c_while_decoding_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):

@@ -59,8 +59,9 @@ def save_latent(path: str | os.PathLike, latent: torch.Tensor, meta: dict,
         tmp.write_bytes(latent_bytes(latent, meta, extra))
 
 
-def load_latent(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a latent file."""
+def load_latent(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a latent file; ``tensors=False``: its metadata only (``{}`` for the tensors), read from
+    the header."""
     from safetensors import safe_open
 
     if not os.path.isfile(path):
@@ -70,10 +71,10 @@ def load_latent(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]
             header = f.metadata() or {}
             if header.get("format") != FORMAT:
                 raise PreciseInvError(f"{str(path)!r} is not a preciseinv latent file (format {header.get('format')!r})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            loaded = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except PreciseInvError:
         raise
     except Exception as err:  # not safetensors at all, or truncated
         raise PreciseInvError(f"{str(path)!r} is not a readable latent file ({type(err).__name__}: "
                               f"{str(err).strip()[:120]})") from None
-    return tensors, json.loads(header["preciseinv"])
+    return loaded, json.loads(header["preciseinv"])
