@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -54,10 +55,16 @@ def drop_unused_run_dir(output_dir) -> None:
 
     if not first_process():
         return
+    from preciseinv.outputs.lock import LOCK, holder
+
     folder = Path(output_dir)
     with contextlib.suppress(OSError):
-        if folder.is_dir() and {p.name for p in folder.iterdir()} == {".hydra"}:
+        names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        if ".hydra" in names and names <= {".hydra", LOCK} and holder(folder) is None:  # not a live run's
             shutil.rmtree(folder)
+            day = folder.parent  # Hydra's default outputs/<date>/<time>/: the date folder it made, if now empty
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.name) and not any(day.iterdir()):
+                day.rmdir()
 
 
 def command_line(config_name: str) -> None:
@@ -74,15 +81,29 @@ def command_line(config_name: str) -> None:
     sys.argv = [sys.argv[0], *sweep, *(arg for arg in sys.argv[1:] if arg not in sweep)]
     try:
         check_command_line(config_name, sys.argv[1:])
+        check_not_in_use(sys.argv[1:])
     except PreciseInvError as err:
         fail(err)
     sys.argv = run_dir_from_output_dir(sys.argv)
 
 
+def check_not_in_use(argv: list[str]) -> None:
+    """``output_dir=DIR`` held by a live run: refused before Hydra writes its record into DIR."""
+    from preciseinv.outputs.lock import holder, in_use
+    from preciseinv.outputs.run_record import first_process
+
+    given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("output_dir=")]
+    if given and first_process():  # the other ranks of a run start while their rank 0 holds it
+        owner = holder(Path(given[-1]).expanduser())
+        if owner:
+            raise in_use(given[-1], owner)
+
+
 @contextlib.contextmanager
-def interruptible(resumable: bool = True, hydra: bool = True):
+def interruptible(resumable: bool | str = True, hydra: bool = True):
     """Ctrl-C before the run has its own handlers (imports, model load): one line and exit 130, no traceback.
-    ``resumable``: a command that resumes into its output_dir (fit, edit) says so. ``hydra``: the command composes
+    ``resumable``: a command that resumes into its output_dir (fit, edit) says so (a string: in its words).
+    ``hydra``: the command composes
     a Hydra config first, and a Ctrl-C meanwhile waits for its own code (``preemption.command_started``); without,
     Ctrl-C stops it at once throughout."""
     from preciseinv import preemption
@@ -93,8 +114,9 @@ def interruptible(resumable: bool = True, hydra: bool = True):
                 preemption.command_started()
             yield
     except KeyboardInterrupt:
-        print("preciseinv: interrupted" + ("; finished samples are kept: rerun the same command to resume"
-                                           if resumable else ""), file=sys.stderr)
+        hint = resumable if isinstance(resumable, str) else \
+            "finished samples are kept: rerun the same command to resume" if resumable else ""
+        print("preciseinv: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         raise SystemExit(130) from None
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -53,10 +54,16 @@ def _finish(logger) -> None:
 
 def run(cfg) -> dict:
     """Instantiate model, method, data, writer, logger and trainer from ``cfg``; predict; return the summary."""
+    with contextlib.ExitStack() as held:  # the output_dir's lock, from where the run first reads the folder
+        return _run(cfg, held)
+
+
+def _run(cfg, held: contextlib.ExitStack) -> dict:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
     from preciseinv.models.loading import native_resolution, size_multiple, text_conditioned
+    from preciseinv.outputs.lock import run_lock
     from preciseinv.outputs.records import DAMAGED, assemble, has_records, remove_merged, verify
     from preciseinv.outputs.run_record import check_resumable, first_process
     from preciseinv.outputs.summary import write_summary
@@ -85,7 +92,8 @@ def run(cfg) -> dict:
                               f"got {resolution!r}")
     resolution = resolution or native_resolution(model_spec.path, model_spec.revision)
     config = OmegaConf.to_container(cfg, resolve=True)
-    if first_process():  # a run that died: its rank files into manifest.jsonl (kept, for the ranks reading them now)
+    if first_process():  # one run at a time in a folder; then a run that died: its rank files into manifest.jsonl
+        held.enter_context(run_lock(output_dir))  # (kept, for the ranks reading them now)
         assemble(output_dir)
     check_resumable(output_dir, config, option_of, finished=has_records(output_dir))
     if cfg.get("verify", "size") not in ("size", "full"):

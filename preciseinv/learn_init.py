@@ -110,7 +110,12 @@ def run(cfg) -> dict:
               f"timesteps={[int(t) if float(t).is_integer() else t for t in scan.identity['timesteps']]} "
               f"state={shape} inversions={len(scan.files)} output_dir={output_dir}", flush=True)
     last = output_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning ends its own Ctrl-C handling with exit(1): the command's one line
+            raise KeyboardInterrupt from None
+        raise
     if not trainer.is_global_zero:
         return {}
     checkpoint = trainer.checkpoint_callback
@@ -171,8 +176,8 @@ def summary_table(info: dict) -> str:
 
 
 def main() -> None:
-    with console.interruptible():  # Ctrl-C from the first import on: one line
-        _command()
+    with console.interruptible("the last epoch's checkpoint is kept: rerun the same command to resume the training"):
+        _command()  # Ctrl-C from the first import on: one line
 
 
 def _command() -> None:
@@ -187,6 +192,7 @@ def _command() -> None:
             with console.quiet(bool(cfg.get("verbose", False))):
                 info = run(cfg)
         except PreciseInvError as err:
+            console.drop_unused_run_dir(cfg.output_dir)  # a mistake leaves no folder behind
             console.fail(err)
         except OSError as err:
             line = console.disk_error(err, cfg.output_dir)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from preciseinv.console import plain
 from preciseinv.outputs.records import RECORDS, rank_record_files
+from preciseinv.outputs.lock import LOCK, holder
 from preciseinv.outputs.summary import write_summary
 
 LIVE_SECONDS = 120  # a rank file written this recently belongs to a run that is still going
@@ -34,8 +35,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"preciseinv: error: {str(out)!r} is not a preciseinv output_dir (no run.json, records/ or "
               "manifest.jsonl)", file=sys.stderr)
         return 2
+    owner = holder(out)
+    if owner and not args.force:
+        print(f"preciseinv: error: a run is writing into this output_dir ({owner}); it assembles the manifest itself "
+              "when it ends: wait, or pass --force", file=sys.stderr)
+        return 2
+    # a run that took the folder's lock and is gone is over; without one (a filesystem without locks), rank files
+    # written this recently may be a live run's
     recent = [f for f in (out / RECORDS).glob("*.jsonl") if time.time() - f.stat().st_mtime < LIVE_SECONDS] \
-        if (out / RECORDS).is_dir() else []
+        if (out / RECORDS).is_dir() and not (out / LOCK).is_file() else []
     if recent and not args.force:
         print(f"preciseinv: error: {str(recent[0])!r} was written less than {LIVE_SECONDS} s ago: a run seems to be "
               "writing into this output_dir (it assembles the manifest itself when it ends); wait, or pass --force",
@@ -58,8 +66,11 @@ def check(out: Path) -> int:
     from preciseinv.outputs.records import DAMAGED, verify
 
     good, damaged = verify(out, full=True)
-    atomic_write_bytes(out / DAMAGED, "".join(json.dumps({"id": i, "why": why}) + "\n"
-                                              for i, why in damaged.items()).encode())
+    if damaged:
+        atomic_write_bytes(out / DAMAGED, "".join(json.dumps({"id": i, "why": why}) + "\n"
+                                                  for i, why in damaged.items()).encode())
+    else:  # an earlier check's list is out of date
+        (out / DAMAGED).unlink(missing_ok=True)
     print(f"{out}: {len(good)} samples intact, {len(damaged)} damaged" +
           (f" (listed in {out / DAMAGED}; rerun the run's command to redo them)" if damaged else ""))
     return 1 if damaged else 0

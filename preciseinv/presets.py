@@ -38,6 +38,8 @@ COMMON = (("data=folder data.root=DIR", "your images (any size; data=coco data.r
           ("trainer.devices=8", "GPUs (DDP shards the dataset)"),
           ("data.batch_size=4", "images per batch (auto: the largest that fits)"),
           ("~logger", "no W&B (logger=csv or tensorboard for other loggers)"))
+OWN_COMMAND = {"learn_init": "learn_init", "edit_pairs": "edit"}  # config options made for one command's --help only
+LOGGER_NAMES = {"wandb": "W&B", "csv": "CSV", "tensorboard": "TensorBoard"}
 FIRST = {"edit": (("image=IMG source=TEXT target=TEXT", "one edit (a text-conditioned model)"),
                   ("pairs=FILE.jsonl", "many: rows of image, source, target")),
          "interpolate": (("a=IMG b=IMG", "the two images (or latent files)"),
@@ -71,7 +73,7 @@ def help_text(config_name: str) -> str:
     lines = [f"usage: python -m preciseinv.{config_name} [group=option] [key=value] ...   (-m: a sweep of the "
              "comma-separated values)", "", "groups (default first):"]
     for group, choice in defaults.items():
-        options = _options(group)
+        options = [o for o in _options(group) if OWN_COMMAND.get(o, config_name) == config_name]
         ordered = [choice] + [o for o in options if o != choice] if choice in options else options
         lines.append(f"  {group.ljust(width)}{', '.join(ordered) if ordered else '-'}"
                      + ("  (none by default)" if choice is None else ""))
@@ -86,6 +88,9 @@ def help_text(config_name: str) -> str:
     else:  # fit and edit resume into their output_dir; edit reads its images from image= or pairs=
         common = [(e, w + ("; the same command again resumes there" if e.startswith("output_dir") else ""))
                   for e, w in COMMON if config_name == "fit" or not e.startswith("data=")]
+    logger = defaults.get("logger")  # ~logger's line names what it removes
+    common = [(e, f"no {LOGGER_NAMES.get(logger, logger)} logging (logger=" + " or ".join(
+        o for o in _options("logger") if o != logger) + " for another)" if e == "~logger" else w) for e, w in common]
     lines += [f"  {example.ljust(36)}{what}" for example, what in (*FIRST.get(config_name, ()), *common)]
     lines += ["", f"every key and its value: python -m preciseinv.{config_name} --cfg job   "
               "(Hydra's own flags: --hydra-help)"]

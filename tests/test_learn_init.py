@@ -230,6 +230,22 @@ def test_a_killed_training_resumes_when_the_command_is_rerun(trained, tmp_path):
     assert min(epochs) >= epoch + 1  # it went on from the checkpoint, not from the start
 
 
+def test_ctrl_c_during_training_is_one_line_and_exit_130(trained, tmp_path):
+    root, _ = trained
+    out = tmp_path / "predictor"
+    proc = command("learn_init", f"runs=[{root / 'run'}]", f"output_dir={out}", "trainer.max_epochs=50",
+                   "data.batch_size=8", "callbacks.early_stopping.patience=100", "trainer.enable_progress_bar=false")
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("preciseinv: interrupted; the last epoch's checkpoint is kept: rerun the "
+                                            "same command to resume the training")
+    assert "Traceback" not in err and not (out / "predictor.json").exists()
+
+
 def test_a_noise_injecting_samplers_step_is_solved_as_the_run_solved_it(fit_in_process, tmp_path):
     """What learn_init trains on and judges by is the run's own subproblem: with sampler=ddpm (whose step adds
     noise z, started from the state below's eps* and solved with it), solving a stored step again from its DDIM

@@ -128,6 +128,11 @@ def test_a_mistake_leaves_no_folder_but_an_earlier_runs_folder_stays(tmp_path, m
     console.drop_unused_run_dir(earlier)
     console.drop_unused_run_dir(tmp_path / "never-made")  # nothing there: nothing to do
     assert not fresh.exists() and (earlier / ".hydra" / "config.yaml").is_file()
+    day = tmp_path / "outputs" / "2026-12-07"  # Hydra's default outputs/<date>/<time>/: the date folder goes too
+    (day / "00-12-13" / ".hydra").mkdir(parents=True)
+    (day / "00-12-13" / ".lock").write_text("")  # a lock the refused run took and let go
+    console.drop_unused_run_dir(day / "00-12-13")
+    assert not day.exists() and (tmp_path / "outputs").is_dir()
 
 
 def test_quiet_drops_lightning_chatter_but_not_what_asks_for_action(caplog):

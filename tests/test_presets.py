@@ -125,6 +125,10 @@ def test_help_lists_groups_options_and_common_settings():
     assert "a=IMG b=IMG" in help_text("interpolate") and "trainer.devices" not in help_text("interpolate")
     assert "resumes there" in text and "resumes there" not in help_text("interpolate")
     assert "data=folder" not in help_text("edit")  # edit reads image= or pairs=
+    # options made for another command are not listed; ~logger names the command's own default logger
+    assert "edit_pairs" not in text and "learn_init" not in text and "edit_pairs" in help_text("edit")
+    assert re.search(r"\n  trainer +learn_init", help_text("learn_init"))
+    assert "~logger" in text and "no W&B logging" in text and "no CSV logging" in help_text("learn_init")
 
 
 def test_a_wrongly_typed_value_is_one_line(fit_in_process, tmp_path):

@@ -5,7 +5,8 @@
 - ``images``: PNGs of (3, H, W) tensors;
 - ``records``: per-rank record files, ``manifest.jsonl`` and ``failures.jsonl`` assembled from them, resume ids;
 - ``summary``: ``summary.json`` over the assembled manifest;
-- ``run_record``: ``run.json`` and the check that a rerun resumes with the same settings.
+- ``run_record``: ``run.json`` and the check that a rerun resumes with the same settings;
+- ``lock``: ``.lock``, one run at a time in an output_dir.
 """
 
 from preciseinv.outputs.atomic import atomic_write, atomic_write_bytes

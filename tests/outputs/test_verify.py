@@ -90,7 +90,7 @@ def test_what_manifest_verify_lists_the_plain_rerun_redoes(run, capsys):
             "checksum)") in capsys.readouterr().out
     assert not (out / "damaged.jsonl").exists()  # redone: the next reruns stat as before
     assert verify(out, full=True) == ({"astronaut", "chelsea", "coffee", "rocket"}, {})
-    assert manifest_main([str(out), "--verify"]) == 0 and (out / "damaged.jsonl").read_text() == ""
+    assert manifest_main([str(out), "--verify"]) == 0 and not (out / "damaged.jsonl").exists()
     capsys.readouterr()
     again()  # the list is empty now, the samples intact: nothing to redo
     assert "already inverted" in capsys.readouterr().out
