@@ -14,7 +14,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from preciseinv.datamodules.images import CROPS, image_size, load_image
-from preciseinv.errors import PreciseInvError
+from preciseinv.errors import PreciseInvError, PreciseInvWarning
 from preciseinv.preemption import ignore_in_worker
 
 _UNSAFE = re.compile(r"[\x00-\x1f\\]")
@@ -38,7 +38,7 @@ def read_sample(sample_id: str, source: str, prompt: str, image_source, resoluti
     try:
         sample["image"] = load_image(image_source, resolution, crop, multiple, max_side)
     except Exception as err:  # corrupt, truncated, empty, not an image: a failure record, never a crashed run
-        sample["error"] = error_text(err)
+        sample["error"] = error_text(err).replace(repr(image_source), repr(source))  # a stream: named by its sample
     return sample
 
 
@@ -120,7 +120,7 @@ class ShapeBuckets(ImageListDataset):
             shape = max(long, key=max)
             warnings.warn(f"data.crop=none: {sum(long.values())} image(s) have a long side over {LONG}x "
                           f"data.resolution (up to {shape[0]}x{shape[1]}), and each costs that much more; "
-                          "data.max_side=N caps it", stacklevel=2)
+                          "data.max_side=N caps it", PreciseInvWarning, stacklevel=2)
         self.shapes = {k: len(v) for k, v in groups.items()}
         self.groups = list(groups.values())
         self.rebatch(batch_size)

@@ -71,6 +71,9 @@ def scan_runs(runs) -> Scan:
 
     for run in runs:
         folder = Path(str(run)).expanduser()
+        if not (folder / "latents").is_dir() and (folder / "shards").is_dir():
+            raise PreciseInvError(f"runs: {str(folder)!r} was written with writer=webdataset (shards/): learn_init "
+                                  "reads latent files; invert the images it learns from with writer=files")
         if not (folder / "latents").is_dir():
             raise PreciseInvError(f"runs: {str(folder)!r} is not the output_dir of a fit run (no latents/ folder)")
         for path in sorted((folder / "latents").rglob("*.safetensors")):

@@ -13,6 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from preciseinv.errors import PreciseInvWarning
+
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
@@ -143,6 +145,16 @@ def quiet(verbose: bool):
     propagate, drop = lightning.propagate, _DropNoise()
     lightning.propagate = False  # it has its own handler; Hydra's root handler would repeat each line
     with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def one_line(message, category, *args, **kwargs):  # the project's warnings: one line, no source line
+            if issubclass(category, PreciseInvWarning):
+                close_bar_line()
+                print(f"preciseinv: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = one_line
         if not verbose:
             for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
                 for handler in logging.getLogger(name).handlers:

@@ -214,6 +214,8 @@ def _command(config_name: str) -> None:
             if cfg.get("verbose", False):
                 print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
             print("\n".join(closing_lines(cfg, summary)))
+            if not summary.get("n") and summary.get("n_failed"):  # not one input could be read: a failed run
+                raise SystemExit(1)
 
     _main()
 

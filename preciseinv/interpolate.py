@@ -17,7 +17,7 @@ from pathlib import Path
 
 from preciseinv import console, preemption
 from preciseinv.builder import command_line_overrides, prepare
-from preciseinv.errors import PreciseInvError
+from preciseinv.errors import PreciseInvError, PreciseInvWarning
 from preciseinv.presets import CONFIG_DIR
 
 
@@ -110,7 +110,7 @@ def run(cfg) -> dict:
     for name, text in stored_prompts.items():
         if text != cfg.prompt:
             warnings.warn(f"{name} was inverted with prompt {text!r}: with prompt={cfg.prompt!r} its end frame is not "
-                          "its reconstruction", stacklevel=1)
+                          "its reconstruction", PreciseInvWarning, stacklevel=1)
     inverter = Inverter.from_config(cfg, cfg.device)
     (a, image_a, noises_a, companion_a), (b, image_b, noises_b, companion_b) = (
         endpoint(inverter, cfg.a, cfg.prompt), endpoint(inverter, cfg.b, cfg.prompt))

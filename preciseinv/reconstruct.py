@@ -42,6 +42,9 @@ def parse(argv: list[str]) -> tuple[list[Path], Path, str | None]:
         if path.is_dir() and any((path / "latents").glob("*.safetensors")):  # a run's output_dir
             raise PreciseInvError(f"{str(path)!r} is a run's folder: give its latent files, "
                                   f"{str(path / 'latents' / '*.safetensors')}")
+        if path.name.endswith(".tar") and path.is_file():  # writer=webdataset's shards hold the latent files
+            raise PreciseInvError(f"{str(path)!r} is a webdataset shard: extract its latent files first (tar -xf "
+                                  f"{path.name} --wildcards '*.safetensors'), then give those")
         if path.suffix != ".safetensors" or not path.is_file():
             raise PreciseInvError(f"{str(path)!r} is not a .safetensors latent file")
     return files, Path(options["output_dir"]), options["device"]

@@ -184,6 +184,10 @@ def test_mistakes_are_one_line(trained, fit_in_process, tmp_path):
         learn("runs=[]", f"output_dir={tmp_path / 'a'}")
     with pytest.raises(PreciseInvError, match="is not the output_dir of a fit run"):
         learn(f"runs=[{tmp_path / 'nothing'}]", f"output_dir={tmp_path / 'b'}")
+    (tmp_path / "sharded" / "shards").mkdir(parents=True)  # a run written with writer=webdataset
+    with pytest.raises(PreciseInvError, match="was written with writer=webdataset .*invert the images it learns from "
+                                              "with writer=files"):
+        learn(f"runs=[{tmp_path / 'sharded'}]", f"output_dir={tmp_path / 'b'}")
     export_crops(tmp_path / "two", 2, seed=103)
     fit_in_process("data=folder", f"data.root={tmp_path / 'two'}", f"output_dir={tmp_path / 'clip'}", "~logger",
                    "lpips=false", f"model.path={CLIP}")

@@ -235,3 +235,16 @@ def test_a_sweep_flag_after_the_overrides_is_moved_before_them(monkeypatch):
     monkeypatch.setattr("sys.argv", ["preciseinv.fit", "~logger", "method=ddim,ceiling", "--multirun"])
     console.command_line("fit")
     assert sys.argv == ["preciseinv.fit", "--multirun", "~logger", "method=ddim,ceiling"]
+
+
+def test_the_projects_warnings_are_one_line_others_go_on_as_before(capsys):
+    import warnings
+
+    from preciseinv.errors import PreciseInvWarning
+
+    with console.quiet(False):
+        warnings.warn("data.crop=none: 2 image(s) have a long side over 8x data.resolution", PreciseInvWarning)
+        warnings.warn("a library's own warning", UserWarning)
+    err = capsys.readouterr().err
+    assert "preciseinv: warning: data.crop=none: 2 image(s) have a long side over 8x data.resolution\n" in err
+    assert "preciseinv: warning: a library's" not in err and "PreciseInvWarning" not in err  # theirs go on as before

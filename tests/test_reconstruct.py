@@ -66,10 +66,13 @@ def test_an_image_is_named_by_its_sample_id_subfolders_kept(tmp_path, capsys):
                                           (["run"], "'run' is a run's folder: give its latent files, "
                                                     "run/latents/*.safetensors"),
                                           (["x.safetensors", "device=gpu"], "device=gpu is not a device: use cpu or "
-                                                                            "cuda")])
+                                                                            "cuda"),
+                                          (["shard-000000.tar"], "'shard-000000.tar' is a webdataset shard: extract "
+                                                                 "its latent files first (tar -xf")])
 def test_mistakes_are_one_line(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.safetensors").write_bytes(b"")
+    (tmp_path / "shard-000000.tar").write_bytes(b"")
     (tmp_path / "run" / "latents").mkdir(parents=True)
     (tmp_path / "run" / "latents" / "a.safetensors").write_bytes(b"")
     with pytest.raises(SystemExit) as exit_:

@@ -85,6 +85,17 @@ def test_bad_inputs_become_failure_records_and_the_rest_is_inverted(tmp_path):
     assert any(f"failed: {f['id']}: {f['reason']} " in lines[-2] for f in failures)  # the first one, and why
 
 
+def test_a_run_whose_every_input_failed_exits_1(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    out = tmp_path / "out"
+    proc = subprocess.run(fit_cmd("method=ddim", "data=folder", f"data.root={tmp_path / 'in'}", "~logger",
+                                  f"output_dir={out}"), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-2].startswith("failed: corrupt: ")  # why, and where the record is
+    assert json.loads((out / "summary.json").read_text())["n_failed"] == 1
+
+
 def run_and_kill(args: list[str], out: Path, after_records: int) -> None:
     """Start a run, SIGKILL it once ``after_records`` samples are in the manifest."""
     proc = subprocess.Popen(fit_cmd(*args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

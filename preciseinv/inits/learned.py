@@ -18,12 +18,13 @@ refused in one line.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from preciseinv.errors import PreciseInvError
+from preciseinv.errors import PreciseInvError, PreciseInvWarning
 from preciseinv.inits.base import Start
 from preciseinv.inits.ddim import DDIMStart
 from preciseinv.inits.predictor import load_predictor, predicted_state
@@ -83,6 +84,7 @@ class LearnedStart:
         every = range(len(self.trained["timesteps"]))
         chosen = self.info.get("trained_steps", self.info.get("steps")) if steps == "all" else self.info.get("steps")
         self.steps = set(every if chosen is None else chosen)  # the steps it starts from (0 = t_1)
+        self._sizes: set[tuple[int, int]] = set()  # state sizes other than the trained one, seen (warned once)
 
     def check(self, model, sampler: Sampler) -> None:
         """Refuse, in one line, a predictor trained for another model, sampler or schedule (the engine's builder
@@ -95,12 +97,24 @@ class LearnedStart:
                                   "runs=[...] on its own inversions, or use init=ddim")
 
     def _check_run(self, sampler: Sampler, x0: torch.Tensor) -> None:
+        """Refuse another sampler, schedule or number of channels in one line; states of another size (another
+        resolution, or data.crop=none's aspect ratios) take the prediction too, each sample judged against its
+        DDIM start, with one warning naming the sizes."""
         shape = [int(n) for n in x0.shape[1:]]
-        wrong = mismatches({key: self.trained[key] for key in ("sampler", "timesteps", "state_shape")},
+        trained = self.trained["state_shape"]
+        wrong = mismatches({key: self.trained[key] for key in ("sampler", "timesteps")},
                            identity({}, sampler.name, sampler.schedule.timesteps, shape))
+        if trained and shape[0] != trained[0]:
+            wrong.append(f"state_shape {trained} there, {shape} now")
         if wrong:
             raise PreciseInvError(f"init.path={str(self.path)!r} was trained for other states ({'; '.join(wrong)}): "
-                                  "invert at the resolution and schedule it was trained on, or use init=ddim")
+                                  "invert with the model and schedule it was trained on, or use init=ddim")
+        if trained and shape[1:] != trained[1:] and tuple(shape[1:]) not in self._sizes:
+            self._sizes.add(tuple(shape[1:]))
+            if len(self._sizes) == 1:  # once a run
+                warnings.warn(f"init.path={str(self.path)!r} was trained on {trained[1]}x{trained[2]} states, these "
+                              f"are {shape[1]}x{shape[2]}: each sample starts from its prediction only where that "
+                              "is below the DDIM start's residual", PreciseInvWarning, stacklevel=3)
 
     def __call__(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, x_prev: torch.Tensor, k: int,
                  cond: Any = None, noise: torch.Tensor | None = None) -> Start:
@@ -109,6 +123,8 @@ class LearnedStart:
             return DDIMStart()(denoiser, sampler, x0, x_prev, k, cond, noise)
         B = x0.shape[0]
         net = self.net.to(x0.device)
+        if any(side % getattr(net, "size_multiple", 1) for side in x0.shape[-2:]):  # sides its pooling cannot halve
+            return DDIMStart()(denoiser, sampler, x0, x_prev, k, cond, noise)
         with torch.no_grad():
             x_ddim = sampler.invert_step(denoiser, x_prev, k, cond)  # (B, C, h, w)
             x_learned = predicted_state(net, sampler, k, x_prev, x_ddim, sampler.noise(x0, x_ddim, k))  # (B, C, h, w)

@@ -62,6 +62,7 @@ class SmallUNet(nn.Module):
                                                                                            padding=1))
         nn.init.zeros_(self.out[-1].weight)  # untrained, it predicts zero: the start it corrects
         nn.init.zeros_(self.out[-1].bias)
+        self.size_multiple = 2 ** (levels - 1)  # what its input's sides must be a multiple of (each level halves)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, in_channels, h, w), t (B,) timesteps -> (B, out_channels, h, w)."""

@@ -24,4 +24,5 @@ METHODS = {"preciseinv": PreciseInv, "ddim": DDIMInversion, "renoise": ReNoise, 
            "gnri": GNRI, "edict": EDICT, "bdia": BDIA, "belm": BELM, "ceiling": Ceiling}
 EXACT_METHODS = tuple(key for key, method in METHODS.items() if getattr(method, "exact", False))  # no eta to meet
 
-__all__ = ["BDIA", "BELM", "EDICT", "EXACT_METHODS", "GNRI", "METHODS", "Ceiling", "DDIMInversion", "EasyInv", "InversionResult", "NoiseSubproblem", "PreciseInv", "ReNoise"]
+__all__ = ["BDIA", "BELM", "EDICT", "EXACT_METHODS", "GNRI", "METHODS", "Ceiling", "DDIMInversion", "EasyInv",
+           "InversionResult", "NoiseSubproblem", "PreciseInv", "ReNoise"]

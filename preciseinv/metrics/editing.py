@@ -21,6 +21,8 @@ import warnings
 
 import torch
 
+from preciseinv.errors import PreciseInvWarning
+
 
 _WARNED: set[str] = set()
 
@@ -29,7 +31,7 @@ def _warn_once(what: str, err: Exception) -> None:
     if what not in _WARNED:
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         warnings.warn(f"{what} unavailable ({type(err).__name__}: {reason}); reporting it as null. Give a local "
-                      f"copy of its weights to compute it", stacklevel=3)
+                      f"copy of its weights to compute it", PreciseInvWarning, stacklevel=3)
         _WARNED.add(what)
 
 

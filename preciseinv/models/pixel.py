@@ -6,6 +6,7 @@ import warnings
 
 import torch
 
+from preciseinv.errors import PreciseInvWarning
 from preciseinv.models.base import DiffusionModel, timesteps_like
 
 
@@ -29,7 +30,8 @@ class PixelModel(DiffusionModel):
 
     def condition(self, prompts, negative_prompts=None, guidance_scale: float = 1.0):
         if any(prompts):
-            warnings.warn("this pixel-space model is unconditional: prompts are ignored", stacklevel=2)
+            warnings.warn("this pixel-space model is unconditional: prompts are ignored", PreciseInvWarning,
+                          stacklevel=2)
         return None
 
     def predict(self, x: torch.Tensor, timestep: int, cond=None) -> torch.Tensor:

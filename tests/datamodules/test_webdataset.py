@@ -49,6 +49,8 @@ def test_bad_members_become_failures_and_keys_are_made_safe(tmp_path):
     samples = {s["id"]: s for s in ds}
     assert samples["ok"]["image"].shape == (3, 8, 8)
     assert "error" in samples["corrupt"] and "no image" in samples["textonly"]["error"]
+    said = samples["corrupt"]["error"]  # named by its shard and key, not by a Python stream object
+    assert said == f"UnidentifiedImageError: cannot identify image file '{tmp_path / 'bad.tar'}#corrupt'"
 
 
 def test_missing_shards_are_a_clear_error(tmp_path):

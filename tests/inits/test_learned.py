@@ -74,8 +74,30 @@ def test_a_predictor_for_another_model_is_refused_in_one_line(mini, tmp_path):
         LearnedStart(folder).check(model, model.sampler(2, timestep_spacing="trailing"))
     with pytest.raises(PreciseInvError, match="sampler ddim there, ddpm now"):
         LearnedStart(folder).check(model, model.sampler(2, name="ddpm"))
-    with pytest.raises(PreciseInvError, match=r"state_shape \[3, 32, 32\] there, \[3, 64, 64\] now"):
-        LearnedStart(folder)(model.predict, sampler, torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), 0)
+    with pytest.raises(PreciseInvError, match=r"state_shape \[3, 32, 32\] there, \[4, 32, 32\] now"):
+        LearnedStart(folder)(model.predict, sampler, torch.zeros(1, 4, 32, 32), torch.zeros(1, 4, 32, 32), 0)
+
+
+def test_states_of_another_size_take_the_prediction_judged_per_sample(mini, tmp_path):
+    """Another resolution, or data.crop=none's aspect ratios: the (convolutional) predictor runs on them, each sample
+    starting from whichever of its prediction and the DDIM start has the lower residual; one warning names the
+    sizes. Sides its pooling cannot halve take the DDIM start."""
+    from preciseinv.errors import PreciseInvWarning
+    from preciseinv.inits.predictor import SmallUNet
+
+    model, sampler, x0 = mini
+    start = LearnedStart(predictor(tmp_path / "p", model, sampler, 0.0))
+    wide = torch.nn.functional.interpolate(x0[:2], size=(32, 48))  # (2, 3, 32, 48)
+    with pytest.warns(PreciseInvWarning, match=r"trained on 32x32 states, these are 32x48: each sample starts from "
+                                               r"its prediction only where"):
+        got = start(model.predict, sampler, wide, wide, 0)
+    assert got.x.shape == wide.shape and got.calls.tolist() == [3, 3] and set(got.taken) <= {"learned", "ddim"}
+    deep = SmallUNet(3, 3, (32, 32), mults=(1, 2, 2, 2))  # halves three times: sides must be multiples of 8
+    assert deep.size_multiple == 8
+    odd = LearnedStart(tmp_path / "p", net=deep, info=start.info)
+    narrow = x0[:1, :, :, :28]  # (1, 3, 32, 28): 28 is a multiple of the mini UNet's 4, not of 8
+    plain = odd(model.predict, sampler, narrow, narrow, 0)
+    assert plain.taken == ["ddim"] and plain.calls.tolist() == [1]
 
 
 def test_the_api_takes_a_learned_start_and_refuses_one_for_another_model(mini, tmp_path):
