@@ -151,6 +151,8 @@ class InversionWriter(BasePredictionWriter):
         target = out.target.cpu() if edit is not None else None  # the input image: only the edit grid shows it
         for i, sample_id in enumerate(prediction["id"]):
             record = {"id": sample_id, "source": prediction["source"][i], "prompt": prediction["prompt"][i]}
+            if (prediction.get("source_file") or [None] * (i + 1))[i]:  # the image file as read: a rerun checks it
+                record["source_file"] = prediction["source_file"][i]
             record.update({k: (v[i] if v is not None else None) for k, v in out.metrics.items()})
             record.update(steps[i])
             record["size"] = list(out.target.shape[-2:])  # (H, W) of the input as inverted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import warnings
@@ -33,9 +35,14 @@ def error_text(err: Exception) -> str:
 
 def read_sample(sample_id: str, source: str, prompt: str, image_source, resolution: int,
                 crop: str = "center", multiple: int = 8, max_side: int | None = None) -> dict:
-    """A sample dict; an unreadable image becomes ``error`` instead of an exception."""
+    """A sample dict; an unreadable image becomes ``error`` instead of an exception. An image file's bytes, read
+    once, also give its ``source_file`` {size, sha256}: a rerun redoes the sample if the file changed."""
     sample = {"id": sample_id, "source": source, "prompt": prompt}
     try:
+        if isinstance(image_source, (str, os.PathLike)):
+            data = Path(image_source).read_bytes()
+            sample["source_file"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            image_source = io.BytesIO(data)
         sample["image"] = load_image(image_source, resolution, crop, multiple, max_side)
     except Exception as err:  # corrupt, truncated, empty, not an image: a failure record, never a crashed run
         sample["error"] = error_text(err).replace(repr(image_source), repr(source))  # a stream: named by its sample
@@ -52,6 +59,7 @@ def collate(samples: list[dict]) -> dict:
         "id": [s["id"] for s in good],
         "source": [s["source"] for s in good],
         "prompt": [s["prompt"] for s in good],
+        "source_file": [s.get("source_file") for s in good],  # {size, sha256} of an image file, else None
         "image": torch.stack([s["image"] for s in good]) if good else None,  # (B, 3, H, W)
         "failures": [{"id": s["id"], "source": s["source"], "reason": s["error"]} for s in samples if "error" in s],
         **({"target": [s.get("target") for s in good]} if any("target" in s for s in good) else {}),

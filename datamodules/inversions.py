@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from preciseinv.errors import PreciseInvError
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 class Scan:
@@ -104,11 +104,6 @@ def scan_runs(runs) -> Scan:
     return Scan(files, first[1], first[2], skipped)
 
 
-def image_key(path: Path) -> str:
-    """The image a latent file belongs to: its run folder and id (the split is by image)."""
-    return f"{path.parent.parent}::{path.stem}"
-
-
 def split_images(images: list[int], val_fraction: float, seed: int) -> set[int]:
     """The validation images: a seeded draw of ``val_fraction`` of ``images`` (two or more), at least one, and at
     least one left for training."""
@@ -185,7 +180,7 @@ class InversionPairsDataModule(LightningDataModule):
         val = set(int(self.pairs["image"][i]) for i in self.val_rows)
         return {"images": len(self.pairs["images"]), "val_images": len(val), "train_pairs": len(self.train_rows),
                 "val_pairs": len(self.val_rows), "solved_by_ddim": int(self.pairs["solved_by_ddim"]),
-                "above_unsolved": int(self.pairs.get("above_unsolved", 0))}
+                "above_unsolved": int(self.pairs.get("above_unsolved", 0)), "repeated": int(self.pairs.get("repeated", 0))}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(Pairs(self.pairs, self.train_rows), batch_size=self.batch_size, shuffle=True,
@@ -212,13 +207,19 @@ def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> 
     engine = build_engine(cfg, instantiate(cfg.model).load(device))
     sampler, model = engine.sampler, engine.model
     x0, x_prev, k, image, eta = [], [], [], [], []
-    images, prompts, unsolved = [], [], 0
+    images, prompts, unsolved, seen, repeated = [], [], 0, set(), 0
     for path in scan.files:
         tensors, meta = load_latent(path)
+        # the image (the held-out split is by image): its source file and prompt, however many of the runs hold it
+        key = (meta.get("source") or str(path), meta.get("prompt", ""))
+        if key in seen:  # inverted by another of these runs too: learned from once, never on both sides of the split
+            repeated += 1
+            continue
+        seen.add(key)
         T = int(meta["num_steps"])
         states = [tensors["x0"]] + [tensors[f"state_{j}"] for j in range(1, T)]  # x*_0 .. x*_{T-1}
-        images.append(image_key(path))
-        prompts.append(meta.get("prompt", ""))
+        images.append(key[0])
+        prompts.append(key[1])
         residuals = meta.get("residual") or [0.0] * T  # per step, what the run's solver reached
         for j in range(T):
             if j > 0 and not residuals[j - 1] < float(meta.get("eta", 0.0)):  # the state below is no solution:
@@ -246,4 +247,5 @@ def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> 
         raise PreciseInvError(f"the DDIM start already solves every step of the {len(scan.files)} inversion(s) in "
                               "these runs: init=ddim is as good as a learned start can be")
     return {"x0": x0, "x_prev": x_prev, "eps_ddim": eps_ddim, "r_ddim": r_ddim, "k": k, "image": image, "hard": hard,
-            "images": images, "prompts": prompts, "solved_by_ddim": int((~hard).sum()), "above_unsolved": unsolved}
+            "images": images, "prompts": prompts, "solved_by_ddim": int((~hard).sum()), "above_unsolved": unsolved,
+            "repeated": repeated}

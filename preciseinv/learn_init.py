@@ -171,6 +171,8 @@ def summary_table(info: dict) -> str:
                      f"{'learned start kept' if judged['kept'] else 'DDIM start kept'}"))
     if trained.get("above_unsolved"):
         rows.append(("left out", f"{trained['above_unsolved']} steps above one the run left unsolved"))
+    if trained.get("repeated"):
+        rows.append(("repeated", f"{trained['repeated']} inversions of an image another run holds too: learned once"))
     rows.append(("learned steps", ", ".join(str(k + 1) for k in info["steps"]) or "none: init=learned is init=ddim"))
     return console.table(rows + [("seconds", f"{trained['seconds']:.0f}")])
 

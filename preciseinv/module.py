@@ -70,7 +70,8 @@ class InversionModule(LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         preemption.check()  # a safe point: the previous batch is written
-        prediction = {k: batch[k] for k in ("id", "source", "prompt", "failures", *ANNOTATIONS) if k in batch}
+        prediction = {k: batch[k] for k in ("id", "source", "source_file", "prompt", "failures", *ANNOTATIONS)
+                      if k in batch}
         prediction["output"] = None
         if batch["image"] is not None:
             with torch.enable_grad():

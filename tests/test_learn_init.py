@@ -3,6 +3,7 @@ real Lightning training; then fit with init=learned."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,6 +177,10 @@ def test_a_step_above_an_unsolved_one_is_not_learned_from(trained, tmp_path):
     pairs = build_pairs(scan_runs([run]), "cpu")
     assert pairs["above_unsolved"] == 1 and len(pairs["k"]) == 5  # 3 images x 2 steps, less the one
     assert (pairs["k"][pairs["image"] == 0] == 0).all()
+    # a second run holding the same images: each is learned from once (one side of the split)
+    shutil.copytree(run, tmp_path / "again")
+    both = build_pairs(scan_runs([run, tmp_path / "again"]), "cpu")
+    assert both["repeated"] == 3 and both["images"] == pairs["images"] and len(both["k"]) == 5
 
 
 def test_mistakes_are_one_line(trained, fit_in_process, tmp_path):
@@ -263,7 +268,7 @@ def test_a_noise_injecting_samplers_step_is_solved_as_the_run_solved_it(fit_in_p
                    "lpips=false", "sampler=ddpm", "data.batch_size=8")
     scan = scan_runs([tmp_path / "run"])
     pairs = build_pairs(scan, "cpu")
-    records = {json.loads(line)["id"]: json.loads(line) for line in
+    records = {json.loads(line)["source"]: json.loads(line) for line in  # pairs name an image by its source file
                (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()}
     engine = Inverter("mini", sampler="ddpm", device="cpu").engine
     sampler, denoiser = engine.sampler, engine.model.predict
@@ -271,7 +276,7 @@ def test_a_noise_injecting_samplers_step_is_solved_as_the_run_solved_it(fit_in_p
     x0, x_prev = pairs["x0"][rows], pairs["x_prev"][rows]
     _, stats = engine.method.solve(denoiser, sampler, x0, x_prev, 1, sampler.state(x0, pairs["eps_ddim"][rows], 1),
                                    None, injected_noise(sampler, x0, x_prev, 1))
-    ran = [records[pairs["images"][int(i)].split("::")[1]]["iters"][1] for i in pairs["image"][rows]]
+    ran = [records[pairs["images"][int(i)]]["iters"][1] for i in pairs["image"][rows]]
     assert sampler.injects_noise and sampler.learn_noise
     # (starting z at the stored, solved noise instead: 5 iterations off over these 8)
     assert sum(abs(a - b) for a, b in zip(stats.iters.tolist(), ran)) <= 2, (stats.iters.tolist(), ran)

@@ -248,6 +248,25 @@ def damage(output_dir: Path, record: dict, full: bool = False, digests: dict | N
     return None
 
 
+def source_change(record: dict, full: bool = False) -> str | None:
+    """Why a finished sample's image file is not the one it was inverted from (another size; ``full``: another
+    checksum), or None: also None for a record without ``source_file``, a source that is not a file (a WebDataset
+    member) and a file no longer there (what was inverted from it is kept)."""
+    entry, source = record.get("source_file"), record.get("source")
+    if not entry or not source:
+        return None
+    path = Path(source)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if size != entry["size"]:
+        return f"its image {source} changed since it was inverted ({size} bytes, not {entry['size']})"
+    if full and file_digest(path) != entry["sha256"]:
+        return f"its image {source} changed since it was inverted (another checksum)"
+    return None
+
+
 DAMAGED = "damaged.jsonl"  # what ``python -m preciseinv.manifest DIR --verify`` found damaged: {id, why} per line
 
 
@@ -266,7 +285,8 @@ def verify(output_dir: Path, full: bool = False,
     for path in [output_dir / MANIFEST, *_rank_paths(output_dir, "rank-")]:
         for record in iter_jsonl(path):
             if "id" in record:
-                status[record["id"]] = damage(output_dir, record, full or record["id"] in listed, digests)
+                deep = full or record["id"] in listed
+                status[record["id"]] = damage(output_dir, record, deep, digests) or source_change(record, deep)
                 if inputs is not None:
                     inputs[record["id"]] = {k: record[k] for k in ("source", "prompt", "target") if k in record}
     good = {i for i, why in status.items() if why is None}

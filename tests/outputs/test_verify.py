@@ -116,3 +116,36 @@ def test_a_bad_verify_value_is_one_line(run):
     _, again = run
     with pytest.raises(PreciseInvError, match="verify must be size"):
         again("verify=sometimes")
+
+
+def test_a_rerun_redoes_an_image_whose_file_changed_since_it_was_inverted(fit_in_process, tmp_path, capsys):
+    """Records keep the size and SHA-256 of the image file as read: a rerun redoes a sample whose image is now of
+    another size (verify=full: of other bytes), and keeps the others."""
+    import numpy as np
+    from PIL import Image
+
+    root, out, rng = tmp_path / "in", tmp_path / "run", np.random.default_rng(0)
+    root.mkdir()
+    for name in ("a", "b"):  # BMP: other pixels, the same file size
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / f"{name}.bmp")
+    args = (*FAST, "data=folder", f"data.root={root}", f"output_dir={out}")
+    fit_in_process(*args)
+    first = records(out)
+    data = (root / "a.bmp").read_bytes()
+    assert first["a"]["source_file"] == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "a.bmp")
+    capsys.readouterr()
+    fit_in_process(*args)  # a stat: the same size escapes it
+    assert "finished sample(s)" not in capsys.readouterr().out and records(out) == first
+    fit_in_process(*args, "verify=full")
+    said = capsys.readouterr().out
+    assert (f"1 finished sample(s) have missing or damaged files (a: its image {root / 'a.bmp'} changed since it "
+            "was inverted (another checksum))") in said
+    now = records(out)
+    assert now["a"]["source_file"]["sha256"] == hashlib.sha256((root / "a.bmp").read_bytes()).hexdigest()
+    assert now["b"] == first["b"]
+    Image.fromarray(rng.integers(0, 255, (40, 32, 3), dtype=np.uint8)).save(root / "b.bmp")  # another size
+    fit_in_process(*args)
+    assert "(b: its image" in capsys.readouterr().out and records(out)["a"] == now["a"]
+    (root / "a.bmp").unlink()  # an image removed from the folder: what was inverted from it is kept
+    assert verify(out)[0] == {"a", "b"}
