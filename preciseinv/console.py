@@ -33,8 +33,9 @@ def bar_opened(is_open: bool = True) -> None:
 
 
 def close_bar_line() -> None:
-    """Before a closing message: end a progress bar's unfinished line on a terminal, so the message has its own."""
-    if _bar_open and sys.stdout.isatty():
+    """Before a closing message: end a progress bar's unfinished line (on a terminal, or in a job's log file, where
+    the bar's updates are carriage returns too), so the message has its own."""
+    if _bar_open:
         print(file=sys.stdout, flush=True)
     bar_opened(False)
 

@@ -204,8 +204,8 @@ def test_the_sampler_a_model_runs_is_read_from_its_scheduler_config():
 
 
 def test_a_closing_line_starts_below_an_unfinished_progress_bar(capsys, monkeypatch):
-    """On a terminal, an error or the interrupt line after a progress bar left mid-line gets its own line."""
-    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    """On a terminal or in a log file, an error or the interrupt line after a progress bar left mid-line gets its own
+    line."""
     console.bar_opened()
     with pytest.raises(SystemExit):
         console.fail("a refused setting")
