@@ -132,7 +132,7 @@ def _run(cfg, held: contextlib.ExitStack) -> dict:
     if hasattr(datamodule.dataset, "__len__") and len(datamodule.dataset) == 0:  # all finished by earlier runs
         if not first_process():
             return {}
-        print(f"all {len(done)} samples in {output_dir} are already inverted")
+        print(f"every image of the dataset is already inverted in {output_dir} ({len(done)} samples there)")
         (output_dir / DAMAGED).unlink(missing_ok=True)  # what manifest --verify listed is intact (re-hashed above)
         writer.forget_last_run()
         return writer.write_summary()  # rank files stay: ranks launched beside this one may be reading them
