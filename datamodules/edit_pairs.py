@@ -28,14 +28,14 @@ def read_rows(pairs: str | Path) -> list[dict]:
     if not path.is_file():
         raise PreciseInvError(f"pairs file {str(path)!r} does not exist: pass pairs=<file.jsonl or file.csv>")
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
             rows = list(reader)
         if rows and not {"image", "path"} & set(reader.fieldnames or ()):
             raise PreciseInvError(f"pairs file {str(path)!r} has no image column (its header: "
                                   f"{', '.join(reader.fieldnames or ())}): {FORMAT}")
         return rows
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     try:  # a whole-file JSON list of rows
         whole = json.loads(text)
     except json.JSONDecodeError:

@@ -180,7 +180,8 @@ class InversionPairsDataModule(LightningDataModule):
         val = set(int(self.pairs["image"][i]) for i in self.val_rows)
         return {"images": len(self.pairs["images"]), "val_images": len(val), "train_pairs": len(self.train_rows),
                 "val_pairs": len(self.val_rows), "solved_by_ddim": int(self.pairs["solved_by_ddim"]),
-                "above_unsolved": int(self.pairs.get("above_unsolved", 0)), "repeated": int(self.pairs.get("repeated", 0))}
+                "above_unsolved": int(self.pairs.get("above_unsolved", 0)),
+                "repeated": int(self.pairs.get("repeated", 0))}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(Pairs(self.pairs, self.train_rows), batch_size=self.batch_size, shuffle=True,
@@ -210,8 +211,10 @@ def build_pairs(scan: Scan, device: str | None = None, batch_size: int = 64) -> 
     images, prompts, unsolved, seen, repeated = [], [], 0, set(), 0
     for path in scan.files:
         tensors, meta = load_latent(path)
-        # the image (the held-out split is by image): its source file and prompt, however many of the runs hold it
-        key = (meta.get("source") or str(path), meta.get("prompt", ""))
+        # the image (the held-out split is by image) and its prompt, however many of the runs hold it: by the image
+        # file's checksum where the run recorded it (one picture under two paths), else by its path
+        picture = (meta.get("source_file") or {}).get("sha256") or meta.get("source") or str(path)
+        key = (picture, meta.get("prompt", ""))
         if key in seen:  # inverted by another of these runs too: learned from once, never on both sides of the split
             repeated += 1
             continue

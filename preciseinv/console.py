@@ -66,7 +66,9 @@ def drop_unused_run_dir(output_dir) -> None:
         if ".hydra" in names and names <= {".hydra", LOCK} and holder(folder) is None:  # not a live run's
             shutil.rmtree(folder)
             day = folder.parent  # Hydra's default outputs/<date>/<time>/: the date folder it made, if now empty
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.name) and not any(day.iterdir()):
+            default = re.fullmatch(r"\d{2}-\d{2}-\d{2}", folder.name) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.name) \
+                and day.parent.name == "outputs"
+            if default and not any(day.iterdir()):
                 day.rmdir()
 
 

@@ -187,6 +187,7 @@ def _command(config_name: str) -> None:
     import hydra
 
     console.command_line(config_name)
+    unreadable: list[str] = []  # the runs none of whose inputs could be read
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg) -> None:
@@ -215,9 +216,11 @@ def _command(config_name: str) -> None:
                 print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
             print("\n".join(closing_lines(cfg, summary)))
             if not summary.get("n") and summary.get("n_failed"):  # not one input could be read: a failed run
-                raise SystemExit(1)
+                unreadable.append(cfg.output_dir)  # (a sweep's other runs go on)
 
     _main()
+    if unreadable:  # exit status 1 once the sweep (or the one run) is over
+        raise SystemExit(1)
 
 
 def _sampler(cfg, model_spec) -> str | None:

@@ -57,15 +57,20 @@ def network_config(cfg, identity: dict) -> dict:
 
 
 def fit_command(info: dict, output_dir) -> str:
-    """The fit command that starts from this predictor: the model and number of steps it was trained for (other
-    settings of the runs it learned from, e.g. timestep_spacing, are repeated as they were given)."""
+    """The fit command that starts from this predictor: the model (with its LoRA), sampler and number of steps it
+    was trained for (other settings of the runs it learned from, e.g. timestep_spacing, are repeated as they were
+    given)."""
     import shlex
 
     trained = info.get("identity") or {}
     source = str(trained.get("source") or "")
-    model = "" if not source or source.startswith("embedded:") else f" model.path={shlex.quote(source)}"
-    steps = f" num_steps={len(trained['timesteps'])}" if trained.get("timesteps") else ""
-    return f"python -m preciseinv.fit{model}{steps} init=learned init.path={shlex.quote(str(output_dir))}"
+    parts = [] if not source or source.startswith("embedded:") else [f"model.path={shlex.quote(source)}"]
+    lora = trained.get("lora") or {}
+    if lora.get("lora"):
+        parts += [f"model.lora={shlex.quote(str(lora['lora']))}", f"model.lora_scale={lora.get('lora_scale', 1.0):g}"]
+    parts += [f"sampler={trained['sampler']}"] if trained.get("sampler") else []
+    parts += [f"num_steps={len(trained['timesteps'])}"] if trained.get("timesteps") else []
+    return " ".join(["python -m preciseinv.fit", *parts, "init=learned", f"init.path={shlex.quote(str(output_dir))}"])
 
 
 def run(cfg) -> dict:

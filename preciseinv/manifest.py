@@ -18,7 +18,7 @@ from pathlib import Path
 
 from preciseinv.console import plain
 from preciseinv.outputs.records import RECORDS, rank_record_files
-from preciseinv.outputs.lock import LOCK, holder
+from preciseinv.outputs.lock import holder, released_here
 from preciseinv.outputs.summary import write_summary
 
 LIVE_SECONDS = 120  # a rank file written this recently belongs to a run that is still going
@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"preciseinv: error: a run is writing into this output_dir ({owner}); it assembles the manifest itself "
               "when it ends: wait, or pass --force", file=sys.stderr)
         return 2
-    # a run that took the folder's lock and is gone is over; without one (a filesystem without locks), rank files
-    # written this recently may be a live run's
+    # a run that took the folder's lock on this machine and let it go is over; else (a filesystem without locks, a
+    # lock taken on another machine) rank files written this recently may be a live run's
     recent = [f for f in (out / RECORDS).glob("*.jsonl") if time.time() - f.stat().st_mtime < LIVE_SECONDS] \
-        if (out / RECORDS).is_dir() and not (out / LOCK).is_file() else []
+        if (out / RECORDS).is_dir() and not released_here(out) else []
     if recent and not args.force:
         print(f"preciseinv: error: {str(recent[0])!r} was written less than {LIVE_SECONDS} s ago: a run seems to be "
               "writing into this output_dir (it assembles the manifest itself when it ends); wait, or pass --force",

@@ -62,7 +62,10 @@ def reconstruct(files: list[Path], output_dir: Path, device: str | None = None
 
     device = resolve_device(device)
     targets, failed = {}, []  # output name -> the files that would write it
-    for path in dict.fromkeys(files):  # a file named twice (overlapping globs) once
+    unique: dict[Path, Path] = {}
+    for path in files:  # a file named twice (overlapping globs, two spellings of one path) once
+        unique.setdefault(path.resolve(), path)
+    for path in unique.values():
         try:
             meta = load_latent(path, tensors=False)[1]  # the header only
         except PreciseInvError as err:  # not a latent file of ours, truncated, foreign

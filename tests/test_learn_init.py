@@ -181,6 +181,11 @@ def test_a_step_above_an_unsolved_one_is_not_learned_from(trained, tmp_path):
     shutil.copytree(run, tmp_path / "again")
     both = build_pairs(scan_runs([run, tmp_path / "again"]), "cpu")
     assert both["repeated"] == 3 and both["images"] == pairs["images"] and len(both["k"]) == 5
+    for path in (tmp_path / "again" / "latents").glob("*.safetensors"):  # the same pictures, read from other paths
+        tensors, meta = load_latent(path)
+        save_latent(path, tensors["latent"], {**meta, "source": f"/elsewhere/{path.stem}.png"},
+                    {k: v for k, v in tensors.items() if k != "latent"})
+    assert build_pairs(scan_runs([run, tmp_path / "again"]), "cpu")["repeated"] == 3
 
 
 def test_mistakes_are_one_line(trained, fit_in_process, tmp_path):
@@ -232,7 +237,7 @@ def test_a_killed_training_resumes_when_the_command_is_rerun(trained, tmp_path):
                                                                             judged["learned"]["cost"])) < 0.02
     assert info["steps"] == ([1] if judged["kept"] else [])
     assert "step 2 val solves" in shown and "learned steps" in shown
-    assert f"python -m preciseinv.fit num_steps=2 init=learned init.path={out}" in shown  # the embedded model
+    assert f"python -m preciseinv.fit sampler=ddim num_steps=2 init=learned init.path={out}" in shown  # embedded model
     logged = (out / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
     header = logged[0].split(",")
     epochs = [int(float(row.split(",")[header.index("epoch")])) for row in logged[1:]]
@@ -268,8 +273,8 @@ def test_a_noise_injecting_samplers_step_is_solved_as_the_run_solved_it(fit_in_p
                    "lpips=false", "sampler=ddpm", "data.batch_size=8")
     scan = scan_runs([tmp_path / "run"])
     pairs = build_pairs(scan, "cpu")
-    records = {json.loads(line)["source"]: json.loads(line) for line in  # pairs name an image by its source file
-               (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()}
+    records = {r["source_file"]["sha256"]: r for r in  # pairs name an image by its file's checksum
+               map(json.loads, (tmp_path / "run" / "manifest.jsonl").read_text().splitlines())}
     engine = Inverter("mini", sampler="ddpm", device="cpu").engine
     sampler, denoiser = engine.sampler, engine.model.predict
     rows = (pairs["k"] == 1).nonzero().squeeze(1)
@@ -301,6 +306,8 @@ def test_the_closing_table_says_which_epoch_each_figure_is_of():
 def test_the_closing_hint_is_the_fit_command_of_the_model_and_steps_it_was_trained_for():
     from preciseinv.learn_init import fit_command
 
-    info = {"identity": {"source": "/models/my sd", "timesteps": [1.0, 251.0, 501.0, 751.0]}}
-    assert fit_command(info, "runs/init") == ("python -m preciseinv.fit model.path='/models/my sd' num_steps=4 "
-                                              "init=learned init.path=runs/init")
+    info = {"identity": {"source": "/models/my sd", "timesteps": [1.0, 251.0, 501.0, 751.0], "sampler": "ddpm",
+                         "lora": {"lora": "/loras/style.safetensors", "lora_scale": 0.8}}}
+    assert fit_command(info, "runs/init") == ("python -m preciseinv.fit model.path='/models/my sd' "
+                                              "model.lora=/loras/style.safetensors model.lora_scale=0.8 sampler=ddpm "
+                                              "num_steps=4 init=learned init.path=runs/init")

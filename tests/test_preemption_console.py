@@ -133,6 +133,10 @@ def test_a_mistake_leaves_no_folder_but_an_earlier_runs_folder_stays(tmp_path, m
     (day / "00-12-13" / ".lock").write_text("")  # a lock the refused run took and let go
     console.drop_unused_run_dir(day / "00-12-13")
     assert not day.exists() and (tmp_path / "outputs").is_dir()
+    mine = tmp_path / "runs" / "2026-12-07"  # output_dir=runs/2026-12-07/exp: the user's own dated folder stays
+    (mine / "exp" / ".hydra").mkdir(parents=True)
+    console.drop_unused_run_dir(mine / "exp")
+    assert not (mine / "exp").exists() and mine.is_dir()
 
 
 def test_quiet_drops_lightning_chatter_but_not_what_asks_for_action(caplog):
@@ -237,7 +241,7 @@ def test_a_sweep_flag_after_the_overrides_is_moved_before_them(monkeypatch):
     assert sys.argv == ["preciseinv.fit", "--multirun", "~logger", "method=ddim,ceiling"]
 
 
-def test_the_projects_warnings_are_one_line_others_go_on_as_before(capsys):
+def test_the_projects_warnings_are_one_line_others_go_on_as_before(capsys, recwarn):
     import warnings
 
     from preciseinv.errors import PreciseInvWarning
@@ -247,4 +251,5 @@ def test_the_projects_warnings_are_one_line_others_go_on_as_before(capsys):
         warnings.warn("a library's own warning", UserWarning)
     err = capsys.readouterr().err
     assert "preciseinv: warning: data.crop=none: 2 image(s) have a long side over 8x data.resolution\n" in err
-    assert "preciseinv: warning: a library's" not in err and "PreciseInvWarning" not in err  # theirs go on as before
+    assert "preciseinv: warning: a library's" not in err and "PreciseInvWarning" not in err
+    assert [str(w.message) for w in recwarn] == ["a library's own warning"]  # handed on to Python's own display

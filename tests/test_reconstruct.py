@@ -30,6 +30,10 @@ def test_reconstruct_equals_the_runs_recon(fit_in_process, tmp_path, capsys):
     assert exit_.value.code == 1 and "2 image(s)" in said.out
     assert said.err.startswith(f"preciseinv: 1 file(s) not reconstructed: '{damaged}' is not a readable latent file")
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(f"{p.stem}.png" for p in (files[0], files[2]))
+    # one file given twice, spelled two ways: written once
+    main([str(files[0]), str(files[0].parent / ".." / "latents" / files[0].name), f"output_dir={tmp_path / 'once'}",
+          "device=cpu"])
+    assert "1 image(s)" in capsys.readouterr().out
     # the same id from two runs would write one image: refused before any is written
     other = tmp_path / "other" / files[0].name
     other.parent.mkdir()
@@ -80,6 +84,19 @@ def test_mistakes_are_one_line(args, message, tmp_path, capsys, monkeypatch):
     assert exit_.value.code == 2
     err = capsys.readouterr()
     assert message in (err.err + err.out)
+
+
+def test_a_latent_file_with_torn_metadata_is_listed_not_a_traceback(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    from preciseinv.outputs.latents import FORMAT
+
+    save_file({"latent": torch.zeros(3, 4, 4)}, str(tmp_path / "x.safetensors"), metadata={"format": FORMAT})
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "x.safetensors")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "is not a readable latent file (KeyError: 'preciseinv')" in err
 
 
 def test_a_foreign_file_is_one_line(tmp_path, capsys):

@@ -94,6 +94,14 @@ def test_a_run_whose_every_input_failed_exits_1(tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-2].startswith("failed: corrupt: ")  # why, and where the record is
     assert json.loads((out / "summary.json").read_text())["n_failed"] == 1
+    (tmp_path / "good").mkdir()  # in a sweep, the runs after it still run; the status is 1 at the end
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(tmp_path / "good" / "plain.png")
+    sweep = subprocess.run(fit_cmd("--multirun", "method=ddim", "data=folder",
+                                   f"data.root={tmp_path / 'in'},{tmp_path / 'good'}", "~logger",
+                                   f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweep.subdir=${hydra.job.num}"),
+                           env=ENV, capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 1, sweep.stderr[-3000:]
+    assert json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["n"] == 1
 
 
 def run_and_kill(args: list[str], out: Path, after_records: int) -> None:

@@ -114,7 +114,8 @@ class LearnedStart:
             if len(self._sizes) == 1:  # once a run
                 warnings.warn(f"init.path={str(self.path)!r} was trained on {trained[1]}x{trained[2]} states, these "
                               f"are {shape[1]}x{shape[2]}: each sample starts from its prediction only where that "
-                              "is below the DDIM start's residual", PreciseInvWarning, stacklevel=3)
+                              "is below the DDIM start's residual (sides it cannot take: from the DDIM start)",
+                              PreciseInvWarning, stacklevel=3)
 
     def __call__(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, x_prev: torch.Tensor, k: int,
                  cond: Any = None, noise: torch.Tensor | None = None) -> Start:

@@ -72,9 +72,10 @@ def load_latent(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[str
             if header.get("format") != FORMAT:
                 raise PreciseInvError(f"{str(path)!r} is not a preciseinv latent file (format {header.get('format')!r})")
             loaded = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+        meta = json.loads(header["preciseinv"])
     except PreciseInvError:
         raise
-    except Exception as err:  # not safetensors at all, or truncated
+    except Exception as err:  # not safetensors at all, truncated, or its metadata missing or torn
         raise PreciseInvError(f"{str(path)!r} is not a readable latent file ({type(err).__name__}: "
                               f"{str(err).strip()[:120]})") from None
-    return loaded, json.loads(header["preciseinv"])
+    return loaded, meta

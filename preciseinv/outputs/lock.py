@@ -36,6 +36,7 @@ def run_lock(output_dir: str | os.PathLike, what: str = "run"):
 
     path = Path(output_dir) / LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
     handle = open(path, "a+")
     locked = True
     try:
@@ -44,8 +45,10 @@ def run_lock(output_dir: str | os.PathLike, what: str = "run"):
         owner = _owner(handle)
         handle.close()
         raise in_use(output_dir, owner, what) from None
-    except OSError:  # no locks on this filesystem: unguarded
+    except OSError:  # no locks on this filesystem: unguarded, and no lock file to suggest otherwise
         locked = False
+        if created:
+            path.unlink(missing_ok=True)
     try:
         if locked:
             handle.seek(0)
@@ -57,6 +60,23 @@ def run_lock(output_dir: str | os.PathLike, what: str = "run"):
         if locked:
             fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def released_here(output_dir: str | os.PathLike) -> bool:
+    """The folder's lock was taken on this machine and is free now: the run that held it is over. (A lock taken on
+    another machine may be invisible here, as on NFS with locks local to each client: no conclusion.)"""
+    import fcntl
+
+    path = Path(output_dir) / LOCK
+    try:
+        with open(path) as handle:
+            if f" on {socket.gethostname()}," not in _owner(handle):
+                return False
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return True
+    except OSError:  # no lock file, held (BlockingIOError), or no locks on this filesystem
+        return False
 
 
 def holder(output_dir: str | os.PathLike) -> str | None:

@@ -15,8 +15,11 @@ def test_json_lines_a_json_list_and_csv_give_the_same_rows(tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps(ROW) + "\n\n" + json.dumps(ROW) + "\n")
     (tmp_path / "p.json").write_text(json.dumps([ROW, ROW], indent=2))  # one list over many lines
     (tmp_path / "p.csv").write_text("image,source,target\na.png,a cat,a dog\na.png,a cat,a dog\n")
+    (tmp_path / "bom.csv").write_text("\ufeffimage,source,target\na.png,a cat,a dog\n", encoding="utf-8")  # Excel's
+    (tmp_path / "bom.jsonl").write_text("\ufeff" + json.dumps(ROW) + "\n", encoding="utf-8")  # UTF-8 export
     for name in ("p.jsonl", "p.json", "p.csv"):
         assert read_rows(tmp_path / name) == [ROW, ROW]
+    assert read_rows(tmp_path / "bom.csv") == [ROW] and read_rows(tmp_path / "bom.jsonl") == [ROW]
 
 
 def test_a_bad_row_is_a_failure_record_and_the_rest_are_kept(tmp_path):

@@ -83,3 +83,32 @@ def test_the_manifest_command_waits_for_a_live_run_and_not_for_a_dead_one(tmp_pa
     done = subprocess.run(manifest, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert [r["id"] for r in read_jsonl(tmp_path / "manifest.jsonl")] == ["s0", "s1"]
+
+
+def test_without_locks_on_the_filesystem_runs_go_unguarded_and_manifest_keeps_its_wait(tmp_path, monkeypatch):
+    """Where flock fails (NFS without its lock daemon, Lustre without -o flock) the run goes on unguarded and leaves
+    no lock file, so the manifest command still treats fresh rank files as a live run's; a lock file that names
+    another machine proves nothing here either."""
+    import errno
+    import fcntl
+
+    from preciseinv.manifest import main as manifest_main
+    from preciseinv.outputs.lock import released_here
+    from preciseinv.outputs.records import append_jsonl, rank_files
+
+    (tmp_path / "run.json").write_text("{}")
+    append_jsonl(rank_files(tmp_path, 0)[0], {"id": "s0"})
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fcntl, "flock", no_locks)
+        with run_lock(tmp_path):
+            assert not (tmp_path / LOCK).exists() and holder(tmp_path) is None
+            assert manifest_main([str(tmp_path)]) == 2  # rank files written in the last 120 s: a live run's
+    (tmp_path / LOCK).write_text("pid 4242 on another-node, since 2026-12-07 01:00:00")
+    assert not released_here(tmp_path) and manifest_main([str(tmp_path)]) == 2
+    with run_lock(tmp_path):  # taken here and let go: the run is over
+        pass
+    assert released_here(tmp_path)
