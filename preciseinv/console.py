@@ -79,7 +79,10 @@ def command_line(config_name: str) -> None:
     from preciseinv.presets import check_command_line, help_text, register_resolvers, run_dir_from_output_dir
 
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
-        print(help_text(config_name))
+        try:
+            print(help_text(config_name), flush=True)
+        except BrokenPipeError:  # --help | head: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0)
     register_resolvers()
     sweep = [arg for arg in sys.argv[1:] if arg in ("-m", "--multirun")]  # Hydra reads it only before the overrides

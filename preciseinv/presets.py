@@ -74,6 +74,8 @@ def help_text(config_name: str) -> str:
              "comma-separated values)", "", "groups (default first):"]
     for group, choice in defaults.items():
         options = [o for o in _options(group) if OWN_COMMAND.get(o, config_name) == config_name]
+        own = [o for o in options if OWN_COMMAND.get(o) == config_name]
+        options = own or options  # a group with options made for this command: only those apply to it
         ordered = [choice] + [o for o in options if o != choice] if choice in options else options
         lines.append(f"  {group.ljust(width)}{', '.join(ordered) if ordered else '-'}"
                      + ("  (none by default)" if choice is None else ""))

@@ -127,7 +127,8 @@ def test_help_lists_groups_options_and_common_settings():
     assert "data=folder" not in help_text("edit")  # edit reads image= or pairs=
     # options made for another command are not listed; ~logger names the command's own default logger
     assert "edit_pairs" not in text and "learn_init" not in text and "edit_pairs" in help_text("edit")
-    assert re.search(r"\n  trainer +learn_init", help_text("learn_init"))
+    assert re.search(r"\n  trainer +learn_init\n", help_text("learn_init"))  # not fit's trainer
+    assert re.search(r"\n  data +edit_pairs\n", help_text("edit"))
     assert "~logger" in text and "no W&B logging" in text and "no CSV logging" in help_text("learn_init")
 
 

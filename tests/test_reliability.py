@@ -326,6 +326,10 @@ def test_help_and_an_early_ctrl_c(tmp_path):
     proc = subprocess.run(fit_cmd("--help"), env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m preciseinv.fit")
     assert "solver" in proc.stdout and "Powered by Hydra" not in proc.stdout
+    piped = subprocess.Popen(fit_cmd("--help"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    piped.stdout.close()  # `--help | head`: the reader is gone before the page is written
+    _, stderr = piped.communicate(timeout=120)
+    assert piped.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
     start = subprocess.Popen(fit_cmd("~logger", f"output_dir={tmp_path / 'out'}"), env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)  # importing torch and Lightning
