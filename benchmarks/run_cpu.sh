@@ -12,6 +12,9 @@ for method in ddim preciseinv; do
   echo; echo "## python -m preciseinv.fit method=$method (wall clock, process start to exit)"
   TIMEFORMAT="wall: %R s"
   time (OMP_NUM_THREADS=$threads python -m preciseinv.fit method=$method ~logger output_dir="$tmp/run-$method" \
-        2>/dev/null | grep -E '"(psnr_mean|ssim_mean|seconds_per_image|converged_fraction|nfe_forward_mean|nfe_backward_mean)"')
+        >/dev/null 2>&1)
+  python -c "import json, sys; s = json.load(open(sys.argv[1])); print({k: s[k] for k in ('psnr_mean', 'ssim_mean',
+    'seconds_per_image', 'converged_fraction', 'nfe_forward_mean', 'nfe_backward_mean', 'cost_mean')})" \
+    "$tmp/run-$method/summary.json"
 done
 rm -rf "$tmp"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,26 @@ def scheduler_config(path: str, **load_kwargs) -> dict:
     return dict(DDIMScheduler.load_config(path, subfolder="scheduler", **hub))
 
 
+LORA_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers saves LoRA weights under (hub repos use it)
+
+
+def lora_from_cache(lora: str, revision: str | None = None) -> dict:
+    """Where the hub is off or cannot be reached: the arguments that load hub LoRA ``lora`` from the local cache, or
+    one line when it is not cached (the hub client would retry for a minute, or ask for a ``weight_name``)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", lora):  # not a hub id (a path that is not there): the loader says so
+        return {}
+    host = None if constants.HF_HUB_OFFLINE else _hub_unreachable()
+    if not (constants.HF_HUB_OFFLINE or host):
+        return {}
+    if isinstance(try_to_load_from_cache(lora, LORA_FILE, revision=revision), str):
+        return {"weight_name": LORA_FILE, "local_files_only": True}
+    why = f"{host} cannot be reached" if host else "the hub is off (HF_HUB_OFFLINE=1)"
+    raise PreciseInvError(f"{why} and LoRA weights {lora!r} are not in the local cache: download them where there is "
+                          "internet, or give model.lora=<a local folder or .safetensors file> (model.lora=null: none)")
+
+
 def fuse_lora(model, lora: str, scale: float = 1.0, revision: str | None = None) -> None:
     """Load LoRA weights (diffusers/peft format) into the model's denoiser and fuse them in."""
     import importlib.util
@@ -238,11 +259,12 @@ def fuse_lora(model, lora: str, scale: float = 1.0, revision: str | None = None)
     if importlib.util.find_spec("peft") is None:
         raise PreciseInvError("model.lora needs the peft package: pip install peft")
     local = os.path.isdir(os.path.expanduser(lora))
+    where = {"local_files_only": local}  # a hub id with the hub out of reach: its cached copy, or one line
+    where.update({} if local or os.path.isfile(os.path.expanduser(lora)) else lora_from_cache(lora, revision))
     denoiser = model.modules[model.denoiser_name]
     try:
         denoiser.load_lora_adapter(os.path.expanduser(lora) if local else lora, prefix=model.denoiser_name,
-                                   adapter_name="preciseinv", revision=revision, local_files_only=local,
-                                   use_safetensors=True)
+                                   adapter_name="preciseinv", revision=revision, use_safetensors=True, **where)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise PreciseInvError(f"could not load LoRA weights {lora!r}: {first}") from None

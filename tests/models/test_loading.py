@@ -146,3 +146,16 @@ def test_lora_weights_are_fused_and_recorded(tiny_sd, tiny_lora):
     assert fused.describe()["lora"] == str(tiny_lora)
     with pytest.raises(PreciseInvError, match="could not load LoRA weights"):
         load_model(str(tiny_sd), lora="/no/such/lora")
+
+
+def test_a_hub_lora_that_is_not_cached_is_one_line_when_the_hub_is_off(tiny_sd, monkeypatch, tmp_path):
+    """The LCM presets' LoRA with the hub off or out of reach: one line naming the way out, not a minute of retries,
+    a traceback or the hub client's request for a weight_name."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(PreciseInvError, match=r"the hub is off \(HF_HUB_OFFLINE=1\) and LoRA weights "
+                                              r"'latent-consistency/lcm-lora-sdv1-5' are not in the local cache: .*"
+                                              r"model.lora=<a local folder or .safetensors file>"):
+        load_model(str(tiny_sd), lora="latent-consistency/lcm-lora-sdv1-5")
