@@ -12,7 +12,7 @@ writes, one per run of a ``--multirun`` sweep). Writes into DIR:
   then the same images as each run reconstructed them). Each method has one colour in every plot; a plot the runs
   give none of (no image in every run, no eta sweep) is removed, not left from an earlier report.
 
-Exact methods (reconstruction equal to the input by construction, PSNR at its 120 dB cap) read ``exact``, and
+Exact methods (reconstruction equal to the input by construction, PSNR of 100 dB or more) read ``exact``, and
 columns that do not apply to a method are blank: eta, solver and start without a solver, converged for the exact
 methods. A folder whose files cannot be read is listed and skipped, never a crash; no run folder at all is one
 line on stderr and exit status 2.
@@ -42,7 +42,7 @@ COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "samp
            "peak_memory_mb", "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed",
            *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
 RUN_FILES = ("summary.json", "manifest.jsonl", "run.json")
-PSNR_CAP = 120.0  # metrics.image.psnr floors the MSE at 1e-12: a reconstruction equal to its input reads 120 dB
+EXACT_PSNR = 100.0  # an exact method's reconstruction at or above this is its input up to float rounding (MSE 1e-10)
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 METHOD_COLOURS = {"preciseinv": "#d62728", "ddim": "#1f77b4", "renoise": "#ff7f0e", "easyinv": "#2ca02c",
                   "gnri": "#9467bd", "edict": "#8c564b", "bdia": "#e377c2", "belm": "#17becf", "ceiling": "#7f7f7f"}
@@ -128,7 +128,10 @@ def read_run(folder: Path) -> dict:
     method = config.get("method") or {}
     solver = _name((method.get("solver") or {}).get("_target_"))
     init = _name((config.get("init") or {}).get("_target_")) or "ddim"  # where each step's solver started
-    row = {"run": "", "method": _name(method.get("_target_")), "model": (config.get("model") or {}).get("name"),
+    model = config.get("model") or {}
+    path = model.get("path")  # what loaded, beside the preset that gave its defaults (as the console's header)
+    row = {"run": "", "method": _name(method.get("_target_")),
+           "model": f"{model.get('name')} ({path})" if path and path != model.get("name") else model.get("name"),
            "num_steps": config.get("num_steps"), "eta": method.get("eta") if solver else None, "solver": solver,
            "init": init if solver else None, "sampler": config.get("sampler") or "auto"}  # auto: the model's own
     records = read_jsonl(folder / "manifest.jsonl")
@@ -150,7 +153,7 @@ def read_run(folder: Path) -> dict:
     if row["cost_mean"] is None:  # runs written before the cost column existed
         row["cost_mean"], _ = mean_ci95([cost(r) for r in records])
     row["exact"] = exact_method(row["method"]) and row["psnr_mean"] is not None \
-        and row["psnr_mean"] >= PSNR_CAP - 1e-3  # on a latent model the autoencoder bounds even these
+        and row["psnr_mean"] >= EXACT_PSNR  # on a latent model the autoencoder bounds even these
     if exact_method(row["method"]):
         row["converged_fraction"] = None  # the plain sampler's residual: says nothing of an exact reconstruction
     return run
@@ -212,7 +215,7 @@ def markdown(runs: list[dict], unfinished: list[dict], skipped: list) -> str:
     lines += [table_row(run["row"]) for run in runs]
     text = ("# Report\n\nMeans over the images of each finished run with 95 % intervals (Student t). `cost`: network "
             "forward + 2 × backward calls per image. `exact`: the reconstruction is the input by construction (PSNR "
-            "at its 120 dB cap). `start`: where each step's solver began (`init=`). `sampler`: `sampler=` (auto: the "
+            "of 100 dB or more). `start`: where each step's solver began (`init=`). `sampler`: `sampler=` (auto: the "
             "model's own). Blank: does not apply to the "
             "method (η, solver and start without a solver, converged for exact methods); –: not measured. The plots "
             "leave the exact runs out.\n\n" + "\n".join(lines) + "\n")
@@ -289,8 +292,8 @@ def _save(fig, ax, path: Path, plt) -> Path:
 
 
 def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
-    """The Pareto view, PSNR against eta (exact runs, at the 120 dB cap, left out), cost per image against images
-    seen, and the grid."""
+    """The Pareto view, PSNR against eta (exact runs, at 100-120 dB, left out), cost per image against images seen,
+    and the grid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,8 +329,9 @@ def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
             costs = [float(cost(r) or 0) for r in run["records"]]  # manifest order: each rank's in the order inverted
             window = max(1, len(costs) // 20)
             smooth = [sum(costs[i - window:i]) / window for i in range(window, len(costs) + 1)]
-            ax.plot(range(window, len(costs) + 1), smooth, color=style["color"],
-                    label=label(run["row"], several_models))
+            ax.plot(range(window, len(costs) + 1), smooth, color=style["color"], marker=style["marker"],
+                    markevery=max(1, len(smooth) // 8), label=label(run["row"], several_models))  # one method's
+            # runs share its colour: the markers tell them apart
         ax.set_xlabel("images seen"), ax.set_ylabel("cost per image (moving mean)")
         written.append(_save(fig, ax, root / "cost_vs_images.png", plt))
     grid = _grid(root, runs, grid_images, plt)

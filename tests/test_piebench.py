@@ -90,3 +90,26 @@ def test_piebench_edit_run_reports_background_clip_and_structure(tiny_sd, tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     for key in ("bg_psnr_mean", "bg_ssim_mean", "clip_whole_mean", "structure_distance_mean"):
         assert summary[key] is not None
+
+
+def test_with_the_hub_off_missing_clip_weights_are_said_at_once(monkeypatch, tmp_path):
+    """Hub ids with the hub off or out of reach and nothing cached: the one warning at once, not a minute and a
+    half of the hub client's retries."""
+    import time
+
+    from huggingface_hub import constants
+
+    from preciseinv.metrics import editing
+    from preciseinv.metrics.editing import cached_or_reachable
+
+    monkeypatch.setattr(editing, "_WARNED", set())  # warned once a process: as in a fresh run
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(OSError, match=r"the hub is off \(HF_HUB_OFFLINE=1\) and 'openai/clip-vit-large-patch14' "
+                                      "is not in the local cache"):
+        cached_or_reachable("openai/clip-vit-large-patch14")
+    assert cached_or_reachable(str(tmp_path)) == {}  # a local folder: as it is
+    started = time.time()
+    with pytest.warns(UserWarning, match="is not in the local cache"):
+        EditMetrics(clip="openai/clip-vit-large-patch14", dino="facebook/dino-vitb8")
+    assert time.time() - started < 10

@@ -17,7 +17,7 @@ from preciseinv import report as report_module
 from preciseinv.callbacks.writer import summarize
 from preciseinv.report import CELL_INCHES, DPI, METHOD_COLOURS, TAB10, mean_ci95, method_colour, report
 
-TARGETS = {"preciseinv": "PreciseInv", "ddim": "DDIMInversion", "belm": "BELM"}
+TARGETS = {"preciseinv": "PreciseInv", "ddim": "DDIMInversion", "belm": "BELM", "edict": "EDICT"}
 
 
 def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3,
@@ -181,9 +181,21 @@ def test_an_exact_method_reads_exact_with_blank_columns_that_do_not_apply(real_r
     ceiling = next(r for r in csv.DictReader(open(real_runs / "report.csv")) if r["method"] == "ceiling")
     assert ceiling["exact"] == "True" and ceiling["converged_fraction"] == ceiling["eta"] == ""
     fake_run(tmp_path / "belm", "belm", [120.0, 120.0], solver=None)
+    fake_run(tmp_path / "edict", "edict", [102.2, 109.3], solver=None)  # float rounding over more steps: still exact
+    fake_run(tmp_path / "bdia", "belm", [31.0, 33.0], solver=None)  # bounded, as through a latent model's autoencoder
     report(tmp_path)
     assert md_rows(tmp_path)["belm"][:8] == ["belm", "mini", "2", "", "", "", "2", "exact"]
     assert md_rows(tmp_path)["belm"][13] == "" and "120.00" not in (tmp_path / "report.md").read_text()
+    assert md_rows(tmp_path)["edict"][7] == "exact" and md_rows(tmp_path)["bdia"][7].startswith("32.00")
+
+
+def test_the_model_column_names_what_loaded_beside_its_preset(tmp_path):
+    fake_run(tmp_path / "a", "ddim", [20.0, 21.0], solver=None)
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    summary["config"]["model"] = {"name": "sd14", "path": "/models/my-sd"}  # model=sd14 model.path=/models/my-sd
+    (tmp_path / "a" / "summary.json").write_text(json.dumps(summary))
+    report(tmp_path)
+    assert md_rows(tmp_path)["a"][1] == "sd14 (/models/my-sd)"
 
 
 def test_grid_has_the_inputs_as_its_first_row(real_runs):
@@ -207,9 +219,12 @@ def test_a_method_has_one_colour_in_every_plot(tmp_path, monkeypatch):
     fake_run(tmp_path / "adamw-5", "preciseinv", [35.0, 36.0], solver="AdamW", eta=1e-5)
     fake_run(tmp_path / "ddim", "ddim", [12.0, 13.0], solver=None)
     drawn: dict[str, dict[str, set]] = {}  # plot -> method -> colours
+    markers: dict[str, list] = {}  # plot -> the legend's markers
     save = report_module._save
 
     def spy(fig, ax, path, plt):
+        markers[path.name] = [h.get_marker() if hasattr(h, "get_marker") else h.get_paths()[0]
+                              for h in ax.get_legend_handles_labels()[0]]
         for handle, text in zip(*ax.get_legend_handles_labels()):
             colour = handle.get_color() if hasattr(handle, "get_marker") else handle.get_facecolor()[0]
             drawn.setdefault(path.name, {}).setdefault(text.split("/")[0].split()[0], set()).add(to_hex(colour))
@@ -221,6 +236,7 @@ def test_a_method_has_one_colour_in_every_plot(tmp_path, monkeypatch):
                                             "ddim": {METHOD_COLOURS["ddim"]}}
     assert drawn["psnr_vs_eta.png"] == {"preciseinv": {METHOD_COLOURS["preciseinv"]}}  # ddim has no η to vary
     assert drawn["cost_vs_images.png"] == {"preciseinv": {METHOD_COLOURS["preciseinv"]}}  # ddim's cost is fixed
+    assert len(set(markers["cost_vs_images.png"])) == 3  # one method's three runs: told apart by their markers
 
 
 def test_runs_written_before_summary_said_are_judged_from_their_files(tmp_path):

@@ -27,6 +27,26 @@ from preciseinv.errors import PreciseInvWarning
 _WARNED: set[str] = set()
 
 
+def cached_or_reachable(path: str) -> dict:
+    """``from_pretrained``'s arguments for weights ``path``: where the hub is off or out of reach, its cached copy
+    alone, or OSError at once when there is none (the hub client would retry for a minute and a half)."""
+    import os
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from preciseinv.models.loading import hub_unreachable
+
+    if os.path.isdir(path):
+        return {}
+    host = None if constants.HF_HUB_OFFLINE else hub_unreachable()
+    if not (constants.HF_HUB_OFFLINE or host):
+        return {}
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return {"local_files_only": True}
+    raise OSError(f"{host + ' cannot be reached' if host else 'the hub is off (HF_HUB_OFFLINE=1)'} and {path!r} is "
+                  "not in the local cache")
+
+
 def _warn_once(what: str, err: Exception) -> None:
     if what not in _WARNED:
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
@@ -64,8 +84,9 @@ class ClipSimilarity:
         try:
             from transformers import CLIPModel, CLIPProcessor
 
-            self.model = CLIPModel.from_pretrained(path).eval()
-            self.processor = CLIPProcessor.from_pretrained(path)
+            where = cached_or_reachable(path)
+            self.model = CLIPModel.from_pretrained(path, **where).eval()
+            self.processor = CLIPProcessor.from_pretrained(path, **where)
         except Exception as err:  # offline, no local copy
             _warn_once("CLIP similarity", err)
 
@@ -92,7 +113,7 @@ class StructureDistance:
         try:
             from transformers import ViTModel
 
-            self.model = ViTModel.from_pretrained(path, add_pooling_layer=False).eval()
+            self.model = ViTModel.from_pretrained(path, add_pooling_layer=False, **cached_or_reachable(path)).eval()
             self.size = int(self.model.config.image_size)
         except Exception as err:
             _warn_once("DINO structure distance", err)

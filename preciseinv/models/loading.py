@@ -98,7 +98,7 @@ def _resolve(path: str | os.PathLike | None) -> tuple[str, bool]:
 
 
 @functools.lru_cache(maxsize=1)
-def _hub_unreachable() -> str | None:
+def hub_unreachable() -> str | None:
     """The hub's host when a direct connection to it fails within seconds (no network, no DNS), else None; None as
     well when the hub is off by choice (``HF_HUB_OFFLINE=1``) or reached through a proxy, which this does not probe.
     Probed once per process."""
@@ -126,7 +126,7 @@ def cache_only(path: str, revision: str | None = None) -> bool:
 
     if constants.HF_HUB_OFFLINE:
         return True
-    host = _hub_unreachable()
+    host = hub_unreachable()
     if host is None:
         return False
     if isinstance(try_to_load_from_cache(path, "model_index.json", revision=revision), str):
@@ -242,7 +242,7 @@ def lora_from_cache(lora: str, revision: str | None = None) -> dict:
 
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", lora):  # not a hub id (a path that is not there): the loader says so
         return {}
-    host = None if constants.HF_HUB_OFFLINE else _hub_unreachable()
+    host = None if constants.HF_HUB_OFFLINE else hub_unreachable()
     if not (constants.HF_HUB_OFFLINE or host):
         return {}
     if isinstance(try_to_load_from_cache(lora, LORA_FILE, revision=revision), str):

@@ -59,13 +59,13 @@ def test_hub_ids_without_the_hub_fail_at_once_naming_both_ways_out(monkeypatch):
         load_model("nobody/nothing")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    loading._hub_unreachable.cache_clear()
+    loading.hub_unreachable.cache_clear()
     try:
         with pytest.raises(PreciseInvError, match="127.0.0.1 cannot be reached to fetch 'nobody/nothing', which is "
                                                   "not in the local cache.*HF_HUB_OFFLINE=1.*model.path="):
             load_model("nobody/nothing")
     finally:
-        loading._hub_unreachable.cache_clear()
+        loading.hub_unreachable.cache_clear()
 
 
 def test_a_cached_hub_model_loads_when_the_hub_cannot_be_reached(tiny_sd, tmp_path):
