@@ -120,7 +120,7 @@ def main() -> None:
     psnr = f"{row['psnr_mean']:.2f}" if row["psnr_mean"] is not None else "-"
     print(f"| {args.model} | {device} | {batch} | {row['solver']} | {row['eta']:g} | {' '.join(args.sets) or '-'} | "
           f"{', '.join(f'{n}: {runs[n][0]:.1f}' for n in sizes)} | {rate:.2f} ({how}) | {startup:.1f} | {psnr} | "
-          f"{row['cost_mean'] if row['cost_mean'] is not None else '-'} |")
+          f"{format(row['cost_mean'], '.1f') if row['cost_mean'] is not None else '-'} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a") as f:

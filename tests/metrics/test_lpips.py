@@ -69,3 +69,16 @@ def test_image_metrics_use_converted_weights_when_torchmetrics_cannot(tmp_path, 
     out = metrics(x, x.flip(-1))
     expected = LPIPSAlex.from_file(tmp_path / "alex.safetensors")(x, x.flip(-1))
     torch.testing.assert_close(out["lpips"], expected)
+
+
+def test_the_conversion_command_has_help_and_one_line_for_a_file_it_cannot_read(tmp_path, capsys):
+    main(["--help"])
+    assert capsys.readouterr().out.startswith("LPIPS (AlexNet, v0.1) in pure torch")
+    (tmp_path / "x.tar.gz").write_text("not a tarball")
+    for source in (tmp_path / "nope.tar.gz", tmp_path / "x.tar.gz"):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(source), str(tmp_path / "out.safetensors")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1
+        assert err.startswith(f"preciseinv: error: cannot read LPIPS weights from '{source}'")
+    assert not (tmp_path / "out.safetensors").exists()
