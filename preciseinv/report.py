@@ -132,7 +132,8 @@ def read_run(folder: Path) -> dict:
     path = model.get("path")  # what loaded, beside the preset that gave its defaults (as the console's header)
     row = {"run": "", "method": _name(method.get("_target_")),
            "model": f"{model.get('name')} ({path})" if path and path != model.get("name") else model.get("name"),
-           "num_steps": config.get("num_steps"), "eta": method.get("eta") if solver else None, "solver": solver,
+           "num_steps": config.get("num_steps"), "solver": solver,
+           "eta": None if exact_method(_name(method.get("_target_"))) else method.get("eta"),  # what converged means
            "init": init if solver else None, "sampler": config.get("sampler") or "auto"}  # auto: the model's own
     records = read_jsonl(folder / "manifest.jsonl")
     done = len(latest_records(folder)) if rank_record_files(folder) else len(records)  # what a run that died published
@@ -196,7 +197,7 @@ def _pm(mean, ci, digits: int) -> str:
 
 def table_row(r: dict) -> str:
     """One run as a row of the main table; blank where a column does not apply to its method."""
-    cells = [r["method"], r["model"], r["num_steps"], _fmt(r["eta"]) if r["solver"] else "", r["solver"] or "",
+    cells = [r["method"], r["model"], r["num_steps"], _fmt(r["eta"]) if r["eta"] is not None else "", r["solver"] or "",
              r["init"] or "", r["n"], "exact" if r["exact"] else _pm(r["psnr_mean"], r["psnr_ci95"], 2),
              _pm(r["ssim_mean"], r["ssim_ci95"], 3), _pm(r["lpips_mean"], r["lpips_ci95"], 3),
              _fmt(r["seconds_per_image"], 3), _fmt(r["cost_mean"], 0), _fmt(r["peak_memory_mb"], 0),
@@ -217,7 +218,7 @@ def markdown(runs: list[dict], unfinished: list[dict], skipped: list) -> str:
             "forward + 2 × backward calls per image. `exact`: the reconstruction is the input by construction (PSNR "
             "of 100 dB or more). `start`: where each step's solver began (`init=`). `sampler`: `sampler=` (auto: the "
             "model's own). Blank: does not apply to the "
-            "method (η, solver and start without a solver, converged for exact methods); –: not measured. The plots "
+            "method (solver and start without a solver; η and converged for exact methods); –: not measured. The plots "
             "leave the exact runs out.\n\n" + "\n".join(lines) + "\n")
     unknown = [run["row"]["run"] for run in runs if run["complete"] is None]
     if unknown:

@@ -173,11 +173,12 @@ def test_an_interrupted_run_is_listed_below_the_tables_not_in_them(real_runs):
 
 def test_an_exact_method_reads_exact_with_blank_columns_that_do_not_apply(real_runs, tmp_path):
     """The ceiling on the pixel model (a real run) and BELM (exact by construction): PSNR `exact`, no η, solver or
-    converged fraction; DDIM inversion keeps its measured PSNR and converged fraction."""
+    converged fraction; DDIM inversion keeps its measured PSNR and converged fraction, and the η it is measured
+    against."""
     report(real_runs)
     cells = md_rows(real_runs)  # method model T η solver start n PSNR SSIM LPIPS s/image cost peak converged run
     assert cells["ceiling"][:8] == ["ceiling", "mini", "2", "", "", "", "4", "exact"] and cells["ceiling"][13] == ""
-    assert cells["ddim"][3:6] == ["", "", ""] and "±" in cells["ddim"][7] and cells["ddim"][13] == "0.00"
+    assert cells["ddim"][3:6] == ["0.001", "", ""] and "±" in cells["ddim"][7] and cells["ddim"][13] == "0.00"
     ceiling = next(r for r in csv.DictReader(open(real_runs / "report.csv")) if r["method"] == "ceiling")
     assert ceiling["exact"] == "True" and ceiling["converged_fraction"] == ceiling["eta"] == ""
     fake_run(tmp_path / "belm", "belm", [120.0, 120.0], solver=None)
