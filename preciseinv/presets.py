@@ -38,7 +38,8 @@ COMMON = (("data=folder data.root=DIR", "your images (any size; data=coco data.r
           ("trainer.devices=8", "GPUs (DDP shards the dataset)"),
           ("data.batch_size=4", "images per batch (auto: the largest that fits)"),
           ("~logger", "no W&B (logger=csv or tensorboard for other loggers)"))
-OWN_COMMAND = {"learn_init": "learn_init", "edit_pairs": "edit"}  # config options made for one command's --help only
+# config options made for some commands only (their --help lists them; a group with any lists only those)
+OWN_COMMAND = {"learn_init": ("learn_init",), "edit_pairs": ("edit",), "piebench": ("fit", "edit")}
 LOGGER_NAMES = {"wandb": "W&B", "csv": "CSV", "tensorboard": "TensorBoard"}
 FIRST = {"edit": (("image=IMG source=TEXT target=TEXT", "one edit (a text-conditioned model)"),
                   ("pairs=FILE.jsonl", "many: rows of image, source, target")),
@@ -73,8 +74,8 @@ def help_text(config_name: str) -> str:
     lines = [f"usage: python -m preciseinv.{config_name} [group=option] [key=value] ...   (-m: a sweep of the "
              "comma-separated values)", "", "groups (default first):"]
     for group, choice in defaults.items():
-        options = [o for o in _options(group) if OWN_COMMAND.get(o, config_name) == config_name]
-        own = [o for o in options if OWN_COMMAND.get(o) == config_name]
+        options = [o for o in _options(group) if config_name in OWN_COMMAND.get(o, (config_name,))]
+        own = [o for o in options if config_name in OWN_COMMAND.get(o, ())]
         options = own or options  # a group with options made for this command: only those apply to it
         ordered = [choice] + [o for o in options if o != choice] if choice in options else options
         lines.append(f"  {group.ljust(width)}{', '.join(ordered) if ordered else '-'}"

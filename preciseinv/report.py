@@ -13,14 +13,15 @@ writes, one per run of a ``--multirun`` sweep). Writes into DIR:
   give none of (no image in every run, no eta sweep) is removed, not left from an earlier report.
 
 Exact methods (reconstruction equal to the input by construction, PSNR of 100 dB or more) read ``exact``, and
-columns that do not apply to a method are blank: eta, solver and start without a solver, converged for the exact
-methods. A folder whose files cannot be read is listed and skipped, never a crash; no run folder at all is one
+columns that do not apply to a method are blank: solver and start without a solver, eta and converged for the
+exact methods. A folder whose files cannot be read is listed and skipped, never a crash; no run folder at all is one
 line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import json
 import math
@@ -86,6 +87,19 @@ def _name(target: str | None) -> str | None:
         return cls.lower()
 
 
+@functools.lru_cache(maxsize=None)
+def preset_path(name: str | None) -> str | None:
+    """The hub id or folder model preset ``name`` loads (None: not a preset, or the embedded model)."""
+    from preciseinv.presets import CONFIG_DIR
+
+    config = Path(CONFIG_DIR) / "model" / f"{name}.yaml"
+    if not name or not config.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(config).get("path")
+
+
 def exact_method(name: str | None) -> bool:
     """A method whose reconstruction is the input by construction (EDICT, BDIA, BELM; the ceiling on pixel
     models): no eta to meet."""
@@ -129,9 +143,9 @@ def read_run(folder: Path) -> dict:
     solver = _name((method.get("solver") or {}).get("_target_"))
     init = _name((config.get("init") or {}).get("_target_")) or "ddim"  # where each step's solver started
     model = config.get("model") or {}
-    path = model.get("path")  # what loaded, beside the preset that gave its defaults (as the console's header)
-    row = {"run": "", "method": _name(method.get("_target_")),
-           "model": f"{model.get('name')} ({path})" if path and path != model.get("name") else model.get("name"),
+    name, path = model.get("name"), model.get("path")  # a path other than the preset's: what loaded, beside it
+    shown = f"{name} ({path})" if path and path not in (name, preset_path(name)) else name
+    row = {"run": "", "method": _name(method.get("_target_")), "model": shown,
            "num_steps": config.get("num_steps"), "solver": solver,
            "eta": None if exact_method(_name(method.get("_target_"))) else method.get("eta"),  # what converged means
            "init": init if solver else None, "sampler": config.get("sampler") or "auto"}  # auto: the model's own
@@ -270,7 +284,7 @@ def label(r: dict, with_model: bool = False, with_eta: bool = True, sep: str = "
     runs differ in it)."""
     start = f" from {r['init']}" if r.get("init") not in (None, "ddim") else ""
     parts = [f"{r['method']}{'/' + r['solver'] if r['solver'] else ''}{start}", f"T={r['num_steps']}"]
-    parts += [f"η={_fmt(r['eta'])}"] if r["solver"] and with_eta else []
+    parts += [f"η={_fmt(r['eta'])}"] if r["eta"] is not None and with_eta else []
     return sep.join(parts + ([str(r["model"])] if with_model else []))
 
 

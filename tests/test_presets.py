@@ -128,7 +128,7 @@ def test_help_lists_groups_options_and_common_settings():
     # options made for another command are not listed; ~logger names the command's own default logger
     assert "edit_pairs" not in text and "learn_init" not in text and "edit_pairs" in help_text("edit")
     assert re.search(r"\n  trainer +learn_init\n", help_text("learn_init"))  # not fit's trainer
-    assert re.search(r"\n  data +edit_pairs\n", help_text("edit"))
+    assert re.search(r"\n  data +edit_pairs, piebench\n", help_text("edit"))  # what edit can read
     assert "~logger" in text and "no W&B logging" in text and "no CSV logging" in help_text("learn_init")
 
 

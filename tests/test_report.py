@@ -195,8 +195,11 @@ def test_the_model_column_names_what_loaded_beside_its_preset(tmp_path):
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     summary["config"]["model"] = {"name": "sd14", "path": "/models/my-sd"}  # model=sd14 model.path=/models/my-sd
     (tmp_path / "a" / "summary.json").write_text(json.dumps(summary))
+    fake_run(tmp_path / "b", "ddim", [20.0, 21.0], solver=None)
+    summary["config"]["model"] = {"name": "sd14", "path": "CompVis/stable-diffusion-v1-4"}  # model=sd14: its own
+    (tmp_path / "b" / "summary.json").write_text(json.dumps(summary))
     report(tmp_path)
-    assert md_rows(tmp_path)["a"][1] == "sd14 (/models/my-sd)"
+    assert md_rows(tmp_path)["a"][1] == "sd14 (/models/my-sd)" and md_rows(tmp_path)["b"][1] == "sd14"
 
 
 def test_grid_has_the_inputs_as_its_first_row(real_runs):

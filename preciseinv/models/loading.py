@@ -232,24 +232,24 @@ def scheduler_config(path: str, **load_kwargs) -> dict:
     return dict(DDIMScheduler.load_config(path, subfolder="scheduler", **hub))
 
 
-LORA_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers saves LoRA weights under (hub repos use it)
-
-
-def lora_from_cache(lora: str, revision: str | None = None) -> dict:
-    """Where the hub is off or cannot be reached: the arguments that load hub LoRA ``lora`` from the local cache, or
-    one line when it is not cached (the hub client would retry for a minute, or ask for a ``weight_name``)."""
-    from huggingface_hub import constants, try_to_load_from_cache
+def lora_from_cache(lora: str) -> str | None:
+    """Where the hub is off or cannot be reached: the folder of hub LoRA ``lora``'s cached copy (its weights file
+    found there by the loader, whatever its name), or one line when there is none (the hub client would retry for a
+    minute, or ask for a ``weight_name``); None where the hub is reached (or ``lora`` is no hub id)."""
+    from huggingface_hub import constants, snapshot_download
 
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", lora):  # not a hub id (a path that is not there): the loader says so
-        return {}
+        return None
     host = None if constants.HF_HUB_OFFLINE else hub_unreachable()
     if not (constants.HF_HUB_OFFLINE or host):
-        return {}
-    if isinstance(try_to_load_from_cache(lora, LORA_FILE, revision=revision), str):
-        return {"weight_name": LORA_FILE, "local_files_only": True}
-    why = f"{host} cannot be reached" if host else "the hub is off (HF_HUB_OFFLINE=1)"
-    raise PreciseInvError(f"{why} and LoRA weights {lora!r} are not in the local cache: download them where there is "
-                          "internet, or give model.lora=<a local folder or .safetensors file> (model.lora=null: none)")
+        return None
+    try:
+        return snapshot_download(lora, local_files_only=True)  # its latest cached copy (model.revision is the model's)
+    except Exception:  # not cached
+        why = f"{host} cannot be reached" if host else "the hub is off (HF_HUB_OFFLINE=1)"
+        raise PreciseInvError(f"{why} and LoRA weights {lora!r} are not in the local cache: download them where there "
+                              "is internet, or give model.lora=<a local folder or .safetensors file> (model.lora=null: "
+                              "none)") from None
 
 
 def fuse_lora(model, lora: str, scale: float = 1.0, revision: str | None = None) -> None:
@@ -259,12 +259,14 @@ def fuse_lora(model, lora: str, scale: float = 1.0, revision: str | None = None)
     if importlib.util.find_spec("peft") is None:
         raise PreciseInvError("model.lora needs the peft package: pip install peft")
     local = os.path.isdir(os.path.expanduser(lora))
-    where = {"local_files_only": local}  # a hub id with the hub out of reach: its cached copy, or one line
-    where.update({} if local or os.path.isfile(os.path.expanduser(lora)) else lora_from_cache(lora, revision))
+    # a hub id with the hub out of reach: its cached copy's folder, or one line
+    cached = None if local or os.path.isfile(os.path.expanduser(lora)) else lora_from_cache(lora)
+    source = cached or (os.path.expanduser(lora) if local else lora)
     denoiser = model.modules[model.denoiser_name]
     try:
-        denoiser.load_lora_adapter(os.path.expanduser(lora) if local else lora, prefix=model.denoiser_name,
-                                   adapter_name="preciseinv", revision=revision, use_safetensors=True, **where)
+        denoiser.load_lora_adapter(source, prefix=model.denoiser_name, adapter_name="preciseinv",
+                                   revision=None if cached else revision, local_files_only=local or bool(cached),
+                                   use_safetensors=True)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise PreciseInvError(f"could not load LoRA weights {lora!r}: {first}") from None

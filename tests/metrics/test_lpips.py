@@ -75,7 +75,8 @@ def test_the_conversion_command_has_help_and_one_line_for_a_file_it_cannot_read(
     main(["--help"])
     assert capsys.readouterr().out.startswith("LPIPS (AlexNet, v0.1) in pure torch")
     (tmp_path / "x.tar.gz").write_text("not a tarball")
-    for source in (tmp_path / "nope.tar.gz", tmp_path / "x.tar.gz"):
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    for source in (tmp_path / "nope.tar.gz", tmp_path / "x.tar.gz", tmp_path / "empty.ckpt"):
         with pytest.raises(SystemExit) as exit_:
             main([str(source), str(tmp_path / "out.safetensors")])
         err = capsys.readouterr().err

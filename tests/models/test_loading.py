@@ -159,3 +159,23 @@ def test_a_hub_lora_that_is_not_cached_is_one_line_when_the_hub_is_off(tiny_sd, 
                                               r"'latent-consistency/lcm-lora-sdv1-5' are not in the local cache: .*"
                                               r"model.lora=<a local folder or .safetensors file>"):
         load_model(str(tiny_sd), lora="latent-consistency/lcm-lora-sdv1-5")
+
+
+def test_a_cached_hub_lora_loads_with_the_hub_off_whatever_its_file_is_called(tiny_sd, tiny_lora, monkeypatch,
+                                                                             tmp_path):
+    import shutil
+
+    from huggingface_hub import constants
+
+    repo = tmp_path / "models--me--my-style"  # the hub cache's layout: refs/main names the snapshot
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    weights = next(tiny_lora.glob("*.safetensors"))
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    shutil.copy(weights, repo / "snapshots" / "0123abcd" / "my_style_v2.safetensors")  # not diffusers' file name
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    hub, local = load_model(str(tiny_sd), lora="me/my-style"), load_model(str(tiny_sd), lora=str(tiny_lora))
+    x, cond = torch.randn(1, 4, 16, 16), local.condition([""])
+    torch.testing.assert_close(hub.predict(x, 501, cond), local.predict(x, 501, cond))
+    assert hub.describe()["lora"] == "me/my-style"  # recorded as given
