@@ -226,12 +226,9 @@ def header(cfg, n_images: int | None, n_done: int, sampler: str | None = None, d
 
 def _exact(node) -> bool:
     """The method config ``node`` is of an exact method (its reconstruction is the input: no eta to meet)."""
-    try:
-        from hydra.utils import get_class
+    from preciseinv.methods import EXACT_METHODS
 
-        return bool(getattr(get_class(str(node["_target_"])), "exact", False))
-    except Exception:  # no config, or a class not importable here
-        return False
+    return _config_name(node) in EXACT_METHODS
 
 
 def _config_name(node) -> str | None:

@@ -92,10 +92,10 @@ def run(cfg) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     check_resumable(output_dir, config)
     if (output_dir / INFO).is_file():  # a finished training: nothing to resume (and no latent file to read)
+        info = json.loads((output_dir / INFO).read_text())
         if first_process():
-            info = json.loads((output_dir / INFO).read_text())
             print(f"a predictor is already trained in {output_dir}: {fit_command(info, output_dir)}")
-        return json.loads((output_dir / INFO).read_text())
+        return info
     scan = scan_runs(runs)
     if first_process() and scan.skipped_line():
         print(scan.skipped_line(), flush=True)

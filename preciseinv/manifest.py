@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from preciseinv.console import plain
-from preciseinv.outputs.records import RECORDS, rank_record_files
 from preciseinv.outputs.lock import holder, released_here
+from preciseinv.outputs.records import RECORDS, rank_record_files
 from preciseinv.outputs.summary import write_summary
 
 LIVE_SECONDS = 120  # a rank file written this recently belongs to a run that is still going

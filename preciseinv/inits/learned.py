@@ -84,7 +84,7 @@ class LearnedStart:
         every = range(len(self.trained["timesteps"]))
         chosen = self.info.get("trained_steps", self.info.get("steps")) if steps == "all" else self.info.get("steps")
         self.steps = set(every if chosen is None else chosen)  # the steps it starts from (0 = t_1)
-        self._sizes: set[tuple[int, int]] = set()  # state sizes other than the trained one, seen (warned once)
+        self._warned_size = False  # states of another size than the trained one were met (one warning a run)
 
     def check(self, model, sampler: Sampler) -> None:
         """Refuse, in one line, a predictor trained for another model, sampler or schedule (the engine's builder
@@ -109,13 +109,12 @@ class LearnedStart:
         if wrong:
             raise PreciseInvError(f"init.path={str(self.path)!r} was trained for other states ({'; '.join(wrong)}): "
                                   "invert with the model and schedule it was trained on, or use init=ddim")
-        if trained and shape[1:] != trained[1:] and tuple(shape[1:]) not in self._sizes:
-            self._sizes.add(tuple(shape[1:]))
-            if len(self._sizes) == 1:  # once a run
-                warnings.warn(f"init.path={str(self.path)!r} was trained on {trained[1]}x{trained[2]} states, these "
-                              f"are {shape[1]}x{shape[2]}: each sample starts from its prediction only where that "
-                              "is below the DDIM start's residual (sides it cannot take: from the DDIM start)",
-                              PreciseInvWarning, stacklevel=3)
+        if trained and shape[1:] != trained[1:] and not self._warned_size:
+            self._warned_size = True
+            warnings.warn(f"init.path={str(self.path)!r} was trained on {trained[1]}x{trained[2]} states, these are "
+                          f"{shape[1]}x{shape[2]}: each sample starts from its prediction only where that is below "
+                          "the DDIM start's residual (sides it cannot take: from the DDIM start)", PreciseInvWarning,
+                          stacklevel=3)
 
     def __call__(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, x_prev: torch.Tensor, k: int,
                  cond: Any = None, noise: torch.Tensor | None = None) -> Start:

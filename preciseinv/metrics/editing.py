@@ -32,19 +32,18 @@ def cached_or_reachable(path: str) -> dict:
     alone, or OSError at once when there is none (the hub client would retry for a minute and a half)."""
     import os
 
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-    from preciseinv.models.loading import hub_unreachable
+    from preciseinv.models.loading import hub_out_of_reach
 
     if os.path.isdir(path):
         return {}
-    host = None if constants.HF_HUB_OFFLINE else hub_unreachable()
-    if not (constants.HF_HUB_OFFLINE or host):
+    why = hub_out_of_reach()
+    if why is None:
         return {}
     if isinstance(try_to_load_from_cache(path, "config.json"), str):
         return {"local_files_only": True}
-    raise OSError(f"{host + ' cannot be reached' if host else 'the hub is off (HF_HUB_OFFLINE=1)'} and {path!r} is "
-                  "not in the local cache")
+    raise OSError(f"{why} and {path!r} is not in the local cache")
 
 
 def _warn_once(what: str, err: Exception) -> None:

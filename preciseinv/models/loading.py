@@ -118,6 +118,17 @@ def hub_unreachable() -> str | None:
         return url.hostname
 
 
+def hub_out_of_reach() -> str | None:
+    """Why hub ids must come from the local cache alone (the hub off by choice, or its host not reachable), or
+    None when the hub is there to ask."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "the hub is off (HF_HUB_OFFLINE=1)"
+    host = hub_unreachable()
+    return f"{host} cannot be reached" if host else None
+
+
 def cache_only(path: str, revision: str | None = None) -> bool:
     """Whether hub model ``path`` must load from the local cache alone: the hub is off (``HF_HUB_OFFLINE=1``) or
     cannot be reached and the model is cached (one notice). Unreachable and not cached: one line with both ways out,
@@ -236,17 +247,16 @@ def lora_from_cache(lora: str) -> str | None:
     """Where the hub is off or cannot be reached: the folder of hub LoRA ``lora``'s cached copy (its weights file
     found there by the loader, whatever its name), or one line when there is none (the hub client would retry for a
     minute, or ask for a ``weight_name``); None where the hub is reached (or ``lora`` is no hub id)."""
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import snapshot_download
 
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", lora):  # not a hub id (a path that is not there): the loader says so
         return None
-    host = None if constants.HF_HUB_OFFLINE else hub_unreachable()
-    if not (constants.HF_HUB_OFFLINE or host):
+    why = hub_out_of_reach()
+    if why is None:
         return None
     try:
         return snapshot_download(lora, local_files_only=True)  # its latest cached copy (model.revision is the model's)
     except Exception:  # not cached
-        why = f"{host} cannot be reached" if host else "the hub is off (HF_HUB_OFFLINE=1)"
         raise PreciseInvError(f"{why} and LoRA weights {lora!r} are not in the local cache: download them where there "
                               "is internet, or give model.lora=<a local folder or .safetensors file> (model.lora=null: "
                               "none)") from None
