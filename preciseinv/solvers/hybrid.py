@@ -27,7 +27,8 @@ directions, step size following the residual), ``newton`` (GNRI's Newton-Raphson
 AdamW at the preset learning rate ``lr``). A rule that judges its own steps counts the failed ones in a row
 (``rejections``: Anderson's rejected steps; ``newton_krylov``'s Newton steps whose Krylov solve ran out of vectors
 short of its forcing term, or whose line search gave up): ``patience`` of them (``krylov_patience`` in a
-``newton_krylov`` phase, whose Newton step costs up to its memory + 1 forwards) also move the sample on. With
+``newton_krylov`` phase, whose Newton step costs up to its memory + 1 forwards) also move the sample on
+(``krylov_lm``: that phase's Levenberg-Marquardt damping instead of its line search; off, measured no better). With
 ``budget`` a phase also stalls when, at the rate its window measured, it would not reach eta within the iterations
 left. With ``split`` (a number, 1.5 by default) the phases of ``steep_only`` (by default ``newton_krylov``) that
 follow an Anderson phase are for steep samples only (a list without such a phase routes nothing): when Anderson's
@@ -70,7 +71,7 @@ class Hybrid(UpdateRule):
                  momentum: float = 0.6, damping: float = 2.0, stall_ratio: float = 0.5, window: int = 8,
                  slow_window: int = 64, patience: int = 3, krylov_patience: int = 2, diverge: float = 10.0,
                  lr: float = 0.1, budget: bool = False, spectral_window: int | None = None, split: float | None = 1.5,
-                 steep_only=("newton_krylov",), lbfgs_memory: int = 64):
+                 steep_only=("newton_krylov",), lbfgs_memory: int = 64, krylov_lm: float | None = None):
         super().__init__(problem)
         unknown = [name for name in phases if name not in PHASES]
         if unknown or not phases:
@@ -79,7 +80,8 @@ class Hybrid(UpdateRule):
             raise PreciseInvError(f"solver.phases: unknown phase(s) {unknown or phases}; each is one of "
                                   f"{', '.join(PHASES)}")
         settings = {"anderson": {"memory": memory}, "fixed_point": {"momentum": momentum, "damping": damping},
-                    "adamw": {"lr": lr, "returns_best": True}, "lbfgs": {"memory": lbfgs_memory}}
+                    "adamw": {"lr": lr, "returns_best": True}, "lbfgs": {"memory": lbfgs_memory},
+                    "newton_krylov": {"lm_damping": krylov_lm}}
         self.rules = tuple(PHASES[name](problem, **settings.get(name, {})) for name in phases)
         self.phases = tuple(phases)
         # per phase: (is Anderson, is the fixed point, uses a gradient, is spectral); made tensors at sync points only

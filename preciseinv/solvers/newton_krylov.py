@@ -16,6 +16,14 @@ Everything happens per sample inside the batched loop: each loop iteration evalu
 Krylov probe or a trial step, so a Newton step of j inner iterations costs j + 1 forwards and no backward. With
 the frozen-slope model J ~ g I the Krylov space starts along the fixed-point step, so on a nearly linear problem
 the first Newton step is that step and GMRES only adds what the network's own dependence on x_t needs.
+
+With ``lm_damping`` set, the step is globalised by a trust region instead of the line search: Levenberg-Marquardt
+damping inside the Krylov space, y = argmin |beta e1 - H y|^2 + mu s |y|^2 (s: the mean squared column norm of H,
+mu starting at ``lm_damping``). A trial is taken when its actual decrease of |r|^2 is a positive share rho of what
+the linear model predicted; then mu shrinks by max(1/3, 1 - (2 rho - 1)^3) (Nielsen 1999); a rejected trial
+multiplies mu by 2, 4, 8, ... and tries again from the same Krylov space, one forward, so the step bends from
+the Newton direction towards the damped one (where the Jacobian has eigenvalues near 0 the Newton step is long
+along them) instead of shortening along it. ``max_halvings`` rejections in a row give the direction up.
 """
 
 from __future__ import annotations
@@ -40,9 +48,10 @@ class NewtonKrylov(UpdateRule):
     restarts = True  # a non-finite trial is a rejected one
 
     def __init__(self, problem, memory: int = 8, forcing: float = 0.5, max_halvings: int = 6,
-                 fd_scale: float | None = None):
+                 fd_scale: float | None = None, lm_damping: float | None = None):
         super().__init__(problem)
         self.memory, self.forcing0, self.max_halvings = memory, forcing, max_halvings
+        self.lm = lm_damping  # None: Armijo line search along the Newton step; a number: mu's start
         self.fd = fd_scale if fd_scale is not None else finite_difference_scale(problem)
 
     def initial_state(self, p):
@@ -57,6 +66,8 @@ class NewtonKrylov(UpdateRule):
             "d": z(b, D), "lam": torch.ones(b, device=dev), "halvings": z(b, dtype=torch.long),
             "forcing": torch.full((b,), self.forcing0, device=dev), "failures": z(b, dtype=torch.long),
             "unsolved": z(b, dtype=torch.long),  # Krylov solves in a row that ended short of their forcing
+            "mu": torch.full((b,), self.lm or 0.0, device=dev), "nu": torch.full((b,), 2.0, device=dev),  # LM damping
+            "pred": z(b),  # the decrease of the mean squared residual the linear model predicts for the trial (LM)
         }
 
     def step(self, p, r, loss, grad, live, it):
@@ -66,14 +77,27 @@ class NewtonKrylov(UpdateRule):
         probe = live & s["probing"]
         trial = live & ~s["probing"]
 
-        # trial steps: accept on sufficient decrease, else halve lam (a failed line search restarts at the base)
-        accept = trial & finite & (loss <= (1 - 1e-4 * s["lam"]) * s["base_loss"])
+        # trial steps: accept on sufficient decrease, else halve lam (a failed line search restarts at the base);
+        # with LM damping: accept where the decrease is a positive share of the predicted one, else raise mu
+        if self.lm is None:
+            accept = trial & finite & (loss <= (1 - 1e-4 * s["lam"]) * s["base_loss"])
+        else:
+            gain = (s["base_loss"] - loss) / s["pred"].clamp_min(1e-30)  # (b,) rho; inf at the first point
+            accept = trial & finite & (loss < s["base_loss"]) & (gain > 1e-4)
+            shrink = (1 - (2 * gain.clamp(max=1.0) - 1) ** 3).clamp(min=1 / 3)
+            taken = accept & s["base_loss"].isfinite()
+            s["mu"] = torch.where(taken, (s["mu"] * shrink).clamp_min(1e-10), s["mu"])
+            s["nu"] = torch.where(taken, 2.0, s["nu"])
         reject = trial & ~accept
         s["halvings"] = torch.where(reject, s["halvings"] + 1, torch.where(accept, 0, s["halvings"]))
         give_up = reject & (s["halvings"] > self.max_halvings)
         s["failures"] = torch.where(give_up, s["failures"] + 1, torch.where(accept, 0, s["failures"]))
         s["halvings"] = torch.where(give_up, 0, s["halvings"])
         s["lam"] = torch.where(reject, s["lam"] * 0.5, s["lam"])
+        if self.lm is not None:  # a rejected trial: more damping, the same Krylov space (lam stays 1)
+            s["mu"] = torch.where(reject & ~give_up, s["mu"] * s["nu"], s["mu"])
+            s["nu"] = torch.where(give_up, 2.0, torch.where(reject, s["nu"] * 2, s["nu"]))
+            s["lam"] = torch.ones_like(s["lam"])
         # Eisenstat-Walker choice 2: forcing = 0.9 (|r_new| / |r_old|)^2, safeguarded, within [0.01, 0.9]
         norm = rf.norm(dim=1)
         ratio = (norm / s["beta"].clamp_min(1e-30)).pow(2)
@@ -127,6 +151,14 @@ class NewtonKrylov(UpdateRule):
         d = torch.einsum("bkd,bk->bd", s["V"][:, :-1], y.float())  # (b, D)
         fixed = self.problem.newton_step(s["base_r"].view(shape)).flatten(1)
         s["d"] = torch.where(solved[:, None], d, torch.where(stuck[:, None], fixed, s["d"]))
+        if self.lm is not None:  # the damped step in the same space, for a new solve or after a rejected trial
+            again = solved | (reject & ~give_up & ~stuck)
+            y_lm, est_lm = self._least_squares(s["H"], s["beta"], j, ridge=s["mu"])
+            d_lm = torch.einsum("bkd,bk->bd", s["V"][:, :-1], y_lm.float())
+            s["d"] = torch.where(again[:, None], d_lm, s["d"])
+            D = pf.shape[1]
+            pred = (s["beta"].pow(2) - est_lm.pow(2)) / D  # (b,) the linear model's decrease of the mean square
+            s["pred"] = torch.where(again, pred, torch.where(stuck, s["beta"].pow(2) / D, s["pred"]))
         s["lam"] = torch.where(solved | stuck, 1.0, s["lam"])
         s["probing"] = torch.where(restart, True, torch.where(solved | stuck, False, s["probing"]))
 
@@ -141,14 +173,19 @@ class NewtonKrylov(UpdateRule):
         few vectors removes little of the residual) or their line search gave up."""
         return self.state["unsolved"] + self.state["failures"]
 
-    def _least_squares(self, H: torch.Tensor, beta: torch.Tensor, j: torch.Tensor):
-        """(y (b, m), |beta e1 - H y| (b,)) over the first j columns (ridge-regularised normal equations, fp64)."""
+    def _least_squares(self, H: torch.Tensor, beta: torch.Tensor, j: torch.Tensor, ridge=None):
+        """(y (b, m), |beta e1 - H y| (b,)) over the first j columns (ridge-regularised normal equations, fp64);
+        ``ridge`` (b,): LM damping mu, in units of the mean squared column norm of H (else 1e-12 of m times it)."""
         m = self.memory
         cols = (torch.arange(m, device=H.device)[None] < j[:, None]).double()  # (b, m)
         Hm = H * cols[:, None, :]
         A = Hm.transpose(1, 2) @ Hm  # (b, m, m)
         scale = A.diagonal(dim1=1, dim2=2).sum(1).clamp_min(1e-300) / m
-        A = A + (1e-12 * scale + 1e-300)[:, None, None] * torch.eye(m, dtype=A.dtype, device=A.device)
+        if ridge is None:
+            damp = 1e-12 * scale
+        else:  # mu times the mean squared norm of the j columns in use
+            damp = ridge.double() * scale * m / j.clamp_min(1).double()
+        A = A + (damp + 1e-300)[:, None, None] * torch.eye(m, dtype=A.dtype, device=A.device)
         rhs = beta.double()[:, None] * Hm[:, 0, :]  # H^T (beta e1)
         y = torch.linalg.solve_ex(A, rhs[..., None])[0][..., 0] * cols  # (b, m)
         e1 = torch.zeros(H.shape[0], m + 1, dtype=H.dtype, device=H.device)

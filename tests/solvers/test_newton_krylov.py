@@ -53,3 +53,48 @@ def test_a_krylov_solve_short_of_its_forcing_counts_as_a_rejection(make_mixing_p
     rule.step = counted
     stats = SolverLoop(eta=1e-6, max_iters=10, sync_every=1).run(problem)
     assert stats.converged.all() and seen and max(seen) == 0
+
+
+def test_levenberg_marquardt_damping_solves_the_mixing_problem(make_mixing_problem):
+    """With lm_damping the Newton step is damped in the Krylov space instead of line-searched: on the linear
+    mixing problem (where the linear model is exact, every trial is taken and mu shrinks) it still solves to eta,
+    forward calls only."""
+    problem = make_mixing_problem(partial(NewtonKrylov, memory=32, lm_damping=1e-3))
+    stats = SolverLoop(eta=1e-10, max_iters=300).run(problem)
+    assert stats.converged.all() and (stats.nfe_backward == 0).all()
+
+
+def test_a_rejected_damped_trial_is_retried_in_the_same_krylov_space(make_subproblem, bind_rule):
+    """On a non-linear problem (a saturating, mixing noise estimate) some damped trials fail: each failure raises
+    mu by nu >= 2 and the next point is another trial from the same Krylov space (no new probe, the basis
+    unchanged), which the line search would have found by halving along the old direction instead."""
+    torch.manual_seed(0)
+    x0, target = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    A = torch.randn(32, 32) * 0.5
+
+    def rough(x, t, cond):
+        return 3 * torch.tanh(x.flatten(1) @ A.T).view_as(x)
+
+    problem = make_subproblem(partial(NewtonKrylov, memory=32, lm_damping=1e-6), x0, target, torch.zeros_like(x0),
+                              denoiser=rough)
+    rule = bind_rule(problem)
+    keys = ("mu", "j", "probing", "halvings")
+    seen, step = [], rule.step
+
+    def recorded(*args):
+        before = {k: rule.state[k].clone() for k in keys}
+        out = step(*args)
+        seen.append((before, {k: rule.state[k].clone() for k in keys}))
+        return out
+
+    rule.step = recorded
+    start = problem.residual(problem.eps.detach(), torch.arange(3)).pow(2).flatten(1).mean(1)
+    stats = SolverLoop(eta=1e-8, max_iters=200, sync_every=1).run(problem)
+    retried = 0
+    for before, after in seen:
+        again = (after["halvings"] > before["halvings"])  # (b,) a trial rejected, the direction not given up
+        retried += int(again.sum())
+        assert (after["mu"][again] >= 2 * before["mu"][again]).all()
+        assert (~after["probing"][again]).all() and (after["j"][again] == before["j"][again]).all()
+    assert retried > 0
+    assert (stats.residual < start / 2).all(), (start, stats.residual)  # only taken trials move the iterate
