@@ -40,6 +40,7 @@ COMMON = (("data=folder data.root=DIR", "your images (any size; data=coco data.r
           ("~logger", "no W&B (logger=csv or tensorboard for other loggers)"))
 # config options made for some commands only (their --help lists them; a group with any lists only those)
 OWN_COMMAND = {"learn_init": ("learn_init",), "edit_pairs": ("edit",), "piebench": ("fit", "edit")}
+FIT_GROUPS = ("experiment", "paper_row")  # the paper's sweeps: groups of fit alone (edit inherits fit's defaults)
 LOGGER_NAMES = {"wandb": "W&B", "csv": "CSV", "tensorboard": "TensorBoard"}
 FIRST = {"edit": (("image=IMG source=TEXT target=TEXT", "one edit (a text-conditioned model)"),
                   ("pairs=FILE.jsonl", "many: rows of image, source, target")),
@@ -74,9 +75,11 @@ def help_text(config_name: str) -> str:
     lines = [f"usage: python -m preciseinv.{config_name} [group=option] [key=value] ...   (-m: a sweep of the "
              "comma-separated values)", "", "groups (default first):"]
     for group, choice in defaults.items():
+        if group in FIT_GROUPS and config_name != "fit":
+            continue
         options = [o for o in _options(group) if config_name in OWN_COMMAND.get(o, (config_name,))]
-        own = [o for o in options if config_name in OWN_COMMAND.get(o, ())]
-        options = own or options  # a group with options made for this command: only those apply to it
+        if any(OWN_COMMAND.get(o) == (config_name,) for o in options):  # a group with an option made for this
+            options = [o for o in options if o in OWN_COMMAND]  # command alone: only the options made for it apply
         ordered = [choice] + [o for o in options if o != choice] if choice in options else options
         lines.append(f"  {group.ljust(width)}{', '.join(ordered) if ordered else '-'}"
                      + ("  (none by default)" if choice is None else ""))

@@ -36,6 +36,14 @@ def test_option_instantiates(group, option, tmp_path):
 
         trained_for = identity({"source": "embedded:mini-ddpm"}, "ddim", [0, 500], [3, 32, 32])
         extra = [f"init.path={save_tiny_predictor(tmp_path / 'predictor', trained_for)}"]
+    if group == "paper_row":  # a method, and for preciseinv its solver and eta: the experiments sweep them
+        cfg = composed(f"paper_row={option}")
+        method, *rest = option.split("_")
+        assert cfg.method._target_.rsplit(".", 1)[1].lower() == {"ddim": "ddiminversion"}.get(method, method)
+        if rest:  # preciseinv_<solver>_eta<eta>
+            assert cfg.solver._target_.rsplit(".", 1)[1].lower() == rest[0]
+            assert cfg.method.eta == float(rest[1].removeprefix("eta"))
+        return
     if group == "experiment":  # global overrides plus a sweep: see test_paper_experiments_hold_the_protocols
         cfg = composed(f"experiment={option}", "data.root=/data/coco")
         assert cfg.data._target_.endswith("CocoDataModule") and cfg.guidance_scale == 1.0
@@ -81,18 +89,31 @@ def test_model_presets_carry_the_paper_settings():
 
 
 def test_paper_experiments_hold_the_protocols():
+    """Each experiment's sweep is the paper's table: every baseline once per T (they ignore eta and the solver),
+    PreciseInv at both solvers x both etas per T, and no two runs alike."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for name, model, res in (("sd14", "sd14", 512), ("lcm_sd15", "lcm_sd15", 512), ("sdxl", "sdxl", 1024)):
-            cfg = compose("fit", overrides=[f"experiment=paper_coco_{name}", "data.root=/x", "output_dir=/tmp/x"],
-                          return_hydra_config=True)
+        for name, model, res, runs in (("sd14", "sd14", 512, 24), ("lcm_sd15", "lcm_sd15", 512, 18),
+                                       ("sdxl", "sdxl", 1024, 24)):
+            overrides = [f"experiment=paper_coco_{name}", "data.root=/x", "output_dir=/tmp/x"]
+            cfg = compose("fit", overrides=overrides, return_hydra_config=True)
             assert cfg.model.name == model and cfg.data.resolution == res and cfg.data.prompt == ""
             assert not cfg.data.use_captions and cfg.guidance_scale == 1.0
             params = cfg.hydra.sweeper.params
-            assert params.num_steps == "2,4" and params["method.eta"] == "1e-2,1e-5"
-            exact = {"edict", "bdia", "belm"} if name != "lcm_sd15" else set()  # they need a deterministic sampler
-            assert set(params.method.split(",")) == {"ddim", "renoise", "easyinv", "gnri", "ceiling",
-                                                     "preciseinv"} | exact
-            assert set(params.solver.split(",")) == {"adamw", "hybrid"}
+            assert set(params) == {"paper_row", "num_steps"} and params.num_steps == "2,4"
+            seen = set()
+            for row in params.paper_row.split(","):
+                for steps in (2, 4):
+                    run = compose("fit", overrides=[*overrides, f"paper_row={row}", f"num_steps={steps}"])
+                    method = run.method._target_.rsplit(".", 1)[1]
+                    solver = (run.solver._target_.rsplit(".", 1)[1], run.method.eta) if method == "PreciseInv" else None
+                    assert run.model.name == model and run.num_steps == steps
+                    seen.add((method, solver, steps))
+            assert len(seen) == runs  # no run repeats another
+            exact = {"EDICT", "BDIA", "BELM"} if name != "lcm_sd15" else set()  # they need a deterministic sampler
+            assert {m for m, _, _ in seen} == {"DDIMInversion", "ReNoise", "EasyInv", "GNRI", "Ceiling",
+                                               "PreciseInv"} | exact
+            assert {s for m, s, _ in seen if m == "PreciseInv"} == {(rule, eta) for rule in ("AdamW", "Hybrid")
+                                                                   for eta in (1e-2, 1e-5)}
 
 
 def test_edit_and_interpolate_configs_compose():

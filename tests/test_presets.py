@@ -129,6 +129,8 @@ def test_help_lists_groups_options_and_common_settings():
     assert "edit_pairs" not in text and "learn_init" not in text and "edit_pairs" in help_text("edit")
     assert re.search(r"\n  trainer +learn_init\n", help_text("learn_init"))  # not fit's trainer
     assert re.search(r"\n  data +edit_pairs, piebench\n", help_text("edit"))  # what edit can read
+    assert re.search(r"\n  data +samples, coco, folder, piebench, webdataset\n", text)  # fit: all it can read
+    assert re.search(r"\n  paper_row +bdia, ", text) and "paper_row" not in help_text("edit")  # fit's sweeps
     assert "~logger" in text and "no W&B logging" in text and "no CSV logging" in help_text("learn_init")
 
 
