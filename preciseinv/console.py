@@ -123,7 +123,7 @@ def interruptible(resumable: bool | str = True, hydra: bool = True):
             yield
     except KeyboardInterrupt:
         hint = resumable if isinstance(resumable, str) else \
-            "finished samples are kept: rerun the same command to resume" if resumable else ""
+            preemption.resume_hint("finished samples are kept") if resumable else ""
         print("preciseinv: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         raise SystemExit(130) from None
 
@@ -274,6 +274,8 @@ def table(cols: list[tuple[str, str]]) -> str:
 def disk_error(err: OSError, output_dir) -> str | None:
     """One line for a full disk, a quota, a read-only or unwritable folder; None for other OS errors. It names
     output_dir when the failed path is inside it (or unknown), else the path that failed (a cache, /tmp)."""
+    from preciseinv import preemption
+
     if err.errno not in DISK_ERRORS:
         return None
     fix = ("free space there" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -283,4 +285,4 @@ def disk_error(err: OSError, output_dir) -> str | None:
     if not inside:
         return f"cannot write {str(paths[0])!r} ({os.strerror(err.errno)}): {fix}; it is outside output_dir"
     return (f"cannot write in output_dir {str(output_dir)!r} ({os.strerror(err.errno)}): {fix} or choose another "
-            "output_dir; finished samples are kept: rerun the same command to resume")
+            f"output_dir; {preemption.resume_hint('finished samples are kept')}")

@@ -154,7 +154,7 @@ def _run(cfg, held: contextlib.ExitStack) -> dict:
                 if signum is None and dead and not isinstance(err, preemption.Interrupted):  # a collective broke
                     rank, status = dead[0]
                     raise PreciseInvError(f"rank {rank} of this run died (exit status {status}: killed, or out of "
-                                          f"memory); {preemption.RESUME_HINT}") from None
+                                          f"memory); {preemption.resume_hint()}") from None
                 if signum is None or isinstance(err, preemption.Interrupted):
                     raise
                 raise preemption.Interrupted(signum) from err
@@ -167,7 +167,7 @@ def _run(cfg, held: contextlib.ExitStack) -> dict:
             total = None if left is None else len(done) + left
             summary = write_summary(output_dir, config, complete=False, total=total)  # publish what is finished
             stop.message = (f"interrupted after {summary['n']}" + (f" of {total}" if total is not None else "")
-                            + " samples; rerun the same command to resume")
+                            + f" samples; {preemption.resume_hint(None)}")
             raise
         finally:
             _finish(logger)
@@ -193,6 +193,7 @@ def _command(config_name: str) -> None:
     def _main(cfg) -> None:
         try:
             preemption.command_started()  # a Ctrl-C while the libraries started stops here
+            preemption.note_run_folder()  # what the hints say resumes it
             with console.quiet(bool(cfg.get("verbose", False))):
                 summary = run(cfg)
         except PreciseInvError as err:

@@ -180,7 +180,31 @@ def dead_ranks(trainer) -> list[tuple[int, int]]:
     return dead
 
 
-RESUME_HINT = "every finished sample is kept: rerun the same command to resume"
+_RERUN = {"how": "rerun the same command"}  # what resumes this run (note_run_folder, once the run folder is known)
+
+
+def note_run_folder() -> None:
+    """Inside a Hydra run: whether the same command finds this run's folder again. A folder it names
+    (``output_dir=``, ``hydra.sweep.dir=``) it does; a folder Hydra dated (``outputs/<date>/<time>``,
+    ``multirun/<date>/<time>``) it does not, and the hints name the setting that does."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    config = HydraConfig.get()
+    hydra_set = [o.lstrip("+") for o in config.overrides.hydra]
+    if config.mode == RunMode.MULTIRUN:
+        pinned = any(o.startswith("hydra.sweep.dir=") for o in hydra_set)
+        setting = f"hydra.sweep.dir={config.sweep.dir}"
+    else:
+        pinned = any(o.startswith("output_dir=") for o in config.overrides.task) or any(
+            o.startswith("hydra.run.dir=") for o in hydra_set)
+        setting = f"output_dir={config.runtime.output_dir}"
+    _RERUN["how"] = "rerun the same command" if pinned else f"rerun the same command with {setting}"
+
+
+def resume_hint(kept: str | None = "every finished sample is kept") -> str:
+    """``[<kept>: ]rerun the same command[ with <the setting that finds this run's folder>] to resume``."""
+    return (f"{kept}: " if kept else "") + f"{_RERUN['how']} to resume"
 
 
 @contextlib.contextmanager
@@ -227,7 +251,7 @@ class _DeadRank(logging.Handler):
             import sys
 
             sys.stderr.write(f"{record.getMessage()}\npreciseinv: a process of this run died (killed, or out of "
-                             f"memory); {RESUME_HINT}\n")
+                             f"memory); {resume_hint()}\n")
             sys.stderr.flush()
 
 

@@ -25,6 +25,21 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("gpu_or_fp32"):
         OmegaConf.register_new_resolver("gpu_or_fp32", gpu_or_fp32)
+    if not OmegaConf.has_resolver("folder_name"):
+        OmegaConf.register_new_resolver("folder_name", folder_name)
+
+
+def folder_name(text: str, limit: int = 200) -> str:
+    """One folder name for a sweep's run (its overrides, ``a=1,b=x/y``): a path's slashes become ``_`` (no nested
+    folders), and a name longer than ``limit`` bytes keeps its start and a hash of the whole (file systems refuse
+    names over 255 bytes); the same overrides always give the same name, so the same sweep resumes."""
+    import hashlib
+
+    name = str(text).replace("/", "_") or "default"
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name.encode()[: limit - 17].decode(errors="ignore") + "-" + digest
 
 
 # the settings people change most, one example each (``--help``): fit's, and what edit and interpolate need first
@@ -165,6 +180,34 @@ def _annotation(cfg, key: str) -> str:
         return ""
 
 
+def _check_added_keys(overrides: list[str], cfg) -> None:
+    """A key added with ``+`` (``+solver.foo=1``) to a node whose class has no such parameter: one line now, not a
+    TypeError once the model has loaded (a solver, start or encoder is built late, per subproblem)."""
+    import inspect
+
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    for arg in overrides:
+        key = arg.split("=", 1)[0]
+        if not key.startswith("+") or "." not in key:
+            continue
+        parent, _, name = key.lstrip("+").rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None)
+        target = node.get("_target_") if OmegaConf.is_dict(node) else None
+        try:
+            params = inspect.signature(get_class(str(target))).parameters
+        except Exception:  # noqa: BLE001  (no class to ask)
+            continue
+        if name in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            continue
+        known = [k for k, p in params.items() if k not in ("self", "problem") and p.kind != p.VAR_POSITIONAL]
+        group = parent.rsplit(".", 1)[-1]
+        option = option_of(parent, str(target)) or str(target).rsplit(".", 1)[-1]
+        hint = _did_you_mean(name, known, f"{group}={option} takes {', '.join(known) or 'no settings'}")
+        raise PreciseInvError(f"{parent}.{name} is not a setting of {group}={option}; {hint}")
+
+
 def _check_types(config_name: str, overrides: list[str], cfg) -> None:
     """A number or a true/false setting given a value of another type, or a count (its constructor takes an int
     only) given a fraction: one line naming the key and what it takes (rather than a TypeError from inside the
@@ -250,11 +293,7 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     """Compose the command's config once before Hydra does, so that a misspelled key or option, a value of the wrong
     type, a bad override or an ``output_dir`` that is a file is one line (``PreciseInvError``, with the nearest valid
     name where there is one) rather than Hydra's multi-line report. Flags (``-m``, ``--cfg``, ...) and ``hydra.*``
-    overrides are Hydra's own and left to it."""
-
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+    overrides are Hydra's own and left to it; a ``--multirun`` sweep is checked run by run."""
     path_setting = {"fit": "data=folder data.root", "edit": "image", "interpolate": "a"}.get(config_name)
     for before, arg in zip(["", *argv], argv):
         flag = arg.split("=", 1)[0]
@@ -278,15 +317,91 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
         raise PreciseInvError(f"{one_dir[-1]} with --multirun: every run of the sweep would write into that one "
                               "folder; drop output_dir= (each run gets its own folder under hydra.sweep.dir, which "
                               "you may set: hydra.sweep.dir=DIR)")
+    experiment = [arg.split("=", 1)[1] for arg in argv if arg.startswith("experiment=")]
+    if experiment and not any(arg in ("-m", "--multirun") for arg in argv) \
+            and not any(arg.startswith("paper_row=") for arg in argv):  # it would run none of the paper's rows
+        raise PreciseInvError(f"experiment={experiment[-1]} is a sweep of the paper's rows: add --multirun, or "
+                              f"paper_row=ROW for one of them ({', '.join(_options('paper_row'))})")
+    if any(arg in ("-m", "--multirun") for arg in argv):  # each run of the sweep, as Hydra will compose it
+        rest = [arg for arg in argv if arg not in ("-m", "--multirun")]
+        other = [arg for arg in rest if arg.split("=", 1)[0] in ("--cfg", "-c", "--info", "-i", "--run", "-r")]
+        if other:
+            raise PreciseInvError(f"{other[0]} with --multirun: Hydra takes one of them; drop --multirun to see one "
+                                  "run's settings")
+        if not any(arg.startswith("-") for arg in rest):  # other flags: Hydra's to judge
+            _check_sweep(config_name, rest)
+        return
     if any(arg.startswith("-") or arg.lstrip("+~").startswith("hydra.") for arg in argv):
-        return  # Hydra's own flags and settings (multirun, search paths): Hydra judges the command line
+        return  # Hydra's own flags and settings (search paths): Hydra judges the command line
+    _check_one(config_name, argv)
+
+
+def _check_sweep(config_name: str, argv: list[str], most: int = 64) -> None:
+    """Every run of a ``--multirun`` sweep (its config's ``hydra.sweeper.params``, then the command line's
+    values, as Hydra's basic sweeper combines them), checked as one run is, each swept value in one run at least:
+    a mistake is one line naming the run it breaks, before any run starts (Hydra's own report would come at that
+    run, after the ones before it)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    own = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]  # hydra.*: Hydra's own settings
+    parser = OverridesParser.create()
+    first = [arg for arg in own if not _is_sweep(arg)]  # the command line with each sweep's first value
+    try:
+        first = [o.get_key_element() + "=" + next(iter(o.sweep_string_iterator())) if o.is_sweep_override()
+                 else arg for o, arg in zip(parser.parse_overrides(own), own)]
+        params = compose(config_name, _dir_or_here(_group_choices(first)), hydra=True).hydra.sweeper.params or {}
+        swept = [f"{key}={value}" for key, value in params.items()]
+        keys = {o.get_key_element() for o in parser.parse_overrides(own)}
+        combined = [a for a, o in zip(swept, parser.parse_overrides(swept)) if o.get_key_element() not in keys] + own
+        jobs = [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(combined), None)
+                for job in batch]
+    except Exception:  # a value Hydra's parser cannot read, an option that does not exist: one run's check names it
+        _check_one(config_name, first)
+        return  # else Hydra's own report
+    varying = {o.get_key_element() for o in parser.parse_overrides(combined) if o.is_sweep_override()}
+    covered, chosen = set(), []  # runs enough that each swept value is in one (a mistake is in a value)
+    for job in jobs:
+        new = {arg for arg in job if arg.split("=", 1)[0] in varying} - covered
+        if new or not chosen:
+            chosen.append(job)
+            covered |= new
+    for job in chosen[:most]:
+        try:
+            _check_one(config_name, list(job))
+        except PreciseInvError as err:
+            label = ",".join(arg for arg in job if arg.split("=", 1)[0] in varying)
+            fine = next((other for other in chosen[:most] if _passes(config_name, list(other))), None)
+            if not label or fine is None:  # a mistake of every run
+                raise
+            hint = (f" (run {','.join(a for a in fine if a.split('=', 1)[0] in varying)} takes it: a setting some "
+                    "runs have and others not needs sweeps of its own)")
+            raise PreciseInvError(f"run {label} of the sweep: {err}{hint}") from None
+
+
+def _passes(config_name: str, argv: list[str]) -> bool:
+    try:
+        _check_one(config_name, argv)
+    except PreciseInvError:
+        return False
+    return True
+
+
+def _dir_or_here(argv: list[str]) -> list[str]:
+    return [*argv, *([] if any(a.startswith("output_dir=") for a in argv) else ["output_dir=."])]
+
+
+def _check_one(config_name: str, argv: list[str]) -> None:
+    """One run's command line: composed once, a mistake one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     for arg in argv:
         path = _unquoted(arg.split("=", 1)[1]) if arg.startswith("output_dir=") else None
         if path and os.path.exists(path) and not os.path.isdir(path):
             raise PreciseInvError(f"output_dir {path!r} is a file, not a folder: choose another output_dir")
-    overrides = [*argv, *([] if any(a.startswith("output_dir=") for a in argv) else ["output_dir=."])]
     try:
-        cfg = compose(config_name, overrides)
+        cfg = compose(config_name, _dir_or_here(argv))
     except (HydraException, OmegaConfBaseException) as err:
         text = " ".join(line.strip() for line in f"{err}\n{err.__cause__ or ''}".splitlines() if line.strip())
         unknown_key = re.search(r"Could not override '([^']+)'", text)
@@ -311,6 +426,7 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
         if bad:
             raise PreciseInvError(bad) from None
         raise PreciseInvError(text or type(err).__name__) from None
+    _check_added_keys(argv, cfg)
     _check_types(config_name, argv, cfg)
 
 
@@ -333,18 +449,18 @@ def gpu_or_fp32(precision: str) -> str:
     return str(precision) if torch.cuda.is_available() else "32-true"
 
 
-def compose(config_name: str = "fit", overrides: list[str] | tuple = ()):
+def compose(config_name: str = "fit", overrides: list[str] | tuple = (), hydra: bool = False):
     """The composed config (a DictConfig) of ``configs/<config_name>.yaml`` with ``overrides``, outside any
-    Hydra run (the API, reconstruct, the benchmarks)."""
+    Hydra run (the API, reconstruct, the benchmarks); ``hydra``: with its ``hydra`` node."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     register_resolvers()
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app or an outer initialize: use that one
-        return hydra_compose(config_name, overrides=list(overrides))
+        return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=hydra)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
+        return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=hydra)
 
 
 def known_presets() -> list[str]:

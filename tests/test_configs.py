@@ -98,6 +98,8 @@ def test_paper_experiments_hold_the_protocols():
             cfg = compose("fit", overrides=overrides, return_hydra_config=True)
             assert cfg.model.name == model and cfg.data.resolution == res and cfg.data.prompt == ""
             assert not cfg.data.use_captions and cfg.guidance_scale == 1.0
+            folder = compose("fit", overrides=[*overrides, "data=folder"])  # the protocol on one's own images
+            instantiate(folder.data)
             params = cfg.hydra.sweeper.params
             assert set(params) == {"paper_row", "num_steps"} and params.num_steps == "2,4"
             seen = set()

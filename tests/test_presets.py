@@ -1,6 +1,10 @@
 """A model given by path alone runs with its family preset's defaults and is named by its path."""
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +169,73 @@ def test_a_prompt_key_points_to_the_commands_own(command, argv, message):
 
     with pytest.raises(PreciseInvError, match=re.escape(message)):
         check_command_line(command, argv)
+
+
+def test_a_sweep_runs_folder_name_is_flat_short_and_stable(tmp_path):
+    """A sweep's run folders are named by their overrides: a path's slashes no longer nest folders, a name over the
+    file system's limit is cut and hashed (it was an OSError), and the same sweep finds its folders again."""
+    from preciseinv.presets import folder_name
+
+    assert folder_name("model.path=/a/b,num_steps=2") == "model.path=_a_b,num_steps=2"
+    long = "model.path=/" + "x" * 300 + ",seed=0"
+    name = folder_name(long)
+    assert len(name.encode()) <= 200 and "/" not in name and name == folder_name(long)
+    assert name != folder_name(long.replace("seed=0", "seed=1"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    model = tmp_path / ("m" * 120) / ("n" * 100)
+    model.parent.mkdir()
+    model.symlink_to(Path(__file__).parents[1] / "benchmarks" / "assets" / "mini-ddpm-clip")
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "preciseinv.fit", "--multirun", "method=ceiling", "data.limit=1", "~logger",
+               "lpips=false", f"model.path={model}", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    for _ in range(2):  # the second time, the same folders: nothing to do
+        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = [p for p in sweep.iterdir() if p.is_dir()]
+    assert len(runs) == 2 and all((p / "summary.json").is_file() for p in runs)
+    assert all(len(p.name.encode()) <= 200 for p in runs)
+    assert "already inverted" in proc.stdout + proc.stderr
+
+
+def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
+    """--multirun: each swept value is checked in one run at least, as Hydra will compose it (the experiment's own
+    sweep included); a key only some runs have names the run it breaks and one that takes it."""
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import check_command_line
+
+    paper = ["-m", "experiment=paper_coco_sd14", "data.root=/x"]
+    check_command_line("fit", paper)  # the sweep itself is fine
+    with pytest.raises(PreciseInvError, match=r"^run paper_row=ddim,num_steps=2 of the sweep: method\.max_iters is "
+                                              r"not a setting.*\(run paper_row=preciseinv_adamw_eta1e-2,num_steps=2 "
+                                              r"takes it"):
+        check_command_line("fit", [*paper, "method.max_iters=20"])
+    with pytest.raises(PreciseInvError, match=r"^paper_row=ddimm is not an option; did you mean ddim\?"):
+        check_command_line("fit", [*paper, "paper_row=ddimm,ceiling"])
+    with pytest.raises(PreciseInvError, match=r"^run .*method\.eta=abc of the sweep: method\.eta=abc: method\.eta "
+                                              r"takes a number"):
+        check_command_line("fit", ["-m", "method=preciseinv", "method.eta=1e-2,abc"])
+    with pytest.raises(PreciseInvError, match=r"^num_step is not a setting; did you mean num_steps\?"):
+        check_command_line("fit", ["-m", "method=ddim,ceiling", "num_step=2"])
+    with pytest.raises(PreciseInvError, match=r"^--cfg with --multirun"):
+        check_command_line("fit", [*paper, "--cfg", "job"])
+    with pytest.raises(PreciseInvError, match=r"^experiment=paper_coco_sd14 is a sweep of the paper's rows: add "
+                                              r"--multirun, or paper_row=ROW"):
+        check_command_line("fit", paper[1:])
+    check_command_line("fit", [*paper[1:], "paper_row=ddim"])  # one row of it: one run
+
+
+def test_a_key_added_to_a_class_without_it_is_one_line_before_the_model_loads():
+    """+solver.foo=1 was a TypeError once the model had loaded and the first subproblem built its solver; an
+    encoder's or a start's was labelled with the node around it (engine, method)."""
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import check_command_line
+
+    with pytest.raises(PreciseInvError, match=r"^solver\.momentm is not a setting of solver=hybrid; did you mean "
+                                              r"momentum\? solver=hybrid takes phases, "):
+        check_command_line("fit", ["+solver.momentm=0.5"])
+    with pytest.raises(PreciseInvError, match=r"^encoder\.foo is not a setting of encoder=mean; encoder=mean takes "
+                                              r"no settings"):
+        check_command_line("fit", ["+encoder.foo=1"])
+    with pytest.raises(PreciseInvError, match=r"^init\.foo is not a setting of init=ddim"):
+        check_command_line("fit", ["+init.foo=1"])
+    check_command_line("fit", ["solver=adamw", "+solver.returns_best=true"])  # one its config leaves out: fine

@@ -337,3 +337,41 @@ def test_help_and_an_early_ctrl_c(tmp_path):
     _, stderr = start.communicate(timeout=300)
     assert start.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("preciseinv: interrupted")
+
+
+def test_the_resume_hint_names_the_folder_hydra_dated(tmp_path):
+    """Without output_dir= (or, for a sweep, hydra.sweep.dir=) the run's folder is Hydra's dated one, which the
+    same command would not find again: the hint names the setting that does (a full disk in one run, SIGTERM
+    to a sweep)."""
+    import resource
+
+    from preciseinv.testing.tiny import write_images
+
+    write_images(tmp_path / "in", [f"im{i}.png" for i in range(6)], size=40)
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    args = ["data=folder", f"data.root={tmp_path / 'in'}", "data.num_workers=0", "~logger"]
+    proc = subprocess.run(fit_cmd(*args), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600,
+                          preexec_fn=small_files)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "rerun the same command with output_dir=" in last, last
+    assert (tmp_path / last.split("with output_dir=")[1].split()[0]).is_dir()
+
+    sweep = ["--multirun", *args, "data.batch_size=1", "method.eta=1e-9", "method.max_iters=50", "seed=0"]
+    proc = subprocess.Popen(fit_cmd(*sweep), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while not any(published(run) for run in (tmp_path / "multirun").glob("*/*/*")) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    (dated,) = (tmp_path / "multirun").glob("*/*")
+    assert last.endswith(f"rerun the same command with hydra.sweep.dir={dated.relative_to(tmp_path)} to resume"), last
