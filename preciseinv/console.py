@@ -108,7 +108,7 @@ def check_not_in_use(argv: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def interruptible(resumable: bool | str = True, hydra: bool = True):
+def interruptible(resumable=True, hydra: bool = True):
     """Ctrl-C before the run has its own handlers (imports, model load): one line and exit 130, no traceback.
     ``resumable``: a command that resumes into its output_dir (fit, edit) says so (a string: in its words).
     ``hydra``: the command composes
@@ -122,7 +122,7 @@ def interruptible(resumable: bool | str = True, hydra: bool = True):
                 preemption.command_started()
             yield
     except KeyboardInterrupt:
-        hint = resumable if isinstance(resumable, str) else \
+        hint = resumable() if callable(resumable) else resumable if isinstance(resumable, str) else \
             preemption.resume_hint("finished samples are kept") if resumable else ""
         print("preciseinv: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         raise SystemExit(130) from None

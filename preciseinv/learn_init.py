@@ -183,7 +183,7 @@ def summary_table(info: dict) -> str:
 
 
 def main() -> None:
-    with console.interruptible("the last epoch's checkpoint is kept: rerun the same command to resume the training"):
+    with console.interruptible(lambda: preemption.resume_hint("the last epoch's checkpoint is kept") + " the training"):
         _command()  # Ctrl-C from the first import on: one line
 
 
@@ -195,6 +195,7 @@ def _command() -> None:
     @hydra.main(config_path=CONFIG_DIR, config_name="learn_init", version_base="1.3")
     def _main(cfg) -> None:
         preemption.command_started()  # a Ctrl-C while the libraries started stops here
+        preemption.note_run_folder()  # what the hint says resumes it
         try:
             with console.quiet(bool(cfg.get("verbose", False))):
                 info = run(cfg)

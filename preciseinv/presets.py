@@ -29,17 +29,20 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("folder_name", folder_name)
 
 
-def folder_name(text: str, limit: int = 200) -> str:
-    """One folder name for a sweep's run (its overrides, ``a=1,b=x/y``): a path's slashes become ``_`` (no nested
-    folders), and a name longer than ``limit`` bytes keeps its start and a hash of the whole (file systems refuse
-    names over 255 bytes); the same overrides always give the same name, so the same sweep resumes."""
+def folder_name(sweep_dir: str, text: str, limit: int = 200) -> str:
+    """One folder name for a sweep's run (its overrides, ``a=1,b=x/y``): a path's slashes become ``_`` and the name
+    takes a hash of the overrides (no nested folders; ``a/b`` and ``a_b`` stay apart), and a name longer than
+    ``limit`` bytes keeps its start and that hash (file systems refuse names over 255 bytes). The same overrides
+    always give the same name, so the same sweep resumes; a folder named the older way (the overrides as they
+    are) that exists under ``sweep_dir`` is used as it is."""
     import hashlib
 
-    name = str(text).replace("/", "_") or "default"
-    if len(name.encode()) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return name.encode()[: limit - 17].decode(errors="ignore") + "-" + digest
+    text = str(text)
+    if not text or "/" not in text and len(text.encode()) <= limit or Path(sweep_dir, text).is_dir():
+        return text  # (no overrides: the sweep folder itself, as Hydra does)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    name = text.replace("/", "_").encode()[: limit - 13].decode(errors="ignore")
+    return f"{name}-{digest}"
 
 
 # the settings people change most, one example each (``--help``): fit's, and what edit and interpolate need first
@@ -193,6 +196,8 @@ def _check_added_keys(overrides: list[str], cfg) -> None:
         if not key.startswith("+") or "." not in key:
             continue
         parent, _, name = key.lstrip("+").rpartition(".")
+        if name.startswith("_"):  # Hydra's own (_convert_, _recursive_, ...)
+            continue
         node = OmegaConf.select(cfg, parent, default=None)
         target = node.get("_target_") if OmegaConf.is_dict(node) else None
         try:
@@ -202,10 +207,11 @@ def _check_added_keys(overrides: list[str], cfg) -> None:
         if name in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
             continue
         known = [k for k, p in params.items() if k not in ("self", "problem") and p.kind != p.VAR_POSITIONAL]
-        group = parent.rsplit(".", 1)[-1]
-        option = option_of(parent, str(target)) or str(target).rsplit(".", 1)[-1]
-        hint = _did_you_mean(name, known, f"{group}={option} takes {', '.join(known) or 'no settings'}")
-        raise PreciseInvError(f"{parent}.{name} is not a setting of {group}={option}; {hint}")
+        group, cls = parent.rsplit(".", 1)[-1], str(target).rsplit(".", 1)[-1]
+        option = option_of(parent, str(target))
+        what = f"{group}={option}" if option and not option.startswith("_") else f"{group} ({cls})"
+        hint = _did_you_mean(name, known, f"{what} takes {', '.join(known) or 'no settings'}")
+        raise PreciseInvError(f"{parent}.{name} is not a setting of {what}; {hint}")
 
 
 def _check_types(config_name: str, overrides: list[str], cfg) -> None:
@@ -317,9 +323,10 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
         raise PreciseInvError(f"{one_dir[-1]} with --multirun: every run of the sweep would write into that one "
                               "folder; drop output_dir= (each run gets its own folder under hydra.sweep.dir, which "
                               "you may set: hydra.sweep.dir=DIR)")
-    experiment = [arg.split("=", 1)[1] for arg in argv if arg.startswith("experiment=")]
-    if experiment and not any(arg in ("-m", "--multirun") for arg in argv) \
-            and not any(arg.startswith("paper_row=") for arg in argv):  # it would run none of the paper's rows
+    experiment = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+").startswith("experiment=")]
+    if experiment and _sweeps_rows(experiment[-1]) and not any(
+            arg in ("-m", "--multirun") or arg.startswith("-") and arg.split("=", 1)[0] in HYDRA_FLAGS
+            or arg.lstrip("+").startswith(("paper_row=", "hydra.mode=")) for arg in argv):  # none of its rows
         raise PreciseInvError(f"experiment={experiment[-1]} is a sweep of the paper's rows: add --multirun, or "
                               f"paper_row=ROW for one of them ({', '.join(_options('paper_row'))})")
     if any(arg in ("-m", "--multirun") for arg in argv):  # each run of the sweep, as Hydra will compose it
@@ -336,7 +343,18 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     _check_one(config_name, argv)
 
 
-def _check_sweep(config_name: str, argv: list[str], most: int = 64) -> None:
+def _sweeps_rows(experiment: str) -> bool:
+    """Whether ``configs/experiment/<experiment>.yaml`` is one of the paper's sweeps (it sweeps ``paper_row``)."""
+    path = Path(CONFIG_DIR, "experiment", f"{experiment}.yaml")
+    return path.is_file() and re.search(r"^\s+paper_row:", path.read_text(), re.M) is not None
+
+
+# hydra.* settings that do not change what a run composes (where it writes, its name): the others (a search path,
+# a launcher) leave a sweep to Hydra's own checks
+_HARMLESS_HYDRA = ("hydra.sweep.", "hydra.run.", "hydra.job.", "hydra.verbose", "hydra.output_subdir")
+
+
+def _check_sweep(config_name: str, argv: list[str], most: int = 24) -> None:
     """Every run of a ``--multirun`` sweep (its config's ``hydra.sweeper.params``, then the command line's
     values, as Hydra's basic sweeper combines them), checked as one run is, each swept value in one run at least:
     a mistake is one line naming the run it breaks, before any run starts (Hydra's own report would come at that
@@ -344,6 +362,13 @@ def _check_sweep(config_name: str, argv: list[str], most: int = 64) -> None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from preciseinv.outputs.run_record import first_process
+
+    if not first_process():  # a DDP rank its rank 0 started: checked there
+        return
+    if any(arg.lstrip("+~").startswith("hydra") and not arg.lstrip("+~").startswith(_HARMLESS_HYDRA)
+           for arg in argv):
+        return  # a search path, another launcher or sweeper: Hydra judges
     own = [arg for arg in argv if not arg.lstrip("+~").startswith("hydra.")]  # hydra.*: Hydra's own settings
     parser = OverridesParser.create()
     first = [arg for arg in own if not _is_sweep(arg)]  # the command line with each sweep's first value
@@ -374,8 +399,9 @@ def _check_sweep(config_name: str, argv: list[str], most: int = 64) -> None:
             fine = next((other for other in chosen[:most] if _passes(config_name, list(other))), None)
             if not label or fine is None:  # a mistake of every run
                 raise
-            hint = (f" (run {','.join(a for a in fine if a.split('=', 1)[0] in varying)} takes it: a setting some "
-                    "runs have and others not needs sweeps of its own)")
+            taker = ",".join(a for a in fine if a.split("=", 1)[0] in varying)
+            hint = "" if "is not a setting" not in str(err) else (
+                f" (run {taker} takes it: a setting some runs have and others not needs sweeps of its own)")
             raise PreciseInvError(f"run {label} of the sweep: {err}{hint}") from None
 
 

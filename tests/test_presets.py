@@ -172,15 +172,20 @@ def test_a_prompt_key_points_to_the_commands_own(command, argv, message):
 
 
 def test_a_sweep_runs_folder_name_is_flat_short_and_stable(tmp_path):
-    """A sweep's run folders are named by their overrides: a path's slashes no longer nest folders, a name over the
-    file system's limit is cut and hashed (it was an OSError), and the same sweep finds its folders again."""
+    """A sweep's run folders are named by their overrides: a path's slashes no longer nest folders (a hash keeps
+    a/b and a_b apart), a name over the file system's limit is cut and hashed (it was an OSError), the same sweep
+    finds its folders again, and one begun with the older names resumes in them."""
     from preciseinv.presets import folder_name
 
-    assert folder_name("model.path=/a/b,num_steps=2") == "model.path=_a_b,num_steps=2"
+    assert folder_name(tmp_path, "method=ddim,num_steps=2") == "method=ddim,num_steps=2"  # as Hydra names it
+    assert folder_name(tmp_path, "model.path=/a/b,num_steps=2").startswith("model.path=_a_b,num_steps=2-")
+    assert folder_name(tmp_path, "model.path=/a/b") != folder_name(tmp_path, "model.path=/a_b")  # no collision
     long = "model.path=/" + "x" * 300 + ",seed=0"
-    name = folder_name(long)
-    assert len(name.encode()) <= 200 and "/" not in name and name == folder_name(long)
-    assert name != folder_name(long.replace("seed=0", "seed=1"))
+    name = folder_name(tmp_path, long)
+    assert len(name.encode()) <= 200 and "/" not in name and name == folder_name(tmp_path, long)
+    assert name != folder_name(tmp_path, long.replace("seed=0", "seed=1"))
+    (tmp_path / "old" / "model.path=" / "a").mkdir(parents=True)  # a sweep begun before: its folders as they are
+    assert folder_name(tmp_path / "old", "model.path=/a") == "model.path=/a" and folder_name(tmp_path, "") == ""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     model = tmp_path / ("m" * 120) / ("n" * 100)
     model.parent.mkdir()
@@ -212,7 +217,7 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
     with pytest.raises(PreciseInvError, match=r"^paper_row=ddimm is not an option; did you mean ddim\?"):
         check_command_line("fit", [*paper, "paper_row=ddimm,ceiling"])
     with pytest.raises(PreciseInvError, match=r"^run .*method\.eta=abc of the sweep: method\.eta=abc: method\.eta "
-                                              r"takes a number"):
+                                              r"takes a number \(default 0\.001\)$"):  # no hint: a value
         check_command_line("fit", ["-m", "method=preciseinv", "method.eta=1e-2,abc"])
     with pytest.raises(PreciseInvError, match=r"^num_step is not a setting; did you mean num_steps\?"):
         check_command_line("fit", ["-m", "method=ddim,ceiling", "num_step=2"])
@@ -222,6 +227,10 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
                                               r"--multirun, or paper_row=ROW"):
         check_command_line("fit", paper[1:])
     check_command_line("fit", [*paper[1:], "paper_row=ddim"])  # one row of it: one run
+    check_command_line("fit", [*paper[1:], "--cfg", "hydra"])  # its settings, printed
+    check_command_line("fit", [*paper[1:], "hydra.mode=MULTIRUN"])  # Hydra's other way to sweep
+    extra = Path(__file__).parent / "data" / "no-such-search-path"  # a search path: Hydra judges the sweep
+    check_command_line("fit", ["-m", "method=myddim,ceiling", f"hydra.searchpath=[file://{extra}]"])
 
 
 def test_a_key_added_to_a_class_without_it_is_one_line_before_the_model_loads():
@@ -239,3 +248,6 @@ def test_a_key_added_to_a_class_without_it_is_one_line_before_the_model_loads():
     with pytest.raises(PreciseInvError, match=r"^init\.foo is not a setting of init=ddim"):
         check_command_line("fit", ["+init.foo=1"])
     check_command_line("fit", ["solver=adamw", "+solver.returns_best=true"])  # one its config leaves out: fine
+    check_command_line("fit", ["+method._convert_=all"])  # Hydra's own
+    with pytest.raises(PreciseInvError, match=r"^model\.foo is not a setting of model \("):  # presets share a class
+        check_command_line("fit", ["+model.foo=1"])

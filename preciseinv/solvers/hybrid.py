@@ -71,7 +71,8 @@ class Hybrid(UpdateRule):
                  momentum: float = 0.6, damping: float = 2.0, stall_ratio: float = 0.5, window: int = 8,
                  slow_window: int = 64, patience: int = 3, krylov_patience: int = 2, diverge: float = 10.0,
                  lr: float = 0.1, budget: bool = False, spectral_window: int | None = None, split: float | None = 1.5,
-                 steep_only=("newton_krylov",), lbfgs_memory: int = 64, krylov_lm: float | None = None):
+                 steep_only=("newton_krylov",), lbfgs_memory: int = 64, krylov_lm: float | None = None,
+                 long_step: float | None = None):
         super().__init__(problem)
         unknown = [name for name in phases if name not in PHASES]
         if unknown or not phases:
@@ -79,7 +80,8 @@ class Hybrid(UpdateRule):
 
             raise PreciseInvError(f"solver.phases: unknown phase(s) {unknown or phases}; each is one of "
                                   f"{', '.join(PHASES)}")
-        settings = {"anderson": {"memory": memory}, "fixed_point": {"momentum": momentum, "damping": damping},
+        fixed = {"momentum": momentum, "damping": damping, **({"long_step": long_step} if long_step else {})}
+        settings = {"anderson": {"memory": memory}, "fixed_point": fixed,
                     "adamw": {"lr": lr, "returns_best": True}, "lbfgs": {"memory": lbfgs_memory},
                     "newton_krylov": {"lm_damping": krylov_lm}}
         self.rules = tuple(PHASES[name](problem, **settings.get(name, {})) for name in phases)

@@ -51,6 +51,10 @@ class NewtonKrylov(UpdateRule):
                  fd_scale: float | None = None, lm_damping: float | None = None):
         super().__init__(problem)
         self.memory, self.forcing0, self.max_halvings = memory, forcing, max_halvings
+        if lm_damping is not None and not lm_damping > 0:
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"solver lm_damping must be > 0 (null: the line search), got {lm_damping}")
         self.lm = lm_damping  # None: Armijo line search along the Newton step; a number: mu's start
         self.fd = fd_scale if fd_scale is not None else finite_difference_scale(problem)
 

@@ -78,3 +78,41 @@ def test_fixed_point_satisfies_mu_equals_target(name, sampler):
     assert step.abs().max() < 1e-4
     if sampler.learn_noise:  # DDPM: [eps | z], both moved by the minimum-norm correction
         assert problem.eps.shape[1] == 4 and not torch.equal(z, noise)
+
+
+def _frozen_slope_spectrum_top(problem) -> float:
+    """The largest eigenvalue modulus of A = -d newton_step(r) / d eps (the Jacobian in frozen-slope units) of
+    the first sample, built in full."""
+    eps, idx = problem.eps.detach().clone(), torch.arange(problem.eps.shape[0])
+
+    def correction(e0):
+        e = eps.clone()
+        e[0] = e0
+        return problem.newton_step(problem.residual(e, idx))[0]
+
+    jac = torch.autograd.functional.jacobian(correction, eps[0]).reshape(eps[0].numel(), -1)
+    return float(torch.linalg.eigvals(-jac).abs().max())
+
+
+@pytest.mark.parametrize("scale", [0.8, -0.5])
+def test_the_long_step_follows_the_probed_top_of_the_spectrum(make_subproblem, bind_rule, scale):
+    """long_step: each sample's power iteration (finite-difference forwards) reads the top of its step's spectrum
+    (a symmetric noise estimate: real eigenvalues), within 10 % here, and the sample takes the long step only
+    where that top is below long_below; then the heavy ball runs from the point it probed around."""
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(32, 32))
+    S = scale * q @ torch.diag(torch.linspace(0.5, 1.0, 32)) @ q.T  # eps_theta = S x: symmetric, real spectrum
+
+    def denoiser(x, t, cond):
+        return (x.flatten(1) @ S).view_as(x)
+
+    x0, target = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    problem = make_subproblem(partial(FixedPoint, damping=1.0, momentum=0.5, long_step=3.0, probes=30), x0,
+                              target, torch.zeros_like(x0), denoiser=denoiser)
+    truth = _frozen_slope_spectrum_top(problem)
+    rule = bind_rule(problem)
+    stats = SolverLoop(eta=1e-30, max_iters=40, sync_every=1).run(problem)
+    assert (rule.state["k"] == -1).all() and (stats.nfe_backward == 0).all()
+    torch.testing.assert_close(rule.state["top"], torch.full((3,), truth), rtol=0.1, atol=0.0)
+    assert truth < 0.8 or truth > 1.2  # a clear case either way
+    assert (rule.state["damping"] == (3.0 if truth < 0.95 else 1.0)).all()

@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import pytest
 import torch
 
 from preciseinv.solvers import FixedPoint, NewtonKrylov, SolverLoop
@@ -98,3 +99,11 @@ def test_a_rejected_damped_trial_is_retried_in_the_same_krylov_space(make_subpro
         assert (~after["probing"][again]).all() and (after["j"][again] == before["j"][again]).all()
     assert retried > 0
     assert (stats.residual < start / 2).all(), (start, stats.residual)  # only taken trials move the iterate
+
+
+def test_lm_damping_must_be_positive(make_mixing_problem):
+    """mu = 0 would stay 0 however often a trial is rejected (each retry the same step): one line instead."""
+    from preciseinv.errors import PreciseInvError
+
+    with pytest.raises(PreciseInvError, match=r"lm_damping must be > 0 \(null: the line search\), got 0"):
+        SolverLoop(eta=1e-10, max_iters=3).run(make_mixing_problem(partial(NewtonKrylov, lm_damping=0)))
