@@ -15,7 +15,7 @@ constructors' refusals as one line.
 from __future__ import annotations
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.presets import FAMILY_KEYS, adopt_family, compose, explicit_keys
+from preciseinv.presets import FAMILY_KEYS, adopt_family, check_preset_fits, compose, explicit_keys
 
 __all__ = ["compose", "prepare", "instantiate", "build_engine", "engine_factory", "inverter_config", "file_config",
            "CONFIG_KEYS"]
@@ -122,6 +122,7 @@ def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...]
     if spacing is not None and spacing not in TIMESTEP_SPACINGS:
         raise PreciseInvError(f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, or null (the model "
                               f"scheduler's own), got {spacing!r}")
+    check_preset_fits(cfg.model)
     adopt_family(cfg.model, None if overrides is None else explicit_keys(overrides))
     check_exact_sampler(cfg)
     if "trainer" in cfg:

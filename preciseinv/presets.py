@@ -534,6 +534,30 @@ def family_preset(path, revision: str | None = None) -> str:
                           "does not support")
 
 
+# the network each preset runs (an LCM preset is its base model with a LoRA): a model.path of another one beside a
+# preset would run with that preset's lr, resolution and sampler
+ARCHITECTURE = {"mini": "a pixel DDPM", "sd14": "an SD 1.x/2.x UNet", "sd15": "an SD 1.x/2.x UNet",
+                "sd21": "an SD 1.x/2.x UNet", "lcm_sd15": "an SD 1.x/2.x UNet", "sdxl": "an SDXL UNet",
+                "sdxl_turbo": "an SDXL UNet", "lcm_sdxl": "an SDXL UNet", "sd3": "an SD3 transformer",
+                "sd35_medium": "an SD3 transformer", "sd35_large": "an SD3 transformer",
+                "flux_dev": "a FLUX transformer", "flux_schnell": "a FLUX transformer"}
+
+
+def check_preset_fits(model) -> None:
+    """``model=PRESET model.path=DIR`` (or an experiment's preset with one's own model): a local DIR of another
+    network than the preset's is one line, before it runs with the preset's lr, resolution and sampler. (A path
+    on the default, ``mini``, takes its family's preset: ``adopt_family``.)"""
+    name, path = str(model.get("name")), model.get("path")
+    if name == "mini" or name not in ARCHITECTURE or not path or not Path(str(path)).expanduser().is_dir() \
+            or str(path) == str(preset_config(name).get("path")):
+        return
+    family = family_preset(Path(str(path)).expanduser(), model.get("revision"))
+    if ARCHITECTURE.get(family) != ARCHITECTURE[name]:
+        raise PreciseInvError(f"model.path {str(path)!r} holds {ARCHITECTURE.get(family, family)} but model={name} "
+                              f"is a preset for {ARCHITECTURE[name]}: give model={family} with it (or model.path "
+                              "alone, which takes its family's preset)")
+
+
 def adopt_family(model, explicit: set[str] | None = None) -> str | None:
     """A ``model`` config node given by path on the mini preset (``model.path=DIR`` without ``model=``) takes its
     family preset's ``FAMILY_KEYS``, except those in ``explicit`` (the keys the user set; None: those that differ

@@ -27,6 +27,23 @@ def test_each_family_takes_its_presets_defaults(fixture, family, request):
     assert node.name == path and node.path == path  # the run is named by what it loads
 
 
+def test_a_preset_beside_a_model_of_another_network_is_one_line(tiny_sd, tiny_sdxl):
+    """model=PRESET model.path=DIR (an experiment's preset with one's own model): a DIR of another network would run
+    with the preset's lr, resolution and sampler; of the same network (an LCM preset's base included) it runs."""
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import check_preset_fits
+
+    for preset in ("sd14", "sd15", "lcm_sd15"):
+        node = preset_config(preset)
+        node.path = str(tiny_sd)
+        check_preset_fits(node)
+    node = preset_config("sd14")
+    node.path = str(tiny_sdxl)
+    with pytest.raises(PreciseInvError, match=r"holds an SDXL UNet but model=sd14 is a preset for an SD 1\.x/2\.x "
+                                              r"UNet: give model=sdxl with it"):
+        check_preset_fits(node)
+
+
 def test_lcm_and_pixel_pipelines(tmp_path):
     from preciseinv.testing.tiny import save_tiny_lcm, save_tiny_pixel
 
