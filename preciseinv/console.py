@@ -47,17 +47,18 @@ def fail(message) -> None:
     raise SystemExit(2)
 
 
-def drop_unused_run_dir(output_dir) -> None:
+def drop_unused_run_dir(output_dir) -> bool:
     """A command stopped by a mistake before it wrote anything: its output_dir holds only Hydra's ``.hydra/``
     record (Hydra makes the folder before the command's code runs). Remove it, so that a mistake leaves no folder;
     a folder holding anything else (an earlier run's outputs) is left as it is. Only the first process does it: the
-    other ranks of a multi-process run share the folder (and see rank 0's record, not their own)."""
+    other ranks of a multi-process run share the folder (and see rank 0's record, not their own). Returns whether
+    it removed the folder."""
     import shutil
 
     from preciseinv.outputs.run_record import first_process
 
     if not first_process():
-        return
+        return False
     from preciseinv.outputs.lock import LOCK, holder
 
     folder = Path(output_dir)
@@ -70,6 +71,8 @@ def drop_unused_run_dir(output_dir) -> None:
                 and day.parent.name == "outputs"
             if default and not any(day.iterdir()):
                 day.rmdir()
+            return True
+    return False
 
 
 def command_line(config_name: str) -> None:
@@ -93,6 +96,23 @@ def command_line(config_name: str) -> None:
     except PreciseInvError as err:
         fail(err)
     sys.argv = run_dir_from_output_dir(sys.argv)
+    sys.argv = pinned_sweep_dir(sys.argv)
+
+
+def pinned_sweep_dir(argv: list[str]) -> list[str]:
+    """A ``--multirun`` without ``hydra.sweep.dir=``: the dated folder Hydra would make (``multirun/<date>/<time>``)
+    is fixed here, once, and added to the command line, so that the other processes of a multi-GPU run, which
+    start the command again, write into the same sweep folder (each would date its own). The folder is noted
+    (``PRECISEINV_DATED_SWEEP``), so the resume hints still name it."""
+    import datetime
+
+    if not any(arg in ("-m", "--multirun") for arg in argv) or any(
+            arg.lstrip("+").startswith("hydra.sweep.dir=") for arg in argv):
+        return argv
+    folder = os.environ.get("PRECISEINV_DATED_SWEEP") or datetime.datetime.now().strftime(
+        "multirun/%Y-%m-%d/%H-%M-%S")
+    os.environ["PRECISEINV_DATED_SWEEP"] = folder  # the other ranks inherit it
+    return [*argv, f"hydra.sweep.dir={folder}"]
 
 
 def check_not_in_use(argv: list[str]) -> None:

@@ -200,7 +200,8 @@ def _command(config_name: str) -> None:
             console.drop_unused_run_dir(cfg.output_dir)
             console.fail(err)
         except KeyboardInterrupt:  # a Ctrl-C as the command started or loaded: stopped before it wrote anything
-            console.drop_unused_run_dir(cfg.output_dir)
+            if console.drop_unused_run_dir(cfg.output_dir):
+                preemption.forget_run_folder()  # nothing was kept there to resume
             raise
         except preemption.Interrupted as stop:
             if getattr(stop, "message", None):

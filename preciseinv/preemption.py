@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 
@@ -192,14 +193,20 @@ def note_run_folder() -> None:
 
     config = HydraConfig.get()
     hydra_set = [o.lstrip("+") for o in config.overrides.hydra]
-    if config.mode == RunMode.MULTIRUN:
-        pinned = any(o.startswith("hydra.sweep.dir=") for o in hydra_set)
+    if config.mode == RunMode.MULTIRUN:  # a folder the command dated (console.pinned_sweep_dir) is not named
+        dated = os.environ.get("PRECISEINV_DATED_SWEEP")
+        pinned = any(o.startswith("hydra.sweep.dir=") and o != f"hydra.sweep.dir={dated}" for o in hydra_set)
         setting = f"hydra.sweep.dir={config.sweep.dir}"
     else:
         pinned = any(o.startswith("output_dir=") for o in config.overrides.task) or any(
             o.startswith("hydra.run.dir=") for o in hydra_set)
         setting = f"output_dir={config.runtime.output_dir}"
     _RERUN["how"] = "rerun the same command" if pinned else f"rerun the same command with {setting}"
+
+
+def forget_run_folder() -> None:
+    """The run's folder was removed unused: the hints name no setting."""
+    _RERUN["how"] = "rerun the same command"
 
 
 def resume_hint(kept: str | None = "every finished sample is kept") -> str:

@@ -29,6 +29,13 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("folder_name", folder_name)
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name longer than the file system takes: no such folder
+        return False
+
+
 def folder_name(sweep_dir: str, text: str, limit: int = 200) -> str:
     """One folder name for a sweep's run (its overrides, ``a=1,b=x/y``): a path's slashes become ``_`` and the name
     takes a hash of the overrides (no nested folders; ``a/b`` and ``a_b`` stay apart), and a name longer than
@@ -38,7 +45,7 @@ def folder_name(sweep_dir: str, text: str, limit: int = 200) -> str:
     import hashlib
 
     text = str(text)
-    if not text or "/" not in text and len(text.encode()) <= limit or Path(sweep_dir, text).is_dir():
+    if not text or "/" not in text and len(text.encode()) <= limit or _is_dir(Path(sweep_dir, text)):
         return text  # (no overrides: the sweep folder itself, as Hydra does)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     name = text.replace("/", "_").encode()[: limit - 13].decode(errors="ignore")
@@ -325,7 +332,7 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
                               "you may set: hydra.sweep.dir=DIR)")
     experiment = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+").startswith("experiment=")]
     if experiment and _sweeps_rows(experiment[-1]) and not any(
-            arg in ("-m", "--multirun") or arg.startswith("-") and arg.split("=", 1)[0] in HYDRA_FLAGS
+            arg in ("-m", "--multirun", "-c", "--cfg", "-i", "--info")
             or arg.lstrip("+").startswith(("paper_row=", "hydra.mode=")) for arg in argv):  # none of its rows
         raise PreciseInvError(f"experiment={experiment[-1]} is a sweep of the paper's rows: add --multirun, or "
                               f"paper_row=ROW for one of them ({', '.join(_options('paper_row'))})")
@@ -359,13 +366,8 @@ def _check_sweep(config_name: str, argv: list[str], most: int = 24) -> None:
     values, as Hydra's basic sweeper combines them), checked as one run is, each swept value in one run at least:
     a mistake is one line naming the run it breaks, before any run starts (Hydra's own report would come at that
     run, after the ones before it)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from preciseinv.outputs.run_record import first_process
-
-    if not first_process():  # a DDP rank its rank 0 started: checked there
-        return
     if any(arg.lstrip("+~").startswith("hydra") and not arg.lstrip("+~").startswith(_HARMLESS_HYDRA)
            for arg in argv):
         return  # a search path, another launcher or sweeper: Hydra judges
@@ -379,18 +381,14 @@ def _check_sweep(config_name: str, argv: list[str], most: int = 24) -> None:
         swept = [f"{key}={value}" for key, value in params.items()]
         keys = {o.get_key_element() for o in parser.parse_overrides(own)}
         combined = [a for a, o in zip(swept, parser.parse_overrides(swept)) if o.get_key_element() not in keys] + own
-        jobs = [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(combined), None)
-                for job in batch]
+        values = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+                  else [arg] for o, arg in zip(parser.parse_overrides(combined), combined)]
     except Exception:  # a value Hydra's parser cannot read, an option that does not exist: one run's check names it
         _check_one(config_name, first)
         return  # else Hydra's own report
     varying = {o.get_key_element() for o in parser.parse_overrides(combined) if o.is_sweep_override()}
-    covered, chosen = set(), []  # runs enough that each swept value is in one (a mistake is in a value)
-    for job in jobs:
-        new = {arg for arg in job if arg.split("=", 1)[0] in varying} - covered
-        if new or not chosen:
-            chosen.append(job)
-            covered |= new
+    # runs enough that each swept value is in one (a mistake is in a value): the i-th value of every key, cycling
+    chosen = [[vals[i % len(vals)] for vals in values] for i in range(max(map(len, values), default=1))]
     for job in chosen[:most]:
         try:
             _check_one(config_name, list(job))

@@ -237,8 +237,10 @@ def test_a_ctrl_c_as_the_command_starts_leaves_no_folder(fresh_sigint, tmp_path,
 def test_a_sweep_flag_after_the_overrides_is_moved_before_them(monkeypatch):
     """Hydra reads --multirun only before the overrides (after them: argparse's usage, 7 lines)."""
     monkeypatch.setattr("sys.argv", ["preciseinv.fit", "~logger", "method=ddim,ceiling", "--multirun"])
+    monkeypatch.setenv("PRECISEINV_DATED_SWEEP", "multirun/2026-01-01/00-00-00")  # the folder, dated once
     console.command_line("fit")
-    assert sys.argv == ["preciseinv.fit", "--multirun", "~logger", "method=ddim,ceiling"]
+    assert sys.argv == ["preciseinv.fit", "--multirun", "~logger", "method=ddim,ceiling",
+                        "hydra.sweep.dir=multirun/2026-01-01/00-00-00"]
 
 
 def test_the_projects_warnings_are_one_line_others_go_on_as_before(capsys, recwarn):

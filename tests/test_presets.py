@@ -201,6 +201,8 @@ def test_a_sweep_runs_folder_name_is_flat_short_and_stable(tmp_path):
     name = folder_name(tmp_path, long)
     assert len(name.encode()) <= 200 and "/" not in name and name == folder_name(tmp_path, long)
     assert name != folder_name(tmp_path, long.replace("seed=0", "seed=1"))
+    no_slash = "note=" + "x" * 300  # too long to stat under the sweep folder: cut and hashed, no OSError
+    assert len(folder_name(tmp_path, no_slash).encode()) <= 200
     (tmp_path / "old" / "model.path=" / "a").mkdir(parents=True)  # a sweep begun before: its folders as they are
     assert folder_name(tmp_path / "old", "model.path=/a") == "model.path=/a" and folder_name(tmp_path, "") == ""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -243,6 +245,11 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
     with pytest.raises(PreciseInvError, match=r"^experiment=paper_coco_sd14 is a sweep of the paper's rows: add "
                                               r"--multirun, or paper_row=ROW"):
         check_command_line("fit", paper[1:])
+    with pytest.raises(PreciseInvError, match=r"^run method=cieling,seed=1 of the sweep: method=cieling is not an "
+                                              r"option"):  # every value checked, whatever the order
+        check_command_line("fit", ["-m", "method=ddim,cieling", "seed=range(0,30)"])
+    with pytest.raises(PreciseInvError, match=r"^experiment=paper_coco_sd14 is a sweep"):
+        check_command_line("fit", [*paper[1:], "-cd", "/tmp"])
     check_command_line("fit", [*paper[1:], "paper_row=ddim"])  # one row of it: one run
     check_command_line("fit", [*paper[1:], "--cfg", "hydra"])  # its settings, printed
     check_command_line("fit", [*paper[1:], "hydra.mode=MULTIRUN"])  # Hydra's other way to sweep
@@ -268,3 +275,17 @@ def test_a_key_added_to_a_class_without_it_is_one_line_before_the_model_loads():
     check_command_line("fit", ["+method._convert_=all"])  # Hydra's own
     with pytest.raises(PreciseInvError, match=r"^model\.foo is not a setting of model \("):  # presets share a class
         check_command_line("fit", ["+model.foo=1"])
+
+
+def test_a_sweep_hydra_would_date_gets_its_folder_once(monkeypatch):
+    """The other processes of a multi-GPU run start the command again: each dated its own sweep folder, and the
+    runs' samples were split between them. The folder is fixed once and handed on."""
+    from preciseinv.console import pinned_sweep_dir
+
+    monkeypatch.setenv("PRECISEINV_DATED_SWEEP", "")  # none yet (and none left after the test)
+    argv = ["fit", "-m", "method=ddim,ceiling"]
+    first = pinned_sweep_dir(argv)
+    assert re.fullmatch(r"hydra\.sweep\.dir=multirun/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", first[-1])
+    assert pinned_sweep_dir(argv) == first  # a rank started later: the same folder
+    assert pinned_sweep_dir([*argv, "hydra.sweep.dir=x"]) == [*argv, "hydra.sweep.dir=x"]
+    assert pinned_sweep_dir(["fit", "method=ddim"]) == ["fit", "method=ddim"]

@@ -375,3 +375,21 @@ def test_the_resume_hint_names_the_folder_hydra_dated(tmp_path):
     last = stderr.strip().splitlines()[-1]
     (dated,) = (tmp_path / "multirun").glob("*/*")
     assert last.endswith(f"rerun the same command with hydra.sweep.dir={dated.relative_to(tmp_path)} to resume"), last
+
+
+def test_a_two_process_sweep_hydra_dates_writes_every_sample_into_one_folder(tmp_path):
+    """--multirun without hydra.sweep.dir on two processes: the second starts the command again and dated its own
+    sweep folder, so each run's samples were split between two folders (each summary counting half)."""
+    from preciseinv.testing.tiny import write_images
+
+    write_images(tmp_path / "in", [f"im{i}.png" for i in range(4)], size=40)
+    proc = subprocess.run(fit_cmd("-m", "method=ddim", "data=folder", f"data.root={tmp_path / 'in'}",
+                                  "data.batch_size=1", "data.num_workers=0", "lpips=false", "~logger",
+                                  "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"),
+                          cwd=tmp_path, env={k: v for k, v in ENV.items() if k != "PRECISEINV_DATED_SWEEP"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun").glob("*/*")
+    (run,) = [p for p in sweep.iterdir() if p.is_dir()]
+    assert json.loads((run / "summary.json").read_text())["n"] == 4
+    assert sorted(r["id"] for r in manifest(run)) == [f"im{i}" for i in range(4)]

@@ -30,7 +30,14 @@ class FixedPoint(UpdateRule):
         # long_step: each sample first probes the top of its step's spectrum (probes finite-difference forwards,
         # power iteration on the Jacobian in frozen-slope units) and takes damping long_step where it is below
         # long_below (the heavy ball stays stable for eigenvalues below 2 (1 + momentum) / long_step)
-        self.long_step, self.long_below, self.probes = long_step, long_below, probes
+        if long_step is not None and not long_step > 0:
+            from preciseinv.errors import PreciseInvError
+
+            raise PreciseInvError(f"solver long_step must be > 0 (null: no probe), got {long_step}")
+        # the top a sample may have to take the long step: long_below, and within the heavy ball's stability bound
+        # at that step (with a margin for a probe that reads the top a little low)
+        self.long_step, self.probes = long_step, probes
+        self.long_below = None if long_step is None else min(long_below, 0.9 * 2 * (1 + momentum) / long_step)
         if long_step is not None:
             from preciseinv.solvers.newton_krylov import finite_difference_scale
 

@@ -74,6 +74,11 @@ class Hybrid(UpdateRule):
                  steep_only=("newton_krylov",), lbfgs_memory: int = 64, krylov_lm: float | None = None,
                  long_step: float | None = None):
         super().__init__(problem)
+        for key, value in (("krylov_lm", krylov_lm), ("long_step", long_step)):
+            if value is not None and not value > 0:
+                from preciseinv.errors import PreciseInvError
+
+                raise PreciseInvError(f"solver.{key} must be > 0 (null: off), got {value}")
         unknown = [name for name in phases if name not in PHASES]
         if unknown or not phases:
             from preciseinv.errors import PreciseInvError

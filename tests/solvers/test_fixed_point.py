@@ -116,3 +116,16 @@ def test_the_long_step_follows_the_probed_top_of_the_spectrum(make_subproblem, b
     torch.testing.assert_close(rule.state["top"], torch.full((3,), truth), rtol=0.1, atol=0.0)
     assert truth < 0.8 or truth > 1.2  # a clear case either way
     assert (rule.state["damping"] == (3.0 if truth < 0.95 else 1.0)).all()
+
+
+def test_the_long_step_stays_within_the_heavy_balls_bound(make_subproblem):
+    """Without momentum a step of 3 is stable only below 2/3: the gate is the lower of long_below and 0.9 of the
+    bound; a step that is not > 0 is one line."""
+    from preciseinv.errors import PreciseInvError
+
+    x0 = torch.zeros(1, 2, 4, 4)
+    rule = FixedPoint(make_subproblem(None, x0, x0, x0), long_step=3.0, momentum=0.0)
+    assert rule.long_below == pytest.approx(0.6)
+    assert FixedPoint(make_subproblem(None, x0, x0, x0), long_step=3.0, momentum=0.6).long_below == 0.95
+    with pytest.raises(PreciseInvError, match=r"long_step must be > 0"):
+        FixedPoint(make_subproblem(None, x0, x0, x0), long_step=-1.0)
