@@ -242,14 +242,13 @@ def _check_types(config_name: str, overrides: list[str], cfg) -> None:
     given = {a.split("=", 1)[0].lstrip("+~"): a for a in overrides if "=" in a and a not in groups}
     values = {key: value(cfg, key) for key in given}
     suspects = {key: arg for key, arg in given.items() if isinstance(values[key], (str, bool))
+                and not (isinstance(values[key], str) and "str" in _annotation(cfg, key))  # (the same class)
                 or isinstance(values[key], float) and count_only(key)}
     if not suspects:
         return
     base = compose(config_name, [*groups, "output_dir=."])
     for key, arg in suspects.items():
         default, new = value(base, key), values[key]
-        if isinstance(new, str) and "str" in _annotation(base, key):
-            continue
         if isinstance(default, bool) and not isinstance(new, bool):
             raise PreciseInvError(f"{arg}: {key} takes true or false")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(new, (int, float)):
@@ -375,18 +374,20 @@ def _check_sweep(config_name: str, argv: list[str], most: int = 24) -> None:
     parser = OverridesParser.create()
     first = [arg for arg in own if not _is_sweep(arg)]  # the command line with each sweep's first value
     try:
+        parsed = parser.parse_overrides(own)
         first = [o.get_key_element() + "=" + next(iter(o.sweep_string_iterator())) if o.is_sweep_override()
-                 else arg for o, arg in zip(parser.parse_overrides(own), own)]
+                 else arg for o, arg in zip(parsed, own)]
         params = compose(config_name, _dir_or_here(_group_choices(first)), hydra=True).hydra.sweeper.params or {}
         swept = [f"{key}={value}" for key, value in params.items()]
-        keys = {o.get_key_element() for o in parser.parse_overrides(own)}
+        keys = {o.get_key_element() for o in parsed}
         combined = [a for a, o in zip(swept, parser.parse_overrides(swept)) if o.get_key_element() not in keys] + own
+        parsed = parser.parse_overrides(combined)
         values = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-                  else [arg] for o, arg in zip(parser.parse_overrides(combined), combined)]
+                  else [arg] for o, arg in zip(parsed, combined)]
     except Exception:  # a value Hydra's parser cannot read, an option that does not exist: one run's check names it
         _check_one(config_name, first)
         return  # else Hydra's own report
-    varying = {o.get_key_element() for o in parser.parse_overrides(combined) if o.is_sweep_override()}
+    varying = {o.get_key_element() for o in parsed if o.is_sweep_override()}
     # runs enough that each swept value is in one (a mistake is in a value): the i-th value of every key, cycling
     chosen = [[vals[i % len(vals)] for vals in values] for i in range(max(map(len, values), default=1))]
     for job in chosen[:most]:

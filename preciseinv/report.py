@@ -90,14 +90,9 @@ def _name(target: str | None) -> str | None:
 @functools.lru_cache(maxsize=None)
 def preset_path(name: str | None) -> str | None:
     """The hub id or folder model preset ``name`` loads (None: not a preset, or the embedded model)."""
-    from preciseinv.presets import CONFIG_DIR
+    from preciseinv.presets import known_presets, preset_config
 
-    config = Path(CONFIG_DIR) / "model" / f"{name}.yaml"
-    if not name or not config.is_file():
-        return None
-    from omegaconf import OmegaConf
-
-    return OmegaConf.load(config).get("path")
+    return preset_config(name).get("path") if name in known_presets() else None
 
 
 def exact_method(name: str | None) -> bool:
