@@ -41,6 +41,8 @@ def read_sample(sample_id: str, source: str, prompt: str, image_source, resoluti
     try:
         if isinstance(image_source, (str, os.PathLike)):
             data = Path(image_source).read_bytes()
+            if not data:
+                raise ValueError("the file is empty (0 bytes)")
             sample["source_file"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
             image_source = io.BytesIO(data)
         sample["image"] = load_image(image_source, resolution, crop, multiple, max_side)

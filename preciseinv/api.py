@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,28 @@ from preciseinv.errors import PreciseInvError
 from preciseinv.methods import InversionResult
 from preciseinv.models.base import DiffusionModel
 from preciseinv.models.loading import ModelSpec, resolve_device
+
+
+# the config keys an error may name, and the Inverter argument each one is
+_ARGUMENTS = (("method.max_iters", "max_iters"), ("method.eta", "eta"), ("solver.lr", "lr"), ("model.path", "model"))
+
+
+def _in_api_terms(text: str) -> str:
+    """An error's text with the command line's keys (``method.eta``, ``model.path=DIR``) as ``Inverter``'s
+    arguments (``eta``, ``model=DIR``)."""
+    for key, name in _ARGUMENTS:
+        text = re.sub(rf"(?<![\w.]){re.escape(key)}(?!\w)", name, text)
+    return text
+
+
+def _check_numbers(**values) -> None:
+    """Inverter's numeric arguments: a string or another type is one line naming the argument."""
+    for name, value in values.items():
+        whole = name == "max_iters"
+        if value is None and name == "lr":  # the preset's
+            continue
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            raise PreciseInvError(f"{name} must be {'a whole number' if whole else 'a number'}, got {value!r}")
 
 
 @dataclass
@@ -53,6 +76,15 @@ class Inverter:
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
                  precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean",
                  timesteps: list | None = None, init="ddim"):
+        _check_numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale)
+        try:
+            self._configure(model, method, num_steps, eta, max_iters, solver, lr, timestep_spacing, guidance_scale,
+                            device, precision, lpips, sampler, encoder, timesteps, init)
+        except PreciseInvError as err:  # named as this call's arguments, not as the command line's keys
+            raise PreciseInvError(_in_api_terms(str(err))) from None
+
+    def _configure(self, model, method, num_steps, eta, max_iters, solver, lr, timestep_spacing, guidance_scale,
+                   device, precision, lpips, sampler, encoder, timesteps, init) -> None:
         # sugar over the command line's config tree (configs/), built by preciseinv.builder as fit builds it
         loaded = model if isinstance(model, DiffusionModel) else None
         cfg = inverter_config(model, method, solver, encoder, num_steps=num_steps, eta=eta, max_iters=max_iters,
@@ -123,6 +155,8 @@ class Inverter:
                                       f"{type(image).__name__}")
             if not os.path.isfile(image):
                 raise PreciseInvError(f"image {str(image)!r} is not a file")
+            if not os.path.getsize(image):
+                raise PreciseInvError(f"cannot read image {str(image)!r}: the file is empty (0 bytes)")
             try:
                 out.append(load_image(image, size))
             except Exception as err:  # corrupt, truncated, not an image

@@ -108,8 +108,24 @@ def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...]
     family preset's defaults (``overrides``: what the user set, kept; None: the keys that differ from the mini
     preset's), an exact method's sampler deterministic, and the precision rule (``precisions``: names accepted
     beside Lightning's)."""
+    check_values(cfg)
+    check_preset_fits(cfg.model)
+    adopt_family(cfg.model, None if overrides is None else explicit_keys(overrides))
+    check_exact_sampler(cfg)  # again: a family's sampler, adopted above
+    if "trainer" in cfg:
+        resolve_precision(cfg, precisions)
+
+
+def check_values(cfg) -> None:
+    """The checks of a composed config that need no model: required keys set, T >= 1, learning rates and eta > 0,
+    a known timestep spacing, an exact method's sampler. ``prepare`` runs them; so does the command line's check of
+    each run of a sweep, before any run starts."""
+    from omegaconf import OmegaConf
+
+    from preciseinv.solvers.loop import check_stop
+
     check_required(cfg)
-    if type(cfg.num_steps) is not int or cfg.num_steps < 1:
+    if "num_steps" in cfg and (type(cfg.num_steps) is not int or cfg.num_steps < 1):
         raise PreciseInvError(f"num_steps must be a whole number, at least 1, got {cfg.num_steps}; the paper's T is "
                               "num_steps=2")
     rates = (("solver.lr", (cfg.get("method") or {}).get("solver"), "the paper's: 0.1 for SD1.4, 0.05 for LCM and "
@@ -122,11 +138,9 @@ def prepare(cfg, overrides: list[str] | None = None, precisions: tuple[str, ...]
     if spacing is not None and spacing not in TIMESTEP_SPACINGS:
         raise PreciseInvError(f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, or null (the model "
                               f"scheduler's own), got {spacing!r}")
-    check_preset_fits(cfg.model)
-    adopt_family(cfg.model, None if overrides is None else explicit_keys(overrides))
+    eta, max_iters = OmegaConf.select(cfg, "method.eta"), OmegaConf.select(cfg, "method.max_iters")
+    check_stop(eta if isinstance(eta, (int, float)) else None, max_iters if isinstance(max_iters, int) else None)
     check_exact_sampler(cfg)
-    if "trainer" in cfg:
-        resolve_precision(cfg, precisions)
 
 
 def check_exact_sampler(cfg) -> None:

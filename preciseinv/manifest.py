@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify", action="store_true", help="check every finished sample's files; write damaged.jsonl")
     args = p.parse_args(argv)
     out = args.output_dir
+    if not out.is_dir():
+        print(f"preciseinv: error: {str(out)!r} {'is not a folder' if out.exists() else 'does not exist'}: give a "
+              "run's output_dir", file=sys.stderr)
+        return 2
     if not ((out / "run.json").is_file() or (out / RECORDS).is_dir() or (out / "manifest.jsonl").is_file()):
         print(f"preciseinv: error: {str(out)!r} is not a preciseinv output_dir (no run.json, records/ or "
               "manifest.jsonl)", file=sys.stderr)

@@ -102,9 +102,7 @@ def help_text(config_name: str) -> str:
     for group, choice in defaults.items():
         if group in FIT_GROUPS and config_name != "fit":
             continue
-        options = [o for o in _options(group) if config_name in OWN_COMMAND.get(o, (config_name,))]
-        if any(OWN_COMMAND.get(o) == (config_name,) for o in options):  # a group with an option made for this
-            options = [o for o in options if o in OWN_COMMAND]  # command alone: only the options made for it apply
+        options = command_options(group, config_name)
         ordered = [choice] + [o for o in options if o != choice] if choice in options else options
         lines.append(f"  {group.ljust(width)}{', '.join(ordered) if ordered else '-'}"
                      + ("  (none by default)" if choice is None else ""))
@@ -130,6 +128,26 @@ def help_text(config_name: str) -> str:
 
 def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("[a-z]*.yaml"))
+
+
+def command_options(group: str, config_name: str) -> list[str]:
+    """The options of ``group`` that ``python -m preciseinv.<config_name>`` takes: a group with an option made for
+    this command alone (learn_init's data) offers only those; an option made for other commands is left out."""
+    options = [o for o in _options(group) if config_name in OWN_COMMAND.get(o, (config_name,))]
+    if any(OWN_COMMAND.get(o) == (config_name,) for o in options):
+        options = [o for o in options if o in OWN_COMMAND]
+    return options
+
+
+def _check_command_options(config_name: str, argv: list[str]) -> None:
+    """``data=edit_pairs`` given to fit (an option made for another command): one line naming the command it is
+    for, where the composed run would fail on the keys only that command has."""
+    for group, name in (arg.lstrip("+").split("=", 1) for arg in argv if "=" in arg and arg[:1] != "~"):
+        if "." in group or "/" in group or name not in _options(group) or name in command_options(group, config_name):
+            continue
+        others = " or ".join(f"python -m preciseinv.{c}" for c in OWN_COMMAND.get(name, ()))
+        raise PreciseInvError(f"{group}={name} is an option of {others}, not of python -m preciseinv.{config_name} "
+                              f"({group} here is one of {', '.join(command_options(group, config_name))})")
 
 
 # what people type for a setting whose key is spelled otherwise (the run's header line says T=2)
@@ -423,8 +441,9 @@ def _check_one(config_name: str, argv: list[str]) -> None:
 
     for arg in argv:
         path = _unquoted(arg.split("=", 1)[1]) if arg.startswith("output_dir=") else None
-        if path and os.path.exists(path) and not os.path.isdir(path):
-            raise PreciseInvError(f"output_dir {path!r} is a file, not a folder: choose another output_dir")
+        if path:
+            _check_output_dir(path)
+    _check_command_options(config_name, argv)
     try:
         cfg = compose(config_name, _dir_or_here(argv))
     except (HydraException, OmegaConfBaseException) as err:
@@ -444,7 +463,7 @@ def _check_one(config_name: str, argv: list[str]) -> None:
                                   f"~{key}") from None
         if unknown_option:
             group, name = unknown_option.groups()
-            options = _options(group)
+            options = command_options(group, config_name)
             hint = _did_you_mean(name, options, f"{group} is one of {', '.join(options)}")
             raise PreciseInvError(f"{group}={name} is not an option; {hint}") from None
         bad = _unparsable(argv)
@@ -453,6 +472,27 @@ def _check_one(config_name: str, argv: list[str]) -> None:
         raise PreciseInvError(text or type(err).__name__) from None
     _check_added_keys(argv, cfg)
     _check_types(config_name, argv, cfg)
+    from preciseinv.builder import check_values
+
+    check_values(cfg)
+
+
+def _check_output_dir(path: str) -> None:
+    """An output_dir that is a file, or below one, or below a folder this user cannot write into: one line (Hydra
+    would fail making it, in a multi-line report)."""
+    if "${" in path:  # an interpolation: resolved by Hydra
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise PreciseInvError(f"output_dir {path!r} is a file, not a folder: choose another output_dir")
+    above = Path(os.path.abspath(path))
+    while not os.path.exists(above) and above.parent != above:
+        above = above.parent
+    if above != Path(os.path.abspath(path)) and not above.is_dir():
+        raise PreciseInvError(f"output_dir {path!r} cannot be made: {str(above)!r} is a file, not a folder; "
+                              "choose another output_dir")
+    if above != Path(os.path.abspath(path)) and not os.access(above, os.W_OK | os.X_OK):
+        raise PreciseInvError(f"output_dir {path!r} cannot be made: {str(above)!r} is not writable by this user; "
+                              "choose another output_dir")
 
 
 def run_dir_from_output_dir(argv: list[str]) -> list[str]:

@@ -51,6 +51,24 @@ def test_unusable_images_are_one_line(inverter, bad, message):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    ({"model": "/no/such/model"}, r"^model '/no/such/model' does not exist"),
+    ({"eta": "small"}, r"^eta must be a number, got 'small'$"),
+    ({"eta": 0}, r"^eta must be > 0, got 0"),
+    ({"max_iters": -5}, r"^max_iters must be >= 0, got -5$"),
+    ({"max_iters": 2.5}, r"^max_iters must be a whole number, got 2\.5$"),
+    ({"solver": "adamw", "lr": 0.0}, r"^lr must be > 0, got 0\.0"),
+])
+def test_a_wrong_argument_is_named_as_the_api_spells_it(kwargs, message):
+    """Errors name Inverter's arguments (eta, max_iters, lr, model), not the command line's keys (method.eta,
+    model.path) the caller never typed; a string for a number is one line, not a comparison's TypeError."""
+    from preciseinv import Inverter
+
+    with pytest.raises(PreciseInvError, match=message) as error:
+        Inverter(**{"model": "mini", **kwargs})
+    assert "\n" not in str(error.value) and "method." not in str(error.value)
+
+
 def test_an_unreadable_file_is_one_line_naming_it(inverter, tmp_path):
     (tmp_path / "fake.png").write_text("not an image")
     with pytest.raises(PreciseInvError, match=r"cannot read image '.*fake.png': UnidentifiedImageError"):

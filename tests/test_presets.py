@@ -253,8 +253,32 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
     check_command_line("fit", [*paper[1:], "paper_row=ddim"])  # one row of it: one run
     check_command_line("fit", [*paper[1:], "--cfg", "hydra"])  # its settings, printed
     check_command_line("fit", [*paper[1:], "hydra.mode=MULTIRUN"])  # Hydra's other way to sweep
+    with pytest.raises(PreciseInvError, match=r"^run num_steps=0 of the sweep: num_steps must be a whole number, "
+                                              r"at least 1, got 0"):  # a value's mistake, not only its type's
+        check_command_line("fit", ["-m", "method=ddim", "num_steps=2,0"])
+    with pytest.raises(PreciseInvError, match=r"^run method\.eta=0 of the sweep: method\.eta must be > 0, got 0"):
+        check_command_line("fit", ["-m", "method.eta=1e-3,0"])
     extra = Path(__file__).parent / "data" / "no-such-search-path"  # a search path: Hydra judges the sweep
     check_command_line("fit", ["-m", "method=myddim,ceiling", f"hydra.searchpath=[file://{extra}]"])
+
+
+def test_another_commands_option_and_an_output_dir_below_a_file_are_one_line(tmp_path):
+    """data=edit_pairs is edit's: given to fit it was an InterpolationKeyError on keys only edit has; an
+    output_dir below a file was Hydra's NotADirectoryError as it made the folder."""
+    from preciseinv.errors import PreciseInvError
+    from preciseinv.presets import check_command_line
+
+    with pytest.raises(PreciseInvError, match=r"^data=edit_pairs is an option of python -m preciseinv\.edit, not of "
+                                              r"python -m preciseinv\.fit \(data here is one of coco, folder, "):
+        check_command_line("fit", ["data=edit_pairs"])
+    check_command_line("edit", ["data=edit_pairs", "pairs=x.jsonl"])  # its own command takes it
+    with pytest.raises(PreciseInvError, match=r"^data=foldr is not an option; did you mean folder\? data is one of "
+                                              r"coco, folder, piebench, samples, webdataset$"):  # fit's options only
+        check_command_line("fit", ["data=foldr"])
+    (tmp_path / "photo.png").write_bytes(b"x")
+    with pytest.raises(PreciseInvError, match=r"cannot be made: '.*photo\.png' is a file, not a folder"):
+        check_command_line("fit", [f"output_dir={tmp_path / 'photo.png' / 'out'}"])
+    check_command_line("fit", [f"output_dir={tmp_path / 'new' / 'out'}"])  # a folder to make: fine
 
 
 def test_a_key_added_to_a_class_without_it_is_one_line_before_the_model_loads():

@@ -30,6 +30,15 @@ from preciseinv.solvers.base import SolverStats, rows
 from preciseinv.solvers.buckets import pad_to_buckets
 
 
+def check_stop(eta: float | None = None, max_iters: int | None = None) -> None:
+    """The stopping rule's values (None: not given): eta > 0, max_iters >= 0, one line each, named as the config
+    spells them."""
+    if eta is not None and not eta > 0:
+        raise PreciseInvError(f"method.eta must be > 0, got {eta}; the paper uses 1e-2, 1e-3 or 1e-5")
+    if max_iters is not None and not max_iters >= 0:
+        raise PreciseInvError(f"method.max_iters must be >= 0, got {max_iters}")
+
+
 @dataclass
 class LoopHooks:
     """What the layers above hand the loop (k-diffusion style, as arguments, never patched in): ``stop()`` is
@@ -42,10 +51,7 @@ class LoopHooks:
 
 class SolverLoop:
     def __init__(self, eta: float = 1e-3, max_iters: int = 200, sync_every: int = 8, buckets: bool | None = None):
-        if eta <= 0:
-            raise PreciseInvError(f"method.eta must be > 0, got {eta}; the paper uses 1e-2, 1e-3 or 1e-5")
-        if max_iters < 0:
-            raise PreciseInvError(f"method.max_iters must be >= 0, got {max_iters}")
+        check_stop(eta, max_iters)
         self.eta, self.max_iters, self.sync_every = eta, max_iters, max(1, sync_every)
         self.buckets = buckets  # None: pad to bucket sizes when the problem's network records CUDA graphs
 

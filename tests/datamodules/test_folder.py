@@ -32,6 +32,8 @@ def test_dataset_yields_model_ready_tensors_and_failure_records(tmp_path):
     assert batch["image"].min() >= -1 and batch["image"].max() <= 1
     assert sorted(f["id"] for f in batch["failures"]) == ["broken", "empty"]
     assert all(f["reason"] for f in batch["failures"])
+    reason = {f["id"]: f["reason"] for f in batch["failures"]}["empty"]
+    assert reason == "ValueError: the file is empty (0 bytes)"  # not PIL's "cannot identify image file"
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
