@@ -38,14 +38,21 @@ def _in_api_terms(text: str) -> str:
     return text
 
 
-def _check_numbers(**values) -> None:
-    """Inverter's numeric arguments: a string or another type is one line naming the argument."""
+def _numbers(**values) -> dict:
+    """Inverter's numeric arguments as Python numbers (a numpy or one-element torch scalar too; None keeps the
+    config's value): a string or another type is one line naming the argument."""
+    import numbers
+
+    out = {}
     for name, value in values.items():
         whole = name == "max_iters"
-        if value is None and name == "lr":  # the preset's
-            continue
-        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, numbers.Integral if whole else numbers.Real)):
             raise PreciseInvError(f"{name} must be {'a whole number' if whole else 'a number'}, got {value!r}")
+        out[name] = None if value is None else int(value) if whole else float(value)
+    return out
 
 
 @dataclass
@@ -76,7 +83,8 @@ class Inverter:
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
                  precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean",
                  timesteps: list | None = None, init="ddim"):
-        _check_numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale)
+        given = _numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale)
+        eta, max_iters, lr, guidance_scale = (given[k] for k in ("eta", "max_iters", "lr", "guidance_scale"))
         try:
             self._configure(model, method, num_steps, eta, max_iters, solver, lr, timestep_spacing, guidance_scale,
                             device, precision, lpips, sampler, encoder, timesteps, init)

@@ -139,11 +139,11 @@ def command_options(group: str, config_name: str) -> list[str]:
     return options
 
 
-def _check_command_options(config_name: str, argv: list[str]) -> None:
-    """``data=edit_pairs`` given to fit (an option made for another command): one line naming the command it is
-    for, where the composed run would fail on the keys only that command has."""
+def _check_command_options(config_name: str, argv: list[str], cfg) -> None:
+    """``data=edit_pairs`` given to fit (an option made for other commands, ``OWN_COMMAND``, in a group the
+    command has): one line naming the commands it is for, where the run would fail on keys only they have."""
     for group, name in (arg.lstrip("+").split("=", 1) for arg in argv if "=" in arg and arg[:1] != "~"):
-        if "." in group or "/" in group or name not in _options(group) or name in command_options(group, config_name):
+        if group not in cfg or config_name in OWN_COMMAND.get(name, (config_name,)) or name not in _options(group):
             continue
         others = " or ".join(f"python -m preciseinv.{c}" for c in OWN_COMMAND.get(name, ()))
         raise PreciseInvError(f"{group}={name} is an option of {others}, not of python -m preciseinv.{config_name} "
@@ -443,7 +443,6 @@ def _check_one(config_name: str, argv: list[str]) -> None:
         path = _unquoted(arg.split("=", 1)[1]) if arg.startswith("output_dir=") else None
         if path:
             _check_output_dir(path)
-    _check_command_options(config_name, argv)
     try:
         cfg = compose(config_name, _dir_or_here(argv))
     except (HydraException, OmegaConfBaseException) as err:
@@ -470,11 +469,15 @@ def _check_one(config_name: str, argv: list[str]) -> None:
         if bad:
             raise PreciseInvError(bad) from None
         raise PreciseInvError(text or type(err).__name__) from None
+    _check_command_options(config_name, argv, cfg)
     _check_added_keys(argv, cfg)
     _check_types(config_name, argv, cfg)
     from preciseinv.builder import check_values
 
-    check_values(cfg)
+    try:
+        check_values(cfg)
+    except OmegaConfBaseException as err:  # a value that refers to a key this command does not have
+        raise PreciseInvError(str(err).strip().splitlines()[0]) from None
 
 
 def _check_output_dir(path: str) -> None:

@@ -58,6 +58,8 @@ def test_unusable_images_are_one_line(inverter, bad, message):
     ({"max_iters": -5}, r"^max_iters must be >= 0, got -5$"),
     ({"max_iters": 2.5}, r"^max_iters must be a whole number, got 2\.5$"),
     ({"solver": "adamw", "lr": 0.0}, r"^lr must be > 0, got 0\.0"),
+    ({"lr": "fast"}, r"^lr must be a number, got 'fast'$"),
+    ({"guidance_scale": "high"}, r"^guidance_scale must be a number, got 'high'$"),
 ])
 def test_a_wrong_argument_is_named_as_the_api_spells_it(kwargs, message):
     """Errors name Inverter's arguments (eta, max_iters, lr, model), not the command line's keys (method.eta,
@@ -67,6 +69,23 @@ def test_a_wrong_argument_is_named_as_the_api_spells_it(kwargs, message):
     with pytest.raises(PreciseInvError, match=message) as error:
         Inverter(**{"model": "mini", **kwargs})
     assert "\n" not in str(error.value) and "method." not in str(error.value)
+
+
+def test_numbers_of_any_kind_and_none_are_taken():
+    """numpy and one-element torch scalars are numbers; None keeps the config's value (as before)."""
+    from preciseinv import Inverter
+
+    for kwargs, eta, cap in (({"eta": np.float32(1e-2), "max_iters": np.int64(50)}, 1e-2, 50),
+                             ({"eta": torch.tensor(1e-2), "max_iters": None, "guidance_scale": None}, 1e-2, 200),
+                             ({"eta": None, "lr": np.float64(0.05), "solver": "adamw"}, 1e-3, 200)):
+        loop = Inverter("mini", **kwargs).engine.method.loop
+        assert loop.eta == pytest.approx(eta) and loop.max_iters == cap and type(loop.eta) is float
+
+
+def test_an_empty_file_is_named_empty(inverter, tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(PreciseInvError, match=r"^cannot read image '.*empty.png': the file is empty \(0 bytes\)$"):
+        inverter.invert([tmp_path / "empty.png"])
 
 
 def test_an_unreadable_file_is_one_line_naming_it(inverter, tmp_path):

@@ -262,7 +262,7 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
     check_command_line("fit", ["-m", "method=myddim,ceiling", f"hydra.searchpath=[file://{extra}]"])
 
 
-def test_another_commands_option_and_an_output_dir_below_a_file_are_one_line(tmp_path):
+def test_another_commands_option_and_an_output_dir_below_a_file_are_one_line(tmp_path, monkeypatch):
     """data=edit_pairs is edit's: given to fit it was an InterpolationKeyError on keys only edit has; an
     output_dir below a file was Hydra's NotADirectoryError as it made the folder."""
     from preciseinv.errors import PreciseInvError
@@ -272,6 +272,12 @@ def test_another_commands_option_and_an_output_dir_below_a_file_are_one_line(tmp
                                               r"python -m preciseinv\.fit \(data here is one of coco, folder, "):
         check_command_line("fit", ["data=edit_pairs"])
     check_command_line("edit", ["data=edit_pairs", "pairs=x.jsonl"])  # its own command takes it
+    check_command_line("edit", ["data=folder", "data.root=x"])  # an option of every command's: as before
+    check_command_line("learn_init", ["trainer=learn_init", "runs=[x]"])
+    with pytest.raises(PreciseInvError, match=r"^Interpolation key 'model.precision' not found$"):  # fit's trainer
+        check_command_line("learn_init", ["trainer=default", "runs=[x]"])
+    with pytest.raises(PreciseInvError, match=r"Could not override 'data'"):  # no data group: not "an option of"
+        check_command_line("interpolate", ["data=piebench", "a=x.png", "b=y.png"])
     with pytest.raises(PreciseInvError, match=r"^data=foldr is not an option; did you mean folder\? data is one of "
                                               r"coco, folder, piebench, samples, webdataset$"):  # fit's options only
         check_command_line("fit", ["data=foldr"])
@@ -279,6 +285,9 @@ def test_another_commands_option_and_an_output_dir_below_a_file_are_one_line(tmp
     with pytest.raises(PreciseInvError, match=r"cannot be made: '.*photo\.png' is a file, not a folder"):
         check_command_line("fit", [f"output_dir={tmp_path / 'photo.png' / 'out'}"])
     check_command_line("fit", [f"output_dir={tmp_path / 'new' / 'out'}"])  # a folder to make: fine
+    monkeypatch.setattr("preciseinv.presets.os.access", lambda path, mode: False)  # (root may write anywhere)
+    with pytest.raises(PreciseInvError, match=r"cannot be made: '.*' is not writable by this user"):
+        check_command_line("fit", [f"output_dir={tmp_path / 'new' / 'out'}"])
 
 
 def test_a_key_added_to_a_class_without_it_is_one_line_before_the_model_loads():

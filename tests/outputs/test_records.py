@@ -85,6 +85,9 @@ def test_manifest_command_assembles_a_dead_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "preciseinv.manifest", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nowhere' does not exist" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "preciseinv.manifest", str(tmp_path / "summary.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "summary.json' is not a folder" in bad.stderr
     (tmp_path / "other").mkdir()  # a folder, but no run's
     bad = subprocess.run([sys.executable, "-m", "preciseinv.manifest", str(tmp_path / "other")],
                          capture_output=True, text=True, timeout=120)
