@@ -41,10 +41,10 @@ def read_sample(sample_id: str, source: str, prompt: str, image_source, resoluti
     try:
         if isinstance(image_source, (str, os.PathLike)):
             data = Path(image_source).read_bytes()
-            if not data:
-                raise ValueError("the file is empty (0 bytes)")
             sample["source_file"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
             image_source = io.BytesIO(data)
+        if isinstance(image_source, io.BytesIO) and not image_source.getbuffer().nbytes:  # a file or a shard member
+            raise ValueError("the file is empty (0 bytes)")
         sample["image"] = load_image(image_source, resolution, crop, multiple, max_side)
     except Exception as err:  # corrupt, truncated, empty, not an image: a failure record, never a crashed run
         sample["error"] = error_text(err).replace(repr(image_source), repr(source))  # a stream: named by its sample

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,12 +31,17 @@ from preciseinv.models.loading import ModelSpec, resolve_device
 _ARGUMENTS = (("method.max_iters", "max_iters"), ("method.eta", "eta"), ("solver.lr", "lr"), ("model.path", "model"))
 
 
-def _in_api_terms(text: str) -> str:
-    """An error's text with the command line's keys (``method.eta``, ``model.path=DIR``) as ``Inverter``'s
-    arguments (``eta``, ``model=DIR``)."""
-    for key, name in _ARGUMENTS:
-        text = re.sub(rf"(?<![\w.]){re.escape(key)}(?!\w)", name, text)
-    return text
+@contextlib.contextmanager
+def _in_api_terms():
+    """A PreciseInvError raised inside, its text with the command line's keys (``method.eta``, ``model.path=DIR``)
+    as ``Inverter``'s arguments (``eta``, ``model=DIR``)."""
+    try:
+        yield
+    except PreciseInvError as err:
+        text = str(err)
+        for key, name in _ARGUMENTS:
+            text = re.sub(rf"(?<![\w.]){re.escape(key)}(?!\w)", name, text)
+        raise PreciseInvError(text) from None
 
 
 def _numbers(**values) -> dict:
@@ -85,33 +91,26 @@ class Inverter:
                  timesteps: list | None = None, init="ddim"):
         given = _numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale)
         eta, max_iters, lr, guidance_scale = (given[k] for k in ("eta", "max_iters", "lr", "guidance_scale"))
-        try:
-            self._configure(model, method, num_steps, eta, max_iters, solver, lr, timestep_spacing, guidance_scale,
-                            device, precision, lpips, sampler, encoder, timesteps, init)
-        except PreciseInvError as err:  # named as this call's arguments, not as the command line's keys
-            raise PreciseInvError(_in_api_terms(str(err))) from None
-
-    def _configure(self, model, method, num_steps, eta, max_iters, solver, lr, timestep_spacing, guidance_scale,
-                   device, precision, lpips, sampler, encoder, timesteps, init) -> None:
-        # sugar over the command line's config tree (configs/), built by preciseinv.builder as fit builds it
-        loaded = model if isinstance(model, DiffusionModel) else None
-        cfg = inverter_config(model, method, solver, encoder, num_steps=num_steps, eta=eta, max_iters=max_iters,
-                              lr=lr, timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
-                              precision=precision, lpips=lpips, sampler=sampler, timesteps=timesteps, init=init)
-        if loaded is not None and str(precision) in TRUE_HALF:
-            raise PreciseInvError(f"precision={precision} loads the weights in half: pass a preset, a path or a "
-                                  "ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
-        parts = {}
-        # an update rule's partial, a start object: built into the configured method
-        given = {key: value for key, value in (("solver", solver), ("init", init))
-                 if not isinstance(value, (str, os.PathLike)) and key in cfg.method}
-        if not isinstance(method, str):  # a configured method object (PreciseInv, DDIMInversion)
-            parts["method"] = method
-        elif given:
-            parts["method"] = instantiate(cfg.method, **given)
-        if not isinstance(encoder, str):
-            parts["encoder"] = encoder
-        self._build(cfg, device, loaded, parts)
+        with _in_api_terms():
+            # sugar over the command line's config tree (configs/), built by preciseinv.builder as fit builds it
+            loaded = model if isinstance(model, DiffusionModel) else None
+            cfg = inverter_config(model, method, solver, encoder, num_steps=num_steps, eta=eta, max_iters=max_iters,
+                                  lr=lr, timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
+                                  precision=precision, lpips=lpips, sampler=sampler, timesteps=timesteps, init=init)
+            if loaded is not None and str(precision) in TRUE_HALF:
+                raise PreciseInvError(f"precision={precision} loads the weights in half: pass a preset, a path or "
+                                      "a ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
+            parts = {}
+            # an update rule's partial, a start object: built into the configured method
+            given = {key: value for key, value in (("solver", solver), ("init", init))
+                     if not isinstance(value, (str, os.PathLike)) and key in cfg.method}
+            if not isinstance(method, str):  # a configured method object (PreciseInv, DDIMInversion)
+                parts["method"] = method
+            elif given:
+                parts["method"] = instantiate(cfg.method, **given)
+            if not isinstance(encoder, str):
+                parts["encoder"] = encoder
+            self._build(cfg, device, loaded, parts)
 
     @classmethod
     def from_config(cls, cfg, device: str | None = None) -> "Inverter":

@@ -485,17 +485,18 @@ def _check_output_dir(path: str) -> None:
     would fail making it, in a multi-line report)."""
     if "${" in path:  # an interpolation: resolved by Hydra
         return
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise PreciseInvError(f"output_dir {path!r} is a file, not a folder: choose another output_dir")
-    above = Path(os.path.abspath(path))
-    while not os.path.exists(above) and above.parent != above:
+    target = Path(os.path.abspath(path))
+    above = target  # the nearest part of the path that exists
+    while not above.exists() and above.parent != above:
         above = above.parent
-    if above != Path(os.path.abspath(path)) and not above.is_dir():
-        raise PreciseInvError(f"output_dir {path!r} cannot be made: {str(above)!r} is a file, not a folder; "
-                              "choose another output_dir")
-    if above != Path(os.path.abspath(path)) and not os.access(above, os.W_OK | os.X_OK):
-        raise PreciseInvError(f"output_dir {path!r} cannot be made: {str(above)!r} is not writable by this user; "
-                              "choose another output_dir")
+    if above == target:
+        if not target.is_dir():
+            raise PreciseInvError(f"output_dir {path!r} is a file, not a folder: choose another output_dir")
+        return
+    why = "is a file, not a folder" if not above.is_dir() else (
+        "is not writable by this user" if not os.access(above, os.W_OK | os.X_OK) else None)
+    if why:
+        raise PreciseInvError(f"output_dir {path!r} cannot be made: {str(above)!r} {why}; choose another output_dir")
 
 
 def run_dir_from_output_dir(argv: list[str]) -> list[str]:

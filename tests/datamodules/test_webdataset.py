@@ -45,12 +45,14 @@ def test_bad_members_become_failures_and_keys_are_made_safe(tmp_path):
         sink.write({"__key__": "ok", "png": png_bytes()})
         sink.write({"__key__": "corrupt", "jpg": b"\xff\xd8 nope"})
         sink.write({"__key__": "textonly", "txt": b"no image here"})
+        sink.write({"__key__": "empty", "png": b""})
     ds = ShardSamples([str(tmp_path / "bad.tar")], resolution=8)
     samples = {s["id"]: s for s in ds}
     assert samples["ok"]["image"].shape == (3, 8, 8)
     assert "error" in samples["corrupt"] and "no image" in samples["textonly"]["error"]
     said = samples["corrupt"]["error"]  # named by its shard and key, not by a Python stream object
     assert said == f"UnidentifiedImageError: cannot identify image file '{tmp_path / 'bad.tar'}#corrupt'"
+    assert samples["empty"]["error"] == "ValueError: the file is empty (0 bytes)"  # as an empty file's
 
 
 def test_missing_shards_are_a_clear_error(tmp_path):
