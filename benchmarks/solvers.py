@@ -16,7 +16,8 @@ own sampler.
 ``cost`` = network forward + 2 x backward calls per image, the inversion's own. Method names (``ddim``,
 ``ceiling``, ``renoise``, ...) are accepted among ``--solvers`` as comparison rows; ``--encoders mean
 decoder_inversion`` measures decoder inversion (latent models). A name may carry settings of its config after
-``@``, each ``KEY=VALUE``, to compare variants side by side (``--solvers hybrid 'hybrid@phases=[spectral,adam]'``).
+``@``, each ``KEY=VALUE``, to compare variants side by side (``--solvers hybrid 'hybrid@phases=[spectral,adam]'``);
+``retry`` and ``retry_iters`` are the method's (``hybrid@retry=spectral``: a second solve of what is left above eta).
 
 ``--suite`` runs the held-out suite instead (``benchmarks/suite.py``: every family x sizes x weight seeds, split
 once by seed into ``tune`` and ``eval``; ``trained``: mini and mini-clip at both spacings) on ``--crops`` crops of
@@ -115,8 +116,9 @@ def engine_for(model, solver: str, spacing: str | None, eta: float, max_iters: i
     # "ddim", "ceiling", ... are methods (rows for comparison); the other names are PreciseInv's solvers
     base, sets = solver_spec(solver)
     method, rule = (base, "hybrid") if base in METHODS else ("preciseinv", base)
+    retry = {key: sets.pop(key) for key in ("retry", "retry_iters") if key in sets}  # the method's second solve
     cfg = inverter_config(model, method, rule, encoder, eta=eta, max_iters=max_iters, lr=lr, num_steps=num_steps,
-                          timestep_spacing=spacing, lpips=False)
+                          timestep_spacing=spacing, lpips=False, **retry)
     group = "method" if base in METHODS else "solver"  # where the settings go
     unknown = [key for key in sets if key not in cfg[group]]
     if unknown:

@@ -28,7 +28,8 @@ from preciseinv.models.loading import ModelSpec, resolve_device
 
 
 # the config keys an error may name, and the Inverter argument each one is
-_ARGUMENTS = (("method.max_iters", "max_iters"), ("method.eta", "eta"), ("solver.lr", "lr"), ("model.path", "model"))
+_ARGUMENTS = (("method.max_iters", "max_iters"), ("method.retry_iters", "retry_iters"), ("method.eta", "eta"),
+              ("solver.lr", "lr"), ("model.path", "model"))
 
 
 @contextlib.contextmanager
@@ -51,7 +52,7 @@ def _numbers(**values) -> dict:
 
     out = {}
     for name, value in values.items():
-        whole = name == "max_iters"
+        whole = name in ("max_iters", "retry_iters")
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
         if value is not None and (isinstance(value, bool) or not isinstance(
@@ -81,6 +82,9 @@ class Inverter:
     ``init``: where each step's solver starts: ``"ddim"`` (the paper's DDIM-inversion step), the folder
     ``python -m preciseinv.learn_init`` wrote (a learned start, kept per sample where it is the better one), or a
     start object (``preciseinv.inits.DDIMStart()``, ``LearnedStart(folder)``).
+    ``retry``: None, or a second solver for what the first leaves above ``eta``: ``"spectral"``, ``"adamw"`` or a
+    ``functools.partial`` of an update rule; it solves those samples again from their start, for up to
+    ``retry_iters`` iterations per step (default ``max_iters``), and each keeps the better solution.
     """
 
     def __init__(self, model: DiffusionModel | ModelSpec | str | os.PathLike | None = None, method="preciseinv",
@@ -88,22 +92,24 @@ class Inverter:
                  lr: float | None = None,
                  timestep_spacing: str | None = None, guidance_scale: float = 1.0, device: str | None = None,
                  precision: str = "32", lpips: bool = False, sampler: str | None = None, encoder="mean",
-                 timesteps: list | None = None, init="ddim"):
-        given = _numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale)
-        eta, max_iters, lr, guidance_scale = (given[k] for k in ("eta", "max_iters", "lr", "guidance_scale"))
+                 timesteps: list | None = None, init="ddim", retry=None, retry_iters: int | None = None):
+        given = _numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale, retry_iters=retry_iters)
+        eta, max_iters, lr, guidance_scale, retry_iters = (given[k] for k in ("eta", "max_iters", "lr",
+                                                                              "guidance_scale", "retry_iters"))
         with _in_api_terms():
             # sugar over the command line's config tree (configs/), built by preciseinv.builder as fit builds it
             loaded = model if isinstance(model, DiffusionModel) else None
             cfg = inverter_config(model, method, solver, encoder, num_steps=num_steps, eta=eta, max_iters=max_iters,
                                   lr=lr, timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
-                                  precision=precision, lpips=lpips, sampler=sampler, timesteps=timesteps, init=init)
+                                  precision=precision, lpips=lpips, sampler=sampler, timesteps=timesteps, init=init,
+                                  retry=retry, retry_iters=retry_iters)
             if loaded is not None and str(precision) in TRUE_HALF:
                 raise PreciseInvError(f"precision={precision} loads the weights in half: pass a preset, a path or "
                                       "a ModelSpec (a loaded model keeps its own dtype; run it with precision='32')")
             parts = {}
             # an update rule's partial, a start object: built into the configured method
-            given = {key: value for key, value in (("solver", solver), ("init", init))
-                     if not isinstance(value, (str, os.PathLike)) and key in cfg.method}
+            given = {key: value for key, value in (("solver", solver), ("init", init), ("retry", retry))
+                     if value is not None and not isinstance(value, (str, os.PathLike)) and key in cfg.method}
             if not isinstance(method, str):  # a configured method object (PreciseInv, DDIMInversion)
                 parts["method"] = method
             elif given:

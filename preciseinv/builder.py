@@ -128,8 +128,10 @@ def check_values(cfg) -> None:
     if "num_steps" in cfg and (type(cfg.num_steps) is not int or cfg.num_steps < 1):
         raise PreciseInvError(f"num_steps must be a whole number, at least 1, got {cfg.num_steps}; the paper's T is "
                               "num_steps=2")
-    rates = (("solver.lr", (cfg.get("method") or {}).get("solver"), "the paper's: 0.1 for SD1.4, 0.05 for LCM and "
-              "SDXL, 0.025 for SD3; the model preset's by default"), ("encoder.lr", cfg.get("encoder"), "default 0.2"))
+    paper = "the paper's: 0.1 for SD1.4, 0.05 for LCM and SDXL, 0.025 for SD3; the model preset's by default"
+    method = cfg.get("method") or {}
+    rates = (("solver.lr", method.get("solver"), paper), ("retry.lr", method.get("retry"), paper),
+             ("encoder.lr", cfg.get("encoder"), "default 0.2"))
     for key, node, default in rates:
         lr = node.get("lr") if hasattr(node, "get") else None
         if isinstance(lr, (int, float)) and not lr > 0:  # the run would go on, and nothing would move
@@ -138,8 +140,9 @@ def check_values(cfg) -> None:
     if spacing is not None and spacing not in TIMESTEP_SPACINGS:
         raise PreciseInvError(f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, or null (the model "
                               f"scheduler's own), got {spacing!r}")
-    eta, max_iters = OmegaConf.select(cfg, "method.eta"), OmegaConf.select(cfg, "method.max_iters")
-    check_stop(eta if isinstance(eta, (int, float)) else None, max_iters if isinstance(max_iters, int) else None)
+    eta, caps = OmegaConf.select(cfg, "method.eta"), [OmegaConf.select(cfg, f"method.{key}")
+                                                       for key in ("max_iters", "retry_iters")]
+    check_stop(eta if isinstance(eta, (int, float)) else None, *(c if isinstance(c, int) else None for c in caps))
     check_exact_sampler(cfg)
 
 
@@ -183,13 +186,14 @@ def choice(group: str, name: str) -> str:
 
 def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean", precision: str = "32",
                     lr: float | None = None, eta: float | None = None, max_iters: int | None = None,
-                    init="ddim", **keys):
+                    init="ddim", retry=None, retry_iters: int | None = None, **keys):
     """The config tree of the Python API's arguments (``preciseinv.api.Inverter``): the same tree the command line
     composes, its groups chosen by name (``method``, ``solver``, ``encoder``, ``init``, ``model`` for a preset
     name) and its values set (``keys``: top-level ones such as ``num_steps``, ``timesteps``, ``guidance_scale``; None
     keeps the config's). ``model``: a preset name, a hub id or directory, a ``ModelSpec``, a loaded model (its
     source is recorded) or None (the embedded model). ``init``: ``"ddim"``, or the folder ``learn_init`` wrote
-    (init=learned with that path). Objects given for method, solver, init or encoder leave their group's default
+    (init=learned with that path). ``retry``: None, or the solver (a ``configs/retry`` name) that solves again what
+    the first leaves above eta. Objects given for method, solver, init, retry or encoder leave their group's default
     in the tree; the caller hands them to ``build_engine``."""
     import dataclasses
     import os
@@ -207,7 +211,7 @@ def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean",
             overrides.append(choice("model", name))
         else:
             path = name
-    for group, value in (("method", method), ("solver", solver), ("encoder", encoder)):
+    for group, value in (("method", method), ("solver", solver), ("encoder", encoder), ("retry", retry)):
         if isinstance(value, str):
             overrides.append(choice(group, value))
     learned = isinstance(init, (str, os.PathLike)) and os.path.isdir(init)
@@ -236,7 +240,7 @@ def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean",
         if lr is not None:
             cfg.model.lr = lr
             explicit.append(f"model.lr={lr}")
-        for key, value in (("eta", eta), ("max_iters", max_iters)):
+        for key, value in (("eta", eta), ("max_iters", max_iters), ("retry_iters", retry_iters)):
             if value is not None and key in cfg.method:
                 cfg.method[key] = value
         for key, value in keys.items():

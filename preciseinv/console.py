@@ -226,15 +226,18 @@ def failures_line(output_dir, summary: dict) -> str | None:
 
 def header(cfg, n_images: int | None, n_done: int, sampler: str | None = None, devices: str | None = None) -> str:
     """One line: what runs, on what, into where; ``sampler`` and ``devices``: what ``auto`` settled on."""
-    method, solver = _config_name(cfg.method), _config_name(cfg.get("solver"))
+    method, solver = config_name(cfg.method), config_name(cfg.get("solver"))
     path = cfg.model.get("path")
     model = cfg.model.name + (f" ({path})" if path and path != cfg.model.name else "")  # the preset, and what loads
     parts = [f"model={model}", f"method={method}"]
     if solver and method == "preciseinv":
         parts.append(f"solver={solver}")
-    init = _config_name(cfg.get("init"))
+    init = config_name(cfg.get("init"))
     if init and init != "ddim" and method == "preciseinv":  # the paper's start goes without saying
         parts.append(f"init={init}")
+    retry = config_name(cfg.method.get("retry"))
+    if retry:
+        parts.append(f"retry={retry}")
     parts += [f"sampler={cfg.get('sampler') or sampler or 'auto'}", f"T={cfg.num_steps}"]
     if cfg.method.get("eta") is not None:
         parts.append(f"eta={cfg.method.eta:g}")
@@ -248,10 +251,10 @@ def _exact(node) -> bool:
     """The method config ``node`` is of an exact method (its reconstruction is the input: no eta to meet)."""
     from preciseinv.methods import EXACT_METHODS
 
-    return _config_name(node) in EXACT_METHODS
+    return config_name(node) in EXACT_METHODS
 
 
-def _config_name(node) -> str | None:
+def config_name(node) -> str | None:
     """The name a method or solver config goes by (its class's ``name``: ``ddim``, ``fixed_point``), else the
     class's name in lower case; None for no config."""
     if not node:

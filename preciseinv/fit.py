@@ -38,6 +38,19 @@ def _check_wandb(cfg) -> None:
                           "or keep logger.offline=true")
 
 
+UNRETRIED = "left above eta, not yet solved again by the retry solver"
+
+
+def _unretried(retry: str | None):
+    """With a retry solver: a finished sample's record -> ``UNRETRIED`` where some step stayed above eta and that
+    solver has not been tried on it (a run begun without it, rerun with retry=: those samples are done again).
+    Without one: None (nothing is redone for it)."""
+    if retry is None:
+        return None
+    return lambda record: (UNRETRIED if not all(record.get("converged") or [True]) and record.get("retry") != retry
+                           else None)
+
+
 def _num_samples(dataset) -> int | None:
     """How many samples a dataset holds (a shape-bucketed one holds batches), None for a stream."""
     n = getattr(dataset, "num_samples", None)
@@ -101,11 +114,16 @@ def _run(cfg, held: contextlib.ExitStack) -> dict:
                               f"them), got {cfg.verify!r}")
     # a rerun into the same output_dir skips finished samples whose files are intact; the others are redone
     inputs: dict[str, dict] = {}  # what each recorded sample was made from (read in the same pass)
-    done, damaged = verify(output_dir, full=cfg.get("verify") == "full", inputs=inputs)
-    if damaged and first_process():
-        some, why = next(iter(damaged.items()))
-        print(f"preciseinv: {len(damaged)} finished sample(s) have missing or damaged files ({some}: {why}); "
-              "inverting them again", flush=True)
+    retry = console.config_name(cfg.method.get("retry"))  # the retry solver's name (retry=spectral), or None
+    done, damaged = verify(output_dir, full=cfg.get("verify") == "full", inputs=inputs, redo=_unretried(retry))
+    again = [i for i, why in damaged.items() if why == UNRETRIED]
+    if first_process() and len(again) < len(damaged):
+        some, why = next((i, why) for i, why in damaged.items() if why != UNRETRIED)
+        print(f"preciseinv: {len(damaged) - len(again)} finished sample(s) have missing or damaged files ({some}: "
+              f"{why}); inverting them again", flush=True)
+    if first_process() and again:
+        print(f"preciseinv: {len(again)} finished sample(s) left above eta without retry={retry} (e.g. {again[0]}): "
+              f"inverting them again with it", flush=True)
     sizing = {}
     if cfg.data.get("crop") == "none":  # keep aspect ratios: sides become multiples of what the model needs
         sizing["size_multiple"] = size_multiple(model_spec.path, model_spec.revision)

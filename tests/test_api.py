@@ -57,6 +57,8 @@ def test_unusable_images_are_one_line(inverter, bad, message):
     ({"eta": 0}, r"^eta must be > 0, got 0"),
     ({"max_iters": -5}, r"^max_iters must be >= 0, got -5$"),
     ({"max_iters": 2.5}, r"^max_iters must be a whole number, got 2\.5$"),
+    ({"retry": "spectral", "retry_iters": -1}, r"^retry_iters must be >= 0, got -1$"),
+    ({"retry": "specteral"}, r"^unknown retry 'specteral'; available: adamw, spectral$"),
     ({"solver": "adamw", "lr": 0.0}, r"^lr must be > 0, got 0\.0"),
     ({"lr": "fast"}, r"^lr must be a number, got 'fast'$"),
     ({"guidance_scale": "high"}, r"^guidance_scale must be a number, got 'high'$"),
@@ -80,6 +82,20 @@ def test_numbers_of_any_kind_and_none_are_taken():
                              ({"eta": None, "lr": np.float64(0.05), "solver": "adamw"}, 1e-3, 200)):
         loop = Inverter("mini", **kwargs).engine.method.loop
         assert loop.eta == pytest.approx(eta) and loop.max_iters == cap and type(loop.eta) is float
+
+
+def test_a_retry_solver_is_a_name_or_an_update_rule():
+    from functools import partial
+
+    from preciseinv import Inverter
+    from preciseinv.solvers import FixedPoint, Spectral
+
+    assert Inverter("mini").engine.method.retry is None  # off by default
+    method = Inverter("mini", retry="spectral", retry_iters=np.int64(50), max_iters=30).engine.method
+    assert method.retry.func is Spectral and method.retry_loop.max_iters == 50 and method.loop.max_iters == 30
+    assert method.describe()["retry"] == {"name": "spectral", "alpha_min": 0.1, "alpha_max": 100.0}
+    method = Inverter("mini", retry=partial(FixedPoint, momentum=0.0), max_iters=30).engine.method
+    assert method.retry.func is FixedPoint and method.retry_loop.max_iters == 30  # default: max_iters
 
 
 def test_an_empty_file_is_named_empty(inverter, tmp_path):

@@ -106,6 +106,7 @@ def test_fit_with_a_path_is_named_by_it(fit_in_process, tiny_sd, tmp_path):
     (["method.max_iters=1e3"], "method.max_iters=1e3: method.max_iters takes a whole number (default 200): write "
                                "method.max_iters=1000"),  # its constructor takes an int only
     (["method.max_iters=50.5"], "method.max_iters=50.5: method.max_iters takes a whole number (default 200)"),
+    (["retry=spectal"], "retry=spectal is not an option; did you mean spectral?"),
     (["--model", "mini"], "--model: settings are written key=value here (model=...), not as --options"),
     (["--max-iters=5"], "--max-iters=5: settings are written key=value here (max_iters=...)"),
     (["photos/"], "photos/: settings are written key=value here: data=folder data.root=photos/"),  # the = forgotten
@@ -258,6 +259,11 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
         check_command_line("fit", ["-m", "method=ddim", "num_steps=2,0"])
     with pytest.raises(PreciseInvError, match=r"^run method\.eta=0 of the sweep: method\.eta must be > 0, got 0"):
         check_command_line("fit", ["-m", "method.eta=1e-3,0"])
+    with pytest.raises(PreciseInvError, match=r"^run method\.retry_iters=-1 of the sweep: method\.retry_iters must "
+                                              r"be >= 0, got -1"):
+        check_command_line("fit", ["-m", "retry=spectral", "method.retry_iters=100,-1"])
+    with pytest.raises(PreciseInvError, match=r"^run retry=adamw of the sweep: retry\.lr must be > 0, got 0"):
+        check_command_line("fit", ["-m", "retry=spectral,adamw", "model.lr=0", "solver=spectral"])
     extra = Path(__file__).parent / "data" / "no-such-search-path"  # a search path: Hydra judges the sweep
     check_command_line("fit", ["-m", "method=myddim,ceiling", f"hydra.searchpath=[file://{extra}]"])
 

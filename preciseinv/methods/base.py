@@ -29,6 +29,7 @@ class InversionResult:
     x0: torch.Tensor | None = None  # (B, C, h, w) the clean state inverted from (the engine sets it)
     states: list[torch.Tensor] = field(default_factory=list)  # T - 1 x (B, C, h, w): x*_1 .. x*_{T-1} (preciseinv)
     init: list[list[str]] = field(default_factory=list)  # T x B: the start each step's solver took (preciseinv)
+    retry: str | None = None  # the solver that solved again what the first left above eta (preciseinv retry=)
 
     def add_step(self, stats) -> None:
         """Append one step's ``SolverStats``."""
@@ -76,7 +77,8 @@ class InversionResult:
         init = [{"init": [starts[i] for starts in self.init]} if self.init else {} for i in range(len(f))]
         return [{"iters": it[i], "residual": res[i], "converged": conv[i], "phase": phase[i], "nfe_forward": f[i],
                  "nfe_backward": b[i], "cost": network_cost(f[i], b[i]), "retried_fp32": retried[i],
-                 "unclipped": self.unclipped, **init[i]} for i in range(len(f))]
+                 "unclipped": self.unclipped, **init[i], **({"retry": self.retry} if self.retry else {})}
+                for i in range(len(f))]
 
 
 def record_step(result: InversionResult, sampler, denoiser, x: torch.Tensor, x_prev: torch.Tensor, x0: torch.Tensor,

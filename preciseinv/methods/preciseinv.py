@@ -9,7 +9,10 @@
 
 The solver is pluggable (``solver=`` in the config): ``adamw`` is the paper's recipe, ``hybrid`` the default. So
 is the start (``init=``): ``ddim`` is the paper's one DDIM-inversion step, ``learned`` a predictor trained on
-finished inversions (``preciseinv.inits``). The result keeps x*_1 .. x*_{T-1} and which start each step took.
+finished inversions (``preciseinv.inits``). With a ``retry`` solver (``retry=`` in the config), the samples a step
+leaves above eta at the cap are solved once more, from the same start, by that solver under its own cap
+(``retry_iters``); each keeps the better of its two solutions, and both solves' network calls count. The result
+keeps x*_1 .. x*_{T-1} and which start each step took.
 """
 
 from __future__ import annotations
@@ -22,34 +25,50 @@ import torch
 from preciseinv.inits import DDIMStart
 from preciseinv.methods.base import InversionResult
 from preciseinv.methods.subproblem import NoiseSubproblem
+from preciseinv.models.base import select
 from preciseinv.samplers import Denoiser, Sampler
 from preciseinv.solvers import Hybrid, LoopHooks, SolverLoop
-from preciseinv.solvers.base import uses_network_gradient
+from preciseinv.solvers.base import SolverStats, rows, uses_network_gradient
+from preciseinv.solvers.loop import check_stop
 
 
 class PreciseInv:
     name = "preciseinv"
 
     def __init__(self, eta: float = 1e-3, max_iters: int = 200, solver: Callable | None = None,
-                 sync_every: int = 8, buckets: bool | None = None, init=None):
+                 sync_every: int = 8, buckets: bool | None = None, init=None, retry: Callable | None = None,
+                 retry_iters: int | None = None):
         self.eta, self.max_iters = eta, max_iters
         self.solver = solver or partial(Hybrid)  # solver(problem) -> the update rule bound to that subproblem
         self.init = init or DDIMStart()  # where each step's solver starts (preciseinv.inits)
         # buckets: pad the working set to a few sizes (None: when the denoiser records CUDA graphs; buckets.py)
         self.loop = SolverLoop(eta=eta, max_iters=max_iters, sync_every=sync_every, buckets=buckets)
+        # a second solver for the samples the first leaves above eta, from their start, under its own cap
+        check_stop(retry_iters=retry_iters)
+        self.retry = retry
+        self.retry_iters = max_iters if retry_iters is None else retry_iters
+        self.retry_loop = SolverLoop(eta=eta, max_iters=self.retry_iters, sync_every=sync_every, buckets=buckets)
+
+    @property
+    def retry_name(self) -> str | None:
+        """The retry solver's name (``spectral``), recorded per sample; None without one."""
+        return None if self.retry is None else describe_solver(self.retry)["name"]
 
     @property
     def network_gradients(self) -> bool:
         """Whether inverting may differentiate the network (the solver's gradient phases): what bounds memory."""
-        return uses_network_gradient(self.solver)
+        return uses_network_gradient(self.solver) or (self.retry is not None and uses_network_gradient(self.retry))
 
     def describe(self) -> dict:
-        return {"method": self.name, "eta": self.eta, "max_iters": self.max_iters, "solver": describe_solver(self.solver)}
+        out = {"method": self.name, "eta": self.eta, "max_iters": self.max_iters, "solver": describe_solver(self.solver)}
+        if self.retry is not None:
+            out.update(retry=describe_solver(self.retry), retry_iters=self.retry_iters)
+        return out
 
     def invert(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, cond: Any = None,
                hooks: LoopHooks | None = None) -> InversionResult:
         x0 = x0.detach().float()  # (B, C, H, W)
-        result = InversionResult(latent=x0)
+        result = InversionResult(latent=x0, retry=self.retry_name)
         nfe_f = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
         nfe_b = torch.zeros_like(nfe_f)
         x_prev, eps_prev = x0, None
@@ -76,10 +95,41 @@ class PreciseInv:
               x_start: torch.Tensor, cond: Any = None, noise: torch.Tensor | None = None,
               hooks: LoopHooks | None = None):
         """Step k's subproblem, mu(x*_k) = x*_{k-1} (``x_prev``, (B, C, H, W)), solved from the state ``x_start``
-        (B, C, H, W): (the subproblem, its eps in place; the per-sample ``SolverStats``)."""
-        problem = NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_start, k), cond,
-                                  noise=noise, learn_noise=sampler.learn_noise, solver=self.solver)
-        return problem, self.loop.run(problem, hooks)
+        (B, C, H, W): (the subproblem, its eps in place; the per-sample ``SolverStats``). With a retry solver, the
+        samples left above eta are solved again from the same start, and each keeps the better solution."""
+        problem = self._subproblem(self.solver, denoiser, sampler, k, x0, x_prev, x_start, cond, noise)
+        stats = self.loop.run(problem, hooks)
+        if self.retry is None:
+            return problem, stats
+        stats.phase_names += (f"retry:{self.retry_name}",)
+        left = (~stats.converged).nonzero().squeeze(1)  # (n,) the samples left above eta: one host read per step
+        if left.numel():
+            rows_of = lambda x: None if x is None else x[left]  # noqa: E731
+            again = self._subproblem(self.retry, denoiser, sampler, k, x0[left], x_prev[left], x_start[left],
+                                     select(cond, left), rows_of(noise))
+            self._keep_better(problem, stats, left, again, self.retry_loop.run(again, hooks))
+        return problem, stats
+
+    @staticmethod
+    def _subproblem(solver, denoiser, sampler, k, x0, x_prev, x_start, cond, noise) -> NoiseSubproblem:
+        return NoiseSubproblem(sampler, denoiser, k, x0, x_prev, sampler.noise(x0, x_start, k), cond, noise=noise,
+                               learn_noise=sampler.learn_noise, solver=solver)
+
+    @staticmethod
+    def _keep_better(problem: NoiseSubproblem, stats: SolverStats, left: torch.Tensor, again: NoiseSubproblem,
+                     second: SolverStats) -> None:
+        """Where the retry's residual on the rows ``left`` (n,) of ``problem`` is lower than the first solve's, its
+        eps* (``again``) replaces theirs; ``stats`` gains both solves' network calls and iterations, the better
+        residual, and the retry's phase (the last name) where it converged."""
+        better = second.residual < stats.residual[left]  # (n,) NaN / inf compare False: the first solve stays
+        with torch.no_grad():
+            problem.eps[left] = torch.where(rows(better, again.eps), again.eps, problem.eps[left])
+        stats.residual[left] = torch.where(better, second.residual, stats.residual[left])
+        won = second.converged & better
+        stats.converged[left] = won
+        stats.phase[left] = torch.where(won, len(stats.phase_names) - 1, -1)
+        for key in ("iters", "nfe_forward", "nfe_backward"):
+            getattr(stats, key)[left] += getattr(second, key)
 
 
 def describe_solver(solver) -> dict:

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from preciseinv.outputs.atomic import atomic_write, atomic_write_bytes
@@ -270,14 +270,15 @@ def source_change(record: dict, full: bool = False) -> str | None:
 DAMAGED = "damaged.jsonl"  # what ``python -m preciseinv.manifest DIR --verify`` found damaged: {id, why} per line
 
 
-def verify(output_dir: Path, full: bool = False,
-           inputs: dict[str, dict] | None = None) -> tuple[set[str], dict[str, str]]:
+def verify(output_dir: Path, full: bool = False, inputs: dict[str, dict] | None = None,
+           redo: Callable[[dict], str | None] | None = None) -> tuple[set[str], dict[str, str]]:
     """(ids whose latest record's files are all there, {id: why not} for the others), streaming the manifest and
     the rank files: the memory is the ids, not the records. The samples a ``manifest --verify`` listed in
     ``damaged.jsonl`` are re-hashed even when ``full`` is off (damage of the same size escapes a stat).
     ``inputs``, when given, is filled in the same pass with each id's latest ``source``, ``prompt`` and ``target``:
     what a rerun compares its inputs with (a folder image keeps its path when its id changes; an edit whose prompts
-    changed is redone)."""
+    changed is redone). ``redo(record)``, when given, names a reason to invert a sample with intact files again
+    (None: keep it)."""
     output_dir = Path(output_dir)
     listed = {record.get("id") for record in iter_jsonl(output_dir / DAMAGED)}
     status: dict[str, str | None] = {}
@@ -286,7 +287,8 @@ def verify(output_dir: Path, full: bool = False,
         for record in iter_jsonl(path):
             if "id" in record:
                 deep = full or record["id"] in listed
-                status[record["id"]] = damage(output_dir, record, deep, digests) or source_change(record, deep)
+                status[record["id"]] = (damage(output_dir, record, deep, digests) or source_change(record, deep)
+                                        or (redo(record) if redo is not None else None))
                 if inputs is not None:
                     inputs[record["id"]] = {k: record[k] for k in ("source", "prompt", "target") if k in record}
     good = {i for i, why in status.items() if why is None}

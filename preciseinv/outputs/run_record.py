@@ -76,7 +76,8 @@ def check_resumable(output_dir: Path, config: dict, option=None, finished: bool 
                 node = node.get(key) if isinstance(node, dict) else None
             out[".".join(path)] = node
         if isinstance(out["method"], dict):  # where each step's solver starts (init=) does not change what a latent
-            out["method"] = {k: v for k, v in out["method"].items() if k != "init"}  # means: a rerun may switch it
+            # means, nor does a second solve of what the first left above eta (retry=): a rerun may switch them
+            out["method"] = {k: v for k, v in out["method"].items() if k not in ("init", "retry", "retry_iters")}
         if isinstance(out["data.root"], str):  # imgs/, ./imgs, ~/imgs and /home/me/imgs name one folder (fit records
             out["data.root"] = os.path.abspath(os.path.expanduser(out["data.root"]))  # it absolute: any cwd)
         out["data"] = {"_target_": out.pop("data._target_")}  # a kind of dataset is named by its option (data=coco)

@@ -30,13 +30,14 @@ from preciseinv.solvers.base import SolverStats, rows
 from preciseinv.solvers.buckets import pad_to_buckets
 
 
-def check_stop(eta: float | None = None, max_iters: int | None = None) -> None:
-    """The stopping rule's values (None: not given): eta > 0, max_iters >= 0, one line each, named as the config
-    spells them."""
+def check_stop(eta: float | None = None, max_iters: int | None = None, retry_iters: int | None = None) -> None:
+    """The stopping rule's values (None: not given): eta > 0, max_iters >= 0 (and a retry's cap), one line each,
+    named as the config spells them."""
     if eta is not None and not eta > 0:
         raise PreciseInvError(f"method.eta must be > 0, got {eta}; the paper uses 1e-2, 1e-3 or 1e-5")
-    if max_iters is not None and not max_iters >= 0:
-        raise PreciseInvError(f"method.max_iters must be >= 0, got {max_iters}")
+    for key, cap in (("max_iters", max_iters), ("retry_iters", retry_iters)):
+        if cap is not None and not cap >= 0:
+            raise PreciseInvError(f"method.{key} must be >= 0, got {cap}")
 
 
 @dataclass

@@ -109,3 +109,56 @@ def test_noise_injecting_samplers_store_the_noise_that_makes_sampling_exact():
         problem = NoiseSubproblem(sampler, linear_denoiser, 1, x0, x0, torch.zeros_like(x0), noise=torch.ones_like(x0),
                                   learn_noise=sampler.learn_noise)
         assert problem.eps.shape[1] == (4 if sampler.name == "ddpm" else 2)  # DDPM learns [eps | z] jointly
+
+
+def test_retry_solves_again_only_what_the_first_solver_left_above_eta():
+    from preciseinv.solvers import FixedPoint
+
+    s, eta = sampler(2), 1e-6
+    x0 = torch.randn(3, 1, 4, 4)
+    x0[0] = 0  # its DDIM start is exact: the first solver finishes it at once
+    weak = partial(AdamW, lr=1e-4)  # three iterations of it leave the others far above eta
+    alone = PreciseInv(eta=eta, max_iters=3, solver=weak).invert(linear_denoiser, s, x0)
+    result = PreciseInv(eta=eta, max_iters=3, solver=weak, retry=partial(FixedPoint), retry_iters=500).invert(
+        linear_denoiser, s, x0)
+    assert alone.converged[1].tolist() == [True, False, False]  # the second step: only the exact start finishes
+    assert all(c.all() for c in result.converged)
+    rows, first = result.per_sample(), alone.per_sample()
+    assert rows[0]["phase"] == ["init", "init"] and rows[0]["nfe_forward"] == first[0]["nfe_forward"]
+    assert [r["phase"][1] for r in rows[1:]] == ["retry:fixed_point"] * 2
+    # both solves' network calls count: the first's, then the retry's (at least one forward per iteration)
+    assert all(r["nfe_forward"] > f["nfe_forward"] + sum(r["iters"]) - sum(f["iters"]) - 1
+               for r, f in zip(rows[1:], first[1:]))
+    recon = s.sample(linear_denoiser, result.latent)
+    assert ((recon - x0).pow(2).flatten(1).mean(1) < 100 * eta).all()
+
+
+def test_retry_keeps_the_first_solution_where_the_retry_ends_worse():
+    from preciseinv.solvers import FixedPoint
+
+    s = sampler(2)
+    x0 = torch.randn(2, 1, 4, 4)
+    first = partial(FixedPoint, momentum=0.0)  # each of its steps lowers the residual of this linear model
+    alone = PreciseInv(eta=1e-30, max_iters=3, solver=first).invert(linear_denoiser, s, x0)
+    result = PreciseInv(eta=1e-30, max_iters=3, solver=first, retry=partial(AdamW, lr=1e-6), retry_iters=2).invert(
+        linear_denoiser, s, x0)
+    assert torch.equal(result.latent, alone.latent)
+    assert all(torch.equal(a, b) for a, b in zip(result.residual, alone.residual))
+    assert not any(str(p).startswith("retry") for r in result.per_sample() for p in r["phase"])
+    assert (result.nfe_backward > alone.nfe_backward).all()  # the retry's work is counted though it is discarded
+
+
+def test_retry_with_a_learned_step_noise_starts_from_the_same_noise():
+    from diffusers import DDPMScheduler
+
+    from preciseinv.samplers import DDPMSampler, build_noise_schedule
+
+    ddpm = DDPMSampler(build_noise_schedule("ddpm", DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                                                                  beta_end=0.012, steps_offset=1).config, 2))
+    x0, eta = torch.randn(2, 2, 4, 4), 1e-6
+    result = PreciseInv(eta=eta, max_iters=2, solver=partial(AdamW, lr=1e-4), retry_iters=3000,
+                        retry=partial(AdamW, lr=0.05)).invert(linear_denoiser, ddpm, x0)
+    assert all(c.all() for c in result.converged)
+    assert result.per_sample()[0]["phase"][1] == "retry:adamw"
+    recon = ddpm.sample(linear_denoiser, result.latent, None, result.noises)
+    assert ((recon - x0).pow(2).flatten(1).mean(1) < 100 * eta).all()

@@ -149,3 +149,27 @@ def test_a_rerun_redoes_an_image_whose_file_changed_since_it_was_inverted(fit_in
     assert "(b: its image" in capsys.readouterr().out and records(out)["a"] == now["a"]
     (root / "a.bmp").unlink()  # an image removed from the folder: what was inverted from it is kept
     assert verify(out)[0] == {"a", "b"}
+
+
+def test_a_rerun_with_a_retry_solver_solves_again_only_what_was_left_above_eta(fit_in_process, tmp_path, capsys):
+    """A run begun without retry=, rerun with it, inverts again exactly its samples left above eta (those a retry
+    solver has not been tried on); the others keep their files, and a third run has nothing left to do."""
+    out, short = tmp_path / "run", ("solver=fixed_point", "method.max_iters=3", "~logger", "lpips=false")
+    fit_in_process(*short, f"output_dir={out}")
+    before = records(out)
+    left = {i for i, r in before.items() if not all(r["converged"])}
+    assert left and "retry" not in next(iter(before.values()))
+    capsys.readouterr()
+    fit_in_process(*short, f"output_dir={out}", "retry=spectral", "method.retry_iters=60")
+    said = capsys.readouterr().out
+    assert f"{len(left)} finished sample(s) left above eta without retry=spectral" in said and "retry=spectral" in said
+    after = records(out)
+    assert set(after) == set(before) and len(read_jsonl(out / "manifest.jsonl")) == len(before)
+    for i, record in after.items():
+        if i in left:  # solved again: the retry's record, each step below eta or no worse than before
+            assert record["retry"] == "spectral"
+            assert all(a <= b for a, b in zip(record["residual"], before[i]["residual"]))
+        else:
+            assert record["files"] == before[i]["files"]
+    fit_in_process(*short, f"output_dir={out}", "retry=spectral", "method.retry_iters=60")
+    assert "left above eta" not in capsys.readouterr().out and records(out) == after
