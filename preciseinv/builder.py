@@ -142,6 +142,10 @@ def check_values(cfg) -> None:
                               f"scheduler's own), got {spacing!r}")
     eta, caps = OmegaConf.select(cfg, "method.eta"), [OmegaConf.select(cfg, f"method.{key}")
                                                        for key in ("max_iters", "retry_iters")]
+    retry_iters = caps[1]
+    if retry_iters is not None and type(retry_iters) is not int:  # null by default: no type for Hydra to hold it to
+        raise PreciseInvError(f"method.retry_iters takes a whole number of iterations, or null (method.max_iters), "
+                              f"got {retry_iters!r}")
     check_stop(eta if isinstance(eta, (int, float)) else None, *(c if isinstance(c, int) else None for c in caps))
     check_exact_sampler(cfg)
 

@@ -79,7 +79,8 @@ def command_line(config_name: str) -> None:
     """What a command does before Hydra sees ``sys.argv``: ``--help`` prints the groups, their options and the
     settings people change most; a mistake is one line and exit 2; ``output_dir=DIR`` becomes Hydra's run folder."""
     from preciseinv.errors import PreciseInvError
-    from preciseinv.presets import check_command_line, help_text, register_resolvers, run_dir_from_output_dir
+    from preciseinv.presets import (check_command_line, help_text, null_choices, register_resolvers,
+                                    run_dir_from_output_dir)
 
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         try:
@@ -89,7 +90,7 @@ def command_line(config_name: str) -> None:
         raise SystemExit(0)
     register_resolvers()
     sweep = [arg for arg in sys.argv[1:] if arg in ("-m", "--multirun")]  # Hydra reads it only before the overrides
-    sys.argv = [sys.argv[0], *sweep, *(arg for arg in sys.argv[1:] if arg not in sweep)]
+    sys.argv = [sys.argv[0], *sweep, *null_choices([arg for arg in sys.argv[1:] if arg not in sweep])]
     try:
         check_command_line(config_name, sys.argv[1:])
         check_not_in_use(sys.argv[1:])

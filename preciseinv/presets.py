@@ -319,6 +319,10 @@ HYDRA_FLAGS = ("-m", "--multirun", "-c", "--cfg", "-p", "--package", "-i", "--in
                "--shell-completion", "-sc", "--experimental-rerun", "-h", "--help")
 
 
+# the ways a command line asks Hydra for a sweep: its flag, or its setting
+MULTIRUN = ("-m", "--multirun", "hydra.mode=MULTIRUN", "+hydra.mode=MULTIRUN", "++hydra.mode=MULTIRUN")
+
+
 def check_command_line(config_name: str, argv: list[str]) -> None:
     """Compose the command's config once before Hydra does, so that a misspelled key or option, a value of the wrong
     type, a bad override or an ``output_dir`` that is a file is one line (``PreciseInvError``, with the nearest valid
@@ -342,8 +346,9 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     if both:  # Hydra drops the one silently
         key = both[0].split("=", 1)[0]
         raise PreciseInvError(f"{both[0]} with ~{key}: ~{key} removes what {both[0]} sets; give one of them")
+    multirun = [arg for arg in argv if arg in MULTIRUN]
     one_dir = [arg for arg in argv if arg.startswith("output_dir=") and "${" not in arg and not _is_sweep(arg)]
-    if one_dir and any(arg in ("-m", "--multirun") for arg in argv) and any(map(_is_sweep, argv)):
+    if one_dir and multirun and any(map(_is_sweep, argv)):
         raise PreciseInvError(f"{one_dir[-1]} with --multirun: every run of the sweep would write into that one "
                               "folder; drop output_dir= (each run gets its own folder under hydra.sweep.dir, which "
                               "you may set: hydra.sweep.dir=DIR)")
@@ -353,8 +358,8 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
             or arg.lstrip("+").startswith(("paper_row=", "hydra.mode=")) for arg in argv):  # none of its rows
         raise PreciseInvError(f"experiment={experiment[-1]} is a sweep of the paper's rows: add --multirun, or "
                               f"paper_row=ROW for one of them ({', '.join(_options('paper_row'))})")
-    if any(arg in ("-m", "--multirun") for arg in argv):  # each run of the sweep, as Hydra will compose it
-        rest = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    if multirun:  # each run of the sweep, as Hydra will compose it
+        rest = [arg for arg in argv if arg not in MULTIRUN]
         other = [arg for arg in rest if arg.split("=", 1)[0] in ("--cfg", "-c", "--info", "-i", "--run", "-r")]
         if other:
             raise PreciseInvError(f"{other[0]} with --multirun: Hydra takes one of them; drop --multirun to see one "
@@ -497,6 +502,24 @@ def _check_output_dir(path: str) -> None:
         "is not writable by this user" if not os.access(above, os.W_OK | os.X_OK) else None)
     if why:
         raise PreciseInvError(f"output_dir {path!r} cannot be made: {str(above)!r} {why}; choose another output_dir")
+
+
+def null_choices(argv: list[str]) -> list[str]:
+    """``group=null``, which Hydra cannot take as a choice (a traceback): where the group has a ``none`` option
+    (``retry=none``) that option, in a sweep's values too (``retry=null,spectral``); else no choice of the group,
+    as ``~group`` says it (``logger=null``: no logger). Returns ``argv`` with those rewritten."""
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        group = key.lstrip("+")
+        values = value.split(",")
+        if not _ or "null" not in values or not group.isidentifier() or not (Path(CONFIG_DIR) / group).is_dir():
+            out.append(arg)
+        elif "none" in _options(group):
+            out.append(f"{key}=" + ",".join("none" if v == "null" else v for v in values))
+        else:  # a sweep over null without a none option: Hydra's to judge
+            out.append(f"~{group}" if values == ["null"] else arg)
+    return out
 
 
 def run_dir_from_output_dir(argv: list[str]) -> list[str]:

@@ -38,7 +38,7 @@ _T95 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 METRICS = ("psnr", "ssim", "lpips")
 EDIT_METRICS = EDIT_KEYS  # PIE-Bench edits: background preservation, CLIP similarity, structure distance
-COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "sampler", "n", "exact", "psnr_mean",
+COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "retry", "sampler", "n", "exact", "psnr_mean",
            "psnr_ci95", "ssim_mean", "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image", "cost_mean",
            "peak_memory_mb", "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed",
            *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
@@ -137,13 +137,15 @@ def read_run(folder: Path) -> dict:
     method = config.get("method") or {}
     solver = _name((method.get("solver") or {}).get("_target_"))
     init = _name((config.get("init") or {}).get("_target_")) or "ddim"  # where each step's solver started
+    retry = _name((method.get("retry") or {}).get("_target_"))  # a second solve of what the first left above eta
     model = config.get("model") or {}
     name, path = model.get("name"), model.get("path")  # a path other than the preset's: what loaded, beside it
     shown = f"{name} ({path})" if path and path not in (name, preset_path(name)) else name
     row = {"run": "", "method": _name(method.get("_target_")), "model": shown,
            "num_steps": config.get("num_steps"), "solver": solver,
            "eta": None if exact_method(_name(method.get("_target_"))) else method.get("eta"),  # what converged means
-           "init": init if solver else None, "sampler": config.get("sampler") or "auto"}  # auto: the model's own
+           "init": init if solver else None, "retry": retry if solver else None,
+           "sampler": config.get("sampler") or "auto"}  # auto: the model's own
     records = read_jsonl(folder / "manifest.jsonl")
     done = len(latest_records(folder)) if rank_record_files(folder) else len(records)  # what a run that died published
     limit = (config.get("data") or {}).get("limit")
@@ -188,7 +190,8 @@ def _ordered(runs: list[dict]) -> list[dict]:
     """Table order: model, method, T, the tightest eta last, solver, start."""
     return sorted(runs, key=lambda run: (str(run["row"]["model"]), str(run["row"]["method"]),
                                          run["row"]["num_steps"] or 0, -(run["row"]["eta"] or 0),
-                                         str(run["row"]["solver"]), str(run["row"]["init"])))
+                                         str(run["row"]["solver"]), str(run["row"]["init"]),
+                                         str(run["row"].get("retry"))))
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -204,9 +207,14 @@ def _pm(mean, ci, digits: int) -> str:
     return "–" if mean is None else f"{mean:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci is not None else "")
 
 
+def _solver(r: dict) -> str:
+    """A run's solver as its table cell and plot label say it: ``hybrid``, or ``hybrid + retry spectral``."""
+    return (r["solver"] or "") + (f" + retry {r['retry']}" if r.get("retry") else "")
+
+
 def table_row(r: dict) -> str:
     """One run as a row of the main table; blank where a column does not apply to its method."""
-    cells = [r["method"], r["model"], r["num_steps"], _fmt(r["eta"]) if r["eta"] is not None else "", r["solver"] or "",
+    cells = [r["method"], r["model"], r["num_steps"], _fmt(r["eta"]) if r["eta"] is not None else "", _solver(r),
              r["init"] or "", r["n"], "exact" if r["exact"] else _pm(r["psnr_mean"], r["psnr_ci95"], 2),
              _pm(r["ssim_mean"], r["ssim_ci95"], 3), _pm(r["lpips_mean"], r["lpips_ci95"], 3),
              _fmt(r["seconds_per_image"], 3), _fmt(r["cost_mean"], 0), _fmt(r["peak_memory_mb"], 0),
@@ -278,7 +286,7 @@ def label(r: dict, with_model: bool = False, with_eta: bool = True, sep: str = "
     """A run's name in the plots: method/solver, T, η where it applies, a start other than DDIM's (the model where
     runs differ in it)."""
     start = f" from {r['init']}" if r.get("init") not in (None, "ddim") else ""
-    parts = [f"{r['method']}{'/' + r['solver'] if r['solver'] else ''}{start}", f"T={r['num_steps']}"]
+    parts = [f"{r['method']}{'/' + _solver(r) if r['solver'] else ''}{start}", f"T={r['num_steps']}"]
     parts += [f"η={_fmt(r['eta'])}"] if r["eta"] is not None and with_eta else []
     return sep.join(parts + ([str(r["model"])] if with_model else []))
 
@@ -322,7 +330,8 @@ def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
     groups: dict[tuple, list] = {}  # the runs that differ in eta alone
     for r in rows:
         if r["solver"]:
-            groups.setdefault((r["method"], r["solver"], r["init"], r["sampler"], r["num_steps"], r["model"]),
+            groups.setdefault((r["method"], r["solver"], r["init"], r.get("retry"), r["sampler"], r["num_steps"],
+                               r["model"]),
                               []).append(r)
     if groups:
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -58,7 +58,7 @@ def test_unusable_images_are_one_line(inverter, bad, message):
     ({"max_iters": -5}, r"^max_iters must be >= 0, got -5$"),
     ({"max_iters": 2.5}, r"^max_iters must be a whole number, got 2\.5$"),
     ({"retry": "spectral", "retry_iters": -1}, r"^retry_iters must be >= 0, got -1$"),
-    ({"retry": "specteral"}, r"^unknown retry 'specteral'; available: adamw, spectral$"),
+    ({"retry": "specteral"}, r"^unknown retry 'specteral'; available: adamw, none, spectral$"),
     ({"solver": "adamw", "lr": 0.0}, r"^lr must be > 0, got 0\.0"),
     ({"lr": "fast"}, r"^lr must be a number, got 'fast'$"),
     ({"guidance_scale": "high"}, r"^guidance_scale must be a number, got 'high'$"),

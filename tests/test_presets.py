@@ -259,9 +259,14 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
         check_command_line("fit", ["-m", "method=ddim", "num_steps=2,0"])
     with pytest.raises(PreciseInvError, match=r"^run method\.eta=0 of the sweep: method\.eta must be > 0, got 0"):
         check_command_line("fit", ["-m", "method.eta=1e-3,0"])
+    with pytest.raises(PreciseInvError, match=r"^run method\.eta=0 of the sweep: method\.eta must be > 0, got 0"):
+        check_command_line("fit", ["hydra.mode=MULTIRUN", "method.eta=1e-3,0"])  # Hydra's other way to ask for it
     with pytest.raises(PreciseInvError, match=r"^run method\.retry_iters=-1 of the sweep: method\.retry_iters must "
                                               r"be >= 0, got -1"):
         check_command_line("fit", ["-m", "retry=spectral", "method.retry_iters=100,-1"])
+    for value in ("1.5", "abc", "true"):  # its default is null: Hydra holds it to no type
+        with pytest.raises(PreciseInvError, match=r"^method\.retry_iters takes a whole number of iterations, or null"):
+            check_command_line("fit", ["retry=spectral", f"method.retry_iters={value}"])
     with pytest.raises(PreciseInvError, match=r"^run retry=adamw of the sweep: retry\.lr must be > 0, got 0"):
         check_command_line("fit", ["-m", "retry=spectral,adamw", "model.lr=0", "solver=spectral"])
     extra = Path(__file__).parent / "data" / "no-such-search-path"  # a search path: Hydra judges the sweep
@@ -328,3 +333,14 @@ def test_a_sweep_hydra_would_date_gets_its_folder_once(monkeypatch):
     assert pinned_sweep_dir(argv) == first  # a rank started later: the same folder
     assert pinned_sweep_dir([*argv, "hydra.sweep.dir=x"]) == [*argv, "hydra.sweep.dir=x"]
     assert pinned_sweep_dir(["fit", "method=ddim"]) == ["fit", "method=ddim"]
+
+
+def test_a_group_set_to_null_is_its_none_option_or_no_choice():
+    """Hydra takes group=null as no choice only in a defaults list; on the command line it was a traceback."""
+    from preciseinv.presets import check_command_line, null_choices
+
+    argv = ["retry=null", "-m", "retry=null,spectral", "logger=null", "+paper_row=null", "output_dir=a,null", "x=null"]
+    assert null_choices(argv) == ["retry=none", "-m", "retry=none,spectral", "~logger", "~paper_row",
+                                  "output_dir=a,null", "x=null"]
+    check_command_line("fit", ["-m", *null_choices(["retry=null,spectral"])])  # each run of the sweep composes
+

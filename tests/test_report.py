@@ -22,7 +22,7 @@ TARGETS = {"preciseinv": "PreciseInv", "ddim": "DDIMInversion", "belm": "BELM", 
 
 def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3,
              edit: dict | None = None, complete: bool | None = True, init: str | None = None,
-             sampler: str | None = None) -> None:
+             sampler: str | None = None, retry: str | None = None) -> None:
     """A run folder as fit (or edit, with ``edit`` metrics per record) writes it: manifest records and the summary
     computed from them (``complete=None``: a summary written before it said whether the run finished)."""
     folder.mkdir(parents=True)
@@ -32,7 +32,8 @@ def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None =
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"model": {"name": "mini"}, "num_steps": 2, "sampler": sampler,
               "method": {"_target_": f"preciseinv.methods.{TARGETS[method]}", "eta": eta,
-                         **({"solver": {"_target_": f"preciseinv.solvers.{solver}"}} if solver else {})},
+                         **({"solver": {"_target_": f"preciseinv.solvers.{solver}"}} if solver else {}),
+                         **({"retry": {"_target_": f"preciseinv.solvers.{retry}"}} if retry else {})},
               **({"init": {"_target_": f"preciseinv.inits.{init}"}} if init else {})}
     summary = summarize(records, [], config, complete=bool(complete))
     if complete is None:
@@ -94,6 +95,18 @@ def test_runs_that_differ_in_their_start_alone_are_told_apart(tmp_path):
     labels = {r: report_module.label(run) for r, run in
               ((r, report_module.read_run(tmp_path / r)["row"]) for r in ("0", "1"))}
     assert labels == {"0": "preciseinv/hybrid T=2 η=0.001", "1": "preciseinv/hybrid from learned T=2 η=0.001"}
+
+
+def test_runs_that_differ_in_their_retry_alone_are_told_apart(tmp_path):
+    """A run with retry=spectral and one without: report.csv's retry column, the solver cell, the plot labels."""
+    fake_run(tmp_path / "off", "preciseinv", [30.0, 31.0])
+    fake_run(tmp_path / "on", "preciseinv", [30.5, 31.0], retry="Spectral")
+    report(tmp_path)
+    assert {r["run"]: r["retry"] for r in csv.DictReader(open(tmp_path / "report.csv"))} == {"off": "", "on": "spectral"}
+    table = md_rows(tmp_path)
+    assert table["off"][4] == "hybrid" and table["on"][4] == "hybrid + retry spectral"
+    assert report_module.label(report_module.read_run(tmp_path / "on")["row"]) == (
+        "preciseinv/hybrid + retry spectral T=2 η=0.001")
 
 
 def test_edit_runs_get_the_editing_table(tmp_path):

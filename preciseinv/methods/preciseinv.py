@@ -104,9 +104,8 @@ class PreciseInv:
         stats.phase_names += (f"retry:{self.retry_name}",)
         left = (~stats.converged).nonzero().squeeze(1)  # (n,) the samples left above eta: one host read per step
         if left.numel():
-            rows_of = lambda x: None if x is None else x[left]  # noqa: E731
             again = self._subproblem(self.retry, denoiser, sampler, k, x0[left], x_prev[left], x_start[left],
-                                     select(cond, left), rows_of(noise))
+                                     select(cond, left), select(noise, left))
             self._keep_better(problem, stats, left, again, self.retry_loop.run(again, hooks))
         return problem, stats
 
@@ -121,7 +120,10 @@ class PreciseInv:
         """Where the retry's residual on the rows ``left`` (n,) of ``problem`` is lower than the first solve's, its
         eps* (``again``) replaces theirs; ``stats`` gains both solves' network calls and iterations, the better
         residual, and the retry's phase (the last name) where it converged."""
-        better = second.residual < stats.residual[left]  # (n,) NaN / inf compare False: the first solve stays
+        # (n,) a non-finite first residual (a rule that returns its last iterate stopped on NaN) loses to any finite
+        # one; a non-finite retry never wins
+        first = stats.residual[left].nan_to_num(nan=float("inf"), posinf=float("inf"))
+        better = second.residual < first
         with torch.no_grad():
             problem.eps[left] = torch.where(rows(better, again.eps), again.eps, problem.eps[left])
         stats.residual[left] = torch.where(better, second.residual, stats.residual[left])

@@ -162,3 +162,20 @@ def test_retry_with_a_learned_step_noise_starts_from_the_same_noise():
     assert result.per_sample()[0]["phase"][1] == "retry:adamw"
     recon = ddpm.sample(linear_denoiser, result.latent, None, result.noises)
     assert ((recon - x0).pow(2).flatten(1).mean(1) < 100 * eta).all()
+
+
+def test_retry_replaces_a_first_solve_that_ended_on_a_non_finite_residual():
+    """The paper's AdamW returns its last iterate: a step that blows up ends it on NaN, which any finite retry beats."""
+    from preciseinv.solvers import FixedPoint
+
+    def fragile(x, t, cond):  # the linear model, undefined far from its solution
+        return torch.where(x.abs().amax((1, 2, 3), keepdim=True) > 50, float("nan"), C * x)
+
+    s, eta = sampler(2), 1e-6
+    x0 = torch.randn(2, 1, 4, 4)
+    wild = partial(AdamW, lr=1000.0)
+    alone = PreciseInv(eta=eta, max_iters=20, solver=wild).invert(fragile, s, x0)
+    assert not torch.isfinite(alone.residual[1]).any()
+    result = PreciseInv(eta=eta, max_iters=20, solver=wild, retry=partial(FixedPoint), retry_iters=500).invert(
+        fragile, s, x0)
+    assert all(c.all() for c in result.converged) and torch.isfinite(result.latent).all()
