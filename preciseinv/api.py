@@ -84,7 +84,7 @@ class Inverter:
     start object (``preciseinv.inits.DDIMStart()``, ``LearnedStart(folder)``).
     ``retry``: None, or a second solver for what the first leaves above ``eta``: ``"spectral"``, ``"adamw"`` or a
     ``functools.partial`` of an update rule; it solves those samples again from their start, for up to
-    ``retry_iters`` iterations per step (default ``max_iters``), and each keeps the better solution.
+    ``retry_iters`` iterations per step (default ``max_iters``), and each keeps the solution that regenerates it better.
     """
 
     def __init__(self, model: DiffusionModel | ModelSpec | str | os.PathLike | None = None, method="preciseinv",

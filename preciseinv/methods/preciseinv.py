@@ -11,8 +11,8 @@ The solver is pluggable (``solver=`` in the config): ``adamw`` is the paper's re
 is the start (``init=``): ``ddim`` is the paper's one DDIM-inversion step, ``learned`` a predictor trained on
 finished inversions (``preciseinv.inits``). With a ``retry`` solver (``retry=`` in the config), the samples a step
 leaves above eta at the cap are solved once more, from the same start, by that solver under its own cap
-(``retry_iters``); each keeps the better of its two solutions, and both solves' network calls count. The result
-keeps x*_1 .. x*_{T-1} and which start each step took.
+(``retry_iters``); each keeps the solution whose output lands nearer x0 through the steps under it, and
+both solves' network calls count. The result keeps x*_1 .. x*_{T-1} and which start each step took.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class PreciseInv:
         for k in range(sampler.num_steps):
             noise = eps_prev if injects and k > 0 else None  # the z that lands on state k-1: its own eps*
             start = self.init(denoiser, sampler, x0, x_prev, k, cond, noise)  # x (B, C, H, W), its network calls
-            problem, stats = self.solve(denoiser, sampler, x0, x_prev, k, start.x, cond, noise, hooks)
+            below = partial(chain_below, denoiser, sampler, cond, result.noises, k)  # x*_{k-1} -> the output
+            problem, stats = self.solve(denoiser, sampler, x0, x_prev, k, start.x, cond, noise, hooks, below)
             eps_prev, z = problem.split()
             eps_prev = eps_prev.detach()
             result.noises.append(None if z is None else z.detach().clone())
@@ -93,10 +94,12 @@ class PreciseInv:
 
     def solve(self, denoiser: Denoiser, sampler: Sampler, x0: torch.Tensor, x_prev: torch.Tensor, k: int,
               x_start: torch.Tensor, cond: Any = None, noise: torch.Tensor | None = None,
-              hooks: LoopHooks | None = None):
+              hooks: LoopHooks | None = None, below: Callable | None = None):
         """Step k's subproblem, mu(x*_k) = x*_{k-1} (``x_prev``, (B, C, H, W)), solved from the state ``x_start``
         (B, C, H, W): (the subproblem, its eps in place; the per-sample ``SolverStats``). With a retry solver, the
-        samples left above eta are solved again from the same start, and each keeps the better solution."""
+        samples left above eta are solved again from the same start, and each keeps the better solution: the one
+        whose output, carried by ``below(x, idx)`` (the sampler's steps under step k, for the rows ``idx``) down to
+        the clean state, lands nearer x0 (None, or k = 0: the lower residual)."""
         problem = self._subproblem(self.solver, denoiser, sampler, k, x0, x_prev, x_start, cond, noise)
         stats = self.loop.run(problem, hooks)
         if self.retry is None:
@@ -106,7 +109,7 @@ class PreciseInv:
         if left.numel():
             again = self._subproblem(self.retry, denoiser, sampler, k, x0[left], x_prev[left], x_start[left],
                                      select(cond, left), select(noise, left))
-            self._keep_better(problem, stats, left, again, self.retry_loop.run(again, hooks))
+            self._keep_better(problem, stats, left, again, self.retry_loop.run(again, hooks), below)
         return problem, stats
 
     @staticmethod
@@ -116,14 +119,23 @@ class PreciseInv:
 
     @staticmethod
     def _keep_better(problem: NoiseSubproblem, stats: SolverStats, left: torch.Tensor, again: NoiseSubproblem,
-                     second: SolverStats) -> None:
-        """Where the retry's residual on the rows ``left`` (n,) of ``problem`` is lower than the first solve's, its
-        eps* (``again``) replaces theirs; ``stats`` gains both solves' network calls and iterations, the better
-        residual, and the retry's phase (the last name) where it converged."""
-        # (n,) a non-finite first residual (a rule that returns its last iterate stopped on NaN) loses to any finite
-        # one; a non-finite retry never wins
-        first = stats.residual[left].nan_to_num(nan=float("inf"), posinf=float("inf"))
-        better = second.residual < first
+                     second: SolverStats, below: Callable | None = None) -> None:
+        """Where the retry's solution of the rows ``left`` (n,) of ``problem`` is the better one, its eps*
+        (``again``) replaces theirs; ``stats`` gains both solves' network calls and iterations, the kept residual,
+        and the retry's phase (the last name) where it converged. Better: its output carried down to the clean
+        state by ``below`` lands nearer x0 (a residual below eta at a high step can still land far from it, where
+        the steps under it amplify its direction); without ``below``, or at the first step, the lower residual."""
+        first, retried = stats.residual[left], second.residual  # (n,) each
+        if below is not None and problem.k > 0:
+            with torch.no_grad():
+                own = torch.arange(left.numel(), device=left.device)  # the retry's rows are its own 0 .. n-1
+                landed = [below(p.residual(eps, idx) + p.target[idx], left) for p, eps, idx in
+                          ((problem, problem.eps[left], left), (again, again.eps, own))]
+            first, retried = ((x - problem.x0[left]).pow(2).flatten(1).mean(1) for x in landed)
+            stats.nfe_forward[left] += 2 * (problem.k + 1)  # mu_k and the k steps under it, for each solution
+        # a non-finite first (a rule that returns its last iterate stopped on NaN) loses to any finite retry; a
+        # non-finite retry never wins
+        better = retried < first.nan_to_num(nan=float("inf"), posinf=float("inf"))  # (n,)
         with torch.no_grad():
             problem.eps[left] = torch.where(rows(better, again.eps), again.eps, problem.eps[left])
         stats.residual[left] = torch.where(better, second.residual, stats.residual[left])
@@ -132,6 +144,16 @@ class PreciseInv:
         stats.phase[left] = torch.where(won, len(stats.phase_names) - 1, -1)
         for key in ("iters", "nfe_forward", "nfe_backward"):
             getattr(stats, key)[left] += getattr(second, key)
+
+
+def chain_below(denoiser: Denoiser, sampler: Sampler, cond: Any, noises: list, k: int, x: torch.Tensor,
+                idx: torch.Tensor) -> torch.Tensor:
+    """The sampler's steps under step k (k - 1 .. 0) from the states x (n, C, H, W) of the rows ``idx``, replaying
+    the step noises already found (``noises[j]``, (B, C, H, W) or None): where x lands, the output (n, C, H, W)."""
+    for j in reversed(range(k)):
+        z = noises[j][idx] if j > 0 and noises[j] is not None else None
+        x = sampler.denoise(denoiser, x, j, select(cond, idx), z)
+    return x
 
 
 def describe_solver(solver) -> dict:

@@ -179,3 +179,23 @@ def test_retry_replaces_a_first_solve_that_ended_on_a_non_finite_residual():
     result = PreciseInv(eta=eta, max_iters=20, solver=wild, retry=partial(FixedPoint), retry_iters=500).invert(
         fragile, s, x0)
     assert all(c.all() for c in result.converged) and torch.isfinite(result.latent).all()
+
+
+def test_retry_keeps_the_solution_that_lands_nearer_x0_through_the_steps_below():
+    """Above the first step a residual below eta can still land far from x0 (the steps under it amplify its
+    direction): the solution kept is the one whose output, carried down by ``below``, lands nearer x0."""
+    from preciseinv.solvers import FixedPoint
+
+    s, eta = sampler(2), 1e-6
+    x0 = torch.randn(2, 1, 4, 4)
+    method = PreciseInv(eta=eta, max_iters=3, solver=partial(AdamW, lr=1e-4), retry=partial(FixedPoint),
+                        retry_iters=500)
+    x1 = method.invert(linear_denoiser, s, x0).states[0]  # x*_1, the target of the second step
+    start = s.invert_step(linear_denoiser, x1, 1)
+    honest = lambda x, idx: x0[idx] + (x - x1[idx])  # noqa: E731  (lands as near x0 as x is to x*_1)
+    perverse = lambda x, idx: x0[idx] + 1e-3 / ((x - x1[idx]).abs() + 1e-6)  # noqa: E731  (the nearer, the farther)
+    _, kept = method.solve(linear_denoiser, s, x0, x1, 1, start, below=honest)
+    assert kept.converged.all() and kept.phases() == ["retry:fixed_point"] * 2
+    _, first = method.solve(linear_denoiser, s, x0, x1, 1, start, below=perverse)
+    assert not first.converged.any() and (first.residual > eta).all()
+    assert (first.nfe_forward == kept.nfe_forward).all()  # both compared their landings: 2 x (mu_1 + the step under)
