@@ -96,6 +96,9 @@ class Inverter:
         given = _numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale, retry_iters=retry_iters)
         eta, max_iters, lr, guidance_scale, retry_iters = (given[k] for k in ("eta", "max_iters", "lr",
                                                                               "guidance_scale", "retry_iters"))
+        if retry is not None and not isinstance(retry, str) and not callable(retry):
+            raise PreciseInvError(f"retry must be a solver's name (spectral, adamw) or an update rule's "
+                                  f"functools.partial, got {retry!r}")
         with _in_api_terms():
             # sugar over the command line's config tree (configs/), built by preciseinv.builder as fit builds it
             loaded = model if isinstance(model, DiffusionModel) else None

@@ -146,8 +146,29 @@ def check_values(cfg) -> None:
     if retry_iters is not None and type(retry_iters) is not int:  # null by default: no type for Hydra to hold it to
         raise PreciseInvError(f"method.retry_iters takes a whole number of iterations, or null (method.max_iters), "
                               f"got {retry_iters!r}")
+    check_retry(cfg)
     check_stop(eta if isinstance(eta, (int, float)) else None, *(c if isinstance(c, int) else None for c in caps))
     check_exact_sampler(cfg)
+
+
+def check_retry(cfg) -> None:
+    """``retry=`` where it cannot do anything: given as ``method.retry=NAME`` (a name, not the solver's config), for
+    a method without a second solve, or repeating the solver itself from the same start (the same result again)."""
+    from omegaconf import OmegaConf
+
+    method, retry = cfg.get("method") or {}, OmegaConf.select(cfg, "method.retry")
+    if isinstance(retry, str):
+        raise PreciseInvError(f"method.retry={retry}: choose the retry solver as retry={retry} (the group), not as "
+                              "method.retry")
+    if cfg.get("retry") is not None and "retry" not in method:
+        raise PreciseInvError("retry= is a second solve of method=preciseinv; this method has none: drop retry=")
+    solver = method.get("solver")
+    if retry is None or not OmegaConf.is_dict(solver):
+        return
+    first, second = (OmegaConf.to_container(node, resolve=True) for node in (solver, retry))
+    if first.get("_target_") == second.get("_target_") and all(first[k] == second[k] for k in set(first) & set(second)):
+        raise PreciseInvError("the retry solver is the solver itself: from the same start it finds the same "
+                              "solution again; choose another retry= (or none)")
 
 
 def check_exact_sampler(cfg) -> None:

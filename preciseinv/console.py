@@ -90,7 +90,7 @@ def command_line(config_name: str) -> None:
         raise SystemExit(0)
     register_resolvers()
     sweep = [arg for arg in sys.argv[1:] if arg in ("-m", "--multirun")]  # Hydra reads it only before the overrides
-    sys.argv = [sys.argv[0], *sweep, *null_choices([arg for arg in sys.argv[1:] if arg not in sweep])]
+    sys.argv = [sys.argv[0], *sweep, *null_choices(config_name, [arg for arg in sys.argv[1:] if arg not in sweep])]
     try:
         check_command_line(config_name, sys.argv[1:])
         check_not_in_use(sys.argv[1:])
@@ -107,7 +107,9 @@ def pinned_sweep_dir(argv: list[str]) -> list[str]:
     (``PRECISEINV_DATED_SWEEP``), so the resume hints still name it."""
     import datetime
 
-    if not any(arg in ("-m", "--multirun") for arg in argv) or any(
+    from preciseinv.presets import MULTIRUN
+
+    if not any(arg in MULTIRUN for arg in argv) or any(
             arg.lstrip("+").startswith("hydra.sweep.dir=") for arg in argv):
         return argv
     folder = os.environ.get("PRECISEINV_DATED_SWEEP") or datetime.datetime.now().strftime(

@@ -38,17 +38,16 @@ def _check_wandb(cfg) -> None:
                           "or keep logger.offline=true")
 
 
-UNRETRIED = "left above eta, not yet solved again by the retry solver"
+UNRETRIED = "left above eta, not yet solved again by a retry solver"
 
 
 def _unretried(retry: str | None):
-    """With a retry solver: a finished sample's record -> ``UNRETRIED`` where some step stayed above eta and that
-    solver has not been tried on it (a run begun without it, rerun with retry=: those samples are done again).
-    Without one: None (nothing is redone for it)."""
+    """With a retry solver: a finished sample's record -> ``UNRETRIED`` where some step stayed above eta and no
+    retry solver has been tried on it (a run begun without one, rerun with retry=: those samples are done again;
+    one a retry was tried on keeps what it has, whichever retry it was). Without one: None (nothing is redone)."""
     if retry is None:
         return None
-    return lambda record: (UNRETRIED if not all(record.get("converged") or [True]) and record.get("retry") != retry
-                           else None)
+    return lambda record: UNRETRIED if not all(record.get("converged") or [True]) and not record.get("retry") else None
 
 
 def _num_samples(dataset) -> int | None:

@@ -361,6 +361,8 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
     if multirun:  # each run of the sweep, as Hydra will compose it
         rest = [arg for arg in argv if arg not in MULTIRUN]
         other = [arg for arg in rest if arg.split("=", 1)[0] in ("--cfg", "-c", "--info", "-i", "--run", "-r")]
+        if other and not any(arg in ("-m", "--multirun") for arg in argv):
+            return  # hydra.mode=MULTIRUN with another flag: Hydra prints or runs what it says
         if other:
             raise PreciseInvError(f"{other[0]} with --multirun: Hydra takes one of them; drop --multirun to see one "
                                   "run's settings")
@@ -504,22 +506,39 @@ def _check_output_dir(path: str) -> None:
         raise PreciseInvError(f"output_dir {path!r} cannot be made: {str(above)!r} {why}; choose another output_dir")
 
 
-def null_choices(argv: list[str]) -> list[str]:
-    """``group=null``, which Hydra cannot take as a choice (a traceback): where the group has a ``none`` option
-    (``retry=none``) that option, in a sweep's values too (``retry=null,spectral``); else no choice of the group,
-    as ``~group`` says it (``logger=null``: no logger). Returns ``argv`` with those rewritten."""
+def null_choices(config_name: str, argv: list[str]) -> list[str]:
+    """``group=null`` (any case), which Hydra cannot take as a choice (a traceback), for a group of the command's
+    defaults list: where the group has a ``none`` option (``retry=none``) that option, in a sweep's values too
+    (``retry=null,spectral``); else no choice of the group, as ``~group`` says it (``logger=null``: no logger).
+    Returns ``argv`` with those rewritten."""
+    groups = _default_groups(config_name)
     out = []
     for arg in argv:
         key, _, value = arg.partition("=")
         group = key.lstrip("+")
-        values = value.split(",")
-        if not _ or "null" not in values or not group.isidentifier() or not (Path(CONFIG_DIR) / group).is_dir():
+        values = ["null" if v.lower() == "null" else v for v in value.split(",")]
+        if group not in groups or "null" not in values:
             out.append(arg)
         elif "none" in _options(group):
-            out.append(f"{key}=" + ",".join("none" if v == "null" else v for v in values))
+            out.append(f"{group}=" + ",".join("none" if v == "null" else v for v in values))
         else:  # a sweep over null without a none option: Hydra's to judge
             out.append(f"~{group}" if values == ["null"] else arg)
     return out
+
+
+def _default_groups(config_name: str) -> set[str]:
+    """The config groups a command's defaults list chooses from (``edit`` takes ``fit``'s too)."""
+    from omegaconf import OmegaConf
+
+    path = Path(CONFIG_DIR) / f"{config_name}.yaml"
+    groups: set[str] = set()
+    for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []) if path.is_file() else []:
+        if isinstance(entry, str) and (Path(CONFIG_DIR) / f"{entry}.yaml").is_file():
+            groups |= _default_groups(entry)
+        elif isinstance(entry, dict):
+            name = next(iter(entry)).removeprefix("override ").split("@")[0]
+            groups |= {name} if (Path(CONFIG_DIR) / name).is_dir() else set()
+    return groups
 
 
 def run_dir_from_output_dir(argv: list[str]) -> list[str]:

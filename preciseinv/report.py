@@ -147,6 +147,9 @@ def read_run(folder: Path) -> dict:
            "init": init if solver else None, "retry": retry if solver else None,
            "sampler": config.get("sampler") or "auto"}  # auto: the model's own
     records = read_jsonl(folder / "manifest.jsonl")
+    tried = sorted({str(r["retry"]) for r in records if r.get("retry")})  # what the samples' records say was run
+    if tried and solver:  # a later rerun without retry= leaves them as they are, and its config says none
+        row["retry"] = ",".join(tried)
     done = len(latest_records(folder)) if rank_record_files(folder) else len(records)  # what a run that died published
     limit = (config.get("data") or {}).get("limit")
     run = {"row": row, "records": records, "folder": folder, "config": config, "done": done,

@@ -57,7 +57,10 @@ def test_unusable_images_are_one_line(inverter, bad, message):
     ({"eta": 0}, r"^eta must be > 0, got 0"),
     ({"max_iters": -5}, r"^max_iters must be >= 0, got -5$"),
     ({"max_iters": 2.5}, r"^max_iters must be a whole number, got 2\.5$"),
-    ({"retry": "spectral", "retry_iters": -1}, r"^retry_iters must be >= 0, got -1$"),
+    ({"retry": "spectral", "retry_iters": 0}, r"^retry_iters must be >= 1, got 0$"),
+    ({"retry": 42}, r"^retry must be a solver's name \(spectral, adamw\) or an update rule's functools\.partial, "
+                    r"got 42$"),
+    ({"solver": "spectral", "retry": "spectral"}, r"^the retry solver is the solver itself"),
     ({"retry": "specteral"}, r"^unknown retry 'specteral'; available: adamw, none, spectral$"),
     ({"solver": "adamw", "lr": 0.0}, r"^lr must be > 0, got 0\.0"),
     ({"lr": "fast"}, r"^lr must be a number, got 'fast'$"),

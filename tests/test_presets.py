@@ -261,14 +261,19 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
         check_command_line("fit", ["-m", "method.eta=1e-3,0"])
     with pytest.raises(PreciseInvError, match=r"^run method\.eta=0 of the sweep: method\.eta must be > 0, got 0"):
         check_command_line("fit", ["hydra.mode=MULTIRUN", "method.eta=1e-3,0"])  # Hydra's other way to ask for it
-    with pytest.raises(PreciseInvError, match=r"^run method\.retry_iters=-1 of the sweep: method\.retry_iters must "
-                                              r"be >= 0, got -1"):
-        check_command_line("fit", ["-m", "retry=spectral", "method.retry_iters=100,-1"])
+    with pytest.raises(PreciseInvError, match=r"^run method\.retry_iters=0 of the sweep: method\.retry_iters must "
+                                              r"be >= 1, got 0"):
+        check_command_line("fit", ["-m", "retry=spectral", "method.retry_iters=100,0"])
+    for argv, said in ((["method.retry=spectral"], "method.retry=spectral: choose the retry solver as retry=spectral"),
+                       (["method=ddim", "retry=spectral"], "retry= is a second solve of method=preciseinv"),
+                       (["solver=adamw", "retry=adamw"], "the retry solver is the solver itself")):
+        with pytest.raises(PreciseInvError, match=re.escape(said)):
+            check_command_line("fit", argv)
     for value in ("1.5", "abc", "true"):  # its default is null: Hydra holds it to no type
         with pytest.raises(PreciseInvError, match=r"^method\.retry_iters takes a whole number of iterations, or null"):
             check_command_line("fit", ["retry=spectral", f"method.retry_iters={value}"])
     with pytest.raises(PreciseInvError, match=r"^run retry=adamw of the sweep: retry\.lr must be > 0, got 0"):
-        check_command_line("fit", ["-m", "retry=spectral,adamw", "model.lr=0", "solver=spectral"])
+        check_command_line("fit", ["-m", "retry=spectral,adamw", "model.lr=0", "solver=fixed_point"])
     extra = Path(__file__).parent / "data" / "no-such-search-path"  # a search path: Hydra judges the sweep
     check_command_line("fit", ["-m", "method=myddim,ceiling", f"hydra.searchpath=[file://{extra}]"])
 
@@ -333,14 +338,20 @@ def test_a_sweep_hydra_would_date_gets_its_folder_once(monkeypatch):
     assert pinned_sweep_dir(argv) == first  # a rank started later: the same folder
     assert pinned_sweep_dir([*argv, "hydra.sweep.dir=x"]) == [*argv, "hydra.sweep.dir=x"]
     assert pinned_sweep_dir(["fit", "method=ddim"]) == ["fit", "method=ddim"]
+    hydra_mode = ["fit", "hydra.mode=MULTIRUN", "method=ddim,ceiling"]  # Hydra's other way to ask for a sweep
+    assert pinned_sweep_dir(hydra_mode) == [*hydra_mode, first[-1]]
 
 
 def test_a_group_set_to_null_is_its_none_option_or_no_choice():
     """Hydra takes group=null as no choice only in a defaults list; on the command line it was a traceback."""
     from preciseinv.presets import check_command_line, null_choices
 
-    argv = ["retry=null", "-m", "retry=null,spectral", "logger=null", "+paper_row=null", "output_dir=a,null", "x=null"]
-    assert null_choices(argv) == ["retry=none", "-m", "retry=none,spectral", "~logger", "~paper_row",
-                                  "output_dir=a,null", "x=null"]
-    check_command_line("fit", ["-m", *null_choices(["retry=null,spectral"])])  # each run of the sweep composes
+    argv = ["retry=NULL", "-m", "retry=null,spectral", "logger=null", "+paper_row=null", "output_dir=a,null", "x=null",
+            "+retry=null", "data.root=null"]
+    assert null_choices("fit", argv) == ["retry=none", "-m", "retry=none,spectral", "~logger", "~paper_row",
+                                         "output_dir=a,null", "x=null", "retry=none", "data.root=null"]
+    assert null_choices("edit", ["retry=null"]) == ["retry=none"]  # edit takes fit's defaults list
+    assert null_choices("learn_init", ["data=null", "logger=null"]) == ["data=null", "~logger"]  # data: not a group there
+    check_command_line("fit", ["-m", *null_choices("fit", ["retry=null,spectral"])])  # each run of the sweep composes
+    check_command_line("fit", ["--cfg", "job", "hydra.mode=MULTIRUN"])  # Hydra prints the config, as without it
 

@@ -107,6 +107,11 @@ def test_runs_that_differ_in_their_retry_alone_are_told_apart(tmp_path):
     assert table["off"][4] == "hybrid" and table["on"][4] == "hybrid + retry spectral"
     assert report_module.label(report_module.read_run(tmp_path / "on")["row"]) == (
         "preciseinv/hybrid + retry spectral T=2 η=0.001")
+    records = [json.loads(line) for line in (tmp_path / "off" / "manifest.jsonl").read_text().splitlines()]
+    (tmp_path / "off" / "manifest.jsonl").write_text("".join(json.dumps({**r, "retry": "spectral"}) + "\n"
+                                                             for r in records))
+    assert report_module.read_run(tmp_path / "off")["row"]["retry"] == "spectral"  # the records say so, not the
+    #                                                                                 config of a later rerun
 
 
 def test_edit_runs_get_the_editing_table(tmp_path):

@@ -31,13 +31,13 @@ from preciseinv.solvers.buckets import pad_to_buckets
 
 
 def check_stop(eta: float | None = None, max_iters: int | None = None, retry_iters: int | None = None) -> None:
-    """The stopping rule's values (None: not given): eta > 0, max_iters >= 0 (and a retry's cap), one line each,
+    """The stopping rule's values (None: not given): eta > 0, max_iters >= 0 (a retry's cap >= 1), one line each,
     named as the config spells them."""
     if eta is not None and not eta > 0:
         raise PreciseInvError(f"method.eta must be > 0, got {eta}; the paper uses 1e-2, 1e-3 or 1e-5")
-    for key, cap in (("max_iters", max_iters), ("retry_iters", retry_iters)):
-        if cap is not None and not cap >= 0:
-            raise PreciseInvError(f"method.{key} must be >= 0, got {cap}")
+    for key, cap, low in (("max_iters", max_iters, 0), ("retry_iters", retry_iters, 1)):  # a retry of 0: none
+        if cap is not None and not cap >= low:
+            raise PreciseInvError(f"method.{key} must be >= {low}, got {cap}")
 
 
 @dataclass

@@ -173,3 +173,5 @@ def test_a_rerun_with_a_retry_solver_solves_again_only_what_was_left_above_eta(f
             assert record["files"] == before[i]["files"]
     fit_in_process(*short, f"output_dir={out}", "retry=spectral", "method.retry_iters=60")
     assert "left above eta" not in capsys.readouterr().out and records(out) == after
+    fit_in_process(*short, f"output_dir={out}", "retry=adamw")  # another retry: what one found is kept
+    assert "left above eta" not in capsys.readouterr().out and records(out) == after
