@@ -96,6 +96,9 @@ class Inverter:
         given = _numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale, retry_iters=retry_iters)
         eta, max_iters, lr, guidance_scale, retry_iters = (given[k] for k in ("eta", "max_iters", "lr",
                                                                               "guidance_scale", "retry_iters"))
+        if retry is None and retry_iters is not None:
+            raise PreciseInvError("retry_iters is the cap of a second solve, and there is none: pass retry='spectral' "
+                                  "(or 'adamw', or an update rule's functools.partial), or drop retry_iters")
         if retry is not None and not isinstance(retry, str) and not callable(retry):
             raise PreciseInvError(f"retry must be a solver's name (spectral, adamw) or an update rule's "
                                   f"functools.partial, got {retry!r}")
@@ -113,6 +116,8 @@ class Inverter:
             # an update rule's partial, a start object: built into the configured method
             given = {key: value for key, value in (("solver", solver), ("init", init), ("retry", retry))
                      if value is not None and not isinstance(value, (str, os.PathLike)) and key in cfg.method}
+            if "retry" in given and retry_iters is not None:  # a retry object's cap (a named one's is in the config)
+                given["retry_iters"] = retry_iters
             if not isinstance(method, str):  # a configured method object (PreciseInv, DDIMInversion)
                 parts["method"] = method
             elif given:

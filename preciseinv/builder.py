@@ -153,7 +153,8 @@ def check_values(cfg) -> None:
 
 def check_retry(cfg) -> None:
     """``retry=`` where it cannot do anything: given as ``method.retry=NAME`` (a name, not the solver's config), for
-    a method without a second solve, or repeating the solver itself from the same start (the same result again)."""
+    a method without a second solve, repeating the solver itself from the same start (the same result again), or
+    ``method.retry_iters`` without a retry."""
     from omegaconf import OmegaConf
 
     method, retry = cfg.get("method") or {}, OmegaConf.select(cfg, "method.retry")
@@ -162,6 +163,9 @@ def check_retry(cfg) -> None:
                               "method.retry")
     if cfg.get("retry") is not None and "retry" not in method:
         raise PreciseInvError("retry= is a second solve of method=preciseinv; this method has none: drop retry=")
+    if retry is None and method.get("retry_iters") is not None:
+        raise PreciseInvError("method.retry_iters is the cap of a second solve, and there is none: add retry=spectral "
+                              "(or retry=adamw), or drop method.retry_iters")
     solver = method.get("solver")
     if retry is None or not OmegaConf.is_dict(solver):
         return
@@ -265,7 +269,8 @@ def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean",
         if lr is not None:
             cfg.model.lr = lr
             explicit.append(f"model.lr={lr}")
-        for key, value in (("eta", eta), ("max_iters", max_iters), ("retry_iters", retry_iters)):
+        named_retry = retry_iters if isinstance(retry, str) else None  # an object's cap goes with the object
+        for key, value in (("eta", eta), ("max_iters", max_iters), ("retry_iters", named_retry)):
             if value is not None and key in cfg.method:
                 cfg.method[key] = value
         for key, value in keys.items():

@@ -3,12 +3,13 @@
 A run folder is any folder (any depth) holding ``summary.json``, ``manifest.jsonl`` or ``run.json`` (what ``fit``
 writes, one per run of a ``--multirun`` sweep). Writes into DIR:
 
-- ``report.md``: one row per finished run (method, model, T, eta, solver, start, n, PSNR / SSIM / LPIPS as means with
+- ``report.md``: one row per finished run (method, model, T, eta, solver (and its retry), start, n, PSNR / SSIM / LPIPS as means with
   95 % intervals, seconds per image, network cost, peak memory, converged fraction); below it the unfinished runs
   (interrupted, killed, still running: images done, of how many when known) and the folders skipped;
 - ``report.csv``: one row per finished run, with summary.json's column names (``method``, ``psnr_mean``, ...);
 - ``per_image.csv``: every sample of every finished run;
-- ``psnr_vs_seconds.png`` (one point per run: the Pareto view), ``psnr_vs_eta.png`` and ``grid.png`` (the inputs,
+- ``psnr_vs_seconds.png`` (one point per run: the Pareto view), ``psnr_vs_eta.png``, ``cost_vs_images.png`` (each
+  run's cost per image as it went on: a learned start makes later images cheaper) and ``grid.png`` (the inputs,
   then the same images as each run reconstructed them). Each method has one colour in every plot; a plot the runs
   give none of (no image in every run, no eta sweep) is removed, not left from an earlier report.
 

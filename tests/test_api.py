@@ -58,6 +58,7 @@ def test_unusable_images_are_one_line(inverter, bad, message):
     ({"max_iters": -5}, r"^max_iters must be >= 0, got -5$"),
     ({"max_iters": 2.5}, r"^max_iters must be a whole number, got 2\.5$"),
     ({"retry": "spectral", "retry_iters": 0}, r"^retry_iters must be >= 1, got 0$"),
+    ({"retry_iters": 50}, r"^retry_iters is the cap of a second solve, and there is none"),
     ({"retry": 42}, r"^retry must be a solver's name \(spectral, adamw\) or an update rule's functools\.partial, "
                     r"got 42$"),
     ({"solver": "spectral", "retry": "spectral"}, r"^the retry solver is the solver itself"),
@@ -99,6 +100,8 @@ def test_a_retry_solver_is_a_name_or_an_update_rule():
     assert method.describe()["retry"] == {"name": "spectral", "alpha_min": 0.1, "alpha_max": 100.0}
     method = Inverter("mini", retry=partial(FixedPoint, momentum=0.0), max_iters=30).engine.method
     assert method.retry.func is FixedPoint and method.retry_loop.max_iters == 30  # default: max_iters
+    method = Inverter("mini", retry=partial(FixedPoint), retry_iters=7).engine.method
+    assert method.retry.func is FixedPoint and method.retry_loop.max_iters == 7
 
 
 def test_an_empty_file_is_named_empty(inverter, tmp_path):

@@ -266,7 +266,8 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
         check_command_line("fit", ["-m", "retry=spectral", "method.retry_iters=100,0"])
     for argv, said in ((["method.retry=spectral"], "method.retry=spectral: choose the retry solver as retry=spectral"),
                        (["method=ddim", "retry=spectral"], "retry= is a second solve of method=preciseinv"),
-                       (["solver=adamw", "retry=adamw"], "the retry solver is the solver itself")):
+                       (["solver=adamw", "retry=adamw"], "the retry solver is the solver itself"),
+                       (["method.retry_iters=50"], "method.retry_iters is the cap of a second solve, and there is none")):
         with pytest.raises(PreciseInvError, match=re.escape(said)):
             check_command_line("fit", argv)
     for value in ("1.5", "abc", "true"):  # its default is null: Hydra holds it to no type
