@@ -96,9 +96,6 @@ class Inverter:
         given = _numbers(eta=eta, max_iters=max_iters, lr=lr, guidance_scale=guidance_scale, retry_iters=retry_iters)
         eta, max_iters, lr, guidance_scale, retry_iters = (given[k] for k in ("eta", "max_iters", "lr",
                                                                               "guidance_scale", "retry_iters"))
-        if retry is None and retry_iters is not None:
-            raise PreciseInvError("retry_iters is the cap of a second solve, and there is none: pass retry='spectral' "
-                                  "(or 'adamw', or an update rule's functools.partial), or drop retry_iters")
         if retry is not None and not isinstance(retry, str) and not callable(retry):
             raise PreciseInvError(f"retry must be a solver's name (spectral, adamw) or an update rule's "
                                   f"functools.partial, got {retry!r}")

@@ -140,14 +140,10 @@ def check_values(cfg) -> None:
     if spacing is not None and spacing not in TIMESTEP_SPACINGS:
         raise PreciseInvError(f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, or null (the model "
                               f"scheduler's own), got {spacing!r}")
-    eta, caps = OmegaConf.select(cfg, "method.eta"), [OmegaConf.select(cfg, f"method.{key}")
-                                                       for key in ("max_iters", "retry_iters")]
-    retry_iters = caps[1]
-    if retry_iters is not None and type(retry_iters) is not int:  # null by default: no type for Hydra to hold it to
-        raise PreciseInvError(f"method.retry_iters takes a whole number of iterations, or null (method.max_iters), "
-                              f"got {retry_iters!r}")
-    check_retry(cfg)
-    check_stop(eta if isinstance(eta, (int, float)) else None, *(c if isinstance(c, int) else None for c in caps))
+    check_retry(cfg)  # method.retry_iters is a whole number or null past it
+    eta, max_iters, retry_iters = (OmegaConf.select(cfg, f"method.{k}") for k in ("eta", "max_iters", "retry_iters"))
+    check_stop(eta if isinstance(eta, (int, float)) else None, max_iters if isinstance(max_iters, int) else None,
+               retry_iters)
     check_exact_sampler(cfg)
 
 
@@ -158,12 +154,16 @@ def check_retry(cfg) -> None:
     from omegaconf import OmegaConf
 
     method, retry = cfg.get("method") or {}, OmegaConf.select(cfg, "method.retry")
+    retry_iters = method.get("retry_iters")
+    if retry_iters is not None and type(retry_iters) is not int:  # null by default: no type for Hydra to hold it to
+        raise PreciseInvError(f"method.retry_iters takes a whole number of iterations, or null (method.max_iters), "
+                              f"got {retry_iters!r}")
     if isinstance(retry, str):
         raise PreciseInvError(f"method.retry={retry}: choose the retry solver as retry={retry} (the group), not as "
                               "method.retry")
     if cfg.get("retry") is not None and "retry" not in method:
         raise PreciseInvError("retry= is a second solve of method=preciseinv; this method has none: drop retry=")
-    if retry is None and method.get("retry_iters") is not None:
+    if retry is None and retry_iters is not None:
         raise PreciseInvError("method.retry_iters is the cap of a second solve, and there is none: add retry=spectral "
                               "(or retry=adamw), or drop method.retry_iters")
     solver = method.get("solver")
@@ -269,8 +269,8 @@ def inverter_config(model, method="preciseinv", solver="hybrid", encoder="mean",
         if lr is not None:
             cfg.model.lr = lr
             explicit.append(f"model.lr={lr}")
-        named_retry = retry_iters if isinstance(retry, str) else None  # an object's cap goes with the object
-        for key, value in (("eta", eta), ("max_iters", max_iters), ("retry_iters", named_retry)):
+        in_tree = None if retry is not None and not isinstance(retry, str) else retry_iters  # an object's: with it
+        for key, value in (("eta", eta), ("max_iters", max_iters), ("retry_iters", in_tree)):
             if value is not None and key in cfg.method:
                 cfg.method[key] = value
         for key, value in keys.items():

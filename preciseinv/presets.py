@@ -511,6 +511,8 @@ def null_choices(config_name: str, argv: list[str]) -> list[str]:
     defaults list: where the group has a ``none`` option (``retry=none``) that option, in a sweep's values too
     (``retry=null,spectral``); else no choice of the group, as ``~group`` says it (``logger=null``: no logger).
     Returns ``argv`` with those rewritten."""
+    if not any("null" in arg.lower() for arg in argv):
+        return argv
     groups = _default_groups(config_name)
     out = []
     for arg in argv:

@@ -3,9 +3,9 @@
 A run folder is any folder (any depth) holding ``summary.json``, ``manifest.jsonl`` or ``run.json`` (what ``fit``
 writes, one per run of a ``--multirun`` sweep). Writes into DIR:
 
-- ``report.md``: one row per finished run (method, model, T, eta, solver (and its retry), start, n, PSNR / SSIM / LPIPS as means with
-  95 % intervals, seconds per image, network cost, peak memory, converged fraction); below it the unfinished runs
-  (interrupted, killed, still running: images done, of how many when known) and the folders skipped;
+- ``report.md``: one row per finished run (method, model, T, eta, solver (and its retry), start, n, PSNR / SSIM /
+  LPIPS as means with 95 % intervals, seconds per image, network cost, peak memory, converged fraction); below it the
+  unfinished runs (interrupted, killed, still running: images done, of how many when known) and the folders skipped;
 - ``report.csv``: one row per finished run, with summary.json's column names (``method``, ``psnr_mean``, ...);
 - ``per_image.csv``: every sample of every finished run;
 - ``psnr_vs_seconds.png`` (one point per run: the Pareto view), ``psnr_vs_eta.png``, ``cost_vs_images.png`` (each
@@ -39,10 +39,10 @@ _T95 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 METRICS = ("psnr", "ssim", "lpips")
 EDIT_METRICS = EDIT_KEYS  # PIE-Bench edits: background preservation, CLIP similarity, structure distance
-COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "retry", "sampler", "n", "exact", "psnr_mean",
-           "psnr_ci95", "ssim_mean", "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image", "cost_mean",
-           "peak_memory_mb", "converged_fraction", "nfe_forward_mean", "nfe_backward_mean", "latent_mse_mean", "n_failed",
-           *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
+COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "retry", "sampler", "n", "exact",
+           "psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image",
+           "cost_mean", "peak_memory_mb", "converged_fraction", "nfe_forward_mean", "nfe_backward_mean",
+           "latent_mse_mean", "n_failed", *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
 RUN_FILES = ("summary.json", "manifest.jsonl", "run.json")
 EXACT_PSNR = 100.0  # an exact method's reconstruction at or above this is its input up to float rounding (MSE 1e-10)
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

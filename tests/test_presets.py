@@ -267,7 +267,8 @@ def test_a_sweeps_mistake_is_one_line_naming_the_run_before_any_runs():
     for argv, said in ((["method.retry=spectral"], "method.retry=spectral: choose the retry solver as retry=spectral"),
                        (["method=ddim", "retry=spectral"], "retry= is a second solve of method=preciseinv"),
                        (["solver=adamw", "retry=adamw"], "the retry solver is the solver itself"),
-                       (["method.retry_iters=50"], "method.retry_iters is the cap of a second solve, and there is none")):
+                       (["method.retry_iters=50"],
+                        "method.retry_iters is the cap of a second solve, and there is none")):
         with pytest.raises(PreciseInvError, match=re.escape(said)):
             check_command_line("fit", argv)
     for value in ("1.5", "abc", "true"):  # its default is null: Hydra holds it to no type
@@ -352,7 +353,7 @@ def test_a_group_set_to_null_is_its_none_option_or_no_choice():
     assert null_choices("fit", argv) == ["retry=none", "-m", "retry=none,spectral", "~logger", "~paper_row",
                                          "output_dir=a,null", "x=null", "retry=none", "data.root=null"]
     assert null_choices("edit", ["retry=null"]) == ["retry=none"]  # edit takes fit's defaults list
-    assert null_choices("learn_init", ["data=null", "logger=null"]) == ["data=null", "~logger"]  # data: not a group there
+    assert null_choices("learn_init", ["data=null", "logger=null"]) == ["data=null", "~logger"]  # data: no group there
     check_command_line("fit", ["-m", *null_choices("fit", ["retry=null,spectral"])])  # each run of the sweep composes
     check_command_line("fit", ["--cfg", "job", "hydra.mode=MULTIRUN"])  # Hydra prints the config, as without it
 

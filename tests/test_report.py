@@ -102,7 +102,8 @@ def test_runs_that_differ_in_their_retry_alone_are_told_apart(tmp_path):
     fake_run(tmp_path / "off", "preciseinv", [30.0, 31.0])
     fake_run(tmp_path / "on", "preciseinv", [30.5, 31.0], retry="Spectral")
     report(tmp_path)
-    assert {r["run"]: r["retry"] for r in csv.DictReader(open(tmp_path / "report.csv"))} == {"off": "", "on": "spectral"}
+    retries = {r["run"]: r["retry"] for r in csv.DictReader(open(tmp_path / "report.csv"))}
+    assert retries == {"off": "", "on": "spectral"}
     table = md_rows(tmp_path)
     assert table["off"][4] == "hybrid" and table["on"][4] == "hybrid + retry spectral"
     assert report_module.label(report_module.read_run(tmp_path / "on")["row"]) == (

@@ -60,7 +60,8 @@ class PreciseInv:
         return uses_network_gradient(self.solver) or (self.retry is not None and uses_network_gradient(self.retry))
 
     def describe(self) -> dict:
-        out = {"method": self.name, "eta": self.eta, "max_iters": self.max_iters, "solver": describe_solver(self.solver)}
+        out = {"method": self.name, "eta": self.eta, "max_iters": self.max_iters,
+               "solver": describe_solver(self.solver)}
         if self.retry is not None:
             out.update(retry=describe_solver(self.retry), retry_iters=self.retry_iters)
         return out
