@@ -15,17 +15,22 @@ takes the DDIM start at its one call, so ``init=learned`` costs what ``init=ddim
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
 from preciseinv.inits.base import Start, injected_noise
+from preciseinv.methods.preciseinv import chain_below
 from preciseinv.solvers.base import network_cost
 
 
 def _outcome(method, denoiser, sampler, k: int, start: Start, x0, x_prev, cond, noise) -> tuple[torch.Tensor, ...]:
-    """(cost (b,), converged (b,)) of step k solved from ``start``."""
-    _, stats = method.solve(denoiser, sampler, x0, x_prev, k, start.x, cond, noise)
+    """(cost (b,), converged (b,)) of step k solved from ``start``. Under a retry solver the two solutions of a
+    sample are compared as a run compares them, by where they land through the steps under k, where those steps
+    need no noise found by the run (a sampler that injects noise: by the lower residual, the pairs keep no noises)."""
+    below = None if sampler.injects_noise else partial(chain_below, denoiser, sampler, cond, [None] * k, k)
+    _, stats = method.solve(denoiser, sampler, x0, x_prev, k, start.x, cond, noise, None, below)
     return start.calls.cpu() + network_cost(stats.nfe_forward, stats.nfe_backward).cpu(), stats.converged.cpu()
 
 
