@@ -15,7 +15,7 @@ constructors' refusals as one line.
 from __future__ import annotations
 
 from preciseinv.errors import PreciseInvError
-from preciseinv.presets import FAMILY_KEYS, adopt_family, check_preset_fits, compose, explicit_keys
+from preciseinv.presets import FAMILY_KEYS, adopt_family, check_preset_fits, compose, did_you_mean, explicit_keys
 
 __all__ = ["compose", "prepare", "instantiate", "build_engine", "engine_factory", "inverter_config", "file_config",
            "CONFIG_KEYS"]
@@ -140,6 +140,13 @@ def check_values(cfg) -> None:
     if spacing is not None and spacing not in TIMESTEP_SPACINGS:
         raise PreciseInvError(f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, or null (the model "
                               f"scheduler's own), got {spacing!r}")
+    sampler = cfg.get("sampler")
+    if sampler is not None:  # before the model loads (its sampler is built after)
+        from preciseinv.samplers import SAMPLERS
+
+        if sampler not in SAMPLERS:
+            raise PreciseInvError(did_you_mean(str(sampler), SAMPLERS, f"sampler={sampler} is not a sampler; sampler "
+                                                f"is one of {', '.join(SAMPLERS)}, or null (the model's own)"))
     check_retry(cfg)  # method.retry_iters is a whole number or null past it
     eta, max_iters, retry_iters = (OmegaConf.select(cfg, f"method.{k}") for k in ("eta", "max_iters", "retry_iters"))
     check_stop(eta if isinstance(eta, (int, float)) else None, max_iters if isinstance(max_iters, int) else None,

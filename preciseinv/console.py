@@ -66,12 +66,29 @@ def drop_unused_run_dir(output_dir) -> bool:
         names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
         if ".hydra" in names and names <= {".hydra", LOCK} and holder(folder) is None:  # not a live run's
             shutil.rmtree(folder)
-            day = folder.parent  # Hydra's default outputs/<date>/<time>/: the date folder it made, if now empty
-            default = re.fullmatch(r"\d{2}-\d{2}-\d{2}", folder.name) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.name) \
-                and day.parent.name == "outputs"
+            day = folder.parent
+            # Hydra's default outputs/<date>/<time>/ (<time>-<command>/): the date folder it made, if now empty
+            default = re.fullmatch(r"\d{2}-\d{2}-\d{2}(-[a-z_]+)?", folder.name) \
+                and re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.name) and day.parent.name == "outputs"
             if default and not any(day.iterdir()):
                 day.rmdir()
             return True
+    return False
+
+
+def leave_run_dir(output_dir) -> bool:
+    """A command stopped before it started (a mistake, a refusal, a Ctrl-C): its folder goes where it holds nothing
+    else (``drop_unused_run_dir``); in a folder an earlier run owns, that run's ``.hydra/`` record goes back in
+    place of the one Hydra wrote for this command (not while a live run holds the folder). Returns whether it
+    removed the folder."""
+    if drop_unused_run_dir(output_dir):
+        return True
+    from preciseinv.outputs.lock import holder
+    from preciseinv.outputs.run_record import restore_hydra_record
+
+    with contextlib.suppress(OSError):  # a folder it cannot write: the stop's own line matters more
+        if holder(Path(output_dir)) is None:
+            restore_hydra_record(output_dir)
     return False
 
 

@@ -107,7 +107,9 @@ def _run(cfg, held: contextlib.ExitStack) -> dict:
     if first_process():  # one run at a time in a folder; then a run that died: its rank files into manifest.jsonl
         held.enter_context(run_lock(output_dir))  # (kept, for the ranks reading them now)
         assemble(output_dir)
-    check_resumable(output_dir, config, option_of, finished=has_records(output_dir))
+    own_sampler = _own_sampler(model_spec)
+    check_resumable(output_dir, config, option_of, finished=has_records(output_dir),
+                    own={"sampler": own_sampler})  # sampler=ddim on a model whose own is DDIM: no change
     if cfg.get("verify", "size") not in ("size", "full"):
         raise PreciseInvError(f"verify must be size (stat each finished sample's files) or full (re-read and re-hash "
                               f"them), got {cfg.verify!r}")
@@ -158,7 +160,7 @@ def _run(cfg, held: contextlib.ExitStack) -> dict:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
         if first_process():
             kind = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()  # cpu, cuda, mps
-            print(console.header(cfg, _num_samples(datamodule.dataset), len(done), _sampler(cfg, model_spec),
+            print(console.header(cfg, _num_samples(datamodule.dataset), len(done), cfg.get("sampler") or own_sampler,
                                  f"{trainer.num_devices} ({kind})"), flush=True)
         try:
             try:
@@ -211,13 +213,16 @@ def _command(config_name: str) -> None:
         try:
             preemption.command_started()  # a Ctrl-C while the libraries started stops here
             preemption.note_run_folder()  # what the hints say resumes it
+            from preciseinv.outputs.run_record import note_command_record
+
+            note_command_record(cfg.output_dir)  # Hydra's record of this command, before another can rewrite it
             with console.quiet(bool(cfg.get("verbose", False))):
                 summary = run(cfg)
         except PreciseInvError as err:
-            console.drop_unused_run_dir(cfg.output_dir)
+            console.leave_run_dir(cfg.output_dir)
             console.fail(err)
         except KeyboardInterrupt:  # a Ctrl-C as the command started or loaded: stopped before it wrote anything
-            if console.drop_unused_run_dir(cfg.output_dir):
+            if console.leave_run_dir(cfg.output_dir):
                 preemption.forget_run_folder()  # nothing was kept there to resume
             raise
         except preemption.Interrupted as stop:
@@ -242,10 +247,8 @@ def _command(config_name: str) -> None:
         raise SystemExit(1)
 
 
-def _sampler(cfg, model_spec) -> str | None:
-    """The sampler this run takes: the one named, else the model's own (read from its scheduler config)."""
-    if cfg.get("sampler"):
-        return cfg.sampler
+def _own_sampler(model_spec) -> str | None:
+    """The model's own sampler (read from its scheduler config; None where that cannot be read before the load)."""
     from preciseinv.models.loading import native_sampler
 
     try:
@@ -257,8 +260,9 @@ def _sampler(cfg, model_spec) -> str | None:
 def closing_lines(cfg, summary: dict) -> list[str]:
     """What a finished run prints: its table, why samples failed (if some did), where the outputs are and, when
     this run logged to W&B offline, how to upload it."""
-    run_json = Path(cfg.output_dir) / "run.json"
-    pace = json.loads(run_json.read_text()).get("last_run") if run_json.exists() else None
+    from preciseinv.outputs.run_record import read_record
+
+    pace = (read_record(Path(cfg.output_dir) / "run.json") or {}).get("last_run")
     lines = [console.summary_table(summary, pace), console.failures_line(cfg.output_dir, summary),
              f"outputs in {cfg.output_dir}"]
     logger = cfg.get("logger") or {}

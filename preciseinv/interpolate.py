@@ -147,6 +147,7 @@ def _command() -> None:
         try:
             report = run(cfg)
         except PreciseInvError as err:
+            console.drop_unused_run_dir(cfg.output_dir)  # a mistake leaves no folder behind
             console.fail(err)
         print(console.table([("frames", str(report["frames"])), ("mode", report["mode"]),
                              ("PSNR a", console.fmt(report.get("psnr_a"), ".2f")),

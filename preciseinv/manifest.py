@@ -6,7 +6,8 @@ into DIR.
 ``--verify`` checks instead, without a GPU, that every finished sample's files are there and intact (each file
 re-read and re-hashed against the size and SHA-256 its record holds; latent files of records without
 checksums are loaded): it writes ``damaged.jsonl`` ({id, why} per damaged sample) into DIR and exits with status 1 if
-any is damaged. Rerunning the run's command redoes exactly those samples."""
+any is damaged, or if records were lost (manifest lines that no longer parse; no manifest beside latent files).
+Rerunning the run's command redoes exactly those samples."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from preciseinv.console import plain
 from preciseinv.outputs.lock import holder, released_here
-from preciseinv.outputs.records import RECORDS, rank_record_files
+from preciseinv.outputs.records import MANIFEST, RECORDS, rank_record_files, unreadable_lines
 from preciseinv.outputs.summary import write_summary
 
 LIVE_SECONDS = 120  # a rank file written this recently belongs to a run that is still going
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check(out: Path) -> int:
-    """``--verify``: damaged.jsonl and one line; status 1 when something is damaged."""
+    """``--verify``: damaged.jsonl and one line; status 1 when something is damaged or records were lost."""
     from preciseinv.outputs.atomic import atomic_write_bytes
     from preciseinv.outputs.records import DAMAGED, verify
 
@@ -75,9 +76,25 @@ def check(out: Path) -> int:
                                                   for i, why in damaged.items()).encode())
     else:  # an earlier check's list is out of date
         (out / DAMAGED).unlink(missing_ok=True)
+    lost = lost_records(out)
     print(f"{out}: {len(good)} samples intact, {len(damaged)} damaged" +
-          (f" (listed in {out / DAMAGED}; rerun the run's command to redo them)" if damaged else ""))
-    return 1 if damaged else 0
+          (f" (listed in {out / DAMAGED}; rerun the run's command to redo them)" if damaged else "") +
+          (f"; {lost}" if lost else ""))
+    return 1 if damaged or lost else 0
+
+
+def lost_records(out: Path) -> str | None:
+    """What the records lost, where something did: manifest lines that no longer parse, or no manifest (nor rank
+    files) beside latent files; a rerun inverts those samples again. (A stray latent file beside an intact manifest
+    is no lost record: the rerun ignores it.)"""
+    if (out / MANIFEST).is_file():
+        n = unreadable_lines(out / MANIFEST)
+        return f"{n} unreadable line(s) in {MANIFEST}: their samples' records are lost; a rerun inverts them again" \
+            if n else None
+    latents = list((out / "latents").rglob("*.safetensors")) if (out / "latents").is_dir() else []
+    if latents and not rank_record_files(out):
+        return f"no {MANIFEST} beside {len(latents)} latent file(s): their records are lost; a rerun inverts them again"
+    return None
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ _ALIASES = {"t": "num_steps", "steps": "num_steps",  # where a command has the a
             "prompt": "source", "source_prompt": "source", "target_prompt": "target"}
 
 
-def _did_you_mean(name: str, candidates, then: str) -> str:
+def did_you_mean(name: str, candidates, then: str) -> str:
     """"did you mean X? " + ``then`` for the closest of ``candidates`` to a misspelled ``name``, else ``then``: the
     same name in other case (``adamW``), a known alias (``T``), the shortest key ending in it (``eta``:
     ``method.eta``), else the closest spelling."""
@@ -235,7 +235,7 @@ def _check_added_keys(overrides: list[str], cfg) -> None:
         group, cls = parent.rsplit(".", 1)[-1], str(target).rsplit(".", 1)[-1]
         option = option_of(parent, str(target))
         what = f"{group}={option}" if option and not option.startswith("_") else f"{group} ({cls})"
-        hint = _did_you_mean(name, known, f"{what} takes {', '.join(known) or 'no settings'}")
+        hint = did_you_mean(name, known, f"{what} takes {', '.join(known) or 'no settings'}")
         raise PreciseInvError(f"{parent}.{name} is not a setting of {what}; {hint}")
 
 
@@ -460,7 +460,7 @@ def _check_one(config_name: str, argv: list[str]) -> None:
             key = unknown_key.group(1)
             known = _dotted_keys(compose(config_name, [*_group_choices(argv), "output_dir=."])) + [
                 p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and not p.name.startswith("_")]
-            hint = _did_you_mean(key, known, f"`python -m preciseinv.{config_name} --cfg job` prints every setting")
+            hint = did_you_mean(key, known, f"`python -m preciseinv.{config_name} --cfg job` prints every setting")
             raise PreciseInvError(f"{key} is not a setting; {hint}") from None
         cannot_delete = re.search(r"Could not delete '([^']+)'", text)
         if cannot_delete:
@@ -470,7 +470,7 @@ def _check_one(config_name: str, argv: list[str]) -> None:
         if unknown_option:
             group, name = unknown_option.groups()
             options = command_options(group, config_name)
-            hint = _did_you_mean(name, options, f"{group} is one of {', '.join(options)}")
+            hint = did_you_mean(name, options, f"{group} is one of {', '.join(options)}")
             raise PreciseInvError(f"{group}={name} is not an option; {hint}") from None
         bad = _unparsable(argv)
         if bad:

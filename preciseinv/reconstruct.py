@@ -5,8 +5,9 @@ the settings stored in it (model, sampler, schedule, the method's own reconstruc
 written as ``<output_dir>/<id>.png``, its sample's id as the run's ``recon/`` names it (``sub/photo.png`` for an
 image in a subfolder; a file without an id: ``<file stem>.png``), in ``output_dir`` (default: the current
 directory). Two files that would write one image (the same id from two runs) are refused before any is written;
-a file that cannot be read is listed at the end (exit status 1) and the others are still written. A model is
-loaded once for all the files that name it.
+a file that cannot be read is listed at the end, each on a line (exit status 1), and the others are still written.
+A path that does not exist (a glob that matched nothing) is a mistake in the command: it stops before any file is
+read (exit status 2). A model is loaded once for all the files that name it.
 """
 
 from __future__ import annotations
@@ -108,9 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         except PreciseInvError as err:
             console.fail(err)
     print(f"{len(written)} image(s) in {output_dir}")
-    if failed:
-        (path, why), more = failed[0], f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        print(f"preciseinv: {len(failed)} file(s) not reconstructed: {why}{more}", file=sys.stderr)
+    if failed:  # each named: the first on the count's line, the others a line each
+        print(f"preciseinv: {len(failed)} file(s) not reconstructed: {failed[0][1]}", file=sys.stderr)
+        for _, why in failed[1:]:
+            print(f"preciseinv: also not reconstructed: {why}", file=sys.stderr)
         sys.exit(1)
 
 

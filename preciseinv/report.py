@@ -162,7 +162,11 @@ def read_run(folder: Path) -> dict:
         raise ValueError("manifest.jsonl has no records")
     row["n"] = len(records)
     for key in (*METRICS, *EDIT_METRICS):
-        row[f"{key}_mean"], row[f"{key}_ci95"] = mean_ci95([r.get(key) for r in records])
+        values = [r.get(key) for r in records]
+        # LPIPS on some samples only (its weights installed between a run and its rerun): no mean over the run, as
+        # summary.json says (the edit metrics are measured where a row has a mask: over those)
+        row[f"{key}_mean"], row[f"{key}_ci95"] = (None, None) if key == "lpips" and None in values else \
+            mean_ci95(values)
     for key in ("seconds_per_image", "cost_mean", "peak_memory_mb", "converged_fraction", "nfe_forward_mean",
                 "nfe_backward_mean", "latent_mse_mean", "n_failed"):
         row[key] = summary.get(key)
@@ -185,7 +189,8 @@ def find_runs(root: Path) -> tuple[list[dict], list[dict], list[tuple[Path, str]
         except ValueError as err:
             skipped.append((folder, str(err)))
             continue
-        run["row"]["run"] = str(folder.relative_to(root)) or "."
+        inside = folder.relative_to(root)
+        run["row"]["run"] = str(inside) if inside.parts else folder.resolve().name  # the run folder itself: its name
         (unfinished if run["complete"] is False else runs).append(run)
     return _ordered(runs), unfinished, skipped
 
@@ -258,8 +263,9 @@ def markdown(runs: list[dict], unfinished: list[dict], skipped: list) -> str:
                      f"{_pm(r['clip_edited_mean'], r['clip_edited_ci95'], 2)} | {_fmt(r['structure_distance_mean'], 4)} | "
                      f"{r['run']} |\n")
     if unfinished:
-        text += ("\n## Unfinished\n\nInterrupted, killed or still running: left out of the tables and plots (rerun the "
-                 "same command to resume).\n\n"
+        text += ("\n## Unfinished\n\nInterrupted, killed or still running: left out of the tables and plots (to "
+                 "resume one, rerun the command that made it into the same folder: the output_dir= or hydra.sweep.dir= "
+                 "its stop message named).\n\n"
                  + "\n".join(f"- `{run['row']['run']}`" + (f" ({label(run['row'])})" if run["row"]["method"] else "")
                              + f": images done: {_progress(run)}" for run in unfinished) + "\n")
     if skipped:
@@ -337,6 +343,7 @@ def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
             groups.setdefault((r["method"], r["solver"], r["init"], r.get("retry"), r["sampler"], r["num_steps"],
                                r["model"]),
                               []).append(r)
+    groups = {key: members for key, members in groups.items() if len({r["eta"] for r in members}) > 1}  # a sweep
     if groups:
         fig, ax = plt.subplots(figsize=(6, 4))
         firsts = [members[0] for members in groups.values()]

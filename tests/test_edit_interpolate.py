@@ -97,9 +97,12 @@ def test_interpolation_bad_endpoint_is_one_line(tmp_path):
     from preciseinv.errors import PreciseInvError
     from preciseinv.interpolate import endpoint
 
-    proc = cli("preciseinv.interpolate", "a=nope.png", "b=nope2.png", f"output_dir={tmp_path}", cwd=tmp_path)
+    proc = cli("preciseinv.interpolate", "a=nope.png", "b=nope2.png", f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
     assert proc.returncode == 2 and "'nope.png': no such file (an endpoint is an image file or a" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()  # a mistake leaves no folder
+    proc = cli("preciseinv.interpolate", "a=nope.png", "b=nope2.png", "frames=1", cwd=tmp_path)  # Hydra's default
+    assert proc.returncode == 2 and not any((tmp_path / "outputs").iterdir())  # outputs/<date>/<time>-interpolate/
     with pytest.raises(PreciseInvError, match="is neither an image file nor a .safetensors latent file"):
         endpoint(None, str(tmp_path), "")  # a folder
     assert "Traceback" not in proc.stderr

@@ -49,6 +49,11 @@ def test_a_run_given_output_dir_keeps_hydras_record_there(default_runs):
     root = default_runs["preciseinv"].parent  # the working directory of the command
     assert (default_runs["preciseinv"] / ".hydra" / "overrides.yaml").is_file()
     assert not (root / "outputs").exists()  # no outputs/<date>/<time>/.hydra/ left in the working directory
+    # a rerun refused there (other settings) leaves the record of the run that made the folder, not its own
+    record = {p.name: p.read_bytes() for p in (default_runs["preciseinv"] / ".hydra").glob("*.yaml")}
+    proc = fit(f"output_dir={default_runs['preciseinv']}", "method=ddim", cwd=root)
+    assert proc.returncode == 2 and "other settings" in proc.stderr
+    assert {p.name: p.read_bytes() for p in (default_runs["preciseinv"] / ".hydra").glob("*.yaml")} == record
 
 
 def test_default_run_shows_the_point_of_the_method(default_runs):
@@ -231,6 +236,7 @@ def test_a_bad_setting_is_one_clear_line_from_the_command(tmp_path):
     (["guidance_scale=3"], "model mini takes no text prompt: drop guidance_scale=3, or choose"),
     (["timesteps=[1,501,900]"], r"expected 2 distinct timesteps, got \[1, 501, 900\] \(num_steps=3 takes these\)"),
     (["timestep_spacing=trailng"], "timestep_spacing must be one of leading, trailing, linspace, or null"),
+    (["sampler=ddimm"], "did you mean ddim[?] sampler=ddimm is not a sampler; sampler is one of ddim, ddpm, lcm"),
     (["data.num_workers=-1"], "data.num_workers must be a whole number, 0 .* or more, got -1"),
     (["data.resolution=0"], "data.resolution must be a positive whole number of pixels, or null"),
     (["solver=adamw", "solver.lr=-1"], r"solver.lr must be > 0, got -1"),
@@ -269,6 +275,11 @@ def test_rerun_resumes_and_refuses_other_settings(tmp_path, fit_in_process):
     assert summary(tmp_path / "out")["n"] == 5
     with pytest.raises(PreciseInvError, match=r"holds a run with other settings \(method=ddim there, preciseinv now\)"):
         fit_in_process(*args[1:])  # method=preciseinv into the same folder
+    (tmp_path / "out" / "run.json").unlink()  # lost: summary.json's config still says what made the samples
+    with pytest.raises(PreciseInvError, match=r"other settings \(method=ddim there, preciseinv now"):
+        fit_in_process(*args[1:])
+    fit_in_process(*args, "sampler=ddim")  # the model's own sampler, named: the same run, nothing to redo
+    assert manifest(tmp_path / "out") == records
 
 
 def test_a_file_whose_id_changed_with_the_folder_is_not_inverted_twice(tmp_path, fit_in_process):

@@ -30,6 +30,13 @@ def test_reconstruct_equals_the_runs_recon(fit_in_process, tmp_path, capsys):
     assert exit_.value.code == 1 and "2 image(s)" in said.out
     assert said.err.startswith(f"preciseinv: 1 file(s) not reconstructed: '{damaged}' is not a readable latent file")
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(f"{p.stem}.png" for p in (files[0], files[2]))
+    other = tmp_path / "damaged" / files[2].name  # two: each is named
+    other.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(damaged), str(other), f"output_dir={tmp_path / 'none'}", "device=cpu"])
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 1 and len(lines) == 2 and lines[0].startswith("preciseinv: 2 file(s) not reconstructed")
+    assert str(damaged) in lines[0] and lines[1].startswith(f"preciseinv: also not reconstructed: '{other}'")
     # one file given twice, spelled two ways: written once
     main([str(files[0]), str(files[0].parent / ".." / "latents" / files[0].name), f"output_dir={tmp_path / 'once'}",
           "device=cpu"])

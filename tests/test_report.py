@@ -332,3 +332,20 @@ def test_each_run_names_its_sampler(tmp_path):
     assert md_rows(tmp_path)["lcm"][-2] == "lcm" and md_rows(tmp_path)["own"][-2] == "auto"
     assert {r["run"]: r["sampler"] for r in csv.DictReader(open(tmp_path / "report.csv"))} == {"own": "auto",
                                                                                              "lcm": "lcm"}
+
+
+def test_a_metric_some_samples_lack_has_no_mean_and_one_eta_draws_no_eta_curve(tmp_path):
+    """LPIPS installed between a run and its rerun: one redone sample has it, the rest not; the summary says no
+    mean, and so does the report (one image's value is not the run's). A run at a single eta has no curve."""
+    fake_run(tmp_path / "run", "preciseinv", [30.0, 32.0, 34.0])
+    manifest = tmp_path / "run" / "manifest.jsonl"
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    records[0]["lpips"] = 0.001
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "run" / "psnr_vs_eta.png").write_bytes(b"an earlier report's")
+    out = report(tmp_path / "run")
+    row = next(csv.DictReader(open(tmp_path / "run" / "report.csv")))
+    assert row["lpips_mean"] == "" and row["lpips_ci95"] == "" and float(row["psnr_mean"]) == 32.0
+    assert row["run"] == "run"  # the run folder itself is named by its name, not "."
+    assert not any(Path(f).name == "psnr_vs_eta.png" for f in out["files"])
+    assert not (tmp_path / "run" / "psnr_vs_eta.png").exists() and (tmp_path / "run" / "psnr_vs_seconds.png").is_file()

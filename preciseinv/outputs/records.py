@@ -91,6 +91,14 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
                 yield record
 
 
+def unreadable_lines(path: Path) -> int:
+    """How many lines of a JSONL file hold no record (torn or edited: not a JSON object; blank lines aside)."""
+    if not Path(path).exists():
+        return 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return sum(1 for line in f if line.strip()) - sum(1 for _ in iter_jsonl(path))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Records of a JSONL file; torn or unparsable lines are skipped."""
     return list(iter_jsonl(path))

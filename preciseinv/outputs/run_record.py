@@ -58,13 +58,33 @@ def differences(key: str, before, now, option=None):
 FOLDER, SAMPLES = (f"preciseinv.datamodules.folder.{name}" for name in ("FolderDataModule", "SampleImages"))
 
 
-def check_resumable(output_dir: Path, config: dict, option=None, finished: bool = True) -> None:
-    """Refuse to mix runs with different settings in one folder: a ``run.json`` there must hold the same
-    ``RESUME_KEYS`` (the writer callback writes it, at the start of prediction: ``start_record``). ``option(key,
-    target)``: the config option of a node's class, to name a changed choice as the command line does.
-    ``finished``: the folder holds a record of some sample (finished or failed); a run that stopped before its
-    first (a setting refused as the model loaded, an interrupt) owns nothing, and the next run's settings replace
-    its run.json."""
+def read_record(path: Path) -> dict | None:
+    """A JSON object file of a run (run.json, summary.json); None where it is missing or unreadable."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def recorded_settings(output_dir: Path) -> dict | None:
+    """The settings of the run that owns ``output_dir``: its ``run.json``, else (that file lost or unreadable) the
+    config its ``summary.json`` keeps; None where neither says."""
+    run = read_record(Path(output_dir) / "run.json")
+    config = run if run is not None else (read_record(Path(output_dir) / "summary.json") or {}).get("config")
+    return config if isinstance(config, dict) else None
+
+
+def check_resumable(output_dir: Path, config: dict, option=None, finished: bool = True,
+                    own: dict | None = None) -> None:
+    """Refuse to mix runs with different settings in one folder: the run that owns it (``run.json``, which the
+    writer callback writes at the start of prediction, ``start_record``; that file lost, ``summary.json``'s config)
+    must have the same ``RESUME_KEYS``. ``option(key, target)``: the config option of a node's class, to name a
+    changed choice as the command line does. ``finished``: the folder holds a record of some sample (finished or
+    failed); a run that stopped before its first (a setting refused as the model loaded, an interrupt) owns nothing,
+    and the next run's settings replace its run.json. ``own``: what a null setting stands for (``{"sampler":
+    "ddim"}``: the model's own sampler), so that naming it is no change. A folder with recorded samples but neither
+    record is refused: it cannot tell what they were made with."""
     if not finished:
         return
 
@@ -74,7 +94,7 @@ def check_resumable(output_dir: Path, config: dict, option=None, finished: bool 
             node = cfg
             for key in path:
                 node = node.get(key) if isinstance(node, dict) else None
-            out[".".join(path)] = node
+            out[".".join(path)] = node if node is not None else (own or {}).get(".".join(path))
         if isinstance(out["method"], dict):  # where each step's solver starts (init=) does not change what a latent
             # means, nor does a second solve of what the first left above eta (retry=): a rerun may switch them
             out["method"] = {k: v for k, v in out["method"].items() if k not in ("init", "retry", "retry_iters")}
@@ -85,28 +105,63 @@ def check_resumable(output_dir: Path, config: dict, option=None, finished: bool 
             out["data"]["_target_"] = SAMPLES  # data=samples had a class of its own
         return out
 
-    record = output_dir / "run.json"
-    if record.exists():
-        before = pick(json.loads(record.read_text()))
-        now = pick(config)
-        changed = [k for k in now if before.get(k) != now[k]]
-        if "data" in changed:  # another kind of dataset: its root, urls and split differ with it
-            changed = [k for k in changed if k not in ("data.root", "data.urls", "data.split")]
-        if changed:
-            hint = " (trainer.precision=bf16-true or 16-true sets model.dtype)" if "model.dtype" in changed else \
-                " (a dataset that moved: give its old path, e.g. through a link)" if "data.root" in changed and \
-                "data" not in changed else ""
-            diffs = [f"{k}={short(b)} there, {short(a)} now" for key in changed
-                     for k, b, a in differences(key, before.get(key), now[key], option)]
-            what = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
-            raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({what}){hint}; "
-                                  "rerun with the same settings to resume it, or choose another output_dir")
+    settings = recorded_settings(output_dir)
+    if settings is None:
+        raise PreciseInvError(f"output_dir {str(output_dir)!r} holds finished samples but no readable run.json (nor "
+                              "summary.json) saying which settings made them: restore it, or choose another "
+                              "output_dir")
+    before = pick(settings)
+    now = pick(config)
+    changed = [k for k in now if before.get(k) != now[k]]
+    if "data" in changed:  # another kind of dataset: its root, urls and split differ with it
+        changed = [k for k in changed if k not in ("data.root", "data.urls", "data.split")]
+    if changed:
+        hint = " (trainer.precision=bf16-true or 16-true sets model.dtype)" if "model.dtype" in changed else \
+            " (a dataset that moved: give its old path, e.g. through a link)" if "data.root" in changed and \
+            "data" not in changed else ""
+        diffs = [f"{k}={short(b)} there, {short(a)} now" for key in changed
+                 for k, b, a in differences(key, before.get(key), now[key], option)]
+        what = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        raise PreciseInvError(f"output_dir {str(output_dir)!r} holds a run with other settings ({what}){hint}; "
+                              "rerun with the same settings to resume it, or choose another output_dir")
+
+
+HYDRA, KEPT = ".hydra", "run"  # Hydra's record of a command (config, hydra, overrides), and this run's copy of it
+_COMMAND_RECORD: dict[Path, dict[str, bytes]] = {}  # this command's folder -> its .hydra/*.yaml as it started
+
+
+def _hydra_files(output_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((Path(output_dir) / HYDRA).glob("*.yaml"))}
+
+
+def note_command_record(output_dir: Path) -> None:
+    """Read Hydra's record of this command (``.hydra/*.yaml``, written just before the command's code runs): what
+    ``start_record`` keeps as the run's own, whatever another command started in the folder since wrote there."""
+    _COMMAND_RECORD.clear()
+    _COMMAND_RECORD[Path(output_dir).resolve()] = _hydra_files(output_dir)
 
 
 def start_record(path: Path, config: dict, resolved: dict) -> None:
     """``run.json`` as a run starts predicting: its settings and what it resolved at start (``batch_size`` from
-    auto, the start-up seconds); the previous run's ``resolved`` and ``last_run`` go."""
-    atomic_write_bytes(Path(path), json.dumps({**config, "resolved": dict(resolved)}, indent=2).encode())
+    auto, the start-up seconds); the previous run's ``resolved`` and ``last_run`` go. Hydra's record of the command
+    (as noted when it started, else ``.hydra/*.yaml`` now) is copied to ``.hydra/run/``: the record of the run
+    that owns the folder, put back by ``restore_hydra_record`` when a later command there is refused."""
+    path = Path(path)
+    atomic_write_bytes(path, json.dumps({**config, "resolved": dict(resolved)}, indent=2).encode())
+    record = _COMMAND_RECORD.get(path.parent.resolve()) or _hydra_files(path.parent)
+    for name, data in record.items():
+        atomic_write_bytes(path.parent / HYDRA / KEPT / name, data)
+
+
+def restore_hydra_record(output_dir: Path) -> None:
+    """A command refused or stopped before it started in a folder another run owns: Hydra has already rewritten
+    ``.hydra/`` with this command's settings; the owner's record (``.hydra/run/``) goes back in its place (a folder
+    whose run started before runs kept that copy has none to put back)."""
+    kept = Path(output_dir) / HYDRA / KEPT
+    if not first_process() or not kept.is_dir():
+        return
+    for source in sorted(kept.glob("*.yaml")):
+        atomic_write_bytes(Path(output_dir) / HYDRA / source.name, source.read_bytes())
 
 
 LAST_RUN_KEYS = ("resolved", "last_run")  # what one run settled at start and measured: not its successors'
@@ -116,9 +171,9 @@ def record_resolved(path: Path, values: dict, key: str = "resolved", replace: bo
     """Add what a run resolved at start (e.g. ``batch_size`` from ``auto``) to run.json, under ``resolved`` (or
     what it measured, under ``key``; ``replace``: the whole entry). Nothing without a run.json (no ``fit`` run)."""
     path = Path(path)
-    if not path.exists():
+    record = read_record(path)
+    if record is None:
         return
-    record = json.loads(path.read_text())
     if replace:
         record[key] = dict(values)
     else:
@@ -130,10 +185,8 @@ def forget_last_run(output_dir: Path) -> None:
     """A rerun starts: the previous run's ``resolved`` and ``last_run`` leave run.json (a rerun that finds nothing
     to do, or one stopped before its end, must not show them as its own)."""
     path = Path(output_dir) / "run.json"
-    if not path.exists() or not first_process():
-        return
-    record = json.loads(path.read_text())
-    if any(key in record for key in LAST_RUN_KEYS):
+    record = read_record(path) if first_process() else None
+    if record is not None and any(key in record for key in LAST_RUN_KEYS):
         atomic_write_bytes(path, json.dumps({k: v for k, v in record.items() if k not in LAST_RUN_KEYS},
                                             indent=2).encode())
 
@@ -141,9 +194,11 @@ def forget_last_run(output_dir: Path) -> None:
 def steady_rate(marks: list[tuple[float, int]]) -> float | None:
     """Images per second from (time, images) marks at each batch's end: the images of batches 2..N over the time
     from batch 1's end to batch N's: the first batch (start-up, the batch probe, its compile) left out, as are
-    leading batches of unreadable inputs only; None with fewer than two batches to measure between."""
+    leading and trailing batches of unreadable inputs only; None with fewer than two batches to measure between."""
     while marks and marks[0][1] == 0:
         marks = marks[1:]
+    while marks and marks[-1][1] == 0:
+        marks = marks[:-1]
     if len(marks) < 2 or marks[-1][0] <= marks[0][0]:
         return None
     return sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])

@@ -18,6 +18,8 @@ def test_steady_rate_leaves_the_first_batch_out():
     assert steady_rate([(3.0, 8), (3.0, 8)]) is None  # no time between them: no rate
     # a first batch of unreadable inputs only does no work: the clock starts at the first batch that did
     assert steady_rate([(1.0, 0), (10.0, 8), (12.0, 8)]) == 8 / 2
+    # nor does a last one: the clock stops at the last batch that did (no rate of 0 images per second)
+    assert steady_rate([(10.0, 8), (12.0, 8), (15.0, 0)]) == 8 / 2 and steady_rate([(10.0, 3), (11.0, 0)]) is None
 
 
 def test_records_go_under_their_key_and_merge(tmp_path):
@@ -74,3 +76,48 @@ def test_a_changed_choice_is_named_as_on_the_command_line(tmp_path):
     mine["method"]["solver"]["_target_"] = "mypackage.MySolver"
     with pytest.raises(PreciseInvError, match=r"method\.solver=preciseinv\.solvers\.Hybrid there, mypackage\.MySolver now"):
         check_resumable(tmp_path, mine, option_of)
+
+
+def test_without_run_json_the_summary_says_the_settings_and_the_model_s_own_sampler_is_no_change(tmp_path):
+    """run.json lost: summary.json's config stands for it (a rerun with other settings is still refused); neither:
+    a folder of recorded samples is refused rather than mixed. Naming the model's own sampler changes nothing."""
+    from omegaconf import OmegaConf
+
+    def config(*overrides):
+        return OmegaConf.to_container(compose("fit", [f"output_dir={tmp_path}", *overrides]), resolve=True)
+
+    (tmp_path / "run.json").write_text("{not json")  # unreadable: as good as lost
+    (tmp_path / "summary.json").write_text(json.dumps({"n": 2, "config": config()}))
+    check_resumable(tmp_path, config(), option_of)
+    with pytest.raises(PreciseInvError, match="method=preciseinv there, ddim now"):
+        check_resumable(tmp_path, config("method=ddim", "num_steps=4"), option_of)
+    (tmp_path / "summary.json").unlink()
+    with pytest.raises(PreciseInvError, match="holds finished samples but no readable run.json") as err:
+        check_resumable(tmp_path, config(), option_of)
+    assert "\n" not in str(err.value)
+    check_resumable(tmp_path, config("method=ddim"), option_of, finished=False)  # no sample: nothing to keep apart
+    forget_last_run(tmp_path)  # an unreadable run.json: nothing to forget, no traceback
+    record_resolved(tmp_path / "run.json", {"batch_size": 8})
+    (tmp_path / "run.json").write_text(json.dumps(config()))  # sampler: null, the model's own
+    check_resumable(tmp_path, config("sampler=ddim"), option_of, own={"sampler": "ddim"})
+    with pytest.raises(PreciseInvError, match="sampler=ddim there, ddpm now"):
+        check_resumable(tmp_path, config("sampler=ddpm"), option_of, own={"sampler": "ddim"})
+
+
+def test_a_refused_command_puts_the_owning_run_s_hydra_record_back(tmp_path):
+    """Hydra rewrites .hydra/ before any check; the run that owns the folder copied its own record as it started
+    (what the command noted at its start, not what is in .hydra/ by then), and a refused command puts it back."""
+    from preciseinv.outputs.run_record import note_command_record, restore_hydra_record, start_record
+
+    hydra = tmp_path / ".hydra"
+    hydra.mkdir()
+    (hydra / "overrides.yaml").write_text("- method=ddim\n")
+    note_command_record(tmp_path)
+    (hydra / "overrides.yaml").write_text("- method=edict\n")  # another command started there meanwhile
+    start_record(tmp_path / "run.json", {"method": "ddim"}, {})
+    assert (hydra / "run" / "overrides.yaml").read_text() == "- method=ddim\n"
+    restore_hydra_record(tmp_path)
+    assert (hydra / "overrides.yaml").read_text() == "- method=ddim\n"
+    note_command_record(tmp_path / "elsewhere")  # no record there: nothing noted
+    restore_hydra_record(tmp_path / "elsewhere")  # nor anything to put back
+    assert not (tmp_path / "elsewhere").exists()

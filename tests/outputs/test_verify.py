@@ -96,6 +96,23 @@ def test_what_manifest_verify_lists_the_plain_rerun_redoes(run, capsys):
     assert "already inverted" in capsys.readouterr().out
 
 
+def test_manifest_verify_says_what_the_records_lost(run, capsys):
+    """A manifest line that no longer parses, or a manifest deleted, loses its samples' records (their files stay):
+    --verify says so (exit 1) where it counted them as nothing at all; the rerun inverts them again."""
+    out, again = run
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:len(lines[1]) // 2]  # a record cut short in the middle of the file
+    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    assert manifest_main([str(out), "--verify"]) == 1
+    said = capsys.readouterr().out
+    assert "3 samples intact, 0 damaged; 1 unreadable line(s) in manifest.jsonl: their samples' records are" in said
+    (out / "manifest.jsonl").unlink()
+    assert manifest_main([str(out), "--verify"]) == 1
+    assert "0 samples intact, 0 damaged; no manifest.jsonl beside 4 latent file(s)" in capsys.readouterr().out
+    again()
+    assert manifest_main([str(out), "--verify"]) == 0 and len(records(out)) == 4
+
+
 def test_records_without_checksums_still_resume(run, capsys):
     out, again = run
     legacy = [{k: v for k, v in r.items() if k != "files"} for r in read_jsonl(out / "manifest.jsonl")]
@@ -108,6 +125,7 @@ def test_records_without_checksums_still_resume(run, capsys):
     again("verify=full")  # loads each latent file of a record without checksums: rocket's is redone
     assert "1 finished sample(s) have missing or damaged files (rocket: " in capsys.readouterr().out
     load_latent(out / "latents" / "rocket.safetensors")
+    assert manifest_main([str(out), "--verify"]) == 0  # the stray file is no record lost
 
 
 def test_a_bad_verify_value_is_one_line(run):
