@@ -2,8 +2,8 @@
 
 A lower starting residual is not a shorter solve (docs/learned_init.md: on the mini DDPM the residual-trained start
 leaves a 4x lower residual and lengthens the solves). So after training, ``learn_init`` solves each learned step of
-the validation pairs twice with the runs' own method (eta, cap, solver, retry), once from the DDIM start and once from the
-learned start behind its safeguard, and keeps the prediction for step k only where
+the validation pairs twice with the runs' own method (eta, cap, solver, retry), once from the DDIM start and once
+from the learned start behind its safeguard, and keeps the prediction for step k only where
 
     mean saving per pair - 2 standard errors of the paired savings > 0   and   converged(learned) >= converged(DDIM)
 
