@@ -149,6 +149,9 @@ def _command() -> None:
         except PreciseInvError as err:
             console.drop_unused_run_dir(cfg.output_dir)  # a mistake leaves no folder behind
             console.fail(err)
+        except KeyboardInterrupt:  # nor a Ctrl-C before the first frame is written
+            console.drop_unused_run_dir(cfg.output_dir)
+            raise
         print(console.table([("frames", str(report["frames"])), ("mode", report["mode"]),
                              ("PSNR a", console.fmt(report.get("psnr_a"), ".2f")),
                              ("PSNR b", console.fmt(report.get("psnr_b"), ".2f"))]))

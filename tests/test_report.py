@@ -184,7 +184,10 @@ def test_an_interrupted_run_is_listed_below_the_tables_not_in_them(real_runs):
     out = report(real_runs)
     assert out["runs"] == 2 and out["unfinished"] == [("preciseinv", "1 of 4")] and not out["skipped"]
     assert {r["run"] for r in csv.DictReader(open(real_runs / "report.csv"))} == {"ddim", "ceiling"}
-    assert {r["run"] for r in csv.DictReader(open(real_runs / "per_image.csv"))} == {"ddim", "ceiling"}
+    per_image = list(csv.DictReader(open(real_runs / "per_image.csv")))
+    assert {r["run"] for r in per_image} == {"ddim", "ceiling"}
+    # converged: blank for the exact method (as report.md says), False for DDIM inversion's residual above eta
+    assert {(r["run"], r["converged"]) for r in per_image} == {("ceiling", ""), ("ddim", "False")}
     assert set(md_rows(real_runs)) == {"ddim", "ceiling"}
     unfinished = (real_runs / "report.md").read_text().split("## Unfinished")[1]
     assert "- `preciseinv` (preciseinv/fixed_point T=2 η=0.001): images done: 1 of 4" in unfinished
