@@ -42,7 +42,8 @@ EDIT_METRICS = EDIT_KEYS  # PIE-Bench edits: background preservation, CLIP simil
 COLUMNS = ("run", "method", "model", "num_steps", "eta", "solver", "init", "retry", "sampler", "n", "exact",
            "psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95", "lpips_mean", "lpips_ci95", "seconds_per_image",
            "cost_mean", "peak_memory_mb", "converged_fraction", "nfe_forward_mean", "nfe_backward_mean",
-           "latent_mse_mean", "n_failed", *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
+           "latent_mse_mean", "n_failed", "max_iters",
+           *(f"{k}_{stat}" for k in EDIT_METRICS for stat in ("mean", "ci95")))
 RUN_FILES = ("summary.json", "manifest.jsonl", "run.json")
 EXACT_PSNR = 100.0  # an exact method's reconstruction at or above this is its input up to float rounding (MSE 1e-10)
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -146,6 +147,7 @@ def read_run(folder: Path) -> dict:
            "num_steps": config.get("num_steps"), "solver": solver,
            "eta": None if exact_method(_name(method.get("_target_"))) else method.get("eta"),  # what converged means
            "init": init if solver else None, "retry": retry if solver else None,
+           "max_iters": method.get("max_iters") if solver else None,  # the cap of each step's solve
            "sampler": config.get("sampler") or "auto"}  # auto: the model's own
     records = read_jsonl(folder / "manifest.jsonl")
     tried = sorted({str(r["retry"]) for r in records if r.get("retry")})  # what the samples' records say was run
@@ -217,8 +219,10 @@ def _pm(mean, ci, digits: int) -> str:
 
 
 def _solver(r: dict) -> str:
-    """A run's solver as its table cell and plot label say it: ``hybrid``, or ``hybrid + retry spectral``."""
-    return (r["solver"] or "") + (f" + retry {r['retry']}" if r.get("retry") else "")
+    """A run's solver as its table cell and plot label say it: ``hybrid``, or ``hybrid + retry spectral``, with its
+    cap where the report's runs differ in it (``hybrid cap 50``)."""
+    return (r["solver"] or "") + (f" + retry {r['retry']}" if r.get("retry") else "") + \
+        (f" cap {r['max_iters']}" if r.get("cap_shown") and r["solver"] else "")
 
 
 def table_row(r: dict) -> str:
@@ -341,8 +345,8 @@ def plots(root: Path, runs: list[dict], grid_images: int = 4) -> list[Path]:
     groups: dict[tuple, list] = {}  # the runs that differ in eta alone
     for r in rows:
         if r["solver"]:
-            groups.setdefault((r["method"], r["solver"], r["init"], r.get("retry"), r["sampler"], r["num_steps"],
-                               r["model"]),
+            groups.setdefault((r["method"], r["solver"], r["init"], r.get("retry"), r.get("max_iters"), r["sampler"],
+                               r["num_steps"], r["model"]),
                               []).append(r)
     groups = {key: members for key, members in groups.items() if len({r["eta"] for r in members}) > 1}  # a sweep
     if groups:
@@ -432,6 +436,9 @@ def report(root: str | Path) -> dict:
     if not root.is_dir():
         raise PreciseInvError(f"{str(root)!r} is not a folder; give the folder that holds the run folders")
     runs, unfinished, skipped = find_runs(root)
+    if len({run["row"]["max_iters"] for run in runs + unfinished if run["row"]["solver"]}) > 1:
+        for run in runs + unfinished:  # runs that differ in their cap alone would read alike
+            run["row"]["cap_shown"] = True
     if not (runs or unfinished or skipped):
         raise PreciseInvError(f"no runs in {str(root)!r} (no summary.json, manifest.jsonl or run.json at any depth); "
                               "give the output_dir of a fit run, or the folder of a --multirun sweep")

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ TARGETS = {"preciseinv": "PreciseInv", "ddim": "DDIMInversion", "belm": "BELM", 
 
 def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None = "Hybrid", eta=1e-3,
              edit: dict | None = None, complete: bool | None = True, init: str | None = None,
-             sampler: str | None = None, retry: str | None = None) -> None:
+             sampler: str | None = None, retry: str | None = None, max_iters: int = 200) -> None:
     """A run folder as fit (or edit, with ``edit`` metrics per record) writes it: manifest records and the summary
     computed from them (``complete=None``: a summary written before it said whether the run finished)."""
     folder.mkdir(parents=True)
@@ -31,7 +32,7 @@ def fake_run(folder: Path, method: str, psnrs: list[float], solver: str | None =
                 "peak_memory_mb": 100.0, **(edit or {})} for i, p in enumerate(psnrs)]
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"model": {"name": "mini"}, "num_steps": 2, "sampler": sampler,
-              "method": {"_target_": f"preciseinv.methods.{TARGETS[method]}", "eta": eta,
+              "method": {"_target_": f"preciseinv.methods.{TARGETS[method]}", "eta": eta, "max_iters": max_iters,
                          **({"solver": {"_target_": f"preciseinv.solvers.{solver}"}} if solver else {}),
                          **({"retry": {"_target_": f"preciseinv.solvers.{retry}"}} if retry else {})},
               **({"init": {"_target_": f"preciseinv.inits.{init}"}} if init else {})}
@@ -352,3 +353,18 @@ def test_a_metric_some_samples_lack_has_no_mean_and_one_eta_draws_no_eta_curve(t
     assert row["run"] == "run"  # the run folder itself is named by its name, not "."
     assert not any(Path(f).name == "psnr_vs_eta.png" for f in out["files"])
     assert not (tmp_path / "run" / "psnr_vs_eta.png").exists() and (tmp_path / "run" / "psnr_vs_seconds.png").is_file()
+
+
+def test_runs_that_differ_in_their_cap_alone_are_told_apart(tmp_path):
+    fake_run(tmp_path / "cap50", "preciseinv", [30.0, 31.0], max_iters=50)
+    fake_run(tmp_path / "cap200", "preciseinv", [33.0, 34.0])
+    fake_run(tmp_path / "ddim", "ddim", [12.0, 13.0], solver=None)
+    report(tmp_path)
+    rows = {r["run"]: r for r in csv.DictReader(open(tmp_path / "report.csv"))}
+    assert (rows["cap50"]["max_iters"], rows["cap200"]["max_iters"], rows["ddim"]["max_iters"]) == ("50", "200", "")
+    cells = md_rows(tmp_path)
+    assert "hybrid cap 50" in cells["cap50"] and "hybrid cap 200" in cells["cap200"]
+    assert not any("cap" in cell for cell in cells["ddim"])  # no solver, no cap
+    shutil.rmtree(tmp_path / "cap50")
+    report(tmp_path)  # one cap among the runs: not said
+    assert "hybrid" in md_rows(tmp_path)["cap200"]  # the cell is exactly "hybrid"
