@@ -107,9 +107,11 @@ def _run(cfg, held: contextlib.ExitStack) -> dict:
     if first_process():  # one run at a time in a folder; then a run that died: its rank files into manifest.jsonl
         held.enter_context(run_lock(output_dir))  # (kept, for the ranks reading them now)
         assemble(output_dir)
-    own_sampler = _own_sampler(model_spec)
-    check_resumable(output_dir, config, option_of, finished=has_records(output_dir),
-                    own={"sampler": own_sampler})  # sampler=ddim on a model whose own is DDIM: no change
+
+    def own(key: str) -> str | None:  # what sampler=null stands for: read only where one side names a sampler
+        return _own_sampler(model_spec) if key == "sampler" else None
+
+    check_resumable(output_dir, config, option_of, finished=has_records(output_dir), own=own)
     if cfg.get("verify", "size") not in ("size", "full"):
         raise PreciseInvError(f"verify must be size (stat each finished sample's files) or full (re-read and re-hash "
                               f"them), got {cfg.verify!r}")
@@ -160,7 +162,7 @@ def _run(cfg, held: contextlib.ExitStack) -> dict:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
         if first_process():
             kind = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()  # cpu, cuda, mps
-            print(console.header(cfg, _num_samples(datamodule.dataset), len(done), cfg.get("sampler") or own_sampler,
+            print(console.header(cfg, _num_samples(datamodule.dataset), len(done), cfg.get("sampler") or _own_sampler(model_spec),
                                  f"{trainer.num_devices} ({kind})"), flush=True)
         try:
             try:

@@ -76,9 +76,8 @@ def repair_jsonl(path: Path) -> int:
         os.close(fd)
 
 
-def iter_jsonl(path: Path) -> Iterator[dict]:
-    """Records of a JSONL file, one at a time (bounded memory on a million lines); torn or unparsable lines are
-    skipped."""
+def _lines(path: Path) -> Iterator[tuple[str, dict | None]]:
+    """Each line of a JSONL file with its record (None: torn, unparsable or not a JSON object)."""
     if not Path(path).exists():
         return
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -86,17 +85,19 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield record
+                record = None
+            yield line, record if isinstance(record, dict) else None
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """Records of a JSONL file, one at a time (bounded memory on a million lines); torn or unparsable lines are
+    skipped."""
+    return (record for _, record in _lines(path) if record is not None)
 
 
 def unreadable_lines(path: Path) -> int:
     """How many lines of a JSONL file hold no record (torn or edited: not a JSON object; blank lines aside)."""
-    if not Path(path).exists():
-        return 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return sum(1 for line in f if line.strip()) - sum(1 for _ in iter_jsonl(path))
+    return sum(1 for line, record in _lines(path) if record is None and line.strip())
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 from preciseinv.errors import PreciseInvError
 from preciseinv.outputs.atomic import atomic_write_bytes
@@ -76,15 +77,15 @@ def recorded_settings(output_dir: Path) -> dict | None:
 
 
 def check_resumable(output_dir: Path, config: dict, option=None, finished: bool = True,
-                    own: dict | None = None) -> None:
+                    own: Callable[[str], Any] | None = None) -> None:
     """Refuse to mix runs with different settings in one folder: the run that owns it (``run.json``, which the
     writer callback writes at the start of prediction, ``start_record``; that file lost, ``summary.json``'s config)
     must have the same ``RESUME_KEYS``. ``option(key, target)``: the config option of a node's class, to name a
     changed choice as the command line does. ``finished``: the folder holds a record of some sample (finished or
     failed); a run that stopped before its first (a setting refused as the model loaded, an interrupt) owns nothing,
-    and the next run's settings replace its run.json. ``own``: what a null setting stands for (``{"sampler":
-    "ddim"}``: the model's own sampler), so that naming it is no change. A folder with recorded samples but neither
-    record is refused: it cannot tell what they were made with."""
+    and the next run's settings replace its run.json. ``own(key)``: what a null setting stands for (``sampler``:
+    the model's own), so that naming it is no change; asked only where one side is null and the other is not. A
+    folder with recorded samples but neither record is refused: it cannot tell what they were made with."""
     if not finished:
         return
 
@@ -94,7 +95,7 @@ def check_resumable(output_dir: Path, config: dict, option=None, finished: bool 
             node = cfg
             for key in path:
                 node = node.get(key) if isinstance(node, dict) else None
-            out[".".join(path)] = node if node is not None else (own or {}).get(".".join(path))
+            out[".".join(path)] = node
         if isinstance(out["method"], dict):  # where each step's solver starts (init=) does not change what a latent
             # means, nor does a second solve of what the first left above eta (retry=): a rerun may switch them
             out["method"] = {k: v for k, v in out["method"].items() if k not in ("init", "retry", "retry_iters")}
@@ -110,8 +111,11 @@ def check_resumable(output_dir: Path, config: dict, option=None, finished: bool 
         raise PreciseInvError(f"output_dir {str(output_dir)!r} holds finished samples but no readable run.json (nor "
                               "summary.json) saying which settings made them: restore it, or choose another "
                               "output_dir")
-    before = pick(settings)
-    now = pick(config)
+    before, now = pick(settings), pick(config)
+    for key in now:  # null on one side only: the value it stands for there
+        if own is not None and (before.get(key) is None) != (now[key] is None):
+            side = before if before.get(key) is None else now
+            side[key] = own(key)
     changed = [k for k in now if before.get(k) != now[k]]
     if "data" in changed:  # another kind of dataset: its root, urls and split differ with it
         changed = [k for k in changed if k not in ("data.root", "data.urls", "data.split")]

@@ -99,9 +99,9 @@ def test_without_run_json_the_summary_says_the_settings_and_the_model_s_own_samp
     forget_last_run(tmp_path)  # an unreadable run.json: nothing to forget, no traceback
     record_resolved(tmp_path / "run.json", {"batch_size": 8})
     (tmp_path / "run.json").write_text(json.dumps(config()))  # sampler: null, the model's own
-    check_resumable(tmp_path, config("sampler=ddim"), option_of, own={"sampler": "ddim"})
+    check_resumable(tmp_path, config("sampler=ddim"), option_of, own={"sampler": "ddim"}.get)
     with pytest.raises(PreciseInvError, match="sampler=ddim there, ddpm now"):
-        check_resumable(tmp_path, config("sampler=ddpm"), option_of, own={"sampler": "ddim"})
+        check_resumable(tmp_path, config("sampler=ddpm"), option_of, own={"sampler": "ddim"}.get)
 
 
 def test_a_refused_command_puts_the_owning_run_s_hydra_record_back(tmp_path):
